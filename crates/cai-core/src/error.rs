@@ -1,0 +1,44 @@
+//! The error type of cai-core.
+
+use std::path::PathBuf;
+
+/// Errors from cai-core: bad input files and failures of a language model backend.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A JSONL line is not valid JSON or lacks an expected field.
+    #[error("{path}:{line}: {message}")]
+    Jsonl {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What was wrong and what was expected.
+        message: String,
+    },
+    /// A chat template failed to parse or render.
+    #[error("chat template: {0}")]
+    Template(String),
+    /// Input that is well-formed but not acceptable (the message says what was expected).
+    #[error("{0}")]
+    Invalid(String),
+    /// A language model backend failed.
+    #[error("model backend: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl Error {
+    /// Wrap any backend error.
+    pub fn backend(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Error::Backend(Box::new(e))
+    }
+}

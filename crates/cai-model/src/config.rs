@@ -1,0 +1,562 @@
+//! Model configuration: Hugging Face `config.json` for llama, mistral, qwen2, qwen3 and gpt2,
+//! read into one architecture-neutral [`ModelConfig`] and written back in HF form.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::{ModelError, Result};
+
+/// The `model_type` values cai implements.
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["llama", "mistral", "qwen2", "qwen3", "gpt2"];
+
+/// A supported architecture family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Architecture {
+    /// Llama 1/2/3: RMSNorm, RoPE, SwiGLU, GQA.
+    Llama,
+    /// Mistral: Llama plus sliding-window attention.
+    Mistral,
+    /// Qwen2: Llama plus q/k/v biases.
+    Qwen2,
+    /// Qwen3: Llama plus per-head RMSNorm of q and k.
+    Qwen3,
+    /// GPT-2: LayerNorm, learned positions, GELU MLP, fused Conv1D `c_attn`.
+    Gpt2,
+}
+
+impl Architecture {
+    /// Parse a `model_type` string.
+    pub fn from_model_type(s: &str) -> Option<Self> {
+        Some(match s {
+            "llama" => Self::Llama,
+            "mistral" => Self::Mistral,
+            "qwen2" => Self::Qwen2,
+            "qwen3" => Self::Qwen3,
+            "gpt2" => Self::Gpt2,
+            _ => return None,
+        })
+    }
+
+    /// The `model_type` string.
+    pub fn model_type(self) -> &'static str {
+        match self {
+            Self::Llama => "llama",
+            Self::Mistral => "mistral",
+            Self::Qwen2 => "qwen2",
+            Self::Qwen3 => "qwen3",
+            Self::Gpt2 => "gpt2",
+        }
+    }
+
+    /// The transformers class name written into `architectures`.
+    pub fn hf_class(self) -> &'static str {
+        match self {
+            Self::Llama => "LlamaForCausalLM",
+            Self::Mistral => "MistralForCausalLM",
+            Self::Qwen2 => "Qwen2ForCausalLM",
+            Self::Qwen3 => "Qwen3ForCausalLM",
+            Self::Gpt2 => "GPT2LMHeadModel",
+        }
+    }
+}
+
+/// Llama-3 style frequency-dependent RoPE scaling (`rope_type: "llama3"`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Llama3RopeScaling {
+    /// Overall scale factor.
+    pub factor: f64,
+    /// Wavelengths longer than `original_max_position_embeddings / low_freq_factor` are scaled.
+    pub low_freq_factor: f64,
+    /// Wavelengths shorter than `original_max_position_embeddings / high_freq_factor` are kept.
+    pub high_freq_factor: f64,
+    /// The context length the model was pre-trained with.
+    pub original_max_position_embeddings: usize,
+}
+
+/// RoPE frequency scaling.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum RopeScaling {
+    /// Positions divided by `factor` (`rope_type: "linear"`).
+    Linear(f64),
+    /// Llama 3.
+    Llama3(Llama3RopeScaling),
+}
+
+/// How positions enter the model.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum PositionEncoding {
+    /// Rotary embeddings on q and k.
+    Rope {
+        /// Base θ.
+        theta: f64,
+        /// Optional scaling.
+        scaling: Option<RopeScaling>,
+    },
+    /// A learned position embedding table (GPT-2 `wpe`).
+    Learned,
+}
+
+/// The normalisation layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NormKind {
+    /// RMSNorm with a weight.
+    Rms,
+    /// LayerNorm with weight and bias.
+    Layer,
+}
+
+/// The MLP's shape and activation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MlpKind {
+    /// `down(silu(gate(x)) * up(x))`.
+    SwiGlu,
+    /// `c_proj(gelu(c_fc(x)))`, tanh approximation (GPT-2's `gelu_new`).
+    GeluTanh,
+    /// `c_proj(gelu(c_fc(x)))`, exact erf GELU.
+    GeluErf,
+}
+
+/// Everything the decoder needs to know about a model's shape, in one neutral form.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// Architecture family.
+    pub architecture: Architecture,
+    /// Rows of the embedding and output matrices.
+    pub vocab_size: usize,
+    /// Width of the residual stream.
+    pub hidden_size: usize,
+    /// Width of the MLP.
+    pub intermediate_size: usize,
+    /// Number of decoder blocks.
+    pub num_layers: usize,
+    /// Attention heads for queries.
+    pub num_heads: usize,
+    /// Attention heads for keys and values (grouped-query attention when fewer).
+    pub num_kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// Longest sequence the model supports.
+    pub max_position_embeddings: usize,
+    /// Normalisation kind.
+    pub norm: NormKind,
+    /// Normalisation epsilon.
+    pub norm_eps: f64,
+    /// Position encoding.
+    pub positions: PositionEncoding,
+    /// MLP kind.
+    pub mlp: MlpKind,
+    /// Biases on q, k, v.
+    pub qkv_bias: bool,
+    /// Bias on the attention output projection.
+    pub o_bias: bool,
+    /// Biases in the MLP projections.
+    pub mlp_bias: bool,
+    /// Per-head RMSNorm on q and k (Qwen3).
+    pub qk_norm: bool,
+    /// Sliding attention window in tokens (Mistral).
+    pub sliding_window: Option<usize>,
+    /// Output matrix shares the embedding.
+    pub tie_word_embeddings: bool,
+    /// Beginning-of-sequence token id from the config.
+    pub bos_token_id: Option<u32>,
+    /// End-of-sequence token ids from the config.
+    pub eos_token_ids: Vec<u32>,
+    /// Dtype on disk as named by the config (`torch_dtype`/`dtype`), if any.
+    pub torch_dtype: Option<String>,
+}
+
+impl ModelConfig {
+    /// Read `config.json` from a file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
+        let value: Value = serde_json::from_str(&text).map_err(|e| ModelError::Config {
+            path: path.to_path_buf(),
+            message: format!("not valid JSON: {e}"),
+        })?;
+        Self::from_json(&value, path)
+    }
+
+    /// Interpret a parsed `config.json`; `path` is used in error messages.
+    pub fn from_json(value: &Value, path: &Path) -> Result<Self> {
+        let err = |message: String| ModelError::Config { path: path.to_path_buf(), message };
+        let model_type = value
+            .get("model_type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| err("missing field `model_type` (a string such as \"llama\")".into()))?;
+        let architecture = Architecture::from_model_type(model_type).ok_or_else(|| {
+            ModelError::UnsupportedArchitecture {
+                path: path.to_path_buf(),
+                model_type: model_type.to_string(),
+                supported: SUPPORTED_MODEL_TYPES.join(", "),
+            }
+        })?;
+        let cfg = match architecture {
+            Architecture::Gpt2 => {
+                let raw: Gpt2File = serde_json::from_value(value.clone())
+                    .map_err(|e| err(format!("{e} (reading a gpt2 config)")))?;
+                raw.into_config()
+            }
+            arch => {
+                let raw: LlamaFile = serde_json::from_value(value.clone())
+                    .map_err(|e| err(format!("{e} (reading a {} config)", arch.model_type())))?;
+                raw.into_config(arch).map_err(err)?
+            }
+        };
+        cfg.validate().map_err(err)?;
+        Ok(cfg)
+    }
+
+    /// Check the numbers fit together (heads divide the width, …).
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let positive = [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_layers),
+            ("num_attention_heads", self.num_heads),
+            ("num_key_value_heads", self.num_kv_heads),
+            ("head_dim", self.head_dim),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return Err(format!("`{name}` must be positive"));
+            }
+        }
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
+            return Err(format!(
+                "num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
+                self.num_heads, self.num_kv_heads
+            ));
+        }
+        if matches!(self.positions, PositionEncoding::Rope { .. }) && !self.head_dim.is_multiple_of(2) {
+            return Err(format!("head_dim ({}) must be even for rotary embeddings", self.head_dim));
+        }
+        if self.architecture == Architecture::Gpt2 && self.head_dim * self.num_heads != self.hidden_size
+        {
+            return Err(format!(
+                "n_embd ({}) must be divisible by n_head ({})",
+                self.hidden_size, self.num_heads
+            ));
+        }
+        Ok(())
+    }
+
+    /// Number of parameters (embeddings included, a tied output matrix counted once).
+    pub fn num_parameters(&self) -> usize {
+        let h = self.hidden_size;
+        let (q, kv) = (self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim);
+        let norm = if self.norm == NormKind::Layer { 2 * h } else { h };
+        let attn = h * q + 2 * h * kv + q * h
+            + if self.qkv_bias { q + 2 * kv } else { 0 }
+            + if self.o_bias { h } else { 0 }
+            + if self.qk_norm { 2 * self.head_dim } else { 0 };
+        let mlp = match self.mlp {
+            MlpKind::SwiGlu => 3 * h * self.intermediate_size,
+            _ => 2 * h * self.intermediate_size,
+        } + if self.mlp_bias {
+            self.intermediate_size * if self.mlp == MlpKind::SwiGlu { 2 } else { 1 } + h
+        } else {
+            0
+        };
+        let per_layer = attn + mlp + 2 * norm;
+        let embed = self.vocab_size * h
+            + if self.positions == PositionEncoding::Learned {
+                self.max_position_embeddings * h
+            } else {
+                0
+            };
+        let head = if self.tie_word_embeddings { 0 } else { self.vocab_size * h };
+        embed + self.num_layers * per_layer + norm + head
+    }
+
+    /// The `config.json` Hugging Face transformers reads for this model.
+    pub fn to_hf_json(&self) -> Value {
+        let dtype = self.torch_dtype.clone().unwrap_or_else(|| "float32".into());
+        let eos: Value = match self.eos_token_ids.as_slice() {
+            [] => Value::Null,
+            [one] => json!(one),
+            many => json!(many),
+        };
+        if self.architecture == Architecture::Gpt2 {
+            return json!({
+                "architectures": [self.architecture.hf_class()],
+                "model_type": "gpt2",
+                "vocab_size": self.vocab_size,
+                "n_embd": self.hidden_size,
+                "n_layer": self.num_layers,
+                "n_head": self.num_heads,
+                "n_inner": self.intermediate_size,
+                "n_positions": self.max_position_embeddings,
+                "n_ctx": self.max_position_embeddings,
+                "layer_norm_epsilon": self.norm_eps,
+                "activation_function": if self.mlp == MlpKind::GeluErf { "gelu" } else { "gelu_new" },
+                "tie_word_embeddings": true,
+                "bos_token_id": self.bos_token_id,
+                "eos_token_id": eos,
+                "torch_dtype": dtype,
+            });
+        }
+        let (theta, scaling) = match self.positions {
+            PositionEncoding::Rope { theta, scaling } => (theta, scaling),
+            PositionEncoding::Learned => (10_000.0, None),
+        };
+        let rope_scaling = match scaling {
+            None => Value::Null,
+            Some(RopeScaling::Linear(f)) => json!({"rope_type": "linear", "factor": f}),
+            Some(RopeScaling::Llama3(s)) => json!({
+                "rope_type": "llama3",
+                "factor": s.factor,
+                "low_freq_factor": s.low_freq_factor,
+                "high_freq_factor": s.high_freq_factor,
+                "original_max_position_embeddings": s.original_max_position_embeddings,
+            }),
+        };
+        let mut v = json!({
+            "architectures": [self.architecture.hf_class()],
+            "model_type": self.architecture.model_type(),
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_layers,
+            "num_attention_heads": self.num_heads,
+            "num_key_value_heads": self.num_kv_heads,
+            "head_dim": self.head_dim,
+            "max_position_embeddings": self.max_position_embeddings,
+            "rms_norm_eps": self.norm_eps,
+            "rope_theta": theta,
+            "rope_scaling": rope_scaling,
+            "hidden_act": "silu",
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "bos_token_id": self.bos_token_id,
+            "eos_token_id": eos,
+            "torch_dtype": dtype,
+        });
+        let obj = v.as_object_mut().expect("object literal");
+        match self.architecture {
+            Architecture::Llama => {
+                obj.insert("attention_bias".into(), json!(self.qkv_bias));
+                obj.insert("mlp_bias".into(), json!(self.mlp_bias));
+            }
+            Architecture::Mistral => {
+                obj.insert("sliding_window".into(), json!(self.sliding_window));
+            }
+            Architecture::Qwen2 | Architecture::Qwen3 => {
+                obj.insert("use_sliding_window".into(), json!(self.sliding_window.is_some()));
+                obj.insert("sliding_window".into(), json!(self.sliding_window));
+                obj.insert("max_window_layers".into(), json!(self.num_layers));
+                if self.architecture == Architecture::Qwen3 {
+                    obj.insert("attention_bias".into(), json!(self.qkv_bias));
+                }
+            }
+            Architecture::Gpt2 => unreachable!("handled above"),
+        }
+        v
+    }
+}
+
+/// `eos_token_id` is an integer or a list of integers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(u32),
+    Many(Vec<u32>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<u32> {
+        match self {
+            Self::One(x) => vec![x],
+            Self::Many(v) => v,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct RopeFile {
+    #[serde(alias = "type")]
+    rope_type: Option<String>,
+    rope_theta: Option<f64>,
+    factor: Option<f64>,
+    low_freq_factor: Option<f64>,
+    high_freq_factor: Option<f64>,
+    original_max_position_embeddings: Option<usize>,
+}
+
+/// The llama-family fields we read (mistral/qwen2/qwen3 share them).
+#[derive(Debug, Deserialize)]
+struct LlamaFile {
+    vocab_size: usize,
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    #[serde(default = "default_max_positions")]
+    max_position_embeddings: usize,
+    #[serde(default = "default_rms_eps")]
+    rms_norm_eps: f64,
+    rope_theta: Option<f64>,
+    rope_scaling: Option<RopeFile>,
+    /// transformers 5 keeps θ and the scaling together here.
+    rope_parameters: Option<RopeFile>,
+    #[serde(default)]
+    attention_bias: Option<bool>,
+    #[serde(default)]
+    mlp_bias: bool,
+    hidden_act: Option<String>,
+    sliding_window: Option<usize>,
+    use_sliding_window: Option<bool>,
+    tie_word_embeddings: Option<bool>,
+    bos_token_id: Option<u32>,
+    eos_token_id: Option<OneOrMany>,
+    torch_dtype: Option<String>,
+    dtype: Option<String>,
+}
+
+fn default_max_positions() -> usize {
+    2048
+}
+
+fn default_rms_eps() -> f64 {
+    1e-6
+}
+
+impl LlamaFile {
+    fn into_config(self, arch: Architecture) -> std::result::Result<ModelConfig, String> {
+        if let Some(act) = &self.hidden_act {
+            if act != "silu" && act != "swish" {
+                return Err(format!("hidden_act '{act}' is not supported (expected \"silu\")"));
+            }
+        }
+        let rope = self.rope_parameters.as_ref().or(self.rope_scaling.as_ref());
+        let theta = self
+            .rope_parameters
+            .as_ref()
+            .and_then(|r| r.rope_theta)
+            .or(self.rope_theta)
+            .unwrap_or(10_000.0);
+        let scaling = match rope {
+            None => None,
+            Some(r) => match r.rope_type.as_deref().unwrap_or("default") {
+                "default" => None,
+                "linear" => Some(RopeScaling::Linear(r.factor.ok_or("rope_scaling.factor is missing")?)),
+                "llama3" => Some(RopeScaling::Llama3(Llama3RopeScaling {
+                    factor: r.factor.ok_or("rope_scaling.factor is missing")?,
+                    low_freq_factor: r.low_freq_factor.ok_or("rope_scaling.low_freq_factor is missing")?,
+                    high_freq_factor: r
+                        .high_freq_factor
+                        .ok_or("rope_scaling.high_freq_factor is missing")?,
+                    original_max_position_embeddings: r
+                        .original_max_position_embeddings
+                        .ok_or("rope_scaling.original_max_position_embeddings is missing")?,
+                })),
+                other => {
+                    return Err(format!(
+                        "rope_scaling type '{other}' is not supported (supported: default, linear, llama3)"
+                    ))
+                }
+            },
+        };
+        let sliding_window = match arch {
+            Architecture::Mistral => self.sliding_window,
+            Architecture::Qwen2 | Architecture::Qwen3 if self.use_sliding_window == Some(true) => {
+                self.sliding_window
+            }
+            _ => None,
+        };
+        let qkv_bias = match arch {
+            Architecture::Qwen2 => true,
+            Architecture::Mistral => false,
+            _ => self.attention_bias.unwrap_or(false),
+        };
+        Ok(ModelConfig {
+            architecture: arch,
+            vocab_size: self.vocab_size,
+            hidden_size: self.hidden_size,
+            intermediate_size: self.intermediate_size,
+            num_layers: self.num_hidden_layers,
+            num_heads: self.num_attention_heads,
+            num_kv_heads: self.num_key_value_heads.unwrap_or(self.num_attention_heads),
+            head_dim: self
+                .head_dim
+                .unwrap_or(self.hidden_size / self.num_attention_heads.max(1)),
+            max_position_embeddings: self.max_position_embeddings,
+            norm: NormKind::Rms,
+            norm_eps: self.rms_norm_eps,
+            positions: PositionEncoding::Rope { theta, scaling },
+            mlp: MlpKind::SwiGlu,
+            qkv_bias,
+            o_bias: arch == Architecture::Llama && self.attention_bias.unwrap_or(false),
+            mlp_bias: arch == Architecture::Llama && self.mlp_bias,
+            qk_norm: arch == Architecture::Qwen3,
+            sliding_window,
+            tie_word_embeddings: self.tie_word_embeddings.unwrap_or(false),
+            bos_token_id: self.bos_token_id,
+            eos_token_ids: self.eos_token_id.map(OneOrMany::into_vec).unwrap_or_default(),
+            torch_dtype: self.torch_dtype.or(self.dtype),
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct Gpt2File {
+    vocab_size: usize,
+    n_embd: usize,
+    n_layer: usize,
+    n_head: usize,
+    n_inner: Option<usize>,
+    #[serde(default = "default_gpt2_positions")]
+    n_positions: usize,
+    #[serde(default = "default_ln_eps")]
+    layer_norm_epsilon: f64,
+    activation_function: Option<String>,
+    bos_token_id: Option<u32>,
+    eos_token_id: Option<OneOrMany>,
+    torch_dtype: Option<String>,
+    dtype: Option<String>,
+}
+
+fn default_gpt2_positions() -> usize {
+    1024
+}
+
+fn default_ln_eps() -> f64 {
+    1e-5
+}
+
+impl Gpt2File {
+    fn into_config(self) -> ModelConfig {
+        let mlp = match self.activation_function.as_deref() {
+            Some("gelu") => MlpKind::GeluErf,
+            _ => MlpKind::GeluTanh,
+        };
+        ModelConfig {
+            architecture: Architecture::Gpt2,
+            vocab_size: self.vocab_size,
+            hidden_size: self.n_embd,
+            intermediate_size: self.n_inner.unwrap_or(4 * self.n_embd),
+            num_layers: self.n_layer,
+            num_heads: self.n_head,
+            num_kv_heads: self.n_head,
+            head_dim: self.n_embd / self.n_head.max(1),
+            max_position_embeddings: self.n_positions,
+            norm: NormKind::Layer,
+            norm_eps: self.layer_norm_epsilon,
+            positions: PositionEncoding::Learned,
+            mlp,
+            qkv_bias: true,
+            o_bias: true,
+            mlp_bias: true,
+            qk_norm: false,
+            sliding_window: None,
+            tie_word_embeddings: true,
+            bos_token_id: self.bos_token_id,
+            eos_token_ids: self.eos_token_id.map(OneOrMany::into_vec).unwrap_or_default(),
+            torch_dtype: self.torch_dtype.or(self.dtype),
+        }
+    }
+}

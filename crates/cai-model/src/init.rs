@@ -1,0 +1,153 @@
+//! Making new models: a config for any supported architecture and size, seeded random
+//! weights, and a tokenizer (given or trained), written as a Hugging Face model directory.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::config::{Architecture, MlpKind, ModelConfig, NormKind, PositionEncoding};
+use crate::tokenizer::Tokenizer;
+use crate::weights::{random_decoder, save_decoder, torch_dtype_name};
+use crate::{ModelError, Result};
+
+/// The shape of a new model. Defaults are `bench-6m` from BENCH.md (Llama, hidden 256,
+/// 4 layers, 4 heads, intermediate 1024, vocab 4096, untied, θ = 10 000, ε = 1e-5).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ModelShape {
+    /// Architecture family.
+    pub architecture: Architecture,
+    /// Residual width.
+    pub hidden_size: usize,
+    /// Decoder blocks.
+    pub num_layers: usize,
+    /// Query heads.
+    pub num_heads: usize,
+    /// Key/value heads (`None`: as many as query heads).
+    pub num_kv_heads: Option<usize>,
+    /// MLP width.
+    pub intermediate_size: usize,
+    /// Vocabulary rows (must cover the tokenizer).
+    pub vocab_size: usize,
+    /// Context length.
+    pub max_position_embeddings: usize,
+    /// Share the embedding with the output layer (always true for GPT-2).
+    pub tie_word_embeddings: bool,
+    /// RoPE θ.
+    pub rope_theta: f64,
+    /// Norm ε.
+    pub norm_eps: f64,
+    /// Mistral's sliding window (`None`: full attention).
+    pub sliding_window: Option<usize>,
+}
+
+impl Default for ModelShape {
+    fn default() -> Self {
+        Self {
+            architecture: Architecture::Llama,
+            hidden_size: 256,
+            num_layers: 4,
+            num_heads: 4,
+            num_kv_heads: None,
+            intermediate_size: 1024,
+            vocab_size: 4096,
+            max_position_embeddings: 2048,
+            tie_word_embeddings: false,
+            rope_theta: 10_000.0,
+            norm_eps: 1e-5,
+            sliding_window: None,
+        }
+    }
+}
+
+impl ModelShape {
+    /// The full model configuration for this shape.
+    pub fn config(&self) -> Result<ModelConfig> {
+        let arch = self.architecture;
+        let gpt2 = arch == Architecture::Gpt2;
+        let cfg = ModelConfig {
+            architecture: arch,
+            vocab_size: self.vocab_size,
+            hidden_size: self.hidden_size,
+            intermediate_size: self.intermediate_size,
+            num_layers: self.num_layers,
+            num_heads: self.num_heads,
+            num_kv_heads: if gpt2 { self.num_heads } else { self.num_kv_heads.unwrap_or(self.num_heads) },
+            head_dim: self.hidden_size / self.num_heads.max(1),
+            max_position_embeddings: self.max_position_embeddings,
+            norm: if gpt2 { NormKind::Layer } else { NormKind::Rms },
+            norm_eps: self.norm_eps,
+            positions: if gpt2 {
+                PositionEncoding::Learned
+            } else {
+                PositionEncoding::Rope { theta: self.rope_theta, scaling: None }
+            },
+            mlp: if gpt2 { MlpKind::GeluTanh } else { MlpKind::SwiGlu },
+            qkv_bias: gpt2 || arch == Architecture::Qwen2,
+            o_bias: gpt2,
+            mlp_bias: gpt2,
+            qk_norm: arch == Architecture::Qwen3,
+            sliding_window: if arch == Architecture::Mistral || arch == Architecture::Qwen2 || arch == Architecture::Qwen3 {
+                self.sliding_window
+            } else {
+                None
+            },
+            tie_word_embeddings: gpt2 || self.tie_word_embeddings,
+            bos_token_id: None,
+            eos_token_ids: Vec::new(),
+            torch_dtype: None,
+        };
+        if !self.hidden_size.is_multiple_of(self.num_heads.max(1)) {
+            return Err(ModelError::Request(format!(
+                "hidden size {} is not divisible by {} heads",
+                self.hidden_size, self.num_heads
+            )));
+        }
+        cfg.validate().map_err(ModelError::Request)?;
+        Ok(cfg)
+    }
+}
+
+/// Where a new model's tokenizer comes from.
+#[derive(Clone)]
+pub enum TokenizerSource {
+    /// An existing `tokenizer.json`.
+    File(PathBuf),
+    /// Train a byte-level BPE of `vocab_size` tokens on this text file.
+    Train(PathBuf),
+    /// An already loaded tokenizer.
+    Loaded(Box<Tokenizer>),
+}
+
+/// Write a new randomly initialised model with its tokenizer to `dir` in HF layout:
+/// `config.json`, `model.safetensors`, `generation_config.json`, `tokenizer.json`,
+/// `tokenizer_config.json`. Returns the config written.
+pub fn init_model(shape: &ModelShape, tokenizer: TokenizerSource, seed: u64, dtype: DType, dir: &Path) -> Result<ModelConfig> {
+    let tokenizer = match tokenizer {
+        TokenizerSource::File(p) => Tokenizer::from_tokenizer_json(&p)?,
+        TokenizerSource::Train(p) => Tokenizer::train_bpe(&p, shape.vocab_size)?,
+        TokenizerSource::Loaded(t) => *t,
+    };
+    let mut config = shape.config()?;
+    tokenizer.check_fits(config.vocab_size, dir)?;
+    config.bos_token_id = tokenizer.bos_id();
+    config.eos_token_ids = tokenizer.eos_ids().to_vec();
+    let decoder = random_decoder(config.clone(), seed, DType::F32, &Device::Cpu)?;
+    save_decoder(&decoder, dir, dtype)?;
+    config.torch_dtype = Some(torch_dtype_name(dtype).to_string());
+    let tokenizer = tokenizer.with_model_max_length(config.max_position_embeddings);
+    tokenizer.save(dir)?;
+    let generation = json!({
+        "bos_token_id": tokenizer.bos_id(),
+        "eos_token_id": tokenizer.eos_ids(),
+        "pad_token_id": tokenizer.pad_id(),
+        "do_sample": true,
+        "temperature": 1.0,
+    });
+    let path = dir.join("generation_config.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&generation).expect("json") + "\n")
+        .map_err(|e| ModelError::io(&path, e))?;
+    Ok(config)
+}

@@ -1,0 +1,164 @@
+//! An external, batched, per-layer key/value cache with host-side row metadata (which cache
+//! slots hold real tokens, and at which positions), so left padding, a shared prefix and
+//! per-row positions all stay exact.
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::config::ModelConfig;
+use crate::Result;
+
+/// Keys and values of every layer for a batch of rows.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    /// Per layer: keys and values, each `[batch, kv_heads, capacity, head_dim]`.
+    layers: Vec<(Tensor, Tensor)>,
+    /// Slots filled so far (the same for every row; padding fills the gaps).
+    len: usize,
+    /// `[batch][len]`: slot holds a real token (false: padding).
+    valid: Vec<Vec<bool>>,
+    /// `[batch][len]`: the position id of the token in each slot.
+    positions: Vec<Vec<u32>>,
+}
+
+impl KvCache {
+    /// An empty cache for `batch` rows with room for `capacity` tokens (it grows if needed).
+    pub fn new(cfg: &ModelConfig, batch: usize, capacity: usize, dtype: DType, device: &Device) -> Result<Self> {
+        let shape = (batch, cfg.num_kv_heads, capacity.max(1), cfg.head_dim);
+        let layers = (0..cfg.num_layers)
+            .map(|_| Ok((Tensor::zeros(shape, dtype, device)?, Tensor::zeros(shape, dtype, device)?)))
+            .collect::<Result<_>>()?;
+        Ok(Self { layers, len: 0, valid: vec![Vec::new(); batch], positions: vec![Vec::new(); batch] })
+    }
+
+    /// Rows in the cache.
+    pub fn batch(&self) -> usize {
+        self.valid.len()
+    }
+
+    /// Filled slots.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn capacity(&self) -> usize {
+        self.layers.first().map(|(k, _)| k.dims()[2]).unwrap_or(0)
+    }
+
+    /// Per-row slot validity, `[batch][len]`.
+    pub fn valid(&self) -> &[Vec<bool>] {
+        &self.valid
+    }
+
+    /// Per-row slot positions, `[batch][len]`.
+    pub fn positions(&self) -> &[Vec<u32>] {
+        &self.positions
+    }
+
+    /// The position the next real token of each row takes.
+    pub fn next_positions(&self) -> Vec<u32> {
+        self.positions
+            .iter()
+            .zip(&self.valid)
+            .map(|(p, v)| p.iter().zip(v).filter(|(_, &ok)| ok).map(|(&p, _)| p + 1).max().unwrap_or(0))
+            .collect()
+    }
+
+    /// Record the metadata of `s` new slots per row, before the layers write them.
+    pub(crate) fn push_meta(&mut self, valid: &[Vec<bool>], positions: &[Vec<u32>]) -> Result<()> {
+        let s = valid.first().map_or(0, Vec::len);
+        self.reserve(self.len + s)?;
+        for (row, (v, p)) in valid.iter().zip(positions).enumerate() {
+            self.valid[row].extend_from_slice(v);
+            self.positions[row].extend_from_slice(p);
+        }
+        Ok(())
+    }
+
+    /// Write one layer's new keys/values at slots `len..len+s` and return all `len + s`.
+    /// Shapes: k, v `[batch, kv_heads, s, head_dim]` -> two `[batch, kv_heads, len + s, head_dim]`.
+    pub(crate) fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        let s = k.dim(2)?;
+        let (ck, cv) = &self.layers[layer];
+        ck.slice_set(&k.contiguous()?, 2, self.len)?;
+        cv.slice_set(&v.contiguous()?, 2, self.len)?;
+        Ok((ck.narrow(2, 0, self.len + s)?, cv.narrow(2, 0, self.len + s)?))
+    }
+
+    /// Mark the `s` slots written by the last forward pass as filled.
+    pub(crate) fn commit(&mut self, s: usize) {
+        self.len += s;
+    }
+
+    fn reserve(&mut self, needed: usize) -> Result<()> {
+        let cap = self.capacity();
+        if needed <= cap {
+            return Ok(());
+        }
+        let new_cap = needed.max(cap * 2);
+        for (k, v) in &mut self.layers {
+            *k = grow(k, new_cap, self.len)?;
+            *v = grow(v, new_cap, self.len)?;
+        }
+        Ok(())
+    }
+
+    /// Keep only the given rows, in that order (used to drop finished sequences).
+    pub fn select_rows(&self, rows: &[usize]) -> Result<Self> {
+        let device = self.layers.first().map(|(k, _)| k.device().clone()).unwrap_or(Device::Cpu);
+        let idx = Tensor::from_vec(rows.iter().map(|&r| r as u32).collect::<Vec<_>>(), rows.len(), &device)?;
+        let layers = self
+            .layers
+            .iter()
+            .map(|(k, v)| Ok((k.index_select(&idx, 0)?, v.index_select(&idx, 0)?)))
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            layers,
+            len: self.len,
+            valid: rows.iter().map(|&r| self.valid[r].clone()).collect(),
+            positions: rows.iter().map(|&r| self.positions[r].clone()).collect(),
+        })
+    }
+
+    /// A cache of `batch` rows that each start with this single-row cache's contents (a shared
+    /// prefix computed once), with room for `capacity` slots.
+    pub fn expand(&self, batch: usize, capacity: usize) -> Result<Self> {
+        assert_eq!(self.batch(), 1, "expand() takes a single-row prefix cache");
+        let capacity = capacity.max(self.len);
+        let layers = self
+            .layers
+            .iter()
+            .map(|(k, v)| {
+                let mut out = Vec::with_capacity(2);
+                for t in [k, v] {
+                    let (_, h, _, d) = t.dims4()?;
+                    let fresh = Tensor::zeros((batch, h, capacity, d), t.dtype(), t.device())?;
+                    let prefix = t.narrow(2, 0, self.len)?.broadcast_as((batch, h, self.len, d))?;
+                    fresh.slice_set(&prefix.contiguous()?, 2, 0)?;
+                    out.push(fresh);
+                }
+                let v = out.pop().expect("two");
+                Ok((out.pop().expect("two"), v))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            layers,
+            len: self.len,
+            valid: vec![self.valid[0].clone(); batch],
+            positions: vec![self.positions[0].clone(); batch],
+        })
+    }
+}
+
+fn grow(t: &Tensor, capacity: usize, len: usize) -> Result<Tensor> {
+    let (b, h, _, d) = t.dims4()?;
+    let fresh = Tensor::zeros((b, h, capacity, d), t.dtype(), t.device())?;
+    if len > 0 {
+        fresh.slice_set(&t.narrow(2, 0, len)?.contiguous()?, 2, 0)?;
+    }
+    Ok(fresh)
+}

@@ -1,0 +1,286 @@
+//! The decoder's building blocks — linear, embedding, RMSNorm/LayerNorm, rotary embeddings —
+//! each with a fused inference path and a differentiable training path.
+//!
+//! candle-nn's fused `rms_norm`, `layer_norm`, `softmax_last_dim` and `rope` have no backward
+//! pass: gradients silently stop there. [`Mode::Train`] therefore uses compositions of
+//! differentiable ops; [`Mode::Infer`] uses the fused kernels. A test checks both agree.
+
+use candle_core::{DType, Device, Tensor, D};
+
+use crate::config::{Llama3RopeScaling, RopeScaling};
+use crate::small_matmul::{self, SmallMatmul};
+use crate::Result;
+
+/// Which kernels a forward pass may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Fused kernels without backward: generation and scoring.
+    Infer,
+    /// Differentiable ops only: every parameter receives its gradient.
+    Train,
+}
+
+/// `y = x Wᵀ + b` with `W` stored `[out, in]` (GPT-2's Conv1D `[in, out]` is transposed on load).
+#[derive(Debug, Clone)]
+pub struct Linear {
+    /// `[out, in]`.
+    pub weight: Tensor,
+    /// `[out]`.
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// Shapes: x `[.., in]` -> `[.., out]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let in_dim = *dims.last().expect("rank >= 1");
+        let rows: usize = dims[..dims.len() - 1].iter().product();
+        let x2 = x.reshape((rows, in_dim))?;
+        let mut y = if use_small_matmul(&x2, &self.weight) {
+            x2.contiguous()?.apply_op2_no_bwd(&self.weight, &SmallMatmul)?
+        } else {
+            x2.matmul(&self.weight.t()?)?
+        };
+        if let Some(b) = &self.bias {
+            y = y.broadcast_add(b)?;
+        }
+        let mut out_dims = dims;
+        *out_dims.last_mut().expect("rank >= 1") = self.weight.dim(0)?;
+        Ok(y.reshape(out_dims)?)
+    }
+}
+
+/// The few-row kernel serves f32 CPU inference; anything that tracks gradients, other dtypes
+/// and devices, and large row counts go through candle's matmul.
+fn use_small_matmul(x: &Tensor, w: &Tensor) -> bool {
+    x.device().is_cpu()
+        && x.dtype() == DType::F32
+        && w.dtype() == DType::F32
+        && w.is_contiguous()
+        && x.dim(0).is_ok_and(|m| m <= small_matmul::MAX_ROWS)
+        && !x.track_op()
+        && !w.track_op()
+}
+
+/// RMSNorm (`bias == None`) or LayerNorm (`bias == Some`).
+#[derive(Debug, Clone)]
+pub struct Norm {
+    /// `[hidden]`.
+    pub weight: Tensor,
+    /// `[hidden]`, LayerNorm only.
+    pub bias: Option<Tensor>,
+    /// Epsilon inside the square root.
+    pub eps: f64,
+}
+
+impl Norm {
+    /// Shapes: x `[.., hidden]` -> `[.., hidden]`.
+    pub fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let eps = self.eps as f32;
+        Ok(match (&self.bias, mode) {
+            (None, Mode::Infer) => candle_nn::ops::rms_norm(x, &self.weight, eps)?,
+            (None, Mode::Train) => rms_norm_differentiable(x, &self.weight, self.eps)?,
+            (Some(b), Mode::Infer) => candle_nn::ops::layer_norm(x, &self.weight, b, eps)?,
+            (Some(b), Mode::Train) => layer_norm_differentiable(x, &self.weight, b, self.eps)?,
+        })
+    }
+}
+
+/// RMSNorm from differentiable ops, computed in f32 for half-precision inputs.
+/// Shapes: x `[.., h]`, w `[h]` -> `[.., h]`.
+pub fn rms_norm_differentiable(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    let dtype = x.dtype();
+    let xf = x.to_dtype(norm_dtype(dtype))?;
+    let ms = xf.sqr()?.mean_keepdim(D::Minus1)?;
+    let normed = xf.broadcast_mul(&(ms + eps)?.sqrt()?.recip()?)?;
+    Ok(normed.to_dtype(dtype)?.broadcast_mul(w)?)
+}
+
+/// LayerNorm from differentiable ops. Shapes: x `[.., h]`, w, b `[h]` -> `[.., h]`.
+pub fn layer_norm_differentiable(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Result<Tensor> {
+    let dtype = x.dtype();
+    let xf = x.to_dtype(norm_dtype(dtype))?;
+    let centred = xf.broadcast_sub(&xf.mean_keepdim(D::Minus1)?)?;
+    let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+    let normed = centred.broadcast_mul(&(var + eps)?.sqrt()?.recip()?)?;
+    Ok(normed.to_dtype(dtype)?.broadcast_mul(w)?.broadcast_add(b)?)
+}
+
+/// The dtype norm statistics are computed in: f32 for half-precision inputs, else the input's
+/// own (an f64 model keeps f64 precision).
+fn norm_dtype(dtype: DType) -> DType {
+    match dtype {
+        DType::F16 | DType::BF16 => DType::F32,
+        other => other,
+    }
+}
+
+/// Softmax over the last dimension. Shapes: x `[..., n]` -> `[..., n]`.
+pub fn softmax_last(x: &Tensor, mode: Mode) -> Result<Tensor> {
+    Ok(match mode {
+        Mode::Infer => candle_nn::ops::softmax_last_dim(x)?,
+        Mode::Train => candle_nn::ops::softmax(x, D::Minus1)?,
+    })
+}
+
+/// Precomputed rotary tables for positions `0..max_positions`.
+#[derive(Debug, Clone)]
+pub struct Rope {
+    /// `[max_positions, head_dim / 2]`.
+    cos: Tensor,
+    /// `[max_positions, head_dim / 2]`.
+    sin: Tensor,
+}
+
+/// The per-row rotary factors of one forward pass.
+#[derive(Debug, Clone)]
+pub struct RopeAt {
+    /// `[batch, seq, head_dim / 2]`.
+    pub cos: Tensor,
+    /// `[batch, seq, head_dim / 2]`.
+    pub sin: Tensor,
+}
+
+impl Rope {
+    /// Build the tables (in `dtype` on `device`) for `head_dim`, θ and optional scaling.
+    pub fn new(
+        head_dim: usize,
+        theta: f64,
+        scaling: Option<RopeScaling>,
+        max_positions: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let inv_freq = inverse_frequencies(head_dim, theta, scaling);
+        let half = inv_freq.len();
+        let mut cos = Vec::with_capacity(max_positions * half);
+        let mut sin = Vec::with_capacity(max_positions * half);
+        for p in 0..max_positions {
+            for f in &inv_freq {
+                let angle = p as f64 * f;
+                cos.push(angle.cos() as f32);
+                sin.push(angle.sin() as f32);
+            }
+        }
+        let cos = Tensor::from_vec(cos, (max_positions, half), device)?.to_dtype(dtype)?;
+        let sin = Tensor::from_vec(sin, (max_positions, half), device)?.to_dtype(dtype)?;
+        Ok(Self { cos, sin })
+    }
+
+    /// Gather the factors for per-row positions. Shapes: positions `[b, s]` (u32) -> `[b, s, d/2]`.
+    pub fn at(&self, positions: &Tensor) -> Result<RopeAt> {
+        let (b, s) = positions.dims2()?;
+        let flat = positions.flatten_all()?;
+        let half = self.cos.dim(1)?;
+        Ok(RopeAt {
+            cos: self.cos.index_select(&flat, 0)?.reshape((b, s, half))?,
+            sin: self.sin.index_select(&flat, 0)?.reshape((b, s, half))?,
+        })
+    }
+
+    /// Longest position the tables cover.
+    pub fn max_positions(&self) -> usize {
+        self.cos.dim(0).unwrap_or(0)
+    }
+}
+
+/// θ^(-2i/d), adjusted by the scaling rule. Returns `head_dim / 2` frequencies.
+pub fn inverse_frequencies(head_dim: usize, theta: f64, scaling: Option<RopeScaling>) -> Vec<f64> {
+    let base: Vec<f64> =
+        (0..head_dim / 2).map(|i| 1.0 / theta.powf(2.0 * i as f64 / head_dim as f64)).collect();
+    match scaling {
+        None => base,
+        Some(RopeScaling::Linear(factor)) => base.into_iter().map(|f| f / factor).collect(),
+        Some(RopeScaling::Llama3(s)) => base.into_iter().map(|f| llama3_scale(f, &s)).collect(),
+    }
+}
+
+fn llama3_scale(freq: f64, s: &Llama3RopeScaling) -> f64 {
+    let old = s.original_max_position_embeddings as f64;
+    let low_freq_wavelen = old / s.low_freq_factor;
+    let high_freq_wavelen = old / s.high_freq_factor;
+    let wavelen = 2.0 * std::f64::consts::PI / freq;
+    if wavelen < high_freq_wavelen {
+        freq
+    } else if wavelen > low_freq_wavelen {
+        freq / s.factor
+    } else {
+        let smooth = (old / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+        (1.0 - smooth) * freq / s.factor + smooth * freq
+    }
+}
+
+/// Apply rotary embeddings (the "rotate half" convention of HF Llama).
+/// Shapes: x `[b, heads, s, d]`, factors `[b, s, d/2]` -> `[b, heads, s, d]`.
+pub fn apply_rope(x: &Tensor, at: &RopeAt, mode: Mode) -> Result<Tensor> {
+    match mode {
+        Mode::Infer => Ok(candle_nn::rotary_emb::rope(&x.contiguous()?, &at.cos, &at.sin)?),
+        Mode::Train => {
+            let d = x.dim(D::Minus1)?;
+            let cos = Tensor::cat(&[&at.cos, &at.cos], D::Minus1)?.unsqueeze(1)?;
+            let sin = Tensor::cat(&[&at.sin, &at.sin], D::Minus1)?.unsqueeze(1)?;
+            let x1 = x.narrow(D::Minus1, 0, d / 2)?;
+            let x2 = x.narrow(D::Minus1, d / 2, d / 2)?;
+            let rotated = Tensor::cat(&[&x2.neg()?, &x1], D::Minus1)?;
+            Ok((x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?)?)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: &Tensor, b: &Tensor, tol: f32) {
+        let d = (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+        let d: f32 = d.to_scalar().unwrap();
+        assert!(d < tol, "max abs difference {d}");
+    }
+
+    #[test]
+    fn fused_and_differentiable_paths_agree() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 5, 8), &dev).unwrap();
+        let w = Tensor::randn(1f32, 0.1, 8, &dev).unwrap();
+        let b = Tensor::randn(0f32, 0.1, 8, &dev).unwrap();
+        let rms = Norm { weight: w.clone(), bias: None, eps: 1e-5 };
+        close(&rms.forward(&x, Mode::Infer).unwrap(), &rms.forward(&x, Mode::Train).unwrap(), 1e-5);
+        let ln = Norm { weight: w, bias: Some(b), eps: 1e-5 };
+        close(&ln.forward(&x, Mode::Infer).unwrap(), &ln.forward(&x, Mode::Train).unwrap(), 1e-5);
+        close(&softmax_last(&x, Mode::Infer).unwrap(), &softmax_last(&x, Mode::Train).unwrap(), 1e-6);
+
+        let rope = Rope::new(8, 10_000.0, None, 16, DType::F32, &dev).unwrap();
+        let pos = Tensor::new(&[[0u32, 1, 2, 3, 4], [3, 4, 5, 6, 7]], &dev).unwrap();
+        let at = rope.at(&pos).unwrap();
+        close(&apply_rope(&x, &at, Mode::Infer).unwrap(), &apply_rope(&x, &at, Mode::Train).unwrap(), 1e-5);
+    }
+
+    #[test]
+    fn rope_rotates_pairs_by_position_times_frequency() {
+        // head_dim 2, θ irrelevant for the first pair: frequency 1, so position p rotates by p rad.
+        let dev = Device::Cpu;
+        let rope = Rope::new(2, 10_000.0, None, 4, DType::F32, &dev).unwrap();
+        let x = Tensor::new(&[[[[1f32, 0.0], [1.0, 0.0]]]], &dev).unwrap();
+        let at = rope.at(&Tensor::new(&[[0u32, 2]], &dev).unwrap()).unwrap();
+        let y: Vec<f32> = apply_rope(&x, &at, Mode::Train).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let expected = [1.0, 0.0, 2f32.cos(), 2f32.sin()];
+        for (a, e) in y.iter().zip(expected) {
+            assert!((a - e).abs() < 1e-6, "{y:?}");
+        }
+    }
+
+    #[test]
+    fn llama3_scaling_keeps_high_and_divides_low_frequencies() {
+        let s = Llama3RopeScaling {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 8192,
+        };
+        let plain = inverse_frequencies(128, 500_000.0, None);
+        let scaled = inverse_frequencies(128, 500_000.0, Some(RopeScaling::Llama3(s)));
+        assert_eq!(plain[0], scaled[0]); // wavelength 2π < 2048: unchanged
+        let last = plain.len() - 1; // wavelength ≫ 8192: divided by the factor
+        assert!((scaled[last] - plain[last] / 8.0).abs() < 1e-15);
+    }
+}

@@ -1,0 +1,26 @@
+//! cai-model: Hugging Face causal LMs (Llama, Mistral, Qwen2/3, GPT-2) on cai's own
+//! differentiable candle decoder — loading, tokenizers, batched generation, log-prob scoring.
+#![deny(missing_docs)]
+
+pub mod bench;
+pub mod checkpoint;
+pub mod generate;
+pub mod prefix;
+pub mod sampling;
+pub mod score;
+pub mod small_matmul;
+pub mod config;
+pub mod decode_attention;
+pub mod decoder;
+pub mod device;
+mod error;
+pub mod hub;
+pub mod init;
+pub mod kv_cache;
+pub mod layers;
+pub mod local;
+pub mod mask;
+pub mod tokenizer;
+pub mod weights;
+
+pub use error::{ModelError, Result};

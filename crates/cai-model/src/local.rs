@@ -1,0 +1,301 @@
+//! `LocalModel`: a model directory loaded onto a device, implementing the `LanguageModel`
+//! trait with batched generation and scoring, and a small cache of prefilled shared prefixes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use cai_core::{Error as CoreError, GenerateRequest, Generation, LanguageModel, Sampling, Score, ScoreRequest, TokenLogprob};
+use candle_core::{DType, Device};
+use serde::Deserialize;
+
+use crate::checkpoint::Checkpoint;
+use crate::config::ModelConfig;
+use crate::decoder::Decoder;
+use crate::generate::{generate_batch, GenJob, Stopping};
+use crate::prefix::Prefix;
+use crate::score::{score_batch, ScoreJob};
+use crate::tokenizer::Tokenizer;
+use crate::weights::{load_decoder, parse_dtype};
+use crate::{ModelError, Result};
+
+/// How to load a model.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Device for weights and activations.
+    pub device: Device,
+    /// Compute dtype; `None`: f32 on CPU, the config's `torch_dtype` on an accelerator.
+    pub dtype: Option<DType>,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { device: Device::Cpu, dtype: None }
+    }
+}
+
+/// Batch limits of the local engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineLimits {
+    /// Most rows in one forward pass.
+    pub max_batch: usize,
+    /// Most padded tokens (rows × longest row) in one prefill or scoring pass.
+    pub max_batch_tokens: usize,
+}
+
+impl Default for EngineLimits {
+    /// 32 rows and 16k tokens keep activations of a ~100M model within a few GiB.
+    fn default() -> Self {
+        Self { max_batch: 32, max_batch_tokens: 16_384 }
+    }
+}
+
+/// Sampling defaults from `generation_config.json`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct GenerationDefaults {
+    /// `do_sample`: false means greedy.
+    pub do_sample: Option<bool>,
+    /// Default temperature.
+    pub temperature: Option<f32>,
+    /// Default top-p.
+    pub top_p: Option<f32>,
+    /// Default top-k.
+    pub top_k: Option<usize>,
+    /// Default token budget.
+    pub max_new_tokens: Option<usize>,
+}
+
+impl GenerationDefaults {
+    /// Read `generation_config.json` from `dir` (absent: all `None`).
+    pub fn from_dir(dir: &Path) -> Result<Self> {
+        let path = dir.join("generation_config.json");
+        if !path.exists() {
+            return Ok(Self::default());
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| ModelError::io(&path, e))?;
+        serde_json::from_str(&text).map_err(|e| ModelError::Config { path, message: e.to_string() })
+    }
+
+    /// The model's preferred sampling (plain sampling at T = 1 where it states nothing).
+    pub fn sampling(&self) -> Sampling {
+        if self.do_sample == Some(false) {
+            return Sampling::greedy();
+        }
+        Sampling {
+            temperature: self.temperature.unwrap_or(1.0),
+            top_k: self.top_k.filter(|&k| k > 0),
+            top_p: self.top_p.filter(|&p| p < 1.0),
+        }
+    }
+}
+
+/// A local model: decoder, tokenizer and engine settings.
+pub struct LocalModel {
+    dir: PathBuf,
+    decoder: Decoder,
+    tokenizer: Tokenizer,
+    defaults: GenerationDefaults,
+    limits: EngineLimits,
+    prefixes: Mutex<Vec<(String, Arc<Prefix>)>>,
+}
+
+/// Prefilled prefixes kept per model (least recently used dropped first).
+const PREFIX_CACHE_SIZE: usize = 4;
+
+impl LocalModel {
+    /// Load a model directory (or a model id in the local Hugging Face cache).
+    pub fn load(spec: &str, options: &LoadOptions) -> Result<Self> {
+        let dir = crate::hub::resolve_model_dir(spec)?;
+        let config_path = dir.join("config.json");
+        let config = ModelConfig::from_file(&config_path)?;
+        let tokenizer = Tokenizer::from_dir(&dir)?;
+        tokenizer.check_fits(config.vocab_size, &dir)?;
+        let dtype = options.dtype.unwrap_or_else(|| match (&options.device, &config.torch_dtype) {
+            (Device::Cpu, _) | (_, None) => DType::F32,
+            (_, Some(name)) => parse_dtype(name).unwrap_or(DType::F32),
+        });
+        let ckpt = Checkpoint::open_dir(&dir)?;
+        let decoder = load_decoder(config, &ckpt, dtype, &options.device)?;
+        let defaults = GenerationDefaults::from_dir(&dir)?;
+        Ok(Self::from_parts(dir, decoder, tokenizer, defaults))
+    }
+
+    /// Assemble from parts already in memory.
+    pub fn from_parts(dir: PathBuf, decoder: Decoder, tokenizer: Tokenizer, defaults: GenerationDefaults) -> Self {
+        Self { dir, decoder, tokenizer, defaults, limits: EngineLimits::default(), prefixes: Mutex::new(Vec::new()) }
+    }
+
+    /// Change the batch limits.
+    pub fn with_limits(mut self, limits: EngineLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// The model directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The decoder.
+    pub fn decoder(&self) -> &Decoder {
+        &self.decoder
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// `generation_config.json` defaults.
+    pub fn generation_defaults(&self) -> &GenerationDefaults {
+        &self.defaults
+    }
+
+    /// The prefilled prefix for `text` (computed once, then reused), or `None` for "".
+    pub fn prefix(&self, text: &str) -> Result<Option<Arc<Prefix>>> {
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let mut cache = self.prefixes.lock().expect("prefix cache lock");
+        if let Some(i) = cache.iter().position(|(t, _)| t == text) {
+            let entry = cache.remove(i);
+            let prefix = entry.1.clone();
+            cache.push(entry);
+            return Ok(Some(prefix));
+        }
+        let tokens = self.tokenizer.encode(text, self.tokenizer.add_bos_token())?;
+        let prefix = Arc::new(Prefix::compute(&self.decoder, tokens)?);
+        if cache.len() >= PREFIX_CACHE_SIZE {
+            cache.remove(0);
+        }
+        cache.push((text.to_string(), prefix.clone()));
+        Ok(Some(prefix))
+    }
+
+    /// Tokens of a prompt: with bos when it starts the sequence and the tokenizer wants one.
+    fn prompt_tokens(&self, has_prefix: bool, prompt: &str) -> Result<Vec<u32>> {
+        self.tokenizer.encode(prompt, !has_prefix && self.tokenizer.add_bos_token())
+    }
+
+    /// Split indices (sorted longest first) into batches within the limits.
+    fn chunks(&self, mut order: Vec<usize>, len: impl Fn(usize) -> usize) -> Vec<Vec<usize>> {
+        order.sort_by_key(|&i| std::cmp::Reverse(len(i)));
+        let mut out: Vec<Vec<usize>> = Vec::new();
+        for i in order {
+            let fits = out.last().is_some_and(|c: &Vec<usize>| {
+                let longest = len(c[0]).max(1);
+                c.len() < self.limits.max_batch && (c.len() + 1) * longest <= self.limits.max_batch_tokens
+            });
+            if fits {
+                out.last_mut().expect("non-empty").push(i);
+            } else {
+                out.push(vec![i]);
+            }
+        }
+        out
+    }
+
+    fn generate_inner(&self, requests: &[GenerateRequest]) -> Result<Vec<Generation>> {
+        let mut results: Vec<Option<Generation>> = vec![None; requests.len()];
+        for (prefix_text, members) in group_by_prefix(requests.iter().map(|r| r.prefix.as_str())) {
+            let prefix = self.prefix(prefix_text)?;
+            let jobs: Vec<GenJob> = members
+                .iter()
+                .map(|&i| {
+                    let r = &requests[i];
+                    Ok(GenJob {
+                        prompt: self.prompt_tokens(prefix.is_some(), &r.prompt)?,
+                        max_new_tokens: r.max_new_tokens,
+                        sampling: r.sampling,
+                        stop: r.stop.clone(),
+                        seed: r.seed,
+                    })
+                })
+                .collect::<Result<_>>()?;
+            let stopping = Stopping { tokenizer: Some(&self.tokenizer), eos: self.tokenizer.eos_ids() };
+            for chunk in self.chunks((0..jobs.len()).collect(), |k| jobs[k].prompt.len()) {
+                let batch: Vec<GenJob> = chunk.iter().map(|&k| jobs[k].clone()).collect();
+                let outs = generate_batch(&self.decoder, prefix.as_deref(), &batch, stopping)?;
+                for (&k, out) in chunk.iter().zip(outs) {
+                    results[members[k]] = Some(Generation {
+                        text: out.text,
+                        token_ids: out.tokens,
+                        token_logprobs: out.logprobs,
+                        prompt_tokens: prefix.as_ref().map_or(0, |p| p.len()) + jobs[k].prompt.len(),
+                        finish_reason: out.finish,
+                    });
+                }
+            }
+        }
+        Ok(results.into_iter().map(|g| g.expect("every request answered")).collect())
+    }
+
+    fn score_inner(&self, requests: &[ScoreRequest]) -> Result<Vec<Score>> {
+        let mut results: Vec<Option<Score>> = vec![None; requests.len()];
+        for (prefix_text, members) in group_by_prefix(requests.iter().map(|r| r.prefix.as_str())) {
+            let prefix = self.prefix(prefix_text)?;
+            let jobs: Vec<ScoreJob> = members
+                .iter()
+                .map(|&i| {
+                    let r = &requests[i];
+                    Ok(ScoreJob {
+                        prompt: self.prompt_tokens(prefix.is_some(), &r.prompt)?,
+                        continuation: self.tokenizer.encode(&r.continuation, false)?,
+                        top_k: r.top_k,
+                    })
+                })
+                .collect::<Result<_>>()?;
+            let len = |k: usize| jobs[k].prompt.len() + jobs[k].continuation.len();
+            for chunk in self.chunks((0..jobs.len()).collect(), len) {
+                let batch: Vec<ScoreJob> = chunk.iter().map(|&k| jobs[k].clone()).collect();
+                let outs = score_batch(&self.decoder, prefix.as_deref(), &batch)?;
+                for (&k, out) in chunk.iter().zip(outs) {
+                    let top_logprobs = out
+                        .top
+                        .iter()
+                        .map(|row| {
+                            row.iter()
+                                .map(|&(id, logprob)| TokenLogprob {
+                                    id,
+                                    token: self.tokenizer.id_to_token(id).unwrap_or_default(),
+                                    logprob,
+                                })
+                                .collect()
+                        })
+                        .collect();
+                    results[members[k]] = Some(Score {
+                        logprob: out.logprobs.iter().map(|&x| x as f64).sum(),
+                        token_logprobs: out.logprobs,
+                        token_ids: jobs[k].continuation.clone(),
+                        top_logprobs,
+                    });
+                }
+            }
+        }
+        Ok(results.into_iter().map(|s| s.expect("every request answered")).collect())
+    }
+}
+
+/// Indices grouped by prefix text, groups in order of first appearance.
+fn group_by_prefix<'a>(prefixes: impl Iterator<Item = &'a str>) -> Vec<(&'a str, Vec<usize>)> {
+    let mut order: Vec<&str> = Vec::new();
+    let mut groups: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, p) in prefixes.enumerate() {
+        groups.entry(p).or_insert_with(|| {
+            order.push(p);
+            Vec::new()
+        });
+        groups.get_mut(p).expect("inserted").push(i);
+    }
+    order.into_iter().map(|p| (p, groups.remove(p).expect("present"))).collect()
+}
+
+impl LanguageModel for LocalModel {
+    fn generate(&self, requests: &[GenerateRequest]) -> std::result::Result<Vec<Generation>, CoreError> {
+        Ok(self.generate_inner(requests)?)
+    }
+
+    fn score(&self, requests: &[ScoreRequest]) -> std::result::Result<Vec<Score>, CoreError> {
+        Ok(self.score_inner(requests)?)
+    }
+}

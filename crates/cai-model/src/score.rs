@@ -1,0 +1,134 @@
+//! Batched scoring: log p(continuation | prefix, prompt) summed and per token, with optional
+//! top-k alternatives. Rows are right-padded (causal attention never looks ahead, so no mask
+//! is needed for the padding), and logits are computed only where a continuation token is
+//! predicted.
+
+use candle_core::{DType, Tensor, D};
+
+use crate::decoder::{Batch, Decoder};
+use crate::layers::Mode;
+use crate::prefix::Prefix;
+use crate::{ModelError, Result};
+
+/// One tokenized scoring job.
+#[derive(Debug, Clone)]
+pub struct ScoreJob {
+    /// Conditioning tokens after the prefix.
+    pub prompt: Vec<u32>,
+    /// Tokens to score.
+    pub continuation: Vec<u32>,
+    /// How many alternatives to return per position (0: none).
+    pub top_k: usize,
+}
+
+/// The result of one [`ScoreJob`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoreOutput {
+    /// log p of each continuation token.
+    pub logprobs: Vec<f32>,
+    /// Per position, the `top_k` most likely tokens and their log-probabilities.
+    pub top: Vec<Vec<(u32, f32)>>,
+}
+
+/// Score a batch of jobs that share `prefix` (if any).
+pub fn score_batch(decoder: &Decoder, prefix: Option<&Prefix>, jobs: &[ScoreJob]) -> Result<Vec<ScoreOutput>> {
+    let b = jobs.len();
+    let mut out: Vec<ScoreOutput> =
+        jobs.iter().map(|_| ScoreOutput { logprobs: Vec::new(), top: Vec::new() }).collect();
+    let p = prefix.map_or(0, Prefix::len);
+    let lens: Vec<usize> = jobs.iter().map(|j| j.prompt.len() + j.continuation.len()).collect();
+    let l = lens.iter().copied().max().unwrap_or(0);
+    if b == 0 || l == 0 {
+        return Ok(out);
+    }
+    if p + l > decoder.config().max_position_embeddings {
+        return Err(ModelError::Request(format!(
+            "prefix ({p}) + prompt + continuation ({l}) tokens exceed the model's context of {}",
+            decoder.config().max_position_embeddings
+        )));
+    }
+    // Which suffix slot predicts each continuation token; the first token of a continuation
+    // with an empty prompt is predicted by the prefix itself.
+    let mut slots: Vec<u32> = Vec::new();
+    let mut targets: Vec<u32> = Vec::new();
+    let mut owners: Vec<usize> = Vec::new();
+    let mut from_prefix: Vec<(usize, u32)> = Vec::new();
+    for (r, j) in jobs.iter().enumerate() {
+        for (k, &tok) in j.continuation.iter().enumerate() {
+            let at = j.prompt.len() + k;
+            if at == 0 {
+                if prefix.is_none() {
+                    return Err(ModelError::Request(
+                        "cannot score the first token of a continuation with an empty prompt and no prefix".into(),
+                    ));
+                }
+                from_prefix.push((r, tok));
+            } else {
+                slots.push((r * l + at - 1) as u32);
+                targets.push(tok);
+                owners.push(r);
+            }
+        }
+    }
+    for &(r, tok) in &from_prefix {
+        let pre = prefix.expect("checked above");
+        out[r].logprobs.push(pre.last_logprobs[tok as usize]);
+        if jobs[r].top_k > 0 {
+            out[r].top.push(top_k(&pre.last_logprobs, jobs[r].top_k));
+        }
+    }
+    if slots.is_empty() {
+        return Ok(out);
+    }
+    let mut ids = Vec::with_capacity(b * l);
+    let mut valid = Vec::with_capacity(b);
+    for (j, &n) in jobs.iter().zip(&lens) {
+        ids.extend(j.prompt.iter().chain(&j.continuation).copied().chain(std::iter::repeat_n(0, l - n)));
+        valid.push((0..l).map(|i| i < n).collect::<Vec<bool>>());
+    }
+    let device = decoder.device();
+    let ids = Tensor::from_vec(ids, (b, l), device)?;
+    let batch = Batch::from_valid(valid);
+    let batch = Batch { positions: batch.positions.iter().map(|r| r.iter().map(|&x| x + p as u32).collect()).collect(), ..batch };
+    let hidden = match prefix {
+        Some(pre) => {
+            let mut cache = pre.cache.expand(b, p + l)?;
+            decoder.forward_hidden(&ids, &batch, Some(&mut cache), Mode::Infer)?
+        }
+        None => decoder.forward_hidden(&ids, &batch, None, Mode::Infer)?,
+    };
+    let h = hidden.dim(D::Minus1)?;
+    let n = slots.len();
+    let picked = hidden.reshape((b * l, h))?.index_select(&Tensor::from_vec(slots, n, device)?, 0)?;
+    let logits = decoder.logits(&picked)?.to_dtype(DType::F32)?;
+    let lse = logits.log_sum_exp(D::Minus1)?;
+    let target_logits = logits.gather(&Tensor::from_vec(targets, (n, 1), device)?, 1)?.squeeze(1)?;
+    let logprobs: Vec<f32> = (target_logits - lse.clone())?.to_vec1()?;
+    let want_top = jobs.iter().any(|j| j.top_k > 0);
+    let all: Option<Vec<Vec<f32>>> = if want_top {
+        Some(logits.broadcast_sub(&lse.unsqueeze(1)?)?.to_vec2()?)
+    } else {
+        None
+    };
+    // Tokens predicted from the prefix come first in each row, then the suffix slots in order.
+    for (i, (&r, lp)) in owners.iter().zip(logprobs).enumerate() {
+        out[r].logprobs.push(lp);
+        if let (Some(all), k @ 1..) = (&all, jobs[r].top_k) {
+            out[r].top.push(top_k(&all[i], k));
+        }
+    }
+    Ok(out)
+}
+
+/// The `k` largest entries of a log-probability row, best first.
+pub fn top_k(row: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let mut idx: Vec<u32> = (0..row.len() as u32).collect();
+    let k = k.min(row.len());
+    if k == 0 {
+        return Vec::new();
+    }
+    idx.select_nth_unstable_by(k - 1, |&a, &b| row[b as usize].total_cmp(&row[a as usize]));
+    idx.truncate(k);
+    idx.sort_unstable_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]));
+    idx.into_iter().map(|i| (i, row[i as usize])).collect()
+}

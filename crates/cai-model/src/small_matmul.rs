@@ -1,0 +1,264 @@
+//! A CPU kernel for `y = x Wᵀ` when `x` has few rows — the decode step of generation, where a
+//! general GEMM spends more time packing `W` than multiplying. Each output is a dot product of
+//! two contiguous rows, computed in register blocks of 4 × 4 with 16-lane FMA accumulators,
+//! split across threads by output column. Inference only: it has no backward pass, and
+//! [`crate::layers::Linear`] uses it only when neither operand tracks gradients.
+
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape};
+use rayon::prelude::*;
+
+/// Largest row count for which the kernel beats packed GEMM on the reference model.
+pub const MAX_ROWS: usize = 64;
+/// Below this many multiply-adds a second thread costs more than it saves.
+const PARALLEL_WORK: usize = 1 << 20;
+
+/// `x [m, k] · W[n, k]ᵀ -> [m, n]` for f32 CPU tensors (see the module docs).
+pub struct SmallMatmul;
+
+impl CustomOp2 for SmallMatmul {
+    fn name(&self) -> &'static str {
+        "small-m-matmul"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(x), CpuStorage::F32(w)) = (s1, s2) else {
+            candle_core::bail!("small-m-matmul: f32 inputs expected");
+        };
+        let (Some((xs, xe)), Some((ws, we))) = (l1.contiguous_offsets(), l2.contiguous_offsets()) else {
+            candle_core::bail!("small-m-matmul: contiguous inputs expected");
+        };
+        let (m, k) = l1.shape().dims2()?;
+        let (n, k2) = l2.shape().dims2()?;
+        if k != k2 {
+            candle_core::bail!("small-m-matmul: inner dimensions {k} and {k2} differ");
+        }
+        let out = matmul_transposed(&x[xs..xe], &w[ws..we], m, n, k);
+        Ok((CpuStorage::F32(out), Shape::from((m, n))))
+    }
+}
+
+/// `x [m, k] · W[n, k]ᵀ` as a row-major `[m, n]` vector.
+pub fn matmul_transposed(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
+    assert_eq!(x.len(), m * k);
+    assert_eq!(w.len(), n * k);
+    // Column-major result: each thread owns a contiguous range of output columns.
+    let mut out_t = vec![0f32; n * m];
+    let threads = rayon::current_num_threads();
+    if threads > 1 && m * n * k >= PARALLEL_WORK {
+        let cols = n.div_ceil(threads).next_multiple_of(4);
+        out_t.par_chunks_mut(cols * m).enumerate().for_each(|(c, chunk)| {
+            let first = c * cols;
+            let count = chunk.len() / m;
+            columns(x, &w[first * k..(first + count) * k], chunk, m, k);
+        });
+    } else {
+        columns(x, w, &mut out_t, m, k);
+    }
+    let mut out = vec![0f32; m * n];
+    for (j, col) in out_t.chunks_exact(m).enumerate() {
+        for (i, &v) in col.iter().enumerate() {
+            out[i * n + j] = v;
+        }
+    }
+    out
+}
+
+/// Fill `out_t[j * m + i] = x_i · w_j` for the rows of `w`, with the widest SIMD available.
+fn columns(x: &[f32], w: &[f32], out_t: &mut [f32], m: usize, k: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F, which is all `avx512::columns` uses.
+            return unsafe { avx512::columns(x, w, out_t, m, k) };
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports AVX2 and FMA, which is all `avx2::columns` uses.
+            return unsafe { avx2::columns(x, w, out_t, m, k) };
+        }
+    }
+    columns_scalar(x, w, out_t, m, k)
+}
+
+fn columns_scalar(x: &[f32], w: &[f32], out_t: &mut [f32], m: usize, k: usize) {
+    for (j, wr) in w.chunks_exact(k).enumerate() {
+        for (i, xr) in x.chunks_exact(k).enumerate() {
+            out_t[j * m + i] = xr.iter().zip(wr).map(|(a, b)| a * b).sum();
+        }
+    }
+}
+
+/// Walk the output in 4 × 4 blocks (rows of x × rows of w), handing ragged edges to smaller
+/// blocks. `$block::<IB, JB>(x, w, out_t, m, k, i, j)` computes one block.
+macro_rules! tile {
+    ($block:ident, $x:expr, $w:expr, $out_t:expr, $m:expr, $k:expr) => {{
+        let (x, w, out_t, m, k) = ($x, $w, $out_t, $m, $k);
+        let n = w.len() / k;
+        let mut j = 0;
+        while j < n {
+            let jb = (n - j).min(4);
+            let mut i = 0;
+            while i < m {
+                let ib = (m - i).min(4);
+                if ib == 4 && jb == 4 {
+                    $block::<4, 4>(x, w, out_t, m, k, i, j);
+                } else if jb == 4 {
+                    for d in 0..ib {
+                        $block::<1, 4>(x, w, out_t, m, k, i + d, j);
+                    }
+                } else {
+                    for di in 0..ib {
+                        for dj in 0..jb {
+                            $block::<1, 1>(x, w, out_t, m, k, i + di, j + dj);
+                        }
+                    }
+                }
+                i += ib;
+            }
+            j += jb;
+        }
+    }};
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn columns(x: &[f32], w: &[f32], out_t: &mut [f32], m: usize, k: usize) {
+        tile!(block, x, w, out_t, m, k)
+    }
+
+    /// Dot products of x rows `i..i+IB` with w rows `j..j+JB`; the tail of `k` is read with a
+    /// masked load, so no scalar loop is needed.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn block<const IB: usize, const JB: usize>(
+        x: &[f32],
+        w: &[f32],
+        out_t: &mut [f32],
+        m: usize,
+        k: usize,
+        i: usize,
+        j: usize,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); JB]; IB];
+        let xp = x.as_ptr().add(i * k);
+        let wp = w.as_ptr().add(j * k);
+        let mut o = 0;
+        while o < k {
+            let rem = k - o;
+            let mask: __mmask16 = if rem >= 16 { 0xffff } else { (1u16 << rem) - 1 };
+            let mut wv = [_mm512_setzero_ps(); JB];
+            for (b, v) in wv.iter_mut().enumerate() {
+                *v = _mm512_maskz_loadu_ps(mask, wp.add(b * k + o));
+            }
+            for (a, row) in acc.iter_mut().enumerate() {
+                let xv = _mm512_maskz_loadu_ps(mask, xp.add(a * k + o));
+                for (b, cell) in row.iter_mut().enumerate() {
+                    *cell = _mm512_fmadd_ps(xv, wv[b], *cell);
+                }
+            }
+            o += 16;
+        }
+        for (a, row) in acc.iter().enumerate() {
+            for (b, cell) in row.iter().enumerate() {
+                out_t[(j + b) * m + i + a] = _mm512_reduce_add_ps(*cell);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn columns(x: &[f32], w: &[f32], out_t: &mut [f32], m: usize, k: usize) {
+        tile!(block, x, w, out_t, m, k)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    unsafe fn block<const IB: usize, const JB: usize>(
+        x: &[f32],
+        w: &[f32],
+        out_t: &mut [f32],
+        m: usize,
+        k: usize,
+        i: usize,
+        j: usize,
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); JB]; IB];
+        let xp = x.as_ptr().add(i * k);
+        let wp = w.as_ptr().add(j * k);
+        let full = k / 8 * 8;
+        let mut o = 0;
+        while o < full {
+            let mut wv = [_mm256_setzero_ps(); JB];
+            for (b, v) in wv.iter_mut().enumerate() {
+                *v = _mm256_loadu_ps(wp.add(b * k + o));
+            }
+            for (a, row) in acc.iter_mut().enumerate() {
+                let xv = _mm256_loadu_ps(xp.add(a * k + o));
+                for (b, cell) in row.iter_mut().enumerate() {
+                    *cell = _mm256_fmadd_ps(xv, wv[b], *cell);
+                }
+            }
+            o += 8;
+        }
+        for (a, row) in acc.iter().enumerate() {
+            for (b, cell) in row.iter().enumerate() {
+                let mut lanes = [0f32; 8];
+                _mm256_storeu_ps(lanes.as_mut_ptr(), *cell);
+                let mut s: f32 = lanes.iter().sum();
+                for t in full..k {
+                    s += *xp.add(a * k + t) * *wp.add(b * k + t);
+                }
+                out_t[(j + b) * m + i + a] = s;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn naive(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
+        let mut y = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                y[i * n + j] = (0..k).map(|t| x[i * k + t] as f64 * w[j * k + t] as f64).sum::<f64>() as f32;
+            }
+        }
+        y
+    }
+
+    #[test]
+    fn scalar_fallback_matches_naive() {
+        let (m, n, k) = (3, 5, 7);
+        let x: Vec<f32> = (0..m * k).map(|i| i as f32 / 10.0).collect();
+        let w: Vec<f32> = (0..n * k).map(|i| 1.0 - i as f32 / 20.0).collect();
+        let mut out_t = vec![0f32; m * n];
+        columns_scalar(&x, &w, &mut out_t, m, k);
+        let want = naive(&x, &w, m, n, k);
+        for i in 0..m {
+            for j in 0..n {
+                assert!((out_t[j * m + i] - want[i * n + j]).abs() < 1e-5);
+            }
+        }
+    }
+
+    #[test]
+    fn matches_naive_matmul_on_ragged_shapes() {
+        for &(m, n, k) in &[(1, 1, 1), (3, 5, 17), (8, 33, 64), (5, 4096, 40), (16, 7, 300), (4, 4, 16)] {
+            let x: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0).collect();
+            let w: Vec<f32> = (0..n * k).map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0).collect();
+            let got = matmul_transposed(&x, &w, m, n, k);
+            let want = naive(&x, &w, m, n, k);
+            for (g, e) in got.iter().zip(&want) {
+                assert!((g - e).abs() < 1e-4 * (1.0 + e.abs()), "{m}x{n}x{k}: {g} vs {e}");
+            }
+        }
+    }
+}
