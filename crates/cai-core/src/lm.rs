@@ -20,14 +20,22 @@ impl Default for Sampling {
     /// Plain sampling at temperature 1, the CAI paper's setting for responses, critiques and
     /// revisions.
     fn default() -> Self {
-        Self { temperature: 1.0, top_k: None, top_p: None }
+        Self {
+            temperature: 1.0,
+            top_k: None,
+            top_p: None,
+        }
     }
 }
 
 impl Sampling {
     /// Greedy decoding.
     pub fn greedy() -> Self {
-        Self { temperature: 0.0, top_k: None, top_p: None }
+        Self {
+            temperature: 0.0,
+            top_k: None,
+            top_p: None,
+        }
     }
 
     /// True when this setting always picks the most likely token.
@@ -120,7 +128,12 @@ pub struct ScoreRequest {
 impl ScoreRequest {
     /// A request with no prefix and no top-k alternatives.
     pub fn new(prompt: impl Into<String>, continuation: impl Into<String>) -> Self {
-        Self { prefix: String::new(), prompt: prompt.into(), continuation: continuation.into(), top_k: 0 }
+        Self {
+            prefix: String::new(),
+            prompt: prompt.into(),
+            continuation: continuation.into(),
+            top_k: 0,
+        }
     }
 }
 

@@ -1,4 +1,7 @@
 //! Quick bench-6m throughput check used while optimising (the full harness is `cai bench`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> cai_model::Result<()> {
     let dev = candle_core::Device::Cpu;
     let d = cai_model::bench::bench_6m(candle_core::DType::F32, &dev)?;
@@ -10,7 +13,15 @@ fn main() -> cai_model::Result<()> {
         }
     }
     if which == "all" || which == "score" {
-        let t = cai_model::bench::bench_score(&d, 32, 256, 3)?;
+        let tokens: usize = std::env::var("MAX_BATCH_TOKENS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(4096);
+        let limits = cai_model::batching::EngineLimits {
+            max_batch: 32,
+            max_batch_tokens: tokens,
+        };
+        let t = cai_model::bench::bench_score(&d, 32, 256, 3, limits)?;
         println!("score 32x256: {:.0} tok/s", t.tok_s());
     }
     println!("peak rss {:?} MiB", cai_model::bench::peak_rss_mib());

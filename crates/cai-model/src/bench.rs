@@ -7,6 +7,7 @@ use cai_core::{FinishReason, Sampling};
 use candle_core::{DType, Device};
 use rand::{Rng, SeedableRng};
 
+use crate::batching::{plan_batches, EngineLimits};
 use crate::decoder::Decoder;
 use crate::generate::{generate_batch, GenJob, Stopping};
 use crate::init::ModelShape;
@@ -17,7 +18,9 @@ use crate::Result;
 /// The reference model: Llama, hidden 256, 4 layers, 4 heads, intermediate 1024, vocab 4096,
 /// untied, θ = 10 000, ε = 1e-5, random weights (~6.3M parameters).
 pub fn bench_6m(dtype: DType, device: &Device) -> Result<Decoder> {
-    random_decoder(ModelShape::default().config()?, 0, dtype, device)
+    let mut decoder = random_decoder(ModelShape::default().config()?, 0, dtype, device)?;
+    decoder.prepare_for_inference()?;
+    Ok(decoder)
 }
 
 fn random_tokens(rng: &mut impl Rng, n: usize, vocab: usize) -> Vec<u32> {
@@ -42,7 +45,13 @@ impl Throughput {
 
 /// Generation: `batch` prompts of `prompt_len` random tokens, `new_tokens` greedy tokens each
 /// (end-of-sequence ignored, so every row runs to the end). Best of `runs` after one warm-up.
-pub fn bench_generate(decoder: &Decoder, batch: usize, prompt_len: usize, new_tokens: usize, runs: usize) -> Result<Throughput> {
+pub fn bench_generate(
+    decoder: &Decoder,
+    batch: usize,
+    prompt_len: usize,
+    new_tokens: usize,
+    runs: usize,
+) -> Result<Throughput> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
     let vocab = decoder.config().vocab_size;
     let jobs: Vec<GenJob> = (0..batch)
@@ -54,7 +63,10 @@ pub fn bench_generate(decoder: &Decoder, batch: usize, prompt_len: usize, new_to
             seed: i as u64,
         })
         .collect();
-    let stopping = Stopping { tokenizer: None, eos: &[] };
+    let stopping = Stopping {
+        tokenizer: None,
+        eos: &[],
+    };
     best_of(runs, || {
         let outs = generate_batch(decoder, None, &jobs, stopping)?;
         debug_assert!(outs.iter().all(|o| o.finish == FinishReason::Length));
@@ -63,18 +75,36 @@ pub fn bench_generate(decoder: &Decoder, batch: usize, prompt_len: usize, new_to
 }
 
 /// Scoring: log-probs of `n` sequences of `len` random tokens (one prompt token, the rest
-/// scored). Best of `runs` after one warm-up.
-pub fn bench_score(decoder: &Decoder, n: usize, len: usize, runs: usize) -> Result<Throughput> {
+/// scored), split into passes as the local engine splits them. Best of `runs` after one warm-up.
+pub fn bench_score(
+    decoder: &Decoder,
+    n: usize,
+    len: usize,
+    runs: usize,
+    limits: EngineLimits,
+) -> Result<Throughput> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
     let vocab = decoder.config().vocab_size;
     let jobs: Vec<ScoreJob> = (0..n)
         .map(|_| {
             let t = random_tokens(&mut rng, len, vocab);
-            ScoreJob { prompt: t[..1].to_vec(), continuation: t[1..].to_vec(), top_k: 0 }
+            ScoreJob {
+                prompt: t[..1].to_vec(),
+                continuation: t[1..].to_vec(),
+                top_k: 0,
+            }
         })
         .collect();
+    let plan = plan_batches(
+        jobs.len(),
+        |i| jobs[i].prompt.len() + jobs[i].continuation.len(),
+        limits,
+    );
     best_of(runs, || {
-        score_batch(decoder, None, &jobs)?;
+        for batch in &plan {
+            let part: Vec<ScoreJob> = batch.iter().map(|&i| jobs[i].clone()).collect();
+            score_batch(decoder, None, &part)?;
+        }
         Ok(n * len)
     })
 }

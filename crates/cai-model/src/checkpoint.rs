@@ -28,7 +28,10 @@ impl std::fmt::Debug for Checkpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Checkpoint")
             .field("dir", &self.dir)
-            .field("files", &self.files.iter().map(|(p, _)| p).collect::<Vec<_>>())
+            .field(
+                "files",
+                &self.files.iter().map(|(p, _)| p).collect::<Vec<_>>(),
+            )
             .field("tensors", &self.index.len())
             .finish()
     }
@@ -40,7 +43,10 @@ impl Checkpoint {
         let index_path = dir.join(INDEX_FILE);
         let single = dir.join(SINGLE_FILE);
         let paths: Vec<PathBuf> = if index_path.exists() {
-            shard_files(&index_path)?.into_iter().map(|f| dir.join(f)).collect()
+            shard_files(&index_path)?
+                .into_iter()
+                .map(|f| dir.join(f))
+                .collect()
         } else if single.exists() {
             vec![single]
         } else {
@@ -74,7 +80,11 @@ impl Checkpoint {
             }
             files.push((path.clone(), mmap));
         }
-        Ok(Self { dir: dir.to_path_buf(), files, index })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            files,
+            index,
+        })
     }
 
     /// The directory the checkpoint came from.
@@ -105,7 +115,13 @@ impl Checkpoint {
     }
 
     /// Load a tensor, check its shape, convert it to `dtype` on `device`.
-    pub fn load(&self, name: &str, expected: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
+    pub fn load(
+        &self,
+        name: &str,
+        expected: &[usize],
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor> {
         let (path, st) = self.view_file(name)?;
         let view = st.tensor(name).map_err(|e| ModelError::Safetensors {
             path: path.to_path_buf(),
@@ -127,10 +143,13 @@ impl Checkpoint {
     }
 
     fn view_file(&self, name: &str) -> Result<(&Path, SafeTensors<'_>)> {
-        let &i = self.index.get(name).ok_or_else(|| ModelError::MissingTensor {
-            path: self.dir.clone(),
-            name: name.to_string(),
-        })?;
+        let &i = self
+            .index
+            .get(name)
+            .ok_or_else(|| ModelError::MissingTensor {
+                path: self.dir.clone(),
+                name: name.to_string(),
+            })?;
         let (path, mmap) = &self.files[i];
         // Already validated in `open_files`, so this cannot fail.
         let st = SafeTensors::deserialize(mmap).map_err(|e| ModelError::Safetensors {
@@ -147,10 +166,13 @@ fn shard_files(index_path: &Path) -> Result<Vec<String>> {
         path: index_path.to_path_buf(),
         message: format!("not valid JSON: {e}"),
     })?;
-    let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| ModelError::Config {
-        path: index_path.to_path_buf(),
-        message: "missing object field `weight_map` (tensor name -> shard file)".into(),
-    })?;
+    let map = v
+        .get("weight_map")
+        .and_then(|m| m.as_object())
+        .ok_or_else(|| ModelError::Config {
+            path: index_path.to_path_buf(),
+            message: "missing object field `weight_map` (tensor name -> shard file)".into(),
+        })?;
     let mut files: Vec<String> = Vec::new();
     for (tensor, file) in map {
         let file = file.as_str().ok_or_else(|| ModelError::Config {
@@ -188,8 +210,15 @@ pub fn save_safetensors(tensors: &BTreeMap<String, Tensor>, path: &Path) -> Resu
         .iter()
         .map(|(k, t)| Ok((k.clone(), t.contiguous()?)))
         .collect::<std::result::Result<_, candle_core::Error>>()?;
-    safetensors::serialize_to_file(contiguous.iter().map(|(k, t)| (k.as_str(), t)), Some(metadata), &tmp)
-        .map_err(|e| ModelError::Safetensors { path: tmp.clone(), message: format!("{e:?}") })?;
+    safetensors::serialize_to_file(
+        contiguous.iter().map(|(k, t)| (k.as_str(), t)),
+        Some(metadata),
+        &tmp,
+    )
+    .map_err(|e| ModelError::Safetensors {
+        path: tmp.clone(),
+        message: format!("{e:?}"),
+    })?;
     std::fs::rename(&tmp, path).map_err(|e| ModelError::io(path, e))?;
     Ok(())
 }

@@ -181,7 +181,10 @@ impl ModelConfig {
 
     /// Interpret a parsed `config.json`; `path` is used in error messages.
     pub fn from_json(value: &Value, path: &Path) -> Result<Self> {
-        let err = |message: String| ModelError::Config { path: path.to_path_buf(), message };
+        let err = |message: String| ModelError::Config {
+            path: path.to_path_buf(),
+            message,
+        };
         let model_type = value
             .get("model_type")
             .and_then(Value::as_str)
@@ -231,10 +234,16 @@ impl ModelConfig {
                 self.num_heads, self.num_kv_heads
             ));
         }
-        if matches!(self.positions, PositionEncoding::Rope { .. }) && !self.head_dim.is_multiple_of(2) {
-            return Err(format!("head_dim ({}) must be even for rotary embeddings", self.head_dim));
+        if matches!(self.positions, PositionEncoding::Rope { .. })
+            && !self.head_dim.is_multiple_of(2)
+        {
+            return Err(format!(
+                "head_dim ({}) must be even for rotary embeddings",
+                self.head_dim
+            ));
         }
-        if self.architecture == Architecture::Gpt2 && self.head_dim * self.num_heads != self.hidden_size
+        if self.architecture == Architecture::Gpt2
+            && self.head_dim * self.num_heads != self.hidden_size
         {
             return Err(format!(
                 "n_embd ({}) must be divisible by n_head ({})",
@@ -247,9 +256,18 @@ impl ModelConfig {
     /// Number of parameters (embeddings included, a tied output matrix counted once).
     pub fn num_parameters(&self) -> usize {
         let h = self.hidden_size;
-        let (q, kv) = (self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim);
-        let norm = if self.norm == NormKind::Layer { 2 * h } else { h };
-        let attn = h * q + 2 * h * kv + q * h
+        let (q, kv) = (
+            self.num_heads * self.head_dim,
+            self.num_kv_heads * self.head_dim,
+        );
+        let norm = if self.norm == NormKind::Layer {
+            2 * h
+        } else {
+            h
+        };
+        let attn = h * q
+            + 2 * h * kv
+            + q * h
             + if self.qkv_bias { q + 2 * kv } else { 0 }
             + if self.o_bias { h } else { 0 }
             + if self.qk_norm { 2 * self.head_dim } else { 0 };
@@ -268,7 +286,11 @@ impl ModelConfig {
             } else {
                 0
             };
-        let head = if self.tie_word_embeddings { 0 } else { self.vocab_size * h };
+        let head = if self.tie_word_embeddings {
+            0
+        } else {
+            self.vocab_size * h
+        };
         embed + self.num_layers * per_layer + norm + head
     }
 
@@ -344,7 +366,10 @@ impl ModelConfig {
                 obj.insert("sliding_window".into(), json!(self.sliding_window));
             }
             Architecture::Qwen2 | Architecture::Qwen3 => {
-                obj.insert("use_sliding_window".into(), json!(self.sliding_window.is_some()));
+                obj.insert(
+                    "use_sliding_window".into(),
+                    json!(self.sliding_window.is_some()),
+                );
                 obj.insert("sliding_window".into(), json!(self.sliding_window));
                 obj.insert("max_window_layers".into(), json!(self.num_layers));
                 if self.architecture == Architecture::Qwen3 {
@@ -429,7 +454,9 @@ impl LlamaFile {
     fn into_config(self, arch: Architecture) -> std::result::Result<ModelConfig, String> {
         if let Some(act) = &self.hidden_act {
             if act != "silu" && act != "swish" {
-                return Err(format!("hidden_act '{act}' is not supported (expected \"silu\")"));
+                return Err(format!(
+                    "hidden_act '{act}' is not supported (expected \"silu\")"
+                ));
             }
         }
         let rope = self.rope_parameters.as_ref().or(self.rope_scaling.as_ref());
@@ -496,7 +523,10 @@ impl LlamaFile {
             sliding_window,
             tie_word_embeddings: self.tie_word_embeddings.unwrap_or(false),
             bos_token_id: self.bos_token_id,
-            eos_token_ids: self.eos_token_id.map(OneOrMany::into_vec).unwrap_or_default(),
+            eos_token_ids: self
+                .eos_token_id
+                .map(OneOrMany::into_vec)
+                .unwrap_or_default(),
             torch_dtype: self.torch_dtype.or(self.dtype),
         })
     }
@@ -555,7 +585,10 @@ impl Gpt2File {
             sliding_window: None,
             tie_word_embeddings: true,
             bos_token_id: self.bos_token_id,
-            eos_token_ids: self.eos_token_id.map(OneOrMany::into_vec).unwrap_or_default(),
+            eos_token_ids: self
+                .eos_token_id
+                .map(OneOrMany::into_vec)
+                .unwrap_or_default(),
             torch_dtype: self.torch_dtype.or(self.dtype),
         }
     }

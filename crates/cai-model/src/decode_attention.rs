@@ -1,17 +1,18 @@
-//! A CPU attention kernel for few new queries (decode steps): for each (row, head) it takes
-//! dot products with the cached keys, a masked softmax and a weighted sum of the cached values,
-//! reading the cache in place instead of launching a dozen small tensor ops and batched GEMMs.
-//! Inference only (no backward); [`crate::decoder`] uses it when nothing tracks gradients.
+//! A CPU causal-attention kernel for inference: for each (row, head, query) it takes dot
+//! products with the keys the query may see, a masked softmax and a weighted sum of the values,
+//! reading the KV cache in place. Compared with candle ops it launches one op instead of a
+//! dozen, skips the keys causality hides, and never materialises the `[b, heads, s, t]` score
+//! tensor. Inference only (no backward); [`crate::decoder`] uses it when nothing tracks
+//! gradients.
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape};
 use rayon::prelude::*;
 
-/// Most new queries per row for which the kernel is used.
-pub const MAX_QUERIES: usize = 16;
 /// Below this many multiply-adds the work stays on one thread.
 const PARALLEL_WORK: usize = 1 << 16;
 
-/// `softmax(q kᵀ · scale + mask) v` with grouped-query heads.
+/// `softmax(q kᵀ · scale + mask) v` with grouped-query heads, causal: the `s` queries are the
+/// last `s` of the `t` key slots, and query `i` never sees slots after `t - s + i`.
 ///
 /// Shapes: q `[b, heads, s, d]`, k and v `[b, kv_heads, t, d]` (any strides with a unit last
 /// stride, e.g. a view of the KV cache), mask `[b, s, t]` additive -> `[b, heads, s, d]`.
@@ -44,7 +45,11 @@ fn view<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<Vi
     if st.len() != 4 || st[3] != 1 {
         candle_core::bail!("decode-attention: {what} must be rank 4 with a unit last stride");
     }
-    Ok(View { data, offset: l.start_offset(), strides: [st[0], st[1], st[2], st[3]] })
+    Ok(View {
+        data,
+        offset: l.start_offset(),
+        strides: [st[0], st[1], st[2], st[3]],
+    })
 }
 
 impl CustomOp3 for DecodeAttention {
@@ -64,65 +69,132 @@ impl CustomOp3 for DecodeAttention {
         let (b, nh, s, d) = l1.shape().dims4()?;
         let (_, nkv, t, _) = l2.shape().dims4()?;
         let (q, k, v) = (view(s1, l1, "q")?, view(s2, l2, "k")?, view(s3, l3, "v")?);
+        if s > t {
+            candle_core::bail!("decode-attention: {s} queries but only {t} key slots");
+        }
         let rep = nh / nkv;
         let mut out = vec![0f32; b * nh * s * d];
+        let shape = Dims { rep, s, t, d };
+        let mask = self.mask.as_deref().map(Vec::as_slice);
         let work = |bh: usize, chunk: &mut [f32]| {
-            let (row, head) = (bh / nh, bh % nh);
-            let g = head / rep;
-            let mut scores = vec![0f32; t];
-            for i in 0..s {
-                let qi = q.row(row, head, i, d);
-                for (j, sc) in scores.iter_mut().enumerate() {
-                    *sc = dot(qi, k.row(row, g, j, d)) * self.scale;
-                }
-                if let Some(m) = &self.mask {
-                    let mr = &m[(row * s + i) * t..(row * s + i + 1) * t];
-                    for (sc, mv) in scores.iter_mut().zip(mr) {
-                        *sc += mv;
-                    }
-                }
-                let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0f32;
-                for sc in scores.iter_mut() {
-                    *sc = (*sc - max).exp();
-                    sum += *sc;
-                }
-                let o = &mut chunk[i * d..(i + 1) * d];
-                for (j, &p) in scores.iter().enumerate() {
-                    axpy(p / sum, v.row(row, g, j, d), o);
-                }
+            let at = Head {
+                row: bh / nh,
+                head: bh % nh,
+            };
+            #[cfg(target_arch = "x86_64")]
+            if is_x86_feature_detected!("avx512f") {
+                // SAFETY: AVX-512F is available.
+                return unsafe { head_avx512(&q, &k, &v, mask, self.scale, shape, at, chunk) };
             }
+            head_generic::<Scalar>(&q, &k, &v, mask, self.scale, shape, at, chunk)
         };
         if b * nh * s * t * d >= PARALLEL_WORK && rayon::current_num_threads() > 1 {
-            out.par_chunks_mut(s * d).enumerate().for_each(|(bh, c)| work(bh, c));
+            out.par_chunks_mut(s * d)
+                .enumerate()
+                .for_each(|(bh, c)| work(bh, c));
         } else {
-            out.chunks_mut(s * d).enumerate().for_each(|(bh, c)| work(bh, c));
+            out.chunks_mut(s * d)
+                .enumerate()
+                .for_each(|(bh, c)| work(bh, c));
         }
         Ok((CpuStorage::F32(out), Shape::from((b, nh, s, d))))
     }
 }
 
-/// `a · b`.
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx512f") {
-        // SAFETY: AVX-512F is available.
-        return unsafe { simd::dot(a, b) };
-    }
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+#[derive(Clone, Copy)]
+struct Dims {
+    rep: usize,
+    s: usize,
+    t: usize,
+    d: usize,
 }
 
-/// `y += alpha · x`.
-#[inline]
-fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx512f") {
-        // SAFETY: AVX-512F is available.
-        return unsafe { simd::axpy(alpha, x, y) };
+#[derive(Clone, Copy)]
+struct Head {
+    row: usize,
+    head: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn head_avx512(
+    q: &View,
+    k: &View,
+    v: &View,
+    mask: Option<&[f32]>,
+    scale: f32,
+    dims: Dims,
+    at: Head,
+    out: &mut [f32],
+) {
+    head_generic::<simd::Avx512>(q, k, v, mask, scale, dims, at, out)
+}
+
+/// One (row, head): all `s` queries against the visible keys. Writes `out [s, d]`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn head_generic<K: Kernels>(
+    q: &View,
+    k: &View,
+    v: &View,
+    mask: Option<&[f32]>,
+    scale: f32,
+    dims: Dims,
+    at: Head,
+    out: &mut [f32],
+) {
+    let Dims { rep, s, t, d } = dims;
+    let g = at.head / rep;
+    let mut all_scores = vec![0f32; t];
+    for i in 0..s {
+        let visible = t - s + i + 1;
+        let scores = &mut all_scores[..visible];
+        let qi = q.row(at.row, at.head, i, d);
+        for (j, sc) in scores.iter_mut().enumerate() {
+            *sc = K::dot(qi, k.row(at.row, g, j, d)) * scale;
+        }
+        if let Some(m) = mask {
+            let base = (at.row * s + i) * t;
+            for (sc, mv) in scores.iter_mut().zip(&m[base..base + visible]) {
+                *sc += mv;
+            }
+        }
+        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0f32;
+        for sc in scores.iter_mut() {
+            *sc = (*sc - max).exp();
+            sum += *sc;
+        }
+        let o = &mut out[i * d..(i + 1) * d];
+        let inv = 1.0 / sum;
+        for (j, &p) in scores.iter().enumerate() {
+            K::axpy(p * inv, v.row(at.row, g, j, d), o);
+        }
     }
-    for (yi, xi) in y.iter_mut().zip(x) {
-        *yi += alpha * xi;
+}
+
+/// The two vector primitives attention needs.
+trait Kernels {
+    /// `a · b`.
+    fn dot(a: &[f32], b: &[f32]) -> f32;
+    /// `y += alpha · x`.
+    fn axpy(alpha: f32, x: &[f32], y: &mut [f32]);
+}
+
+struct Scalar;
+
+impl Kernels for Scalar {
+    #[inline(always)]
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+
+    #[inline(always)]
+    fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+        for (yi, xi) in y.iter_mut().zip(x) {
+            *yi += alpha * xi;
+        }
     }
 }
 
@@ -130,34 +202,53 @@ fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
 mod simd {
     use std::arch::x86_64::*;
 
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
-        let n = a.len().min(b.len());
-        let mut acc = _mm512_setzero_ps();
-        let mut o = 0;
-        while o < n {
-            let rem = n - o;
-            let mask: __mmask16 = if rem >= 16 { 0xffff } else { (1u16 << rem) - 1 };
-            let x = _mm512_maskz_loadu_ps(mask, a.as_ptr().add(o));
-            let y = _mm512_maskz_loadu_ps(mask, b.as_ptr().add(o));
-            acc = _mm512_fmadd_ps(x, y, acc);
-            o += 16;
+    /// AVX-512 primitives; only ever inlined into `head_avx512`, which enables the feature.
+    pub struct Avx512;
+
+    #[inline(always)]
+    fn tail_mask(rem: usize) -> __mmask16 {
+        if rem >= 16 {
+            0xffff
+        } else {
+            (1u16 << rem) - 1
         }
-        _mm512_reduce_add_ps(acc)
     }
 
-    #[target_feature(enable = "avx512f")]
-    pub unsafe fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
-        let n = x.len().min(y.len());
-        let a = _mm512_set1_ps(alpha);
-        let mut o = 0;
-        while o < n {
-            let rem = n - o;
-            let mask: __mmask16 = if rem >= 16 { 0xffff } else { (1u16 << rem) - 1 };
-            let xv = _mm512_maskz_loadu_ps(mask, x.as_ptr().add(o));
-            let yv = _mm512_maskz_loadu_ps(mask, y.as_ptr().add(o));
-            _mm512_mask_storeu_ps(y.as_mut_ptr().add(o), mask, _mm512_fmadd_ps(a, xv, yv));
-            o += 16;
+    impl super::Kernels for Avx512 {
+        #[inline(always)]
+        fn dot(a: &[f32], b: &[f32]) -> f32 {
+            let n = a.len().min(b.len());
+            // SAFETY: callers run on a CPU with AVX-512F (see `head_avx512`); masked loads
+            // never read past `n`.
+            unsafe {
+                let mut acc = _mm512_setzero_ps();
+                let mut o = 0;
+                while o < n {
+                    let m = tail_mask(n - o);
+                    let x = _mm512_maskz_loadu_ps(m, a.as_ptr().add(o));
+                    let y = _mm512_maskz_loadu_ps(m, b.as_ptr().add(o));
+                    acc = _mm512_fmadd_ps(x, y, acc);
+                    o += 16;
+                }
+                _mm512_reduce_add_ps(acc)
+            }
+        }
+
+        #[inline(always)]
+        fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
+            let n = x.len().min(y.len());
+            // SAFETY: as in `dot`; masked stores never write past `n`.
+            unsafe {
+                let a = _mm512_set1_ps(alpha);
+                let mut o = 0;
+                while o < n {
+                    let m = tail_mask(n - o);
+                    let xv = _mm512_maskz_loadu_ps(m, x.as_ptr().add(o));
+                    let yv = _mm512_maskz_loadu_ps(m, y.as_ptr().add(o));
+                    _mm512_mask_storeu_ps(y.as_mut_ptr().add(o), m, _mm512_fmadd_ps(a, xv, yv));
+                    o += 16;
+                }
+            }
         }
     }
 }
@@ -176,19 +267,57 @@ mod tests {
         let kc = Tensor::randn(0f32, 1.0, (b, nkv, t + 3, d), &dev).unwrap();
         let vc = Tensor::randn(0f32, 1.0, (b, nkv, t + 3, d), &dev).unwrap();
         let (k, v) = (kc.narrow(2, 0, t).unwrap(), vc.narrow(2, 0, t).unwrap());
+        // Causal: query i (slot t - s + i) sees slots up to its own.
         let mut mask = vec![0f32; b * s * t];
+        for row in 0..b {
+            for i in 0..s {
+                for j in (t - s + i + 1)..t {
+                    mask[(row * s + i) * t + j] = -1e30;
+                }
+            }
+        }
         mask[1] = -1e30; // row 0, query 0 cannot see key 1
-        mask[(s + 1) * t - 1] = -1e30; // row 1, query 1 cannot see key 4
-        let op = DecodeAttention { scale: 0.3, mask: Some(std::sync::Arc::new(mask.clone())) };
+        mask[(s + 1) * t - 2] = -1e30; // row 1, query 1 cannot see key 3
+        let op = DecodeAttention {
+            scale: 0.3,
+            mask: Some(std::sync::Arc::new(mask.clone())),
+        };
         let got = q.apply_op3_no_bwd(&k, &v, &op).unwrap();
 
         let rep = nh / nkv;
-        let kr = k.unsqueeze(2).unwrap().repeat((1, 1, rep, 1, 1)).unwrap().reshape((b, nh, t, d)).unwrap();
-        let vr = v.unsqueeze(2).unwrap().repeat((1, 1, rep, 1, 1)).unwrap().reshape((b, nh, t, d)).unwrap();
+        let kr = k
+            .unsqueeze(2)
+            .unwrap()
+            .repeat((1, 1, rep, 1, 1))
+            .unwrap()
+            .reshape((b, nh, t, d))
+            .unwrap();
+        let vr = v
+            .unsqueeze(2)
+            .unwrap()
+            .repeat((1, 1, rep, 1, 1))
+            .unwrap()
+            .reshape((b, nh, t, d))
+            .unwrap();
         let m = Tensor::from_vec(mask, (b, 1, s, t), &dev).unwrap();
-        let scores = (q.matmul(&kr.t().unwrap()).unwrap() * 0.3).unwrap().broadcast_add(&m).unwrap();
-        let want = candle_nn::ops::softmax(&scores, D::Minus1).unwrap().matmul(&vr).unwrap();
-        let diff: f32 = (got - want).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap();
+        let scores = (q.matmul(&kr.t().unwrap()).unwrap() * 0.3)
+            .unwrap()
+            .broadcast_add(&m)
+            .unwrap();
+        let want = candle_nn::ops::softmax(&scores, D::Minus1)
+            .unwrap()
+            .matmul(&vr)
+            .unwrap();
+        let diff: f32 = (got - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
         assert!(diff < 1e-5, "max difference {diff}");
     }
 }

@@ -12,9 +12,9 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor, D};
 
 use crate::config::{Architecture, MlpKind, ModelConfig, NormKind, PositionEncoding};
+use crate::decode_attention::DecodeAttention;
 use crate::kv_cache::KvCache;
 use crate::layers::{apply_rope, softmax_last, Linear, Mode, Norm, Rope, RopeAt};
-use crate::decode_attention::{DecodeAttention, MAX_QUERIES};
 use crate::mask::{attention_mask, blocked, mask_values, positions_for};
 use crate::Result;
 
@@ -59,8 +59,16 @@ struct Attention {
 
 #[derive(Debug, Clone)]
 enum Mlp {
-    SwiGlu { gate: Linear, up: Linear, down: Linear },
-    Gelu { fc: Linear, proj: Linear, erf: bool },
+    SwiGlu {
+        gate: Linear,
+        up: Linear,
+        down: Linear,
+    },
+    Gelu {
+        fc: Linear,
+        proj: Linear,
+        erf: bool,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -121,22 +129,69 @@ fn visit_one(
     conv1d: bool,
     t: &mut Tensor,
 ) -> Result<()> {
-    f(&ParamSpec { name, file_shape, kind, conv1d }, t)
+    f(
+        &ParamSpec {
+            name,
+            file_shape,
+            kind,
+            conv1d,
+        },
+        t,
+    )
 }
 
-fn visit_linear(f: &mut ParamVisitor<'_>, prefix: String, out: usize, inp: usize, l: &mut Linear, conv1d: bool) -> Result<()> {
-    let shape = if conv1d { vec![inp, out] } else { vec![out, inp] };
-    visit_one(f, format!("{prefix}.weight"), shape, ParamKind::Matrix, conv1d, &mut l.weight)?;
+fn visit_linear(
+    f: &mut ParamVisitor<'_>,
+    prefix: String,
+    out: usize,
+    inp: usize,
+    l: &mut Linear,
+    conv1d: bool,
+) -> Result<()> {
+    let shape = if conv1d {
+        vec![inp, out]
+    } else {
+        vec![out, inp]
+    };
+    visit_one(
+        f,
+        format!("{prefix}.weight"),
+        shape,
+        ParamKind::Matrix,
+        conv1d,
+        &mut l.weight,
+    )?;
     if let Some(b) = &mut l.bias {
-        visit_one(f, format!("{prefix}.bias"), vec![out], ParamKind::Bias, false, b)?;
+        visit_one(
+            f,
+            format!("{prefix}.bias"),
+            vec![out],
+            ParamKind::Bias,
+            false,
+            b,
+        )?;
     }
     Ok(())
 }
 
 fn visit_norm(f: &mut ParamVisitor<'_>, prefix: String, dim: usize, n: &mut Norm) -> Result<()> {
-    visit_one(f, format!("{prefix}.weight"), vec![dim], ParamKind::NormWeight, false, &mut n.weight)?;
+    visit_one(
+        f,
+        format!("{prefix}.weight"),
+        vec![dim],
+        ParamKind::NormWeight,
+        false,
+        &mut n.weight,
+    )?;
     if let Some(b) = &mut n.bias {
-        visit_one(f, format!("{prefix}.bias"), vec![dim], ParamKind::Bias, false, b)?;
+        visit_one(
+            f,
+            format!("{prefix}.bias"),
+            vec![dim],
+            ParamKind::Bias,
+            false,
+            b,
+        )?;
     }
     Ok(())
 }
@@ -146,7 +201,10 @@ fn placeholder() -> Tensor {
 }
 
 fn linear(bias: bool) -> Linear {
-    Linear { weight: placeholder(), bias: bias.then(placeholder) }
+    Linear {
+        weight: placeholder(),
+        bias: bias.then(placeholder),
+    }
 }
 
 fn norm(cfg: &ModelConfig) -> Norm {
@@ -178,8 +236,16 @@ impl Decoder {
                     v: (!gpt2).then(|| linear(cfg.qkv_bias)),
                     qkv: gpt2.then(|| linear(true)),
                     o: linear(cfg.o_bias),
-                    q_norm: cfg.qk_norm.then(|| Norm { weight: placeholder(), bias: None, eps: cfg.norm_eps }),
-                    k_norm: cfg.qk_norm.then(|| Norm { weight: placeholder(), bias: None, eps: cfg.norm_eps }),
+                    q_norm: cfg.qk_norm.then(|| Norm {
+                        weight: placeholder(),
+                        bias: None,
+                        eps: cfg.norm_eps,
+                    }),
+                    k_norm: cfg.qk_norm.then(|| Norm {
+                        weight: placeholder(),
+                        bias: None,
+                        eps: cfg.norm_eps,
+                    }),
                 },
                 ln2: norm(cfg),
                 mlp: match cfg.mlp {
@@ -245,13 +311,34 @@ impl Decoder {
     pub fn visit_params(&mut self, f: &mut ParamVisitor<'_>) -> Result<()> {
         let cfg = self.config.clone();
         let h = cfg.hidden_size;
-        let (q_out, kv_out) = (cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim);
+        let (q_out, kv_out) = (
+            cfg.num_heads * cfg.head_dim,
+            cfg.num_kv_heads * cfg.head_dim,
+        );
         let gpt2 = cfg.architecture == Architecture::Gpt2;
-        let embed_name = if gpt2 { "transformer.wte.weight" } else { "model.embed_tokens.weight" };
-        visit_one(f, embed_name.into(), vec![cfg.vocab_size, h], ParamKind::Embedding, false, &mut self.embed)?;
+        let embed_name = if gpt2 {
+            "transformer.wte.weight"
+        } else {
+            "model.embed_tokens.weight"
+        };
+        visit_one(
+            f,
+            embed_name.into(),
+            vec![cfg.vocab_size, h],
+            ParamKind::Embedding,
+            false,
+            &mut self.embed,
+        )?;
         if let Some(wpe) = &mut self.wpe {
             let shape = vec![cfg.max_position_embeddings, h];
-            visit_one(f, "transformer.wpe.weight".into(), shape, ParamKind::Embedding, false, wpe)?;
+            visit_one(
+                f,
+                "transformer.wpe.weight".into(),
+                shape,
+                ParamKind::Embedding,
+                false,
+                wpe,
+            )?;
         }
         for (i, block) in self.blocks.iter_mut().enumerate() {
             if gpt2 {
@@ -262,22 +349,69 @@ impl Decoder {
                 visit_linear(f, format!("{p}.attn.c_proj"), h, h, &mut block.attn.o, true)?;
                 visit_norm(f, format!("{p}.ln_2"), h, &mut block.ln2)?;
                 if let Mlp::Gelu { fc, proj, .. } = &mut block.mlp {
-                    visit_linear(f, format!("{p}.mlp.c_fc"), cfg.intermediate_size, h, fc, true)?;
-                    visit_linear(f, format!("{p}.mlp.c_proj"), h, cfg.intermediate_size, proj, true)?;
+                    visit_linear(
+                        f,
+                        format!("{p}.mlp.c_fc"),
+                        cfg.intermediate_size,
+                        h,
+                        fc,
+                        true,
+                    )?;
+                    visit_linear(
+                        f,
+                        format!("{p}.mlp.c_proj"),
+                        h,
+                        cfg.intermediate_size,
+                        proj,
+                        true,
+                    )?;
                 }
             } else {
                 let p = format!("model.layers.{i}");
                 visit_norm(f, format!("{p}.input_layernorm"), h, &mut block.ln1)?;
                 let a = &mut block.attn;
-                visit_linear(f, format!("{p}.self_attn.q_proj"), q_out, h, a.q.as_mut().expect("q"), false)?;
-                visit_linear(f, format!("{p}.self_attn.k_proj"), kv_out, h, a.k.as_mut().expect("k"), false)?;
-                visit_linear(f, format!("{p}.self_attn.v_proj"), kv_out, h, a.v.as_mut().expect("v"), false)?;
-                visit_linear(f, format!("{p}.self_attn.o_proj"), h, q_out, &mut a.o, false)?;
+                visit_linear(
+                    f,
+                    format!("{p}.self_attn.q_proj"),
+                    q_out,
+                    h,
+                    a.q.as_mut().expect("q"),
+                    false,
+                )?;
+                visit_linear(
+                    f,
+                    format!("{p}.self_attn.k_proj"),
+                    kv_out,
+                    h,
+                    a.k.as_mut().expect("k"),
+                    false,
+                )?;
+                visit_linear(
+                    f,
+                    format!("{p}.self_attn.v_proj"),
+                    kv_out,
+                    h,
+                    a.v.as_mut().expect("v"),
+                    false,
+                )?;
+                visit_linear(
+                    f,
+                    format!("{p}.self_attn.o_proj"),
+                    h,
+                    q_out,
+                    &mut a.o,
+                    false,
+                )?;
                 if let (Some(qn), Some(kn)) = (&mut a.q_norm, &mut a.k_norm) {
                     visit_norm(f, format!("{p}.self_attn.q_norm"), cfg.head_dim, qn)?;
                     visit_norm(f, format!("{p}.self_attn.k_norm"), cfg.head_dim, kn)?;
                 }
-                visit_norm(f, format!("{p}.post_attention_layernorm"), h, &mut block.ln2)?;
+                visit_norm(
+                    f,
+                    format!("{p}.post_attention_layernorm"),
+                    h,
+                    &mut block.ln2,
+                )?;
                 if let Mlp::SwiGlu { gate, up, down } = &mut block.mlp {
                     let i_size = cfg.intermediate_size;
                     visit_linear(f, format!("{p}.mlp.gate_proj"), i_size, h, gate, false)?;
@@ -286,12 +420,39 @@ impl Decoder {
                 }
             }
         }
-        let final_name = if gpt2 { "transformer.ln_f" } else { "model.norm" };
+        let final_name = if gpt2 {
+            "transformer.ln_f"
+        } else {
+            "model.norm"
+        };
         visit_norm(f, final_name.into(), h, &mut self.final_norm)?;
         if let Some(head) = &mut self.lm_head {
-            visit_one(f, "lm_head.weight".into(), vec![cfg.vocab_size, h], ParamKind::Matrix, false, head)?;
+            visit_one(
+                f,
+                "lm_head.weight".into(),
+                vec![cfg.vocab_size, h],
+                ParamKind::Matrix,
+                false,
+                head,
+            )?;
         }
         Ok(())
+    }
+
+    /// Re-lay every untied projection matrix as row-major `[in, out]` (the tensor stays a
+    /// `[out, in]` view), which the few-row CPU kernel streams without horizontal sums.
+    /// Call once on a model that will only run inference; the tied output matrix keeps the
+    /// embedding's layout.
+    pub fn prepare_for_inference(&mut self) -> Result<()> {
+        if !self.device.is_cpu() || self.dtype != DType::F32 {
+            return Ok(());
+        }
+        self.visit_params(&mut |spec, t| {
+            if spec.kind == ParamKind::Matrix && t.is_contiguous() {
+                *t = t.t()?.contiguous()?.t()?;
+            }
+            Ok(())
+        })
     }
 
     /// All parameters with their specs, in checkpoint order (tensors share storage with the model).
@@ -310,7 +471,13 @@ impl Decoder {
     ///
     /// `batch` gives each new token's validity and position. With a cache, the new tokens are
     /// appended after what it holds and attend to all of it.
-    pub fn forward_hidden(&self, ids: &Tensor, batch: &Batch, cache: Option<&mut KvCache>, mode: Mode) -> Result<Tensor> {
+    pub fn forward_hidden(
+        &self,
+        ids: &Tensor,
+        batch: &Batch,
+        cache: Option<&mut KvCache>,
+        mode: Mode,
+    ) -> Result<Tensor> {
         let (b, s) = ids.dims2()?;
         let pos_flat: Vec<u32> = batch.positions.iter().flatten().copied().collect();
         let max_pos = pos_flat.iter().copied().max().unwrap_or(0) as usize;
@@ -321,24 +488,37 @@ impl Decoder {
             )));
         }
         let positions = Tensor::from_vec(pos_flat, (b, s), &self.device)?;
-        let mut x = self.embed.embedding(&ids.flatten_all()?)?.reshape((b, s, self.config.hidden_size))?;
+        let mut x =
+            self.embed
+                .embedding(&ids.flatten_all()?)?
+                .reshape((b, s, self.config.hidden_size))?;
         if let Some(wpe) = &self.wpe {
-            x = (x + wpe.embedding(&positions.flatten_all()?)?.reshape((b, s, self.config.hidden_size))?)?;
+            x = (x + wpe.embedding(&positions.flatten_all()?)?.reshape((
+                b,
+                s,
+                self.config.hidden_size,
+            ))?)?;
         }
         let rope_at = match &self.rope {
             Some(r) => Some(r.at(&positions)?),
             None => None,
         };
         let window = self.config.sliding_window;
-        let kernel = mode == Mode::Infer
-            && s <= MAX_QUERIES
-            && self.device.is_cpu()
-            && self.dtype == DType::F32;
+        let kernel = mode == Mode::Infer && self.device.is_cpu() && self.dtype == DType::F32;
         let build_mask = |valid: &[Vec<bool>], positions: &[Vec<u32>]| -> Result<AttnMask> {
             Ok(if kernel {
-                AttnMask::Values(mask_values(valid, positions, s, window, blocked(self.dtype)).map(Arc::new))
+                AttnMask::Values(
+                    mask_values(valid, positions, s, window, blocked(self.dtype)).map(Arc::new),
+                )
             } else {
-                AttnMask::Tensor(attention_mask(valid, positions, s, window, self.dtype, &self.device)?)
+                AttnMask::Tensor(attention_mask(
+                    valid,
+                    positions,
+                    s,
+                    window,
+                    self.dtype,
+                    &self.device,
+                )?)
             })
         };
         match cache {
@@ -346,7 +526,14 @@ impl Decoder {
                 cache.push_meta(&batch.valid, &batch.positions)?;
                 let mask = build_mask(cache.valid(), cache.positions())?;
                 for (l, block) in self.blocks.iter().enumerate() {
-                    x = block.forward(&x, &self.config, rope_at.as_ref(), &mask, Some((cache, l)), mode)?;
+                    x = block.forward(
+                        &x,
+                        &self.config,
+                        rope_at.as_ref(),
+                        &mask,
+                        Some((cache, l)),
+                        mode,
+                    )?;
                 }
                 cache.commit(s);
             }
@@ -363,7 +550,11 @@ impl Decoder {
     /// Shapes: hidden `[.., hidden]` -> logits `[.., vocab]`.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        Linear { weight: head.clone(), bias: None }.forward(hidden)
+        Linear {
+            weight: head.clone(),
+            bias: None,
+        }
+        .forward(hidden)
     }
 
     /// Full-sequence logits for training. Shapes: ids `[b, s]` -> logits `[b, s, vocab]`.
@@ -384,7 +575,9 @@ impl Block {
         cache: Option<(&mut KvCache, usize)>,
         mode: Mode,
     ) -> Result<Tensor> {
-        let a = self.attn.forward(&self.ln1.forward(x, mode)?, cfg, rope, mask, cache, mode)?;
+        let a = self
+            .attn
+            .forward(&self.ln1.forward(x, mode)?, cfg, rope, mask, cache, mode)?;
         let x = (x + a)?;
         let m = self.mlp.forward(&self.ln2.forward(&x, mode)?)?;
         Ok((x + m)?)
@@ -424,7 +617,11 @@ impl Attention {
         let (q, k, v) = match &self.qkv {
             Some(qkv) => {
                 let y = qkv.forward(x)?;
-                (y.narrow(D::Minus1, 0, nh * hd)?, y.narrow(D::Minus1, nh * hd, nkv * hd)?, y.narrow(D::Minus1, (nh + nkv) * hd, nkv * hd)?)
+                (
+                    y.narrow(D::Minus1, 0, nh * hd)?,
+                    y.narrow(D::Minus1, nh * hd, nkv * hd)?,
+                    y.narrow(D::Minus1, (nh + nkv) * hd, nkv * hd)?,
+                )
             }
             None => (
                 self.q.as_ref().expect("q").forward(x)?,
@@ -450,8 +647,14 @@ impl Attention {
             None => (k, v),
         };
         if let AttnMask::Values(values) = mask {
-            let op = DecodeAttention { scale: 1.0 / (hd as f32).sqrt(), mask: values.clone() };
-            let out = q.apply_op3_no_bwd(&k, &v, &op)?.transpose(1, 2)?.reshape((b, s, nh * hd))?;
+            let op = DecodeAttention {
+                scale: 1.0 / (hd as f32).sqrt(),
+                mask: values.clone(),
+            };
+            let out = q
+                .apply_op3_no_bwd(&k, &v, &op)?
+                .transpose(1, 2)?
+                .reshape((b, s, nh * hd))?;
             return self.o.forward(&out);
         }
         let mask = match mask {
@@ -468,7 +671,11 @@ impl Attention {
             scores = scores.broadcast_add(m)?;
         }
         let probs = softmax_last(&scores, mode)?.reshape((b, nkv, rep * s, t))?;
-        let out = probs.matmul(&v)?.reshape((b, nh, s, hd))?.transpose(1, 2)?.reshape((b, s, nh * hd))?;
+        let out = probs
+            .matmul(&v)?
+            .reshape((b, nh, s, hd))?
+            .transpose(1, 2)?
+            .reshape((b, s, nh * hd))?;
         self.o.forward(&out)
     }
 }

@@ -11,10 +11,19 @@ pub fn device_from_name(name: &str) -> Result<Device> {
         other => {
             let ordinal = match other.strip_prefix("cuda") {
                 Some("") => 0,
-                Some(rest) => rest.strip_prefix(':').and_then(|n| n.parse().ok()).ok_or_else(|| {
-                    ModelError::Request(format!("device '{other}': expected cpu, cuda or cuda:N"))
-                })?,
-                None => return Err(ModelError::Request(format!("device '{other}': expected cpu, cuda or cuda:N"))),
+                Some(rest) => rest
+                    .strip_prefix(':')
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| {
+                        ModelError::Request(format!(
+                            "device '{other}': expected cpu, cuda or cuda:N"
+                        ))
+                    })?,
+                None => {
+                    return Err(ModelError::Request(format!(
+                        "device '{other}': expected cpu, cuda or cuda:N"
+                    )))
+                }
             };
             cuda(ordinal)
         }
@@ -29,6 +38,7 @@ fn cuda(ordinal: usize) -> Result<Device> {
 #[cfg(not(feature = "cuda"))]
 fn cuda(_ordinal: usize) -> Result<Device> {
     Err(ModelError::Request(
-        "this cai was built without CUDA; rebuild with `cargo build --release --features cuda`".into(),
+        "this cai was built without CUDA; rebuild with `cargo build --release --features cuda`"
+            .into(),
     ))
 }

@@ -75,13 +75,18 @@ pub fn generate_batch(
     }
     let p = prefix.map_or(0, Prefix::len);
     if prefix.is_none() && jobs.iter().any(|j| j.prompt.is_empty()) {
-        return Err(ModelError::Request("a prompt tokenized to nothing and there is no prefix to continue".into()));
+        return Err(ModelError::Request(
+            "a prompt tokenized to nothing and there is no prefix to continue".into(),
+        ));
     }
     let l = jobs.iter().map(|j| j.prompt.len()).max().unwrap_or(0);
     let budget = jobs.iter().map(|j| j.max_new_tokens).max().unwrap_or(0);
     let max_pos = decoder.config().max_position_embeddings;
     // Per job: padding takes cache slots but no positions, so a batch fits whenever each job does.
-    if let Some(j) = jobs.iter().find(|j| p + j.prompt.len() + j.max_new_tokens > max_pos) {
+    if let Some(j) = jobs
+        .iter()
+        .find(|j| p + j.prompt.len() + j.max_new_tokens > max_pos)
+    {
         return Err(ModelError::Request(format!(
             "prefix ({p}) + prompt ({}) + max_new_tokens ({}) tokens exceed the model's context of {max_pos}",
             j.prompt.len(),
@@ -91,7 +96,13 @@ pub fn generate_batch(
     let capacity = p + l + budget;
     let mut cache = match prefix {
         Some(pre) => pre.cache.expand(b, capacity)?,
-        None => KvCache::new(decoder.config(), b, capacity, decoder.dtype(), decoder.device())?,
+        None => KvCache::new(
+            decoder.config(),
+            b,
+            capacity,
+            decoder.dtype(),
+            decoder.device(),
+        )?,
     };
     // Prefill: left-pad every prompt to `l`.
     let mut ids = Vec::with_capacity(b * l);
@@ -117,7 +128,10 @@ pub fn generate_batch(
         let ids = Tensor::from_vec(ids, (b, l), decoder.device())?;
         let batch = Batch { valid, positions };
         let hidden = decoder.forward_hidden(&ids, &batch, Some(&mut cache), Mode::Infer)?;
-        decoder.logits(&hidden.narrow(1, l - 1, 1)?.squeeze(1)?)?.to_dtype(DType::F32)?.to_vec2()?
+        decoder
+            .logits(&hidden.narrow(1, l - 1, 1)?.squeeze(1)?)?
+            .to_dtype(DType::F32)?
+            .to_vec2()?
     } else {
         Vec::new()
     };
@@ -174,13 +188,24 @@ pub fn generate_batch(
             row.next_pos += 1;
         }
         let hidden = decoder.forward_hidden(&ids, &batch, Some(&mut cache), Mode::Infer)?;
-        logits = decoder.logits(&hidden.squeeze(1)?)?.to_dtype(DType::F32)?.to_vec2()?;
+        logits = decoder
+            .logits(&hidden.squeeze(1)?)?
+            .to_dtype(DType::F32)?
+            .to_vec2()?;
     }
-    Ok(outputs.into_iter().map(|o| o.expect("every row finishes")).collect())
+    Ok(outputs
+        .into_iter()
+        .map(|o| o.expect("every row finishes"))
+        .collect())
 }
 
 /// Whether `row` is done after sampling `tok`.
-fn finished(row: &Row, job: &GenJob, tok: u32, stopping: Stopping<'_>) -> Result<Option<FinishReason>> {
+fn finished(
+    row: &Row,
+    job: &GenJob,
+    tok: u32,
+    stopping: Stopping<'_>,
+) -> Result<Option<FinishReason>> {
     if stopping.eos.contains(&tok) {
         return Ok(Some(FinishReason::Eos));
     }
@@ -193,11 +218,20 @@ fn finished(row: &Row, job: &GenJob, tok: u32, stopping: Stopping<'_>) -> Result
     Ok((row.tokens.len() >= job.max_new_tokens).then_some(FinishReason::Length))
 }
 
-fn finish(row: &Row, job: &GenJob, reason: FinishReason, stopping: Stopping<'_>) -> Result<GenOutput> {
+fn finish(
+    row: &Row,
+    job: &GenJob,
+    reason: FinishReason,
+    stopping: Stopping<'_>,
+) -> Result<GenOutput> {
     let text = match stopping.tokenizer {
         None => String::new(),
         Some(tk) => {
-            let body = if reason == FinishReason::Eos { &row.tokens[..row.tokens.len() - 1] } else { &row.tokens[..] };
+            let body = if reason == FinishReason::Eos {
+                &row.tokens[..row.tokens.len() - 1]
+            } else {
+                &row.tokens[..]
+            };
             let text = tk.decode(body)?;
             let cut = job.stop.iter().filter_map(|s| text.find(s.as_str())).min();
             match cut {
@@ -206,5 +240,10 @@ fn finish(row: &Row, job: &GenJob, reason: FinishReason, stopping: Stopping<'_>)
             }
         }
     };
-    Ok(GenOutput { tokens: row.tokens.clone(), logprobs: row.logprobs.clone(), text, finish: reason })
+    Ok(GenOutput {
+        tokens: row.tokens.clone(),
+        logprobs: row.logprobs.clone(),
+        text,
+        finish: reason,
+    })
 }

@@ -74,7 +74,11 @@ impl ModelShape {
             intermediate_size: self.intermediate_size,
             num_layers: self.num_layers,
             num_heads: self.num_heads,
-            num_kv_heads: if gpt2 { self.num_heads } else { self.num_kv_heads.unwrap_or(self.num_heads) },
+            num_kv_heads: if gpt2 {
+                self.num_heads
+            } else {
+                self.num_kv_heads.unwrap_or(self.num_heads)
+            },
             head_dim: self.hidden_size / self.num_heads.max(1),
             max_position_embeddings: self.max_position_embeddings,
             norm: if gpt2 { NormKind::Layer } else { NormKind::Rms },
@@ -82,14 +86,24 @@ impl ModelShape {
             positions: if gpt2 {
                 PositionEncoding::Learned
             } else {
-                PositionEncoding::Rope { theta: self.rope_theta, scaling: None }
+                PositionEncoding::Rope {
+                    theta: self.rope_theta,
+                    scaling: None,
+                }
             },
-            mlp: if gpt2 { MlpKind::GeluTanh } else { MlpKind::SwiGlu },
+            mlp: if gpt2 {
+                MlpKind::GeluTanh
+            } else {
+                MlpKind::SwiGlu
+            },
             qkv_bias: gpt2 || arch == Architecture::Qwen2,
             o_bias: gpt2,
             mlp_bias: gpt2,
             qk_norm: arch == Architecture::Qwen3,
-            sliding_window: if arch == Architecture::Mistral || arch == Architecture::Qwen2 || arch == Architecture::Qwen3 {
+            sliding_window: if arch == Architecture::Mistral
+                || arch == Architecture::Qwen2
+                || arch == Architecture::Qwen3
+            {
                 self.sliding_window
             } else {
                 None
@@ -124,7 +138,13 @@ pub enum TokenizerSource {
 /// Write a new randomly initialised model with its tokenizer to `dir` in HF layout:
 /// `config.json`, `model.safetensors`, `generation_config.json`, `tokenizer.json`,
 /// `tokenizer_config.json`. Returns the config written.
-pub fn init_model(shape: &ModelShape, tokenizer: TokenizerSource, seed: u64, dtype: DType, dir: &Path) -> Result<ModelConfig> {
+pub fn init_model(
+    shape: &ModelShape,
+    tokenizer: TokenizerSource,
+    seed: u64,
+    dtype: DType,
+    dir: &Path,
+) -> Result<ModelConfig> {
     let tokenizer = match tokenizer {
         TokenizerSource::File(p) => Tokenizer::from_tokenizer_json(&p)?,
         TokenizerSource::Train(p) => Tokenizer::train_bpe(&p, shape.vocab_size)?,
@@ -147,7 +167,10 @@ pub fn init_model(shape: &ModelShape, tokenizer: TokenizerSource, seed: u64, dty
         "temperature": 1.0,
     });
     let path = dir.join("generation_config.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&generation).expect("json") + "\n")
-        .map_err(|e| ModelError::io(&path, e))?;
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&generation).expect("json") + "\n",
+    )
+    .map_err(|e| ModelError::io(&path, e))?;
     Ok(config)
 }

@@ -22,12 +22,28 @@ pub struct KvCache {
 
 impl KvCache {
     /// An empty cache for `batch` rows with room for `capacity` tokens (it grows if needed).
-    pub fn new(cfg: &ModelConfig, batch: usize, capacity: usize, dtype: DType, device: &Device) -> Result<Self> {
+    pub fn new(
+        cfg: &ModelConfig,
+        batch: usize,
+        capacity: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
         let shape = (batch, cfg.num_kv_heads, capacity.max(1), cfg.head_dim);
         let layers = (0..cfg.num_layers)
-            .map(|_| Ok((Tensor::zeros(shape, dtype, device)?, Tensor::zeros(shape, dtype, device)?)))
+            .map(|_| {
+                Ok((
+                    Tensor::zeros(shape, dtype, device)?,
+                    Tensor::zeros(shape, dtype, device)?,
+                ))
+            })
             .collect::<Result<_>>()?;
-        Ok(Self { layers, len: 0, valid: vec![Vec::new(); batch], positions: vec![Vec::new(); batch] })
+        Ok(Self {
+            layers,
+            len: 0,
+            valid: vec![Vec::new(); batch],
+            positions: vec![Vec::new(); batch],
+        })
     }
 
     /// Rows in the cache.
@@ -64,7 +80,14 @@ impl KvCache {
         self.positions
             .iter()
             .zip(&self.valid)
-            .map(|(p, v)| p.iter().zip(v).filter(|(_, &ok)| ok).map(|(&p, _)| p + 1).max().unwrap_or(0))
+            .map(|(p, v)| {
+                p.iter()
+                    .zip(v)
+                    .filter(|(_, &ok)| ok)
+                    .map(|(&p, _)| p + 1)
+                    .max()
+                    .unwrap_or(0)
+            })
             .collect()
     }
 
@@ -81,12 +104,20 @@ impl KvCache {
 
     /// Write one layer's new keys/values at slots `len..len+s` and return all `len + s`.
     /// Shapes: k, v `[batch, kv_heads, s, head_dim]` -> two `[batch, kv_heads, len + s, head_dim]`.
-    pub(crate) fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+    pub(crate) fn append(
+        &mut self,
+        layer: usize,
+        k: &Tensor,
+        v: &Tensor,
+    ) -> Result<(Tensor, Tensor)> {
         let s = k.dim(2)?;
         let (ck, cv) = &self.layers[layer];
         ck.slice_set(&k.contiguous()?, 2, self.len)?;
         cv.slice_set(&v.contiguous()?, 2, self.len)?;
-        Ok((ck.narrow(2, 0, self.len + s)?, cv.narrow(2, 0, self.len + s)?))
+        Ok((
+            ck.narrow(2, 0, self.len + s)?,
+            cv.narrow(2, 0, self.len + s)?,
+        ))
     }
 
     /// Mark the `s` slots written by the last forward pass as filled.
@@ -109,8 +140,16 @@ impl KvCache {
 
     /// Keep only the given rows, in that order (used to drop finished sequences).
     pub fn select_rows(&self, rows: &[usize]) -> Result<Self> {
-        let device = self.layers.first().map(|(k, _)| k.device().clone()).unwrap_or(Device::Cpu);
-        let idx = Tensor::from_vec(rows.iter().map(|&r| r as u32).collect::<Vec<_>>(), rows.len(), &device)?;
+        let device = self
+            .layers
+            .first()
+            .map(|(k, _)| k.device().clone())
+            .unwrap_or(Device::Cpu);
+        let idx = Tensor::from_vec(
+            rows.iter().map(|&r| r as u32).collect::<Vec<_>>(),
+            rows.len(),
+            &device,
+        )?;
         let layers = self
             .layers
             .iter()
@@ -137,7 +176,9 @@ impl KvCache {
                 for t in [k, v] {
                     let (_, h, _, d) = t.dims4()?;
                     let fresh = Tensor::zeros((batch, h, capacity, d), t.dtype(), t.device())?;
-                    let prefix = t.narrow(2, 0, self.len)?.broadcast_as((batch, h, self.len, d))?;
+                    let prefix = t
+                        .narrow(2, 0, self.len)?
+                        .broadcast_as((batch, h, self.len, d))?;
                     fresh.slice_set(&prefix.contiguous()?, 2, 0)?;
                     out.push(fresh);
                 }

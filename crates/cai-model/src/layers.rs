@@ -8,7 +8,7 @@
 use candle_core::{DType, Device, Tensor, D};
 
 use crate::config::{Llama3RopeScaling, RopeScaling};
-use crate::small_matmul::{self, SmallMatmul};
+use crate::small_matmul::{self, SmallMatmul, SmallMatmulT};
 use crate::Result;
 
 /// Which kernels a forward pass may use.
@@ -36,10 +36,14 @@ impl Linear {
         let in_dim = *dims.last().expect("rank >= 1");
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let x2 = x.reshape((rows, in_dim))?;
-        let mut y = if use_small_matmul(&x2, &self.weight) {
-            x2.contiguous()?.apply_op2_no_bwd(&self.weight, &SmallMatmul)?
-        } else {
-            x2.matmul(&self.weight.t()?)?
+        let mut y = match small_matmul_kind(&x2, &self.weight) {
+            Some(WeightLayout::OutIn) => x2
+                .contiguous()?
+                .apply_op2_no_bwd(&self.weight, &SmallMatmul)?,
+            Some(WeightLayout::InOut) => x2
+                .contiguous()?
+                .apply_op2_no_bwd(&self.weight.t()?, &SmallMatmulT)?,
+            None => x2.matmul(&self.weight.t()?)?,
         };
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
@@ -50,16 +54,32 @@ impl Linear {
     }
 }
 
-/// The few-row kernel serves f32 CPU inference; anything that tracks gradients, other dtypes
+/// How a weight `[out, in]` is laid out in memory.
+enum WeightLayout {
+    /// Row-major `[out, in]`, as loaded.
+    OutIn,
+    /// A transposed view of row-major `[in, out]` storage (after `prepare_for_inference`).
+    InOut,
+}
+
+/// The few-row kernels serve f32 CPU inference; anything that tracks gradients, other dtypes
 /// and devices, and large row counts go through candle's matmul.
-fn use_small_matmul(x: &Tensor, w: &Tensor) -> bool {
-    x.device().is_cpu()
+fn small_matmul_kind(x: &Tensor, w: &Tensor) -> Option<WeightLayout> {
+    let eligible = x.device().is_cpu()
         && x.dtype() == DType::F32
         && w.dtype() == DType::F32
-        && w.is_contiguous()
         && x.dim(0).is_ok_and(|m| m <= small_matmul::MAX_ROWS)
         && !x.track_op()
-        && !w.track_op()
+        && !w.track_op();
+    if !eligible {
+        None
+    } else if w.is_contiguous() {
+        Some(WeightLayout::OutIn)
+    } else if w.t().is_ok_and(|t| t.is_contiguous()) {
+        Some(WeightLayout::InOut)
+    } else {
+        None
+    }
 }
 
 /// RMSNorm (`bias == None`) or LayerNorm (`bias == Some`).
@@ -186,8 +206,9 @@ impl Rope {
 
 /// θ^(-2i/d), adjusted by the scaling rule. Returns `head_dim / 2` frequencies.
 pub fn inverse_frequencies(head_dim: usize, theta: f64, scaling: Option<RopeScaling>) -> Vec<f64> {
-    let base: Vec<f64> =
-        (0..head_dim / 2).map(|i| 1.0 / theta.powf(2.0 * i as f64 / head_dim as f64)).collect();
+    let base: Vec<f64> = (0..head_dim / 2)
+        .map(|i| 1.0 / theta.powf(2.0 * i as f64 / head_dim as f64))
+        .collect();
     match scaling {
         None => base,
         Some(RopeScaling::Linear(factor)) => base.into_iter().map(|f| f / factor).collect(),
@@ -214,7 +235,11 @@ fn llama3_scale(freq: f64, s: &Llama3RopeScaling) -> f64 {
 /// Shapes: x `[b, heads, s, d]`, factors `[b, s, d/2]` -> `[b, heads, s, d]`.
 pub fn apply_rope(x: &Tensor, at: &RopeAt, mode: Mode) -> Result<Tensor> {
     match mode {
-        Mode::Infer => Ok(candle_nn::rotary_emb::rope(&x.contiguous()?, &at.cos, &at.sin)?),
+        Mode::Infer => Ok(candle_nn::rotary_emb::rope(
+            &x.contiguous()?,
+            &at.cos,
+            &at.sin,
+        )?),
         Mode::Train => {
             let d = x.dim(D::Minus1)?;
             let cos = Tensor::cat(&[&at.cos, &at.cos], D::Minus1)?.unsqueeze(1)?;
@@ -232,7 +257,14 @@ mod tests {
     use super::*;
 
     fn close(a: &Tensor, b: &Tensor, tol: f32) {
-        let d = (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+        let d = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap();
         let d: f32 = d.to_scalar().unwrap();
         assert!(d < tol, "max abs difference {d}");
     }
@@ -243,16 +275,40 @@ mod tests {
         let x = Tensor::randn(0f32, 1.0, (2, 3, 5, 8), &dev).unwrap();
         let w = Tensor::randn(1f32, 0.1, 8, &dev).unwrap();
         let b = Tensor::randn(0f32, 0.1, 8, &dev).unwrap();
-        let rms = Norm { weight: w.clone(), bias: None, eps: 1e-5 };
-        close(&rms.forward(&x, Mode::Infer).unwrap(), &rms.forward(&x, Mode::Train).unwrap(), 1e-5);
-        let ln = Norm { weight: w, bias: Some(b), eps: 1e-5 };
-        close(&ln.forward(&x, Mode::Infer).unwrap(), &ln.forward(&x, Mode::Train).unwrap(), 1e-5);
-        close(&softmax_last(&x, Mode::Infer).unwrap(), &softmax_last(&x, Mode::Train).unwrap(), 1e-6);
+        let rms = Norm {
+            weight: w.clone(),
+            bias: None,
+            eps: 1e-5,
+        };
+        close(
+            &rms.forward(&x, Mode::Infer).unwrap(),
+            &rms.forward(&x, Mode::Train).unwrap(),
+            1e-5,
+        );
+        let ln = Norm {
+            weight: w,
+            bias: Some(b),
+            eps: 1e-5,
+        };
+        close(
+            &ln.forward(&x, Mode::Infer).unwrap(),
+            &ln.forward(&x, Mode::Train).unwrap(),
+            1e-5,
+        );
+        close(
+            &softmax_last(&x, Mode::Infer).unwrap(),
+            &softmax_last(&x, Mode::Train).unwrap(),
+            1e-6,
+        );
 
         let rope = Rope::new(8, 10_000.0, None, 16, DType::F32, &dev).unwrap();
         let pos = Tensor::new(&[[0u32, 1, 2, 3, 4], [3, 4, 5, 6, 7]], &dev).unwrap();
         let at = rope.at(&pos).unwrap();
-        close(&apply_rope(&x, &at, Mode::Infer).unwrap(), &apply_rope(&x, &at, Mode::Train).unwrap(), 1e-5);
+        close(
+            &apply_rope(&x, &at, Mode::Infer).unwrap(),
+            &apply_rope(&x, &at, Mode::Train).unwrap(),
+            1e-5,
+        );
     }
 
     #[test]
@@ -262,7 +318,12 @@ mod tests {
         let rope = Rope::new(2, 10_000.0, None, 4, DType::F32, &dev).unwrap();
         let x = Tensor::new(&[[[[1f32, 0.0], [1.0, 0.0]]]], &dev).unwrap();
         let at = rope.at(&Tensor::new(&[[0u32, 2]], &dev).unwrap()).unwrap();
-        let y: Vec<f32> = apply_rope(&x, &at, Mode::Train).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        let y: Vec<f32> = apply_rope(&x, &at, Mode::Train)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         let expected = [1.0, 0.0, 2f32.cos(), 2f32.sin()];
         for (a, e) in y.iter().zip(expected) {
             assert!((a - e).abs() < 1e-6, "{y:?}");

@@ -2,24 +2,25 @@
 //! differentiable candle decoder — loading, tokenizers, batched generation, log-prob scoring.
 #![deny(missing_docs)]
 
+pub mod batching;
 pub mod bench;
 pub mod checkpoint;
-pub mod generate;
-pub mod prefix;
-pub mod sampling;
-pub mod score;
-pub mod small_matmul;
 pub mod config;
 pub mod decode_attention;
 pub mod decoder;
 pub mod device;
 mod error;
+pub mod generate;
 pub mod hub;
 pub mod init;
 pub mod kv_cache;
 pub mod layers;
 pub mod local;
 pub mod mask;
+pub mod prefix;
+pub mod sampling;
+pub mod score;
+pub mod small_matmul;
 pub mod tokenizer;
 pub mod weights;
 

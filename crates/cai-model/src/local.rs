@@ -5,10 +5,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use cai_core::{Error as CoreError, GenerateRequest, Generation, LanguageModel, Sampling, Score, ScoreRequest, TokenLogprob};
+use cai_core::{
+    Error as CoreError, GenerateRequest, Generation, LanguageModel, Sampling, Score, ScoreRequest,
+    TokenLogprob,
+};
 use candle_core::{DType, Device};
 use serde::Deserialize;
 
+use crate::batching::{plan_batches, EngineLimits};
 use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
 use crate::decoder::Decoder;
@@ -30,23 +34,10 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { device: Device::Cpu, dtype: None }
-    }
-}
-
-/// Batch limits of the local engine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EngineLimits {
-    /// Most rows in one forward pass.
-    pub max_batch: usize,
-    /// Most padded tokens (rows × longest row) in one prefill or scoring pass.
-    pub max_batch_tokens: usize,
-}
-
-impl Default for EngineLimits {
-    /// 32 rows and 16k tokens keep activations of a ~100M model within a few GiB.
-    fn default() -> Self {
-        Self { max_batch: 32, max_batch_tokens: 16_384 }
+        Self {
+            device: Device::Cpu,
+            dtype: None,
+        }
     }
 }
 
@@ -73,7 +64,10 @@ impl GenerationDefaults {
             return Ok(Self::default());
         }
         let text = std::fs::read_to_string(&path).map_err(|e| ModelError::io(&path, e))?;
-        serde_json::from_str(&text).map_err(|e| ModelError::Config { path, message: e.to_string() })
+        serde_json::from_str(&text).map_err(|e| ModelError::Config {
+            path,
+            message: e.to_string(),
+        })
     }
 
     /// The model's preferred sampling (plain sampling at T = 1 where it states nothing).
@@ -110,19 +104,34 @@ impl LocalModel {
         let config = ModelConfig::from_file(&config_path)?;
         let tokenizer = Tokenizer::from_dir(&dir)?;
         tokenizer.check_fits(config.vocab_size, &dir)?;
-        let dtype = options.dtype.unwrap_or_else(|| match (&options.device, &config.torch_dtype) {
-            (Device::Cpu, _) | (_, None) => DType::F32,
-            (_, Some(name)) => parse_dtype(name).unwrap_or(DType::F32),
-        });
+        let dtype = options
+            .dtype
+            .unwrap_or_else(|| match (&options.device, &config.torch_dtype) {
+                (Device::Cpu, _) | (_, None) => DType::F32,
+                (_, Some(name)) => parse_dtype(name).unwrap_or(DType::F32),
+            });
         let ckpt = Checkpoint::open_dir(&dir)?;
-        let decoder = load_decoder(config, &ckpt, dtype, &options.device)?;
+        let mut decoder = load_decoder(config, &ckpt, dtype, &options.device)?;
+        decoder.prepare_for_inference()?;
         let defaults = GenerationDefaults::from_dir(&dir)?;
         Ok(Self::from_parts(dir, decoder, tokenizer, defaults))
     }
 
     /// Assemble from parts already in memory.
-    pub fn from_parts(dir: PathBuf, decoder: Decoder, tokenizer: Tokenizer, defaults: GenerationDefaults) -> Self {
-        Self { dir, decoder, tokenizer, defaults, limits: EngineLimits::default(), prefixes: Mutex::new(Vec::new()) }
+    pub fn from_parts(
+        dir: PathBuf,
+        decoder: Decoder,
+        tokenizer: Tokenizer,
+        defaults: GenerationDefaults,
+    ) -> Self {
+        Self {
+            dir,
+            decoder,
+            tokenizer,
+            defaults,
+            limits: EngineLimits::default(),
+            prefixes: Mutex::new(Vec::new()),
+        }
     }
 
     /// Change the batch limits.
@@ -163,7 +172,9 @@ impl LocalModel {
             cache.push(entry);
             return Ok(Some(prefix));
         }
-        let tokens = self.tokenizer.encode(text, self.tokenizer.add_bos_token())?;
+        let tokens = self
+            .tokenizer
+            .encode(text, self.tokenizer.add_bos_token())?;
         let prefix = Arc::new(Prefix::compute(&self.decoder, tokens)?);
         if cache.len() >= PREFIX_CACHE_SIZE {
             cache.remove(0);
@@ -174,25 +185,8 @@ impl LocalModel {
 
     /// Tokens of a prompt: with bos when it starts the sequence and the tokenizer wants one.
     fn prompt_tokens(&self, has_prefix: bool, prompt: &str) -> Result<Vec<u32>> {
-        self.tokenizer.encode(prompt, !has_prefix && self.tokenizer.add_bos_token())
-    }
-
-    /// Split indices (sorted longest first) into batches within the limits.
-    fn chunks(&self, mut order: Vec<usize>, len: impl Fn(usize) -> usize) -> Vec<Vec<usize>> {
-        order.sort_by_key(|&i| std::cmp::Reverse(len(i)));
-        let mut out: Vec<Vec<usize>> = Vec::new();
-        for i in order {
-            let fits = out.last().is_some_and(|c: &Vec<usize>| {
-                let longest = len(c[0]).max(1);
-                c.len() < self.limits.max_batch && (c.len() + 1) * longest <= self.limits.max_batch_tokens
-            });
-            if fits {
-                out.last_mut().expect("non-empty").push(i);
-            } else {
-                out.push(vec![i]);
-            }
-        }
-        out
+        self.tokenizer
+            .encode(prompt, !has_prefix && self.tokenizer.add_bos_token())
     }
 
     fn generate_inner(&self, requests: &[GenerateRequest]) -> Result<Vec<Generation>> {
@@ -212,8 +206,11 @@ impl LocalModel {
                     })
                 })
                 .collect::<Result<_>>()?;
-            let stopping = Stopping { tokenizer: Some(&self.tokenizer), eos: self.tokenizer.eos_ids() };
-            for chunk in self.chunks((0..jobs.len()).collect(), |k| jobs[k].prompt.len()) {
+            let stopping = Stopping {
+                tokenizer: Some(&self.tokenizer),
+                eos: self.tokenizer.eos_ids(),
+            };
+            for chunk in plan_batches(jobs.len(), |k| jobs[k].prompt.len(), self.limits) {
                 let batch: Vec<GenJob> = chunk.iter().map(|&k| jobs[k].clone()).collect();
                 let outs = generate_batch(&self.decoder, prefix.as_deref(), &batch, stopping)?;
                 for (&k, out) in chunk.iter().zip(outs) {
@@ -221,13 +218,17 @@ impl LocalModel {
                         text: out.text,
                         token_ids: out.tokens,
                         token_logprobs: out.logprobs,
-                        prompt_tokens: prefix.as_ref().map_or(0, |p| p.len()) + jobs[k].prompt.len(),
+                        prompt_tokens: prefix.as_ref().map_or(0, |p| p.len())
+                            + jobs[k].prompt.len(),
                         finish_reason: out.finish,
                     });
                 }
             }
         }
-        Ok(results.into_iter().map(|g| g.expect("every request answered")).collect())
+        Ok(results
+            .into_iter()
+            .map(|g| g.expect("every request answered"))
+            .collect())
     }
 
     fn score_inner(&self, requests: &[ScoreRequest]) -> Result<Vec<Score>> {
@@ -246,7 +247,7 @@ impl LocalModel {
                 })
                 .collect::<Result<_>>()?;
             let len = |k: usize| jobs[k].prompt.len() + jobs[k].continuation.len();
-            for chunk in self.chunks((0..jobs.len()).collect(), len) {
+            for chunk in plan_batches(jobs.len(), len, self.limits) {
                 let batch: Vec<ScoreJob> = chunk.iter().map(|&k| jobs[k].clone()).collect();
                 let outs = score_batch(&self.decoder, prefix.as_deref(), &batch)?;
                 for (&k, out) in chunk.iter().zip(outs) {
@@ -272,7 +273,10 @@ impl LocalModel {
                 }
             }
         }
-        Ok(results.into_iter().map(|s| s.expect("every request answered")).collect())
+        Ok(results
+            .into_iter()
+            .map(|s| s.expect("every request answered"))
+            .collect())
     }
 }
 
@@ -287,11 +291,17 @@ fn group_by_prefix<'a>(prefixes: impl Iterator<Item = &'a str>) -> Vec<(&'a str,
         });
         groups.get_mut(p).expect("inserted").push(i);
     }
-    order.into_iter().map(|p| (p, groups.remove(p).expect("present"))).collect()
+    order
+        .into_iter()
+        .map(|p| (p, groups.remove(p).expect("present")))
+        .collect()
 }
 
 impl LanguageModel for LocalModel {
-    fn generate(&self, requests: &[GenerateRequest]) -> std::result::Result<Vec<Generation>, CoreError> {
+    fn generate(
+        &self,
+        requests: &[GenerateRequest],
+    ) -> std::result::Result<Vec<Generation>, CoreError> {
         Ok(self.generate_inner(requests)?)
     }
 

@@ -33,13 +33,21 @@ pub fn attention_mask(
     let t = valid.first().map_or(0, Vec::len);
     match mask_values(valid, positions, s, window, blocked(dtype)) {
         None => Ok(None),
-        Some(data) => Ok(Some(Tensor::from_vec(data, (b, 1, s, t), device)?.to_dtype(dtype)?)),
+        Some(data) => Ok(Some(
+            Tensor::from_vec(data, (b, 1, s, t), device)?.to_dtype(dtype)?,
+        )),
     }
 }
 
 /// The same mask as plain values, row-major `[b, s, t]`, with `neg` for blocked pairs; `None`
 /// when nothing is blocked.
-pub fn mask_values(valid: &[Vec<bool>], positions: &[Vec<u32>], s: usize, window: Option<usize>, neg: f32) -> Option<Vec<f32>> {
+pub fn mask_values(
+    valid: &[Vec<bool>],
+    positions: &[Vec<u32>],
+    s: usize,
+    window: Option<usize>,
+    neg: f32,
+) -> Option<Vec<f32>> {
     let b = valid.len();
     let t = valid.first().map_or(0, Vec::len);
     let past = t - s;
@@ -106,6 +114,10 @@ mod tests {
         let pos = vec![vec![0, 1, 2, 3]];
         let m = dense(attention_mask(&valid, &pos, 1, Some(2), DType::F32, &Device::Cpu).unwrap());
         assert_eq!(m, vec![vec![-1e30, -1e30, 0.0, 0.0]]);
-        assert!(attention_mask(&valid, &pos, 1, None, DType::F32, &Device::Cpu).unwrap().is_none());
+        assert!(
+            attention_mask(&valid, &pos, 1, None, DType::F32, &Device::Cpu)
+                .unwrap()
+                .is_none()
+        );
     }
 }

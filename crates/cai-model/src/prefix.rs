@@ -24,16 +24,25 @@ impl Prefix {
     /// Run the prefix through the model once. `tokens` must not be empty.
     pub fn compute(decoder: &Decoder, tokens: Vec<u32>) -> Result<Self> {
         if tokens.is_empty() {
-            return Err(crate::ModelError::Request("a prefix needs at least one token".into()));
+            return Err(crate::ModelError::Request(
+                "a prefix needs at least one token".into(),
+            ));
         }
         let n = tokens.len();
         let mut cache = KvCache::new(decoder.config(), 1, n, decoder.dtype(), decoder.device())?;
         let ids = Tensor::from_vec(tokens.clone(), (1, n), decoder.device())?;
         let batch = Batch::from_valid(vec![vec![true; n]]);
         let hidden = decoder.forward_hidden(&ids, &batch, Some(&mut cache), Mode::Infer)?;
-        let logits = decoder.logits(&hidden.narrow(1, n - 1, 1)?)?.flatten_all()?;
-        let last_logprobs = candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, 0)?.to_vec1()?;
-        Ok(Self { tokens, cache, last_logprobs })
+        let logits = decoder
+            .logits(&hidden.narrow(1, n - 1, 1)?)?
+            .flatten_all()?;
+        let last_logprobs =
+            candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, 0)?.to_vec1()?;
+        Ok(Self {
+            tokens,
+            cache,
+            last_logprobs,
+        })
     }
 
     /// Number of prefix tokens.

@@ -26,7 +26,7 @@ pub fn log_sum_exp(xs: &[f32]) -> f32 {
     if !max.is_finite() {
         return max;
     }
-    max + xs.iter().map(|&x| ((x - max) as f64).exp()).sum::<f64>().ln() as f32
+    max + (xs.iter().map(|&x| (x - max).exp() as f64).sum::<f64>()).ln() as f32
 }
 
 /// Pick the next token from one row of logits.
@@ -37,14 +37,22 @@ pub fn sample(logits: &[f32], sampling: &Sampling, rng: &mut impl Rng) -> u32 {
     let t = sampling.temperature as f64;
     // Candidates sorted by logit, best first; top-k and top-p only ever cut the tail.
     let mut order: Vec<u32> = (0..logits.len() as u32).collect();
-    let k = sampling.top_k.unwrap_or(logits.len()).clamp(1, logits.len());
+    let k = sampling
+        .top_k
+        .unwrap_or(logits.len())
+        .clamp(1, logits.len());
     if k < logits.len() {
-        order.select_nth_unstable_by(k - 1, |&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
+        order.select_nth_unstable_by(k - 1, |&a, &b| {
+            logits[b as usize].total_cmp(&logits[a as usize])
+        });
         order.truncate(k);
     }
     order.sort_unstable_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
     let max = logits[order[0] as usize] as f64;
-    let mut weights: Vec<f64> = order.iter().map(|&i| ((logits[i as usize] as f64 - max) / t).exp()).collect();
+    let mut weights: Vec<f64> = order
+        .iter()
+        .map(|&i| ((logits[i as usize] as f64 - max) / t).exp())
+        .collect();
     if let Some(p) = sampling.top_p.filter(|&p| p < 1.0) {
         let total: f64 = weights.iter().sum();
         let mut mass = 0.0;
@@ -87,7 +95,14 @@ mod tests {
     #[test]
     fn greedy_takes_the_first_maximum() {
         assert_eq!(argmax(&[0.0, 2.0, 2.0, -1.0]), 1);
-        assert_eq!(sample(&[0.0, 2.0, 1.0], &Sampling::greedy(), &mut rand_chacha::ChaCha8Rng::seed_from_u64(0)), 1);
+        assert_eq!(
+            sample(
+                &[0.0, 2.0, 1.0],
+                &Sampling::greedy(),
+                &mut rand_chacha::ChaCha8Rng::seed_from_u64(0)
+            ),
+            1
+        );
     }
 
     #[test]
@@ -109,10 +124,24 @@ mod tests {
     fn top_k_and_top_p_cut_the_tail() {
         // p = [0.5, 0.3, 0.2] (ln of the probabilities as logits)
         let logits = [0.5f32.ln(), 0.3f32.ln(), 0.2f32.ln()];
-        let k2 = freq(&logits, Sampling { top_k: Some(2), ..Sampling::default() }, 40_000);
+        let k2 = freq(
+            &logits,
+            Sampling {
+                top_k: Some(2),
+                ..Sampling::default()
+            },
+            40_000,
+        );
         assert_eq!(k2[2], 0.0);
         assert!((k2[0] - 0.625).abs() < 0.01, "{k2:?}");
-        let p = freq(&logits, Sampling { top_p: Some(0.75), ..Sampling::default() }, 40_000);
+        let p = freq(
+            &logits,
+            Sampling {
+                top_p: Some(0.75),
+                ..Sampling::default()
+            },
+            40_000,
+        );
         assert_eq!(p[2], 0.0); // 0.5 + 0.3 reaches 0.75
         assert!((p[1] - 0.375).abs() < 0.01, "{p:?}");
     }
@@ -120,8 +149,22 @@ mod tests {
     #[test]
     fn same_seed_same_samples() {
         let logits = [0.1f32, 0.2, 0.3, 0.4];
-        let a = freq(&logits, Sampling { temperature: 0.7, ..Sampling::default() }, 100);
-        let b = freq(&logits, Sampling { temperature: 0.7, ..Sampling::default() }, 100);
+        let a = freq(
+            &logits,
+            Sampling {
+                temperature: 0.7,
+                ..Sampling::default()
+            },
+            100,
+        );
+        let b = freq(
+            &logits,
+            Sampling {
+                temperature: 0.7,
+                ..Sampling::default()
+            },
+            100,
+        );
         assert_eq!(a, b);
     }
 }

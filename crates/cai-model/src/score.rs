@@ -8,6 +8,7 @@ use candle_core::{DType, Tensor, D};
 use crate::decoder::{Batch, Decoder};
 use crate::layers::Mode;
 use crate::prefix::Prefix;
+use crate::sampling::log_sum_exp;
 use crate::{ModelError, Result};
 
 /// One tokenized scoring job.
@@ -31,12 +32,24 @@ pub struct ScoreOutput {
 }
 
 /// Score a batch of jobs that share `prefix` (if any).
-pub fn score_batch(decoder: &Decoder, prefix: Option<&Prefix>, jobs: &[ScoreJob]) -> Result<Vec<ScoreOutput>> {
+pub fn score_batch(
+    decoder: &Decoder,
+    prefix: Option<&Prefix>,
+    jobs: &[ScoreJob],
+) -> Result<Vec<ScoreOutput>> {
     let b = jobs.len();
-    let mut out: Vec<ScoreOutput> =
-        jobs.iter().map(|_| ScoreOutput { logprobs: Vec::new(), top: Vec::new() }).collect();
+    let mut out: Vec<ScoreOutput> = jobs
+        .iter()
+        .map(|_| ScoreOutput {
+            logprobs: Vec::new(),
+            top: Vec::new(),
+        })
+        .collect();
     let p = prefix.map_or(0, Prefix::len);
-    let lens: Vec<usize> = jobs.iter().map(|j| j.prompt.len() + j.continuation.len()).collect();
+    let lens: Vec<usize> = jobs
+        .iter()
+        .map(|j| j.prompt.len() + j.continuation.len())
+        .collect();
     let l = lens.iter().copied().max().unwrap_or(0);
     if b == 0 || l == 0 {
         return Ok(out);
@@ -83,13 +96,26 @@ pub fn score_batch(decoder: &Decoder, prefix: Option<&Prefix>, jobs: &[ScoreJob]
     let mut ids = Vec::with_capacity(b * l);
     let mut valid = Vec::with_capacity(b);
     for (j, &n) in jobs.iter().zip(&lens) {
-        ids.extend(j.prompt.iter().chain(&j.continuation).copied().chain(std::iter::repeat_n(0, l - n)));
+        ids.extend(
+            j.prompt
+                .iter()
+                .chain(&j.continuation)
+                .copied()
+                .chain(std::iter::repeat_n(0, l - n)),
+        );
         valid.push((0..l).map(|i| i < n).collect::<Vec<bool>>());
     }
     let device = decoder.device();
     let ids = Tensor::from_vec(ids, (b, l), device)?;
     let batch = Batch::from_valid(valid);
-    let batch = Batch { positions: batch.positions.iter().map(|r| r.iter().map(|&x| x + p as u32).collect()).collect(), ..batch };
+    let batch = Batch {
+        positions: batch
+            .positions
+            .iter()
+            .map(|r| r.iter().map(|&x| x + p as u32).collect())
+            .collect(),
+        ..batch
+    };
     let hidden = match prefix {
         Some(pre) => {
             let mut cache = pre.cache.expand(b, p + l)?;
@@ -99,26 +125,36 @@ pub fn score_batch(decoder: &Decoder, prefix: Option<&Prefix>, jobs: &[ScoreJob]
     };
     let h = hidden.dim(D::Minus1)?;
     let n = slots.len();
-    let picked = hidden.reshape((b * l, h))?.index_select(&Tensor::from_vec(slots, n, device)?, 0)?;
-    let logits = decoder.logits(&picked)?.to_dtype(DType::F32)?;
-    let lse = logits.log_sum_exp(D::Minus1)?;
-    let target_logits = logits.gather(&Tensor::from_vec(targets, (n, 1), device)?, 1)?.squeeze(1)?;
-    let logprobs: Vec<f32> = (target_logits - lse.clone())?.to_vec1()?;
-    let want_top = jobs.iter().any(|j| j.top_k > 0);
-    let all: Option<Vec<Vec<f32>>> = if want_top {
-        Some(logits.broadcast_sub(&lse.unsqueeze(1)?)?.to_vec2()?)
-    } else {
-        None
-    };
-    // Tokens predicted from the prefix come first in each row, then the suffix slots in order.
-    for (i, (&r, lp)) in owners.iter().zip(logprobs).enumerate() {
-        out[r].logprobs.push(lp);
-        if let (Some(all), k @ 1..) = (&all, jobs[r].top_k) {
-            out[r].top.push(top_k(&all[i], k));
+    let picked = hidden
+        .reshape((b * l, h))?
+        .index_select(&Tensor::from_vec(slots, n, device)?, 0)?;
+    // The output layer runs over chunks of rows so that the [rows, vocab] logits stay a few
+    // MiB instead of the whole batch's (32 × 256 × 4096 floats would be 134 MiB).
+    let mut next = 0;
+    while next < n {
+        let rows = LOGIT_ROWS.min(n - next);
+        let logits = decoder
+            .logits(&picked.narrow(0, next, rows)?)?
+            .to_dtype(DType::F32)?;
+        let vocab = logits.dim(1)?;
+        let flat: Vec<f32> = logits.flatten_all()?.to_vec1()?;
+        for (row, values) in flat.chunks_exact(vocab).enumerate() {
+            let i = next + row;
+            let lse = log_sum_exp(values);
+            let r = owners[i];
+            out[r].logprobs.push(values[targets[i] as usize] - lse);
+            if jobs[r].top_k > 0 {
+                let logprobs: Vec<f32> = values.iter().map(|v| v - lse).collect();
+                out[r].top.push(top_k(&logprobs, jobs[r].top_k));
+            }
         }
+        next += rows;
     }
     Ok(out)
 }
+
+/// Rows of logits materialised at once when scoring.
+const LOGIT_ROWS: usize = 512;
 
 /// The `k` largest entries of a log-probability row, best first.
 pub fn top_k(row: &[f32], k: usize) -> Vec<(u32, f32)> {

@@ -20,11 +20,18 @@ impl CustomOp2 for SmallMatmul {
         "small-m-matmul"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (CpuStorage::F32(x), CpuStorage::F32(w)) = (s1, s2) else {
             candle_core::bail!("small-m-matmul: f32 inputs expected");
         };
-        let (Some((xs, xe)), Some((ws, we))) = (l1.contiguous_offsets(), l2.contiguous_offsets()) else {
+        let (Some((xs, xe)), Some((ws, we))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
+        else {
             candle_core::bail!("small-m-matmul: contiguous inputs expected");
         };
         let (m, k) = l1.shape().dims2()?;
@@ -46,11 +53,14 @@ pub fn matmul_transposed(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> 
     let threads = rayon::current_num_threads();
     if threads > 1 && m * n * k >= PARALLEL_WORK {
         let cols = n.div_ceil(threads).next_multiple_of(4);
-        out_t.par_chunks_mut(cols * m).enumerate().for_each(|(c, chunk)| {
-            let first = c * cols;
-            let count = chunk.len() / m;
-            columns(x, &w[first * k..(first + count) * k], chunk, m, k);
-        });
+        out_t
+            .par_chunks_mut(cols * m)
+            .enumerate()
+            .for_each(|(c, chunk)| {
+                let first = c * cols;
+                let count = chunk.len() / m;
+                columns(x, &w[first * k..(first + count) * k], chunk, m, k);
+            });
     } else {
         columns(x, w, &mut out_t, m, k);
     }
@@ -122,6 +132,85 @@ macro_rules! tile {
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
+
+    /// `out[i, j0..j1] = x_i · Wt[:, j0..j1]` in blocks of up to 4 rows × 64 columns; the last
+    /// partial 16-column group uses masked loads and stores.
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn columns_t(
+        x: &[f32],
+        wt: &[f32],
+        out: *mut f32,
+        m: usize,
+        n: usize,
+        k: usize,
+        j0: usize,
+        j1: usize,
+    ) {
+        let mut i = 0;
+        while i < m {
+            let ib = (m - i).min(4);
+            let mut j = j0;
+            while j < j1 {
+                let width = (j1 - j).min(64);
+                match ib {
+                    4 => block_t::<4>(x, wt, out, n, k, i, j, width),
+                    3 => block_t::<3>(x, wt, out, n, k, i, j, width),
+                    2 => block_t::<2>(x, wt, out, n, k, i, j, width),
+                    _ => block_t::<1>(x, wt, out, n, k, i, j, width),
+                }
+                j += width;
+            }
+            i += ib;
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn block_t<const IB: usize>(
+        x: &[f32],
+        wt: &[f32],
+        out: *mut f32,
+        n: usize,
+        k: usize,
+        i: usize,
+        j: usize,
+        width: usize,
+    ) {
+        let masks: [__mmask16; 4] = std::array::from_fn(|v| {
+            let rem = width.saturating_sub(v * 16);
+            if rem >= 16 {
+                0xffff
+            } else {
+                ((1u32 << rem) - 1) as u16
+            }
+        });
+        let mut acc = [[_mm512_setzero_ps(); 4]; IB];
+        let xp = x.as_ptr().add(i * k);
+        let wp = wt.as_ptr().add(j);
+        for t in 0..k {
+            let row = wp.add(t * n);
+            let w = [
+                _mm512_maskz_loadu_ps(masks[0], row),
+                _mm512_maskz_loadu_ps(masks[1], row.add(16)),
+                _mm512_maskz_loadu_ps(masks[2], row.add(32)),
+                _mm512_maskz_loadu_ps(masks[3], row.add(48)),
+            ];
+            for (a, acc_row) in acc.iter_mut().enumerate() {
+                let xv = _mm512_set1_ps(*xp.add(a * k + t));
+                for (cell, wv) in acc_row.iter_mut().zip(&w) {
+                    *cell = _mm512_fmadd_ps(xv, *wv, *cell);
+                }
+            }
+        }
+        for (a, acc_row) in acc.iter().enumerate() {
+            let o = out.add((i + a) * n + j);
+            for (v, cell) in acc_row.iter().enumerate() {
+                _mm512_mask_storeu_ps(o.add(v * 16), masks[v], *cell);
+            }
+        }
+    }
 
     #[target_feature(enable = "avx512f")]
     pub unsafe fn columns(x: &[f32], w: &[f32], out_t: &mut [f32], m: usize, k: usize) {
@@ -220,6 +309,101 @@ mod avx2 {
     }
 }
 
+/// `x [m, k] · Wt[k, n] -> [m, n]` for f32 CPU tensors whose weight is stored transposed
+/// (`[in, out]` row-major, see [`crate::decoder::Decoder::prepare_for_inference`]). Each
+/// thread owns a range of output columns; inside it, 4-row × 64-column register blocks
+/// accumulate broadcast `x` values times contiguous weight rows, so no horizontal sums are
+/// needed and every weight row is streamed once per 4 input rows.
+pub struct SmallMatmulT;
+
+impl CustomOp2 for SmallMatmulT {
+    fn name(&self) -> &'static str {
+        "small-m-matmul-t"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(x), CpuStorage::F32(wt)) = (s1, s2) else {
+            candle_core::bail!("small-m-matmul-t: f32 inputs expected");
+        };
+        let (Some((xs, xe)), Some((ws, we))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
+        else {
+            candle_core::bail!("small-m-matmul-t: contiguous inputs expected");
+        };
+        let (m, k) = l1.shape().dims2()?;
+        let (k2, n) = l2.shape().dims2()?;
+        if k != k2 {
+            candle_core::bail!("small-m-matmul-t: inner dimensions {k} and {k2} differ");
+        }
+        let out = matmul_weight_t(&x[xs..xe], &wt[ws..we], m, n, k);
+        Ok((CpuStorage::F32(out), Shape::from((m, n))))
+    }
+}
+
+/// Raw output pointer shared by threads that write disjoint column ranges.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: every thread writes a disjoint set of columns of the output.
+unsafe impl Send for OutPtr {}
+// SAFETY: as above.
+unsafe impl Sync for OutPtr {}
+
+/// `x [m, k] · Wt[k, n]` as a row-major `[m, n]` vector.
+pub fn matmul_weight_t(x: &[f32], wt: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
+    assert_eq!(x.len(), m * k);
+    assert_eq!(wt.len(), k * n);
+    let mut out = vec![0f32; m * n];
+    let threads = rayon::current_num_threads();
+    let ptr = OutPtr(out.as_mut_ptr());
+    if threads > 1 && m * n * k >= PARALLEL_WORK {
+        let cols = n.div_ceil(threads).next_multiple_of(16);
+        (0..n.div_ceil(cols)).into_par_iter().for_each(|c| {
+            let j0 = c * cols;
+            // SAFETY: column ranges [j0, j0 + cols) are disjoint between tasks.
+            unsafe { columns_t(x, wt, ptr, m, n, k, j0, (j0 + cols).min(n)) }
+        });
+    } else {
+        // SAFETY: a single task owns the whole output.
+        unsafe { columns_t(x, wt, ptr, m, n, k, 0, n) }
+    }
+    out
+}
+
+/// Fill `out[:, j0..j1]`.
+///
+/// # Safety
+/// `out` points to an `m × n` buffer and no other thread writes columns `j0..j1`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn columns_t(
+    x: &[f32],
+    wt: &[f32],
+    out: OutPtr,
+    m: usize,
+    n: usize,
+    k: usize,
+    j0: usize,
+    j1: usize,
+) {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f") {
+        return avx512::columns_t(x, wt, out.0, m, n, k, j0, j1);
+    }
+    for i in 0..m {
+        for j in j0..j1 {
+            let mut acc = 0f32;
+            for t in 0..k {
+                acc += x[i * k + t] * wt[t * n + j];
+            }
+            *out.0.add(i * n + j) = acc;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,10 +412,45 @@ mod tests {
         let mut y = vec![0f32; m * n];
         for i in 0..m {
             for j in 0..n {
-                y[i * n + j] = (0..k).map(|t| x[i * k + t] as f64 * w[j * k + t] as f64).sum::<f64>() as f32;
+                y[i * n + j] = (0..k)
+                    .map(|t| x[i * k + t] as f64 * w[j * k + t] as f64)
+                    .sum::<f64>() as f32;
             }
         }
         y
+    }
+
+    #[test]
+    fn transposed_weight_kernel_matches_naive() {
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (3, 5, 17),
+            (8, 100, 64),
+            (5, 4096, 40),
+            (16, 70, 300),
+            (4, 64, 16),
+        ] {
+            let x: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0)
+                .collect();
+            let w: Vec<f32> = (0..n * k)
+                .map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0)
+                .collect();
+            let mut wt = vec![0f32; k * n];
+            for j in 0..n {
+                for t in 0..k {
+                    wt[t * n + j] = w[j * k + t];
+                }
+            }
+            let got = matmul_weight_t(&x, &wt, m, n, k);
+            let want = naive(&x, &w, m, n, k);
+            for (g, e) in got.iter().zip(&want) {
+                assert!(
+                    (g - e).abs() < 1e-4 * (1.0 + e.abs()),
+                    "{m}x{n}x{k}: {g} vs {e}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -251,13 +470,27 @@ mod tests {
 
     #[test]
     fn matches_naive_matmul_on_ragged_shapes() {
-        for &(m, n, k) in &[(1, 1, 1), (3, 5, 17), (8, 33, 64), (5, 4096, 40), (16, 7, 300), (4, 4, 16)] {
-            let x: Vec<f32> = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0).collect();
-            let w: Vec<f32> = (0..n * k).map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0).collect();
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (3, 5, 17),
+            (8, 33, 64),
+            (5, 4096, 40),
+            (16, 7, 300),
+            (4, 4, 16),
+        ] {
+            let x: Vec<f32> = (0..m * k)
+                .map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0)
+                .collect();
+            let w: Vec<f32> = (0..n * k)
+                .map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0)
+                .collect();
             let got = matmul_transposed(&x, &w, m, n, k);
             let want = naive(&x, &w, m, n, k);
             for (g, e) in got.iter().zip(&want) {
-                assert!((g - e).abs() < 1e-4 * (1.0 + e.abs()), "{m}x{n}x{k}: {g} vs {e}");
+                assert!(
+                    (g - e).abs() < 1e-4 * (1.0 + e.abs()),
+                    "{m}x{n}x{k}: {g} vs {e}"
+                );
             }
         }
     }

@@ -14,7 +14,12 @@ use crate::decoder::{Decoder, ParamKind, ParamSpec};
 use crate::{ModelError, Result};
 
 /// Load a decoder's weights from an opened checkpoint, converting to `dtype` on `device`.
-pub fn load_decoder(config: ModelConfig, ckpt: &Checkpoint, dtype: DType, device: &Device) -> Result<Decoder> {
+pub fn load_decoder(
+    config: ModelConfig,
+    ckpt: &Checkpoint,
+    dtype: DType,
+    device: &Device,
+) -> Result<Decoder> {
     Decoder::build(config, dtype, device, &mut |spec| {
         // Original GPT-2 checkpoints omit the "transformer." prefix.
         let name = match spec.name.strip_prefix("transformer.") {
@@ -32,7 +37,12 @@ pub const INIT_STD: f64 = 0.02;
 /// A decoder with seeded random weights: normal(0, 0.02) matrices and embeddings, unit norm
 /// weights, zero biases. Each tensor's stream is keyed by (seed, name), so the result does not
 /// depend on the order in which parameters are created.
-pub fn random_decoder(config: ModelConfig, seed: u64, dtype: DType, device: &Device) -> Result<Decoder> {
+pub fn random_decoder(
+    config: ModelConfig,
+    seed: u64,
+    dtype: DType,
+    device: &Device,
+) -> Result<Decoder> {
     Decoder::build(config, dtype, device, &mut |spec| {
         let shape = memory_shape(spec);
         let n: usize = shape.iter().product();
@@ -40,7 +50,10 @@ pub fn random_decoder(config: ModelConfig, seed: u64, dtype: DType, device: &Dev
             ParamKind::NormWeight => Tensor::ones(n, DType::F32, device)?,
             ParamKind::Bias => Tensor::zeros(n, DType::F32, device)?,
             ParamKind::Matrix | ParamKind::Embedding => {
-                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cai_core::rng::derive_seed(seed, &[spec.name.as_str()]));
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cai_core::rng::derive_seed(
+                    seed,
+                    &[spec.name.as_str()],
+                ));
                 Tensor::from_vec(normal_samples(&mut rng, n, INIT_STD), n, device)?
             }
         };

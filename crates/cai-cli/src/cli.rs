@@ -1,0 +1,32 @@
+//! The command line: global flags and one subcommand per job.
+
+use clap::{Parser, Subcommand};
+
+use crate::commands::{bench, chat, generate, init_model, score};
+
+/// cai: Constitutional AI over Hugging Face causal language models, on candle.
+#[derive(Debug, Parser)]
+#[command(name = "cai", version, about, propagate_version = true)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a new randomly initialised model with a tokenizer, in Hugging Face layout.
+    InitModel(init_model::InitModelArgs),
+    /// Sample completions for every prompt of a JSONL file (resumable).
+    Generate(generate::GenerateArgs),
+    /// Log-probability of each continuation given its prompt, from a JSONL file (resumable).
+    Score(score::ScoreArgs),
+    /// Talk with a model on stdin/stdout, keeping the dialogue history.
+    Chat(chat::ChatArgs),
+    /// Throughput and peak memory of generation and scoring on the bench-6m model.
+    Bench(bench::BenchArgs),
+}

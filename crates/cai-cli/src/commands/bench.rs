@@ -1,0 +1,456 @@
+//! `cai bench`: the BENCH.md workloads on the `bench-6m` model, each in its own child process
+//! so that its peak resident memory is its own; a table with BENCH.md's anchors, or JSON.
+
+use std::process::Command;
+
+use anyhow::{bail, Context};
+use cai_model::batching::EngineLimits;
+use cai_model::bench::{bench_6m, bench_generate, bench_score, peak_rss_mib, Throughput};
+use cai_model::decoder::Decoder;
+use cai_model::init::ModelShape;
+use cai_model::weights::random_decoder;
+use clap::{Args, ValueEnum};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::human;
+use crate::model_args::{DeviceName, Dtype};
+use crate::progress;
+use crate::usage::{ensure, UsageError};
+
+/// Raw `cai bench` arguments.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Print one JSON object instead of the table
+    #[arg(long)]
+    pub json: bool,
+    /// Workloads, comma-separated: generate (batch 1, 8 and 32), score, or single ones
+    /// (generate_b1, generate_b8, generate_b32)
+    #[arg(long, value_delimiter = ',', default_value = "generate,score")]
+    pub workloads: Vec<String>,
+    /// Timed runs per workload, after one warm-up; the fastest is reported
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub runs: usize,
+    /// Device to run on: cpu, cuda or cuda:N
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    pub device: DeviceName,
+    /// Dtype of weights and activations
+    #[arg(long, value_enum, default_value = "f32")]
+    pub dtype: Dtype,
+    /// Run only this workload, in this process, and print its result as JSON (the parent
+    /// runs each workload so, to read each one's peak memory)
+    #[arg(long, hide = true, value_enum)]
+    pub workload: Option<Workload>,
+    /// A tiny model instead of bench-6m, for tests of the harness
+    #[arg(long, hide = true)]
+    pub tiny: bool,
+}
+
+/// One BENCH.md workload. A new one (BENCH.md's `train`) is a variant here plus its arms in
+/// `run`, `label`, `anchor` and `select`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Workload {
+    /// Greedy generation, batch 1.
+    #[value(name = "generate_b1")]
+    GenerateB1,
+    /// Greedy generation, batch 8: the headline number.
+    #[value(name = "generate_b8")]
+    GenerateB8,
+    /// Greedy generation, batch 32.
+    #[value(name = "generate_b32")]
+    GenerateB32,
+    /// Log-probs of 32 sequences × 256 tokens.
+    #[value(name = "score")]
+    Score,
+}
+
+/// Prompt and new tokens of the generate workloads (BENCH.md: prompt 32 tokens, 64 new
+/// tokens, greedy, KV cache).
+const PROMPT_TOKENS: usize = 32;
+const NEW_TOKENS: usize = 64;
+/// Sequences and tokens per sequence of the score workload (BENCH.md: 32 × 256).
+const SCORE_SEQUENCES: usize = 32;
+const SCORE_TOKENS: usize = 256;
+
+/// Throughput of the reference tools on the same workload, as BENCH.md's table "Anchors
+/// measured on this kind of machine" gives them (2-core AMD EPYC Zen 4, AVX-512, fp32,
+/// 2 threads). Update both together.
+struct Anchor {
+    pytorch: &'static str,
+    llama_cpp: &'static str,
+}
+
+impl Workload {
+    /// Every workload, in report order.
+    const ALL: [Workload; 4] = [
+        Workload::GenerateB1,
+        Workload::GenerateB8,
+        Workload::GenerateB32,
+        Workload::Score,
+    ];
+
+    /// The name used on the command line and in JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::GenerateB1 => "generate_b1",
+            Self::GenerateB8 => "generate_b8",
+            Self::GenerateB32 => "generate_b32",
+            Self::Score => "score",
+        }
+    }
+
+    fn label(self) -> String {
+        match self {
+            Self::GenerateB1 | Self::GenerateB8 | Self::GenerateB32 => {
+                format!("generate, batch {}", self.batch())
+            }
+            Self::Score => format!("score {SCORE_SEQUENCES} × {SCORE_TOKENS}"),
+        }
+    }
+
+    fn batch(self) -> usize {
+        match self {
+            Self::GenerateB1 => 1,
+            Self::GenerateB8 => 8,
+            Self::GenerateB32 => 32,
+            Self::Score => SCORE_SEQUENCES,
+        }
+    }
+
+    fn anchor(self) -> Anchor {
+        let (pytorch, llama_cpp) = match self {
+            Self::GenerateB1 => ("~240", "~1,900–2,000"),
+            Self::GenerateB8 => ("~1,000 (best 1,400)", "~3,300 decode"),
+            Self::GenerateB32 => ("~2,400", "~3,300"),
+            Self::Score => ("~11,500", "~10,500 prefill"),
+        };
+        Anchor { pytorch, llama_cpp }
+    }
+
+    /// Time the workload: best of `runs` after a warm-up.
+    fn run(self, decoder: &Decoder, runs: usize) -> anyhow::Result<Throughput> {
+        Ok(match self {
+            Self::GenerateB1 | Self::GenerateB8 | Self::GenerateB32 => {
+                bench_generate(decoder, self.batch(), PROMPT_TOKENS, NEW_TOKENS, runs)?
+            }
+            // Split into passes as `cai score` splits them, so the number is what users get.
+            Self::Score => bench_score(
+                decoder,
+                SCORE_SEQUENCES,
+                SCORE_TOKENS,
+                runs,
+                EngineLimits::default(),
+            )?,
+        })
+    }
+}
+
+/// The workloads a `--workloads` list names, in report order, each once.
+fn select(names: &[String]) -> Result<Vec<Workload>, UsageError> {
+    let mut chosen = Vec::new();
+    for name in names {
+        let matching: Vec<Workload> = match name.trim() {
+            "generate" => vec![
+                Workload::GenerateB1,
+                Workload::GenerateB8,
+                Workload::GenerateB32,
+            ],
+            other => match Workload::from_str(other, false) {
+                Ok(w) => vec![w],
+                Err(_) => {
+                    return Err(UsageError(format!(
+                        "--workloads: unknown workload '{other}'; expected generate, score, \
+                         generate_b1, generate_b8 or generate_b32"
+                    )))
+                }
+            },
+        };
+        chosen.extend(matching);
+    }
+    Ok(Workload::ALL
+        .into_iter()
+        .filter(|w| chosen.contains(w))
+        .collect())
+}
+
+/// Which model the workloads run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BenchModel {
+    /// BENCH.md's reference shape.
+    Bench6m,
+    /// Hidden 32, 2 layers, vocab 300: exercises the harness in tests, measures nothing.
+    Tiny,
+}
+
+impl BenchModel {
+    fn shape(self) -> ModelShape {
+        match self {
+            Self::Bench6m => ModelShape::default(),
+            Self::Tiny => ModelShape {
+                hidden_size: 32,
+                num_layers: 2,
+                num_heads: 4,
+                intermediate_size: 64,
+                vocab_size: 300,
+                max_position_embeddings: 512,
+                ..ModelShape::default()
+            },
+        }
+    }
+
+    fn build(self, dtype: Dtype, device: DeviceName) -> anyhow::Result<Decoder> {
+        let device = cai_model::device::device_from_name(&device.to_string())?;
+        Ok(match self {
+            Self::Bench6m => bench_6m(dtype.to_candle(), &device)?,
+            Self::Tiny => random_decoder(self.shape().config()?, 0, dtype.to_candle(), &device)?,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Bench6m => "bench-6m",
+            Self::Tiny => "tiny",
+        }
+    }
+}
+
+/// A validated `cai bench` run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchConfig {
+    /// Workloads, in report order.
+    pub workloads: Vec<Workload>,
+    /// Timed runs per workload.
+    pub runs: usize,
+    /// Device.
+    pub device: DeviceName,
+    /// Dtype.
+    pub dtype: Dtype,
+    /// The model.
+    pub model: BenchModel,
+    /// JSON output instead of the table.
+    pub json: bool,
+}
+
+impl BenchConfig {
+    /// Check the arguments.
+    pub fn from_args(args: &BenchArgs) -> Result<Self, UsageError> {
+        ensure(args.runs > 0, || "--runs 0: expected at least 1".into())?;
+        let workloads = match args.workload {
+            Some(w) => vec![w],
+            None => select(&args.workloads)?,
+        };
+        ensure(!workloads.is_empty(), || {
+            "--workloads: expected at least one".into()
+        })?;
+        Ok(Self {
+            workloads,
+            runs: args.runs,
+            device: args.device,
+            dtype: args.dtype,
+            model: if args.tiny {
+                BenchModel::Tiny
+            } else {
+                BenchModel::Bench6m
+            },
+            json: args.json,
+        })
+    }
+}
+
+/// What a workload's child process prints on stdout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadReport {
+    /// The workload.
+    pub workload: Workload,
+    /// Tokens generated or scored in the best run.
+    pub tokens: usize,
+    /// Seconds of the best run.
+    pub seconds: f64,
+    /// Tokens per second of the best run.
+    pub tok_s: f64,
+    /// The child's peak resident memory (None where the OS does not say).
+    pub peak_rss_mib: Option<f64>,
+}
+
+/// Run `cai bench`.
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let config = BenchConfig::from_args(&args)?;
+    if args.workload.is_some() {
+        return run_here(&config);
+    }
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "warning: this cai is a debug build, so its numbers say little; \
+             build with --release to measure"
+        );
+    }
+    let threads = rayon_threads();
+    let mut reports = Vec::with_capacity(config.workloads.len());
+    for &workload in &config.workloads {
+        let spinner = progress::spinner(format!("bench {}", workload.label()));
+        let report = run_in_child(&config, workload)?;
+        spinner.finish_and_clear();
+        reports.push(report);
+    }
+    if config.json {
+        println!("{}", json_summary(&reports, threads));
+    } else {
+        print_table(&config, &reports, threads)?;
+    }
+    Ok(())
+}
+
+/// Child mode: run the one workload of `config` and print its report as JSON.
+fn run_here(config: &BenchConfig) -> anyhow::Result<()> {
+    let workload = config.workloads[0];
+    let decoder = config.model.build(config.dtype, config.device)?;
+    let t = workload.run(&decoder, config.runs)?;
+    let report = WorkloadReport {
+        workload,
+        tokens: t.tokens,
+        seconds: t.seconds,
+        tok_s: t.tok_s(),
+        peak_rss_mib: peak_rss_mib(),
+    };
+    println!(
+        "{}",
+        serde_json::to_string(&report).expect("reports serialise")
+    );
+    Ok(())
+}
+
+/// Run one workload in a child process of this same binary and read its report.
+fn run_in_child(config: &BenchConfig, workload: Workload) -> anyhow::Result<WorkloadReport> {
+    let exe = std::env::current_exe().context("finding the cai executable to run workloads")?;
+    let mut command = Command::new(&exe);
+    command.args(["bench", "--workload", workload.name()]);
+    command.args(["--runs", &config.runs.to_string()]);
+    command.args(["--device", &config.device.to_string()]);
+    command.args(["--dtype", config.dtype.name()]);
+    if config.model == BenchModel::Tiny {
+        command.arg("--tiny");
+    }
+    let output = command
+        .output()
+        .with_context(|| format!("running {}", exe.display()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "workload {} failed ({}): {}",
+            workload.name(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).with_context(|| {
+        format!(
+            "workload {}: expected a JSON report, got {last:?}",
+            workload.name()
+        )
+    })
+}
+
+/// The size of the thread pool the workloads run on (set by `main` if the user did not).
+fn rayon_threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// The JSON summary: `{"<workload>_tok_s": .., "peak_rss_mib": {workload: MiB}, "threads"}`.
+fn json_summary(reports: &[WorkloadReport], threads: usize) -> Value {
+    let mut summary = Map::new();
+    let mut peaks = Map::new();
+    for report in reports {
+        let name = report.workload.name();
+        summary.insert(format!("{name}_tok_s"), json!(report.tok_s));
+        peaks.insert(name.to_owned(), json!(report.peak_rss_mib));
+    }
+    summary.insert("peak_rss_mib".into(), Value::Object(peaks));
+    summary.insert("threads".into(), json!(threads));
+    Value::Object(summary)
+}
+
+fn print_table(
+    config: &BenchConfig,
+    reports: &[WorkloadReport],
+    threads: usize,
+) -> anyhow::Result<()> {
+    let shape = config.model.shape();
+    println!(
+        "{} ({}, {} parameters), {} on {}, {threads} threads, best of {} run{}",
+        config.model.name(),
+        shape.architecture.model_type(),
+        human::thousands(shape.config()?.num_parameters() as u64),
+        config.dtype.name(),
+        config.device,
+        config.runs,
+        if config.runs == 1 { "" } else { "s" },
+    );
+    println!();
+    println!(
+        "{:<20} {:>10} {:>13}   {:<22} llama.cpp (BENCH.md)",
+        "workload", "tok/s", "peak RSS MiB", "PyTorch (BENCH.md)"
+    );
+    for report in reports {
+        let anchor = report.workload.anchor();
+        let peak = report
+            .peak_rss_mib
+            .map_or_else(|| "-".to_owned(), |m| format!("{m:.0}"));
+        println!(
+            "{:<20} {:>10} {:>13}   {:<22} {}",
+            report.workload.label(),
+            human::thousands(report.tok_s.round() as u64),
+            peak,
+            anchor.pytorch,
+            anchor.llama_cpp,
+        );
+    }
+    println!();
+    println!(
+        "Anchors: BENCH.md, 2-core AMD EPYC Zen 4, fp32, 2 threads; they vary ±15% between \
+         runs and machines,\nso compare ratios measured side by side in one run."
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn groups_expand_in_report_order() {
+        assert_eq!(
+            select(&names(&["score", "generate"])).unwrap(),
+            Workload::ALL
+        );
+        assert_eq!(
+            select(&names(&["generate_b8", "generate_b8"])).unwrap(),
+            [Workload::GenerateB8]
+        );
+        assert!(select(&names(&["train"])).is_err());
+    }
+
+    #[test]
+    fn json_keys_follow_workload_names() {
+        let report = WorkloadReport {
+            workload: Workload::GenerateB8,
+            tokens: 512,
+            seconds: 0.5,
+            tok_s: 1024.0,
+            peak_rss_mib: Some(40.0),
+        };
+        assert_eq!(
+            json_summary(&[report], 2),
+            json!({"generate_b8_tok_s": 1024.0, "peak_rss_mib": {"generate_b8": 40.0}, "threads": 2})
+        );
+    }
+}

@@ -1,0 +1,7 @@
+//! One module per subcommand: its raw arguments, the validated config they become, and its run.
+
+pub mod bench;
+pub mod chat;
+pub mod generate;
+pub mod init_model;
+pub mod score;

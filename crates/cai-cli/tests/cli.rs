@@ -1,0 +1,24 @@
+//! Integration tests of the `cai` binary: one test binary that runs the built executable on
+//! tiny models made in a temporary directory per test. Each module under `tests/cli/` owns
+//! one command; `helpers` holds the shared setup.
+
+#[path = "cli/helpers.rs"]
+mod helpers;
+
+#[path = "cli/init_model.rs"]
+mod init_model;
+
+#[path = "cli/generate.rs"]
+mod generate;
+
+#[path = "cli/score.rs"]
+mod score;
+
+#[path = "cli/chat.rs"]
+mod chat;
+
+#[path = "cli/errors.rs"]
+mod errors;
+
+#[path = "cli/bench.rs"]
+mod bench;

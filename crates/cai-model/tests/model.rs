@@ -1,0 +1,27 @@
+//! Integration tests of cai-model: one test binary over tiny random models made in temp
+//! directories. Each module under `tests/model/` owns one concern; `common` holds the shared
+//! helpers.
+
+#[path = "model/common.rs"]
+mod common;
+
+#[path = "model/gradients.rs"]
+mod gradients;
+
+#[path = "model/inference.rs"]
+mod inference;
+
+#[path = "model/scoring.rs"]
+mod scoring;
+
+#[path = "model/checkpoint.rs"]
+mod checkpoint;
+
+#[path = "model/reference.rs"]
+mod reference;
+
+#[path = "model/errors.rs"]
+mod errors;
+
+#[path = "model/generation.rs"]
+mod generation;
