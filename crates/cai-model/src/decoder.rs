@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor, Var, D};
 
 use crate::config::{Architecture, MlpKind, ModelConfig, NormKind, PositionEncoding};
 use crate::decode_attention::DecodeAttention;
@@ -453,6 +453,20 @@ impl Decoder {
             }
             Ok(())
         })
+    }
+
+    /// Turn every parameter into a trainable [`Var`] (full fine-tuning) and return them in
+    /// checkpoint order with their specs. The model's tensors are the variables' tensors, so an
+    /// optimiser step on a variable changes the model.
+    pub fn make_trainable(&mut self) -> Result<Vec<(ParamSpec, Var)>> {
+        let mut vars = Vec::new();
+        self.visit_params(&mut |spec, t| {
+            let var = Var::from_tensor(&t.contiguous()?)?;
+            *t = var.as_tensor().clone();
+            vars.push((spec.clone(), var));
+            Ok(())
+        })?;
+        Ok(vars)
     }
 
     /// All parameters with their specs, in checkpoint order (tensors share storage with the model).
