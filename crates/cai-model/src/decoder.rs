@@ -6,6 +6,7 @@
 //!
 //! Parameters carry the checkpoint's own names: [`Decoder::visit_params`] is the single place
 //! that lists them, and loading, saving, random initialisation and training all go through it.
+//! [`Decoder::visit_linears`] walks the same list by linear layer, for LoRA ([`crate::lora`]).
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use crate::config::{Architecture, MlpKind, ModelConfig, NormKind, PositionEncodi
 use crate::decode_attention::DecodeAttention;
 use crate::kv_cache::KvCache;
 use crate::layers::{apply_rope, softmax_last, Linear, Mode, Norm, Rope, RopeAt};
+use crate::lora::LoraSwitch;
 use crate::mask::{attention_mask, blocked, mask_values, positions_for};
 use crate::Result;
 
@@ -95,10 +97,12 @@ pub struct Decoder {
     wpe: Option<Tensor>,
     blocks: Vec<Block>,
     final_norm: Norm,
-    lm_head: Option<Tensor>,
+    lm_head: Option<Linear>,
     rope: Option<Rope>,
     dtype: DType,
     device: Device,
+    /// The on/off switch and dropout seed shared by every LoRA adapter (`None`: no adapters).
+    pub(crate) lora: Option<Arc<LoraSwitch>>,
 }
 
 /// The per-row bookkeeping of one forward pass without a cache.
@@ -121,14 +125,40 @@ impl Batch {
 /// A callback over named parameters; see [`Decoder::visit_params`].
 pub type ParamVisitor<'a> = dyn FnMut(&ParamSpec, &mut Tensor) -> Result<()> + 'a;
 
+/// One linear layer, addressed by its module path as PEFT names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinearSpec {
+    /// The Hugging Face module path: the weight's name without `.weight`
+    /// (`model.layers.0.self_attn.q_proj`, `transformer.h.0.attn.c_attn`, `lm_head`).
+    pub path: String,
+    /// Input features.
+    pub in_features: usize,
+    /// Output features.
+    pub out_features: usize,
+    /// GPT-2 Conv1D: the weight is stored `[in, out]` in the file.
+    pub conv1d: bool,
+}
+
+/// A callback over linear layers; see [`Decoder::visit_linears`].
+pub type LinearVisitor<'a> = dyn FnMut(&LinearSpec, &mut Linear) -> Result<()> + 'a;
+
+/// What one walk over the modules calls back: every parameter, or every linear layer.
+enum Walk<'a, 'b> {
+    Params(&'a mut ParamVisitor<'b>),
+    Linears(&'a mut LinearVisitor<'b>),
+}
+
 fn visit_one(
-    f: &mut ParamVisitor<'_>,
+    f: &mut Walk<'_, '_>,
     name: String,
     file_shape: Vec<usize>,
     kind: ParamKind,
     conv1d: bool,
     t: &mut Tensor,
 ) -> Result<()> {
+    let Walk::Params(f) = f else {
+        return Ok(());
+    };
     f(
         &ParamSpec {
             name,
@@ -141,13 +171,22 @@ fn visit_one(
 }
 
 fn visit_linear(
-    f: &mut ParamVisitor<'_>,
+    f: &mut Walk<'_, '_>,
     prefix: String,
     out: usize,
     inp: usize,
     l: &mut Linear,
     conv1d: bool,
 ) -> Result<()> {
+    if let Walk::Linears(f) = f {
+        let spec = LinearSpec {
+            path: prefix,
+            in_features: inp,
+            out_features: out,
+            conv1d,
+        };
+        return f(&spec, l);
+    }
     let shape = if conv1d {
         vec![inp, out]
     } else {
@@ -174,7 +213,7 @@ fn visit_linear(
     Ok(())
 }
 
-fn visit_norm(f: &mut ParamVisitor<'_>, prefix: String, dim: usize, n: &mut Norm) -> Result<()> {
+fn visit_norm(f: &mut Walk<'_, '_>, prefix: String, dim: usize, n: &mut Norm) -> Result<()> {
     visit_one(
         f,
         format!("{prefix}.weight"),
@@ -201,10 +240,7 @@ fn placeholder() -> Tensor {
 }
 
 fn linear(bias: bool) -> Linear {
-    Linear {
-        weight: placeholder(),
-        bias: bias.then(placeholder),
-    }
+    Linear::new(placeholder(), bias.then(placeholder))
 }
 
 fn norm(cfg: &ModelConfig) -> Norm {
@@ -275,7 +311,7 @@ impl Decoder {
         };
         let mut decoder = Self {
             wpe: (cfg.positions == PositionEncoding::Learned).then(placeholder),
-            lm_head: (!cfg.tie_word_embeddings).then(placeholder),
+            lm_head: (!cfg.tie_word_embeddings).then(|| linear(false)),
             final_norm: norm(cfg),
             embed: placeholder(),
             blocks,
@@ -283,6 +319,7 @@ impl Decoder {
             dtype,
             device: device.clone(),
             config,
+            lora: None,
         };
         decoder.visit_params(&mut |spec, t| {
             *t = fill(spec)?;
@@ -308,7 +345,18 @@ impl Decoder {
 
     /// Visit every parameter with its checkpoint spec, in a fixed order. This is the one list
     /// of tensor names; the tensor passed is in memory layout (Conv1D weights `[out, in]`).
+    /// LoRA adapters are not parameters of the base model and are not visited.
     pub fn visit_params(&mut self, f: &mut ParamVisitor<'_>) -> Result<()> {
+        self.walk(&mut Walk::Params(f))
+    }
+
+    /// Visit every linear layer (the untied `lm_head` included) with its module path, in
+    /// checkpoint order; LoRA installs, saves and merges its adapters through this.
+    pub fn visit_linears(&mut self, f: &mut LinearVisitor<'_>) -> Result<()> {
+        self.walk(&mut Walk::Linears(f))
+    }
+
+    fn walk(&mut self, f: &mut Walk<'_, '_>) -> Result<()> {
         let cfg = self.config.clone();
         let h = cfg.hidden_size;
         let (q_out, kv_out) = (
@@ -427,14 +475,7 @@ impl Decoder {
         };
         visit_norm(f, final_name.into(), h, &mut self.final_norm)?;
         if let Some(head) = &mut self.lm_head {
-            visit_one(
-                f,
-                "lm_head.weight".into(),
-                vec![cfg.vocab_size, h],
-                ParamKind::Matrix,
-                false,
-                head,
-            )?;
+            visit_linear(f, "lm_head".into(), cfg.vocab_size, h, head, false)?;
         }
         Ok(())
     }
@@ -563,18 +604,22 @@ impl Decoder {
 
     /// Shapes: hidden `[.., hidden]` -> logits `[.., vocab]`.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        Linear {
-            weight: head.clone(),
-            bias: None,
+        self.logits_mode(hidden, Mode::Infer)
+    }
+
+    /// As [`Decoder::logits`]; in [`Mode::Train`] an `lm_head` adapter's dropout applies.
+    /// Shapes: hidden `[.., hidden]` -> logits `[.., vocab]`.
+    pub fn logits_mode(&self, hidden: &Tensor, mode: Mode) -> Result<Tensor> {
+        match &self.lm_head {
+            Some(head) => head.forward_mode(hidden, mode),
+            None => Linear::new(self.embed.clone(), None).forward(hidden),
         }
-        .forward(hidden)
     }
 
     /// Full-sequence logits for training. Shapes: ids `[b, s]` -> logits `[b, s, vocab]`.
     pub fn forward_train(&self, ids: &Tensor, batch: &Batch) -> Result<Tensor> {
         let hidden = self.forward_hidden(ids, batch, None, Mode::Train)?;
-        self.logits(&hidden)
+        self.logits_mode(&hidden, Mode::Train)
     }
 }
 
@@ -593,23 +638,23 @@ impl Block {
             .attn
             .forward(&self.ln1.forward(x, mode)?, cfg, rope, mask, cache, mode)?;
         let x = (x + a)?;
-        let m = self.mlp.forward(&self.ln2.forward(&x, mode)?)?;
+        let m = self.mlp.forward(&self.ln2.forward(&x, mode)?, mode)?;
         Ok((x + m)?)
     }
 }
 
 impl Mlp {
     /// Shapes: x `[b, s, h]` -> `[b, s, h]`.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         match self {
             Mlp::SwiGlu { gate, up, down } => {
-                let g = candle_nn::ops::silu(&gate.forward(x)?)?;
-                down.forward(&(g * up.forward(x)?)?)
+                let g = candle_nn::ops::silu(&gate.forward_mode(x, mode)?)?;
+                down.forward_mode(&(g * up.forward_mode(x, mode)?)?, mode)
             }
             Mlp::Gelu { fc, proj, erf } => {
-                let hdn = fc.forward(x)?;
+                let hdn = fc.forward_mode(x, mode)?;
                 let act = if *erf { hdn.gelu_erf()? } else { hdn.gelu()? };
-                proj.forward(&act)
+                proj.forward_mode(&act, mode)
             }
         }
     }
@@ -630,7 +675,7 @@ impl Attention {
         let (nh, nkv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
         let (q, k, v) = match &self.qkv {
             Some(qkv) => {
-                let y = qkv.forward(x)?;
+                let y = qkv.forward_mode(x, mode)?;
                 (
                     y.narrow(D::Minus1, 0, nh * hd)?,
                     y.narrow(D::Minus1, nh * hd, nkv * hd)?,
@@ -638,9 +683,9 @@ impl Attention {
                 )
             }
             None => (
-                self.q.as_ref().expect("q").forward(x)?,
-                self.k.as_ref().expect("k").forward(x)?,
-                self.v.as_ref().expect("v").forward(x)?,
+                self.q.as_ref().expect("q").forward_mode(x, mode)?,
+                self.k.as_ref().expect("k").forward_mode(x, mode)?,
+                self.v.as_ref().expect("v").forward_mode(x, mode)?,
             ),
         };
         let mut q = q.reshape((b, s, nh, hd))?;
@@ -669,7 +714,7 @@ impl Attention {
                 .apply_op3_no_bwd(&k, &v, &op)?
                 .transpose(1, 2)?
                 .reshape((b, s, nh * hd))?;
-            return self.o.forward(&out);
+            return self.o.forward_mode(&out, mode);
         }
         let mask = match mask {
             AttnMask::Tensor(t) => t.as_ref(),
@@ -690,6 +735,6 @@ impl Attention {
             .reshape((b, nh, s, hd))?
             .transpose(1, 2)?
             .reshape((b, s, nh * hd))?;
-        self.o.forward(&out)
+        self.o.forward_mode(&out, mode)
     }
 }

@@ -8,6 +8,7 @@
 use candle_core::{DType, Device, Tensor, D};
 
 use crate::config::{Llama3RopeScaling, RopeScaling};
+use crate::lora::LoraAdapter;
 use crate::small_matmul::{self, SmallMatmul, SmallMatmulT};
 use crate::Result;
 
@@ -20,18 +21,37 @@ pub enum Mode {
     Train,
 }
 
-/// `y = x Wᵀ + b` with `W` stored `[out, in]` (GPT-2's Conv1D `[in, out]` is transposed on load).
+/// `y = x Wᵀ + b` with `W` stored `[out, in]` (GPT-2's Conv1D `[in, out]` is transposed on load),
+/// plus `scale · dropout(x) Aᵀ Bᵀ` when a LoRA adapter is installed and switched on.
 #[derive(Debug, Clone)]
 pub struct Linear {
     /// `[out, in]`.
     pub weight: Tensor,
     /// `[out]`.
     pub bias: Option<Tensor>,
+    /// A LoRA adapter on top of the frozen weight (see [`crate::lora`]).
+    pub lora: Option<LoraAdapter>,
 }
 
 impl Linear {
+    /// A plain layer without an adapter.
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self {
+            weight,
+            bias,
+            lora: None,
+        }
+    }
+
+    /// Inference forward: an adapter applies without dropout.
     /// Shapes: x `[.., in]` -> `[.., out]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_mode(x, Mode::Infer)
+    }
+
+    /// Forward in `mode`: the base path picks its kernel as [`Linear::forward`] does; in
+    /// [`Mode::Train`] an adapter's input dropout applies. Shapes: x `[.., in]` -> `[.., out]`.
+    pub fn forward_mode(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let in_dim = *dims.last().expect("rank >= 1");
         let rows: usize = dims[..dims.len() - 1].iter().product();
@@ -47,6 +67,9 @@ impl Linear {
         };
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
+        }
+        if let Some(lora) = &self.lora {
+            y = lora.add_delta(&x2, y, mode)?;
         }
         let mut out_dims = dims;
         *out_dims.last_mut().expect("rank >= 1") = self.weight.dim(0)?;

@@ -16,6 +16,7 @@ pub mod init;
 pub mod kv_cache;
 pub mod layers;
 pub mod local;
+pub mod lora;
 pub mod mask;
 pub mod prefix;
 pub mod sampling;
