@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{bench, chat, generate, init_model, score};
+use crate::commands::{bench, chat, generate, init_model, merge_lora, score, sft};
 
 /// cai: Constitutional AI over Hugging Face causal language models, on candle.
 #[derive(Debug, Parser)]
@@ -27,6 +27,11 @@ pub enum Command {
     Score(score::ScoreArgs),
     /// Talk with a model on stdin/stdout, keeping the dialogue history.
     Chat(chat::ChatArgs),
+    /// Supervised fine-tuning of a model, or of LoRA adapters, on JSONL dialogues or
+    /// prompt/completion pairs (resumable).
+    Sft(Box<sft::SftArgs>),
+    /// Fold a LoRA adapter into its base model and write a plain Hugging Face model.
+    MergeLora(merge_lora::MergeLoraArgs),
     /// Throughput and peak memory of generation and scoring on the bench-6m model.
     Bench(bench::BenchArgs),
 }

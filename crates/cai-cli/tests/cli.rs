@@ -22,3 +22,6 @@ mod errors;
 
 #[path = "cli/bench.rs"]
 mod bench;
+
+#[path = "cli/sft.rs"]
+mod sft;

@@ -1,7 +1,4 @@
 //! Quick bench-6m throughput check used while optimising (the full harness is `cai bench`).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> cai_model::Result<()> {
     let dev = candle_core::Device::Cpu;
     let d = cai_model::bench::bench_6m(candle_core::DType::F32, &dev)?;

@@ -156,8 +156,12 @@ pub struct ModelConfig {
     pub mlp_bias: bool,
     /// Per-head RMSNorm on q and k (Qwen3).
     pub qk_norm: bool,
-    /// Sliding attention window in tokens (Mistral).
+    /// Sliding attention window in tokens (Mistral; Qwen with `use_sliding_window`).
     pub sliding_window: Option<usize>,
+    /// Which layers use the window (`None`: every layer, as in Mistral). Qwen chooses them
+    /// with `max_window_layers` (layers from that index on) or an explicit `layer_types`.
+    #[serde(default)]
+    pub window_layers: Option<Vec<bool>>,
     /// Output matrix shares the embedding.
     pub tie_word_embeddings: bool,
     /// Beginning-of-sequence token id from the config.
@@ -251,6 +255,19 @@ impl ModelConfig {
             ));
         }
         Ok(())
+    }
+
+    /// The attention window of one layer, if it has one.
+    pub fn layer_window(&self, layer: usize) -> Option<usize> {
+        let window = self.sliding_window?;
+        match &self.window_layers {
+            None => Some(window),
+            Some(layers) => layers
+                .get(layer)
+                .copied()
+                .unwrap_or(false)
+                .then_some(window),
+        }
     }
 
     /// Number of parameters (embeddings included, a tied output matrix counted once).
@@ -366,12 +383,27 @@ impl ModelConfig {
                 obj.insert("sliding_window".into(), json!(self.sliding_window));
             }
             Architecture::Qwen2 | Architecture::Qwen3 => {
+                let windowed: Vec<bool> = (0..self.num_layers)
+                    .map(|l| self.layer_window(l).is_some())
+                    .collect();
+                let first = windowed.iter().position(|&w| w).unwrap_or(self.num_layers);
+                let types: Vec<&str> = windowed
+                    .iter()
+                    .map(|&w| {
+                        if w {
+                            "sliding_attention"
+                        } else {
+                            "full_attention"
+                        }
+                    })
+                    .collect();
                 obj.insert(
                     "use_sliding_window".into(),
                     json!(self.sliding_window.is_some()),
                 );
                 obj.insert("sliding_window".into(), json!(self.sliding_window));
-                obj.insert("max_window_layers".into(), json!(self.num_layers));
+                obj.insert("max_window_layers".into(), json!(first));
+                obj.insert("layer_types".into(), json!(types));
                 if self.architecture == Architecture::Qwen3 {
                     obj.insert("attention_bias".into(), json!(self.qkv_bias));
                 }
@@ -435,6 +467,8 @@ struct LlamaFile {
     hidden_act: Option<String>,
     sliding_window: Option<usize>,
     use_sliding_window: Option<bool>,
+    max_window_layers: Option<usize>,
+    layer_types: Option<Vec<String>>,
     tie_word_embeddings: Option<bool>,
     bos_token_id: Option<u32>,
     eos_token_id: Option<OneOrMany>,
@@ -495,6 +529,38 @@ impl LlamaFile {
             }
             _ => None,
         };
+        // Qwen windows only some layers: those `layer_types` marks, else those from
+        // `max_window_layers` on (transformers' default for it is 28).
+        let window_layers = match arch {
+            Architecture::Qwen2 | Architecture::Qwen3 if sliding_window.is_some() => {
+                Some(match &self.layer_types {
+                    Some(types) => {
+                        if types.len() != self.num_hidden_layers {
+                            return Err(format!(
+                                "layer_types has {} entries but num_hidden_layers is {}",
+                                types.len(),
+                                self.num_hidden_layers
+                            ));
+                        }
+                        types
+                            .iter()
+                            .map(|t| match t.as_str() {
+                                "sliding_attention" => Ok(true),
+                                "full_attention" => Ok(false),
+                                other => Err(format!(
+                                    "layer_types entry '{other}' is not supported (expected \"full_attention\" or \"sliding_attention\")"
+                                )),
+                            })
+                            .collect::<std::result::Result<Vec<bool>, String>>()?
+                    }
+                    None => {
+                        let from = self.max_window_layers.unwrap_or(28);
+                        (0..self.num_hidden_layers).map(|l| l >= from).collect()
+                    }
+                })
+            }
+            _ => None,
+        };
         let qkv_bias = match arch {
             Architecture::Qwen2 => true,
             Architecture::Mistral => false,
@@ -521,6 +587,7 @@ impl LlamaFile {
             mlp_bias: arch == Architecture::Llama && self.mlp_bias,
             qk_norm: arch == Architecture::Qwen3,
             sliding_window,
+            window_layers,
             tie_word_embeddings: self.tie_word_embeddings.unwrap_or(false),
             bos_token_id: self.bos_token_id,
             eos_token_ids: self
@@ -583,6 +650,7 @@ impl Gpt2File {
             mlp_bias: true,
             qk_norm: false,
             sliding_window: None,
+            window_layers: None,
             tie_word_embeddings: true,
             bos_token_id: self.bos_token_id,
             eos_token_ids: self

@@ -81,7 +81,8 @@ struct Block {
     mlp: Mlp,
 }
 
-/// The attention mask in the form the chosen attention path needs.
+/// The attention mask in the form the chosen attention path needs (cheap to clone).
+#[derive(Clone)]
 enum AttnMask {
     /// For candle ops: `[b, 1, s, t]` additive, or `None` when nothing is masked.
     Tensor(Option<Tensor>),
@@ -558,9 +559,11 @@ impl Decoder {
             Some(r) => Some(r.at(&positions)?),
             None => None,
         };
-        let window = self.config.sliding_window;
         let kernel = mode == Mode::Infer && self.device.is_cpu() && self.dtype == DType::F32;
-        let build_mask = |valid: &[Vec<bool>], positions: &[Vec<u32>]| -> Result<AttnMask> {
+        let build_mask = |valid: &[Vec<bool>],
+                          positions: &[Vec<u32>],
+                          window: Option<usize>|
+         -> Result<AttnMask> {
             Ok(if kernel {
                 AttnMask::Values(
                     mask_values(valid, positions, s, window, blocked(self.dtype)).map(Arc::new),
@@ -576,16 +579,32 @@ impl Decoder {
                 )?)
             })
         };
+        // One mask per distinct window: Qwen may window only some layers.
+        let windows: Vec<Option<usize>> = (0..self.blocks.len())
+            .map(|l| self.config.layer_window(l))
+            .collect();
+        let masks_for = |valid: &[Vec<bool>], positions: &[Vec<u32>]| -> Result<Vec<AttnMask>> {
+            let mut built: Vec<(Option<usize>, AttnMask)> = Vec::new();
+            for &w in &windows {
+                if !built.iter().any(|(b, _)| *b == w) {
+                    built.push((w, build_mask(valid, positions, w)?));
+                }
+            }
+            Ok(windows
+                .iter()
+                .map(|w| built.iter().find(|(b, _)| b == w).expect("built").1.clone())
+                .collect())
+        };
         match cache {
             Some(cache) => {
                 cache.push_meta(&batch.valid, &batch.positions)?;
-                let mask = build_mask(cache.valid(), cache.positions())?;
+                let masks = masks_for(cache.valid(), cache.positions())?;
                 for (l, block) in self.blocks.iter().enumerate() {
                     x = block.forward(
                         &x,
                         &self.config,
                         rope_at.as_ref(),
-                        &mask,
+                        &masks[l],
                         Some((cache, l)),
                         mode,
                     )?;
@@ -593,9 +612,9 @@ impl Decoder {
                 cache.commit(s);
             }
             None => {
-                let mask = build_mask(&batch.valid, &batch.positions)?;
-                for block in &self.blocks {
-                    x = block.forward(&x, &self.config, rope_at.as_ref(), &mask, None, mode)?;
+                let masks = masks_for(&batch.valid, &batch.positions)?;
+                for (block, mask) in self.blocks.iter().zip(&masks) {
+                    x = block.forward(&x, &self.config, rope_at.as_ref(), mask, None, mode)?;
                 }
             }
         }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::config::{Architecture, MlpKind, ModelConfig, NormKind, PositionEncoding};
-use crate::tokenizer::Tokenizer;
+use crate::tokenizer::{BpeStyle, Tokenizer};
 use crate::weights::{random_decoder, save_decoder, torch_dtype_name};
 use crate::{ModelError, Result};
 
@@ -108,6 +108,8 @@ impl ModelShape {
             } else {
                 None
             },
+            // A new Qwen model windows every layer (when it has a window at all).
+            window_layers: None,
             tie_word_embeddings: gpt2 || self.tie_word_embeddings,
             bos_token_id: None,
             eos_token_ids: Vec::new(),
@@ -147,7 +149,11 @@ pub fn init_model(
 ) -> Result<ModelConfig> {
     let tokenizer = match tokenizer {
         TokenizerSource::File(p) => Tokenizer::from_tokenizer_json(&p)?,
-        TokenizerSource::Train(p) => Tokenizer::train_bpe(&p, shape.vocab_size)?,
+        TokenizerSource::Train(p) => Tokenizer::train_bpe_with(
+            &p,
+            shape.vocab_size,
+            BpeStyle::for_architecture(shape.architecture),
+        )?,
         TokenizerSource::Loaded(t) => *t,
     };
     let mut config = shape.config()?;

@@ -122,11 +122,19 @@ impl Norm {
         let eps = self.eps as f32;
         Ok(match (&self.bias, mode) {
             (None, Mode::Infer) => candle_nn::ops::rms_norm(x, &self.weight, eps)?,
+            (None, Mode::Train) if fused_train_norm(x, &self.weight) => x
+                .contiguous()?
+                .apply_op2(&self.weight, crate::rms_norm::RmsNormOp { eps })?,
             (None, Mode::Train) => rms_norm_differentiable(x, &self.weight, self.eps)?,
             (Some(b), Mode::Infer) => candle_nn::ops::layer_norm(x, &self.weight, b, eps)?,
             (Some(b), Mode::Train) => layer_norm_differentiable(x, &self.weight, b, self.eps)?,
         })
     }
+}
+
+/// The hand-differentiated RMSNorm op serves f32 CPU training.
+fn fused_train_norm(x: &Tensor, w: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32 && w.dtype() == DType::F32 && w.is_contiguous()
 }
 
 /// RMSNorm from differentiable ops, computed in f32 for half-precision inputs.

@@ -19,6 +19,7 @@ pub mod local;
 pub mod lora;
 pub mod mask;
 pub mod prefix;
+pub mod rms_norm;
 pub mod sampling;
 pub mod score;
 pub mod small_matmul;

@@ -25,8 +25,8 @@ use crate::layers::Mode;
 use crate::{ModelError, Result};
 
 pub use peft::{
-    adapter_tensors, load_adapter, save_adapter, AdapterUse, LoadedAdapter, ADAPTER_CONFIG_FILE,
-    ADAPTER_WEIGHTS_FILE,
+    adapter_config, adapter_tensors, load_adapter, save_adapter, AdapterUse, LoadedAdapter,
+    ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE,
 };
 
 /// The prefix PEFT puts before a module path (`PeftModel.base_model.model`).

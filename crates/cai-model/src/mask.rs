@@ -5,12 +5,12 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::Result;
 
-/// Additive mask value for disallowed pairs: finite, so softmax never sees `-inf - -inf`.
-pub fn blocked(dtype: DType) -> f32 {
-    match dtype {
-        DType::F16 => -65_504.0,
-        _ => -1e30,
-    }
+/// Additive mask value for disallowed pairs: `-inf`, whose `exp` is an exact 0 on libm's fast
+/// path (a large finite value such as -1e30 underflows through the slow, errno-setting path:
+/// measured at ~5% of scoring time). No row is ever fully masked — a query always sees its
+/// own slot — so a softmax never meets `-inf - -inf`.
+pub fn blocked(_dtype: DType) -> f32 {
+    f32::NEG_INFINITY
 }
 
 /// Build the additive mask for `s` new queries that occupy the last `s` of `t` key slots.
@@ -104,7 +104,7 @@ mod tests {
         let pos = vec![positions_for(&valid[0], 0)];
         assert_eq!(pos[0], vec![0, 0, 1]);
         let m = dense(attention_mask(&valid, &pos, 3, None, DType::F32, &Device::Cpu).unwrap());
-        let n = -1e30;
+        let n = f32::NEG_INFINITY;
         assert_eq!(m, vec![vec![0.0, n, n], vec![n, 0.0, n], vec![n, 0.0, 0.0]]);
     }
 
@@ -113,7 +113,10 @@ mod tests {
         let valid = vec![vec![true; 4]];
         let pos = vec![vec![0, 1, 2, 3]];
         let m = dense(attention_mask(&valid, &pos, 1, Some(2), DType::F32, &Device::Cpu).unwrap());
-        assert_eq!(m, vec![vec![-1e30, -1e30, 0.0, 0.0]]);
+        assert_eq!(
+            m,
+            vec![vec![f32::NEG_INFINITY, f32::NEG_INFINITY, 0.0, 0.0]]
+        );
         assert!(
             attention_mask(&valid, &pos, 1, None, DType::F32, &Device::Cpu)
                 .unwrap()

@@ -34,6 +34,61 @@ pub enum DialogueFormat {
     Auto,
 }
 
+/// How a trained byte-level BPE splits text before merging.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BpeStyle {
+    /// GPT-2's byte-level regex (runs of digits stay together).
+    Gpt2,
+    /// Qwen2's pipeline: NFC, then Qwen's split regex (every digit on its own), then byte-level
+    /// without a regex. transformers rebuilds exactly this pipeline for `qwen2` models from the
+    /// vocabulary alone, so their tokenizers must be trained with it.
+    Qwen,
+}
+
+/// Qwen2's pre-tokenization regex, as in its published `tokenizer.json`.
+const QWEN_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+impl BpeStyle {
+    /// The style transformers expects for an architecture's tokenizer.
+    pub fn for_architecture(arch: crate::config::Architecture) -> Self {
+        use crate::config::Architecture as A;
+        match arch {
+            A::Qwen2 | A::Qwen3 => Self::Qwen,
+            A::Llama | A::Mistral | A::Gpt2 => Self::Gpt2,
+        }
+    }
+
+    fn normalizer(self) -> Option<NormalizerWrapper> {
+        match self {
+            Self::Gpt2 => None,
+            Self::Qwen => Some(tokenizers::normalizers::unicode::NFC.into()),
+        }
+    }
+
+    fn pre_tokenizer(self) -> std::result::Result<PreTokenizerWrapper, String> {
+        use tokenizers::pre_tokenizers::sequence::Sequence;
+        use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+        use tokenizers::SplitDelimiterBehavior;
+        Ok(match self {
+            Self::Gpt2 => ByteLevel::new(false, true, true).into(),
+            Self::Qwen => {
+                let split = Split::new(
+                    SplitPattern::Regex(QWEN_SPLIT.into()),
+                    SplitDelimiterBehavior::Isolated,
+                    false,
+                )
+                .map_err(|e| e.to_string())?;
+                Sequence::new(vec![
+                    split.into(),
+                    ByteLevel::new(false, true, false).into(),
+                ])
+                .into()
+            }
+        })
+    }
+}
+
 /// A Hugging Face tokenizer with the special tokens and chat template of its model.
 #[derive(Clone)]
 pub struct Tokenizer {
@@ -168,6 +223,11 @@ impl Tokenizer {
     /// need a pair seen at least twice, so a small corpus gives fewer than `vocab_size` tokens.
     /// `<|endoftext|>` is id 0 and serves as bos (added to every encoding), eos and pad.
     pub fn train_bpe(corpus: &Path, vocab_size: usize) -> Result<Tokenizer> {
+        Self::train_bpe_with(corpus, vocab_size, BpeStyle::Gpt2)
+    }
+
+    /// [`Tokenizer::train_bpe`] with a chosen pre-tokenization (see [`BpeStyle`]).
+    pub fn train_bpe_with(corpus: &Path, vocab_size: usize, style: BpeStyle) -> Result<Tokenizer> {
         let text = std::fs::read_to_string(corpus).map_err(|e| ModelError::io(corpus, e))?;
         if text.trim().is_empty() {
             return Err(tokenizer_error(corpus, "the training corpus is empty"));
@@ -203,7 +263,12 @@ impl Tokenizer {
             DecoderWrapper,
         >::new()
         .with_model(BPE::default())
-        .with_pre_tokenizer(Some(ByteLevel::new(false, true, true).into()))
+        .with_normalizer(style.normalizer())
+        .with_pre_tokenizer(Some(
+            style
+                .pre_tokenizer()
+                .map_err(|e| tokenizer_error(corpus, e))?,
+        ))
         .with_post_processor(Some(add_bos.into()))
         .with_decoder(Some(ByteLevel::default().into()))
         .build()

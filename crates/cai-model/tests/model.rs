@@ -25,3 +25,9 @@ mod errors;
 
 #[path = "model/generation.rs"]
 mod generation;
+
+#[path = "model/qwen_window.rs"]
+mod qwen_window;
+
+#[path = "model/bpe_styles.rs"]
+mod bpe_styles;

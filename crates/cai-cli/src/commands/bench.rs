@@ -9,6 +9,7 @@ use cai_model::bench::{bench_6m, bench_generate, bench_score, peak_rss_mib, Thro
 use cai_model::decoder::Decoder;
 use cai_model::init::ModelShape;
 use cai_model::weights::random_decoder;
+use cai_train::bench::bench_train;
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -26,7 +27,7 @@ pub struct BenchArgs {
     pub json: bool,
     /// Workloads, comma-separated: generate (batch 1, 8 and 32), score, or single ones
     /// (generate_b1, generate_b8, generate_b32)
-    #[arg(long, value_delimiter = ',', default_value = "generate,score")]
+    #[arg(long, value_delimiter = ',', default_value = "generate,score,train")]
     pub workloads: Vec<String>,
     /// Timed runs per workload, after one warm-up; the fastest is reported
     #[arg(long, default_value_t = 3, value_name = "N")]
@@ -63,6 +64,9 @@ pub enum Workload {
     /// Log-probs of 32 sequences × 256 tokens.
     #[value(name = "score")]
     Score,
+    /// Forward, backward and an AdamW step on 8 × 256 tokens.
+    #[value(name = "train")]
+    Train,
 }
 
 /// Prompt and new tokens of the generate workloads (BENCH.md: prompt 32 tokens, 64 new
@@ -72,6 +76,9 @@ const NEW_TOKENS: usize = 64;
 /// Sequences and tokens per sequence of the score workload (BENCH.md: 32 × 256).
 const SCORE_SEQUENCES: usize = 32;
 const SCORE_TOKENS: usize = 256;
+/// Sequences and tokens per sequence of the train workload (BENCH.md: batch 8 × 256).
+const TRAIN_SEQUENCES: usize = 8;
+const TRAIN_TOKENS: usize = 256;
 
 /// Throughput of the reference tools on the same workload, as BENCH.md's table "Anchors
 /// measured on this kind of machine" gives them (2-core AMD EPYC Zen 4, AVX-512, fp32,
@@ -83,11 +90,12 @@ struct Anchor {
 
 impl Workload {
     /// Every workload, in report order.
-    const ALL: [Workload; 4] = [
+    const ALL: [Workload; 5] = [
         Workload::GenerateB1,
         Workload::GenerateB8,
         Workload::GenerateB32,
         Workload::Score,
+        Workload::Train,
     ];
 
     /// The name used on the command line and in JSON.
@@ -97,6 +105,7 @@ impl Workload {
             Self::GenerateB8 => "generate_b8",
             Self::GenerateB32 => "generate_b32",
             Self::Score => "score",
+            Self::Train => "train",
         }
     }
 
@@ -106,6 +115,7 @@ impl Workload {
                 format!("generate, batch {}", self.batch())
             }
             Self::Score => format!("score {SCORE_SEQUENCES} × {SCORE_TOKENS}"),
+            Self::Train => format!("train {TRAIN_SEQUENCES} × {TRAIN_TOKENS}"),
         }
     }
 
@@ -115,6 +125,7 @@ impl Workload {
             Self::GenerateB8 => 8,
             Self::GenerateB32 => 32,
             Self::Score => SCORE_SEQUENCES,
+            Self::Train => TRAIN_SEQUENCES,
         }
     }
 
@@ -124,12 +135,34 @@ impl Workload {
             Self::GenerateB8 => ("~1,000 (best 1,400)", "~3,300 decode"),
             Self::GenerateB32 => ("~2,400", "~3,300"),
             Self::Score => ("~11,500", "~10,500 prefill"),
+            Self::Train => ("~3,500", "—"),
         };
         Anchor { pytorch, llama_cpp }
     }
 
     /// Time the workload: best of `runs` after a warm-up.
-    fn run(self, decoder: &Decoder, runs: usize) -> anyhow::Result<Throughput> {
+    fn run(
+        self,
+        model: BenchModel,
+        dtype: Dtype,
+        device: DeviceName,
+        runs: usize,
+    ) -> anyhow::Result<Throughput> {
+        if self == Self::Train {
+            // The trainer builds its own model: its parameters become variables.
+            let device = cai_model::device::device_from_name(&device.to_string())?;
+            let config = model.shape().config()?;
+            return Ok(bench_train(
+                config,
+                TRAIN_SEQUENCES,
+                TRAIN_TOKENS,
+                runs,
+                dtype.to_candle(),
+                &device,
+            )?);
+        }
+        let decoder = model.build(dtype, device)?;
+        let decoder = &decoder;
         Ok(match self {
             Self::GenerateB1 | Self::GenerateB8 | Self::GenerateB32 => {
                 bench_generate(decoder, self.batch(), PROMPT_TOKENS, NEW_TOKENS, runs)?
@@ -142,6 +175,7 @@ impl Workload {
                 runs,
                 EngineLimits::default(),
             )?,
+            Self::Train => unreachable!("handled above"),
         })
     }
 }
@@ -161,7 +195,7 @@ fn select(names: &[String]) -> Result<Vec<Workload>, UsageError> {
                 Err(_) => {
                     return Err(UsageError(format!(
                         "--workloads: unknown workload '{other}'; expected generate, score, \
-                         generate_b1, generate_b8 or generate_b32"
+                         train, generate_b1, generate_b8 or generate_b32"
                     )))
                 }
             },
@@ -305,8 +339,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 /// Child mode: run the one workload of `config` and print its report as JSON.
 fn run_here(config: &BenchConfig) -> anyhow::Result<()> {
     let workload = config.workloads[0];
-    let decoder = config.model.build(config.dtype, config.device)?;
-    let t = workload.run(&decoder, config.runs)?;
+    let t = workload.run(config.model, config.dtype, config.device, config.runs)?;
     let report = WorkloadReport {
         workload,
         tokens: t.tokens,
@@ -429,14 +462,14 @@ mod tests {
     #[test]
     fn groups_expand_in_report_order() {
         assert_eq!(
-            select(&names(&["score", "generate"])).unwrap(),
+            select(&names(&["train", "score", "generate"])).unwrap(),
             Workload::ALL
         );
         assert_eq!(
             select(&names(&["generate_b8", "generate_b8"])).unwrap(),
             [Workload::GenerateB8]
         );
-        assert!(select(&names(&["train"])).is_err());
+        assert!(select(&names(&["training"])).is_err());
     }
 
     #[test]

@@ -4,4 +4,6 @@ pub mod bench;
 pub mod chat;
 pub mod generate;
 pub mod init_model;
+pub mod merge_lora;
 pub mod score;
+pub mod sft;

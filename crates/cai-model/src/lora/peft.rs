@@ -36,6 +36,42 @@ pub fn adapter_tensors(decoder: &Decoder) -> Result<BTreeMap<String, Tensor>> {
     Ok(out)
 }
 
+/// The `adapter_config.json` PEFT reads for these adapters.
+pub fn adapter_config(
+    decoder: &Decoder,
+    cfg: &LoraConfig,
+    base_model_name_or_path: &str,
+) -> serde_json::Value {
+    // PEFT declares lora_alpha an int; write whole numbers as such.
+    let alpha = if cfg.alpha.fract() == 0.0 && cfg.alpha < 1e15 {
+        json!(cfg.alpha as i64)
+    } else {
+        json!(cfg.alpha)
+    };
+    json!({
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "r": cfg.r,
+        "lora_alpha": alpha,
+        "lora_dropout": cfg.dropout,
+        "target_modules": cfg.target_modules,
+        "bias": "none",
+        // GPT-2's Conv1D weights are stored [in, out]; PEFT needs to know to merge them.
+        "fan_in_fan_out": decoder.config().architecture == Architecture::Gpt2,
+        "base_model_name_or_path": base_model_name_or_path,
+        "inference_mode": true,
+        "modules_to_save": null,
+        "init_lora_weights": true,
+        "use_rslora": false,
+        "use_dora": false,
+        "layers_to_transform": null,
+        "layers_pattern": null,
+        "rank_pattern": {},
+        "alpha_pattern": {},
+        "revision": null,
+    })
+}
+
 /// Write the adapters in PEFT layout into `dir` (created if needed): `adapter_config.json`
 /// and `adapter_model.safetensors` (with `{"format": "pt"}` metadata), loadable by
 /// `PeftModel.from_pretrained(base, dir)`.
@@ -62,34 +98,7 @@ pub fn save_adapter(
             cfg.r
         )));
     }
-    // PEFT declares lora_alpha an int; write whole numbers as such.
-    let alpha = if cfg.alpha.fract() == 0.0 && cfg.alpha < 1e15 {
-        json!(cfg.alpha as i64)
-    } else {
-        json!(cfg.alpha)
-    };
-    let config = json!({
-        "peft_type": "LORA",
-        "task_type": "CAUSAL_LM",
-        "r": cfg.r,
-        "lora_alpha": alpha,
-        "lora_dropout": cfg.dropout,
-        "target_modules": cfg.target_modules,
-        "bias": "none",
-        // GPT-2's Conv1D weights are stored [in, out]; PEFT needs to know to merge them.
-        "fan_in_fan_out": decoder.config().architecture == Architecture::Gpt2,
-        "base_model_name_or_path": base_model_name_or_path,
-        "inference_mode": true,
-        "modules_to_save": null,
-        "init_lora_weights": true,
-        "use_rslora": false,
-        "use_dora": false,
-        "layers_to_transform": null,
-        "layers_pattern": null,
-        "rank_pattern": {},
-        "alpha_pattern": {},
-        "revision": null,
-    });
+    let config = adapter_config(decoder, cfg, base_model_name_or_path);
     std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
     let path = dir.join(ADAPTER_CONFIG_FILE);
     let text = serde_json::to_string_pretty(&config).expect("serialisable") + "\n";

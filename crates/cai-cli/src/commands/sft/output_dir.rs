@@ -1,0 +1,179 @@
+//! The output directory of a `cai sft` run: what an earlier run left there, and what
+//! `--resume` and `--overwrite` do about it.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use cai_model::lora::{ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE};
+use cai_train::checkpoint::{latest_checkpoint, TRAINING_CONFIG_FILE};
+use cai_train::sft::{SftConfig, SFT_CONFIG_FILE};
+use serde_json::Value;
+
+use super::{SftCommandConfig, CHECKPOINTS_DIR, METRICS_FILE};
+use crate::usage::{ensure, UsageError};
+
+/// What to do about an earlier run in `--output`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Earlier {
+    /// Refuse to touch an earlier run (neither flag).
+    Keep,
+    /// `--resume`.
+    Resume,
+    /// `--overwrite`.
+    Overwrite,
+}
+
+/// What an earlier run left in the output directory.
+struct OutputState {
+    /// The finished model's weights file, if the run finished.
+    finished: Option<&'static str>,
+    /// The newest complete checkpoint.
+    checkpoint: Option<PathBuf>,
+    /// Whether a run started here (it logged metrics or saved its config).
+    started: bool,
+}
+
+impl OutputState {
+    fn read(output: &Path) -> anyhow::Result<Self> {
+        let finished = ["model.safetensors", ADAPTER_WEIGHTS_FILE]
+            .into_iter()
+            .find(|name| output.join(name).is_file());
+        let checkpoint = latest_checkpoint(&output.join(CHECKPOINTS_DIR))?;
+        let started = output.join(METRICS_FILE).exists() || output.join(SFT_CONFIG_FILE).exists();
+        Ok(Self {
+            finished,
+            checkpoint,
+            started,
+        })
+    }
+}
+
+/// What to do before training.
+pub(super) enum Plan {
+    /// Train (afresh, or from a checkpoint when resuming).
+    Train,
+    /// `--resume` of a run that already finished: nothing to do.
+    AlreadyFinished(&'static str),
+}
+
+/// Check `--output` against what is already there and the `--resume`/`--overwrite` choice;
+/// with `--overwrite`, delete what an earlier run wrote.
+pub(super) fn prepare_output(config: &SftCommandConfig, earlier: Earlier) -> anyhow::Result<Plan> {
+    let output = &config.output;
+    if let (Ok(a), Ok(b)) = (output.canonicalize(), config.model_dir.canonicalize()) {
+        ensure(a != b, || {
+            format!(
+                "--output {} is the --model directory; choose another directory",
+                output.display()
+            )
+        })?;
+    }
+    let state = OutputState::read(output)?;
+    match earlier {
+        Earlier::Overwrite => {
+            remove_earlier_run(output)?;
+            Ok(Plan::Train)
+        }
+        Earlier::Resume => match (&state.checkpoint, state.finished) {
+            (_, Some(weights)) => Ok(Plan::AlreadyFinished(weights)),
+            (Some(checkpoint), None) => {
+                check_same_settings(checkpoint, &config.sft)?;
+                Ok(Plan::Train)
+            }
+            (None, None) if state.started => Err(UsageError(format!(
+                "{} holds no checkpoint to resume from ({}/ is empty; set --save-every to \
+                 checkpoint during a run); pass --overwrite to start again",
+                output.display(),
+                output.join(CHECKPOINTS_DIR).display()
+            ))
+            .into()),
+            (None, None) => {
+                eprintln!(
+                    "no checkpoint in {}; starting a new run",
+                    output.join(CHECKPOINTS_DIR).display()
+                );
+                Ok(Plan::Train)
+            }
+        },
+        Earlier::Keep => match (&state.checkpoint, state.finished) {
+            (_, Some(weights)) => Err(UsageError(format!(
+                "{} already holds a fine-tuned model ({weights}); pass --overwrite to replace \
+                 it, or choose another --output",
+                output.display()
+            ))
+            .into()),
+            (Some(checkpoint), None) => Err(UsageError(format!(
+                "{} holds an unfinished run (newest checkpoint {}); pass --resume to continue \
+                 it, or --overwrite to start again",
+                output.display(),
+                checkpoint.display()
+            ))
+            .into()),
+            (None, None) if state.started => Err(UsageError(format!(
+                "{} holds the logs of an earlier run ({METRICS_FILE}); pass --overwrite to \
+                 start again, or choose another --output",
+                output.display()
+            ))
+            .into()),
+            (None, None) => Ok(Plan::Train),
+        },
+    }
+}
+
+/// Refuse to resume with other settings than the checkpoint's, naming those that differ (the
+/// trainer refuses too, but without saying which).
+fn check_same_settings(checkpoint: &Path, sft: &SftConfig) -> anyhow::Result<()> {
+    let path = checkpoint.join(TRAINING_CONFIG_FILE);
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let saved: Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not valid JSON", path.display()))?;
+    let now = serde_json::to_value(sft).expect("configs serialise");
+    let (Some(Value::Object(saved)), Value::Object(now)) = (saved.get("sft"), &now) else {
+        return Ok(());
+    };
+    let keys: BTreeSet<&String> = saved.keys().chain(now.keys()).collect();
+    let show = |v: Option<&Value>| v.map_or_else(|| "unset".to_owned(), Value::to_string);
+    let differing: Vec<String> = keys
+        .into_iter()
+        .filter(|k| saved.get(*k) != now.get(*k))
+        .map(|k| format!("{k} was {}, now {}", show(saved.get(k)), show(now.get(k))))
+        .collect();
+    ensure(differing.is_empty(), || {
+        format!(
+            "{} was saved with other settings ({}); resume with the flags and --config of the \
+             run, or pass --overwrite to start again",
+            checkpoint.display(),
+            differing.join("; ")
+        )
+    })?;
+    Ok(())
+}
+
+/// Delete what `cai sft` writes into an output directory, leaving other files alone.
+fn remove_earlier_run(output: &Path) -> anyhow::Result<()> {
+    let checkpoints = output.join(CHECKPOINTS_DIR);
+    if checkpoints.is_dir() {
+        std::fs::remove_dir_all(&checkpoints)
+            .with_context(|| format!("removing {}", checkpoints.display()))?;
+    }
+    let files = [
+        METRICS_FILE,
+        SFT_CONFIG_FILE,
+        "config.json",
+        "model.safetensors",
+        "generation_config.json",
+        ADAPTER_CONFIG_FILE,
+        ADAPTER_WEIGHTS_FILE,
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ];
+    for name in files {
+        let path = output.join(name);
+        if path.is_file() {
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,543 @@
+//! `cai sft` and `cai merge-lora`: a full fine-tune and a LoRA run on a toy set, merging,
+//! exact resume, Ctrl-C, data errors, the transcript format and the config file.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::helpers::{assert_exit, read_jsonl, stderr, stdout, Workdir};
+
+/// A learnable toy set: 16 short records, half prompt/completion pairs, half dialogues.
+fn toy_data() -> String {
+    let mut lines = String::new();
+    for i in 0..8 {
+        let pair = serde_json::json!({
+            "prompt": format!("Human: What is {i} plus {i}?\n\nAssistant:"),
+            "completion": format!(" {}.", 2 * i),
+        });
+        let dialogue = serde_json::json!({"messages": [
+            {"role": "user", "content": format!("Say the number {i}.")},
+            {"role": "assistant", "content": format!("The number {i}.")},
+        ]});
+        lines += &format!("{pair}\n{dialogue}\n");
+    }
+    lines
+}
+
+/// `cai sft` on `data.jsonl` into `output`: batches of 4 (four steps an epoch), at most
+/// `steps` steps, then `extra` flags.
+fn sft_args<'a>(
+    model: &'a str,
+    output: &'a str,
+    steps: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
+        "sft",
+        "--model",
+        model,
+        "--data",
+        "data.jsonl",
+        "--output",
+        output,
+        "--batch-size",
+        "4",
+        "--epochs",
+        "100",
+        "--max-steps",
+        steps,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// The training records of a `metrics.jsonl`.
+fn train_records(path: &Path) -> Vec<Value> {
+    read_jsonl(path)
+        .into_iter()
+        .filter(|r| r["split"] == "train")
+        .collect()
+}
+
+fn losses(records: &[Value]) -> Vec<f64> {
+    records
+        .iter()
+        .map(|r| r["loss"].as_f64().unwrap())
+        .collect()
+}
+
+fn mean(values: &[f64]) -> f64 {
+    values.iter().sum::<f64>() / values.len() as f64
+}
+
+/// The tensor names in a safetensors file (its JSON header).
+fn tensor_names(path: &Path) -> Vec<String> {
+    let bytes = std::fs::read(path).unwrap();
+    let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Map<String, Value> =
+        serde_json::from_slice(&bytes[8..8 + len]).unwrap();
+    header
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| k != "__metadata__")
+        .collect()
+}
+
+#[test]
+fn full_fine_tune_writes_a_model_and_lowers_the_loss() {
+    let work = Workdir::new();
+    let model = work.tiny_model();
+    work.write("data.jsonl", &toy_data());
+    let args = sft_args(
+        model,
+        "out",
+        "20",
+        &[
+            "--learning-rate",
+            "1e-3",
+            "--eval-data",
+            "data.jsonl",
+            "--eval-every",
+            "8",
+        ],
+    );
+    let output = work.cai_ok(&args);
+    let out = stdout(&output);
+    assert!(out.contains("trained 20 steps: train loss "), "{out}");
+    assert!(out.contains("eval loss "), "{out}");
+
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "sft_config.json",
+        "metrics.jsonl",
+    ] {
+        assert!(work.path("out").join(file).is_file(), "missing out/{file}");
+    }
+    assert!(!work.path("out/adapter_model.safetensors").exists());
+    let base = std::fs::read(work.path("model/model.safetensors")).unwrap();
+    let tuned = std::fs::read(work.path("out/model.safetensors")).unwrap();
+    assert_ne!(base, tuned, "training changed no weight");
+
+    let saved: Value = serde_json::from_str(&work.read("out/sft_config.json")).unwrap();
+    assert_eq!(saved["sft"]["learning_rate"], 1e-3);
+    assert_eq!(saved["sft"]["max_steps"], 20);
+    assert_eq!(saved["sft"]["lora"], Value::Null);
+
+    let train = train_records(&work.path("out/metrics.jsonl"));
+    let steps: Vec<u64> = train.iter().map(|r| r["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, (1..=20).collect::<Vec<_>>());
+    for field in ["lr", "grad_norm", "tokens_per_s", "epoch"] {
+        assert!(
+            train.iter().all(|r| r[field].is_number()),
+            "{field}: {train:?}"
+        );
+    }
+    assert_eq!(train[19]["epoch"], 5.0);
+    let loss = losses(&train);
+    let (first, last) = (mean(&loss[..4]), mean(&loss[16..]));
+    assert!(last < 0.9 * first, "loss did not go down: {loss:?}");
+
+    let evals: Vec<u64> = read_jsonl(&work.path("out/metrics.jsonl"))
+        .iter()
+        .filter(|r| r["split"] == "eval")
+        .map(|r| r["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(evals.first(), Some(&8), "{evals:?}");
+    assert_eq!(evals.last(), Some(&20), "{evals:?}");
+}
+
+#[test]
+fn lora_adapter_merges_into_a_model_that_generates() {
+    let work = Workdir::new();
+    let model = work.tiny_model();
+    work.write("data.jsonl", &toy_data());
+    let args = sft_args(
+        model,
+        "adapter",
+        "20",
+        &["--lora", "--learning-rate", "1e-2"],
+    );
+    let out = stdout(&work.cai_ok(&args));
+    assert!(out.contains("PEFT adapter"), "{out}");
+
+    assert!(!work.path("adapter/model.safetensors").exists());
+    assert!(work.path("adapter/tokenizer.json").is_file());
+    let config: Value = serde_json::from_str(&work.read("adapter/adapter_config.json")).unwrap();
+    assert_eq!(config["r"], 8);
+    assert_eq!(
+        config["target_modules"],
+        serde_json::json!(["q_proj", "v_proj"])
+    );
+    assert_eq!(config["base_model_name_or_path"], "model");
+    let names = tensor_names(&work.path("adapter/adapter_model.safetensors"));
+    // Two adapted projections × two layers × (A, B).
+    assert_eq!(names.len(), 8, "{names:?}");
+    assert!(
+        names
+            .iter()
+            .all(|n| n.starts_with("base_model.model.model.layers.")),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight".into())
+    );
+
+    let merge = [
+        "merge-lora",
+        "--model",
+        model,
+        "--adapter",
+        "adapter",
+        "--output",
+        "merged",
+    ];
+    let merged_out = work.cai_ok(&merge);
+    assert!(stderr(&merged_out).is_empty(), "{}", stderr(&merged_out));
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "merge_lora_config.json",
+    ] {
+        assert!(
+            work.path("merged").join(file).is_file(),
+            "missing merged/{file}"
+        );
+    }
+    let again = work.cai(&merge);
+    assert!(assert_exit(&again, 2).contains("--overwrite"));
+
+    // The merged model runs, and gives a training completion more probability than the base.
+    work.write(
+        "prompts.jsonl",
+        "{\"prompt\": \"Human: What is 3 plus 3?\\n\\nAssistant:\"}\n",
+    );
+    for dir in ["merged", model] {
+        let out = format!("{dir}.gen.jsonl");
+        work.cai_ok(&[
+            "generate",
+            "--model",
+            dir,
+            "--input",
+            "prompts.jsonl",
+            "--output",
+            &out,
+            "--temperature",
+            "0",
+            "--max-new-tokens",
+            "6",
+        ]);
+    }
+    work.write(
+        "pairs.jsonl",
+        "{\"prompt\": \"Human: What is 3 plus 3?\\n\\nAssistant:\", \"continuation\": \" 6.\"}\n",
+    );
+    let mut logprobs = Vec::new();
+    for dir in ["merged", model] {
+        let out = format!("{dir}.score.jsonl");
+        work.cai_ok(&[
+            "score",
+            "--model",
+            dir,
+            "--input",
+            "pairs.jsonl",
+            "--output",
+            &out,
+        ]);
+        logprobs.push(read_jsonl(&work.path(&out))[0]["logprob"].as_f64().unwrap());
+    }
+    assert!(
+        logprobs[0] > logprobs[1],
+        "merged {} vs base {}",
+        logprobs[0],
+        logprobs[1]
+    );
+
+    // Merging onto another base works but warns.
+    work.tiny_model_of("llama", "other");
+    let other = work.cai_ok(&[
+        "merge-lora",
+        "--model",
+        "other",
+        "--adapter",
+        "adapter",
+        "--output",
+        "merged2",
+    ]);
+    let err = stderr(&other);
+    assert!(
+        err.contains("warning: the adapter was trained on 'model'"),
+        "{err}"
+    );
+}
+
+/// Run `args` (which save every 2 steps and keep every checkpoint), then cut the run back to
+/// its step-2 checkpoint and resume: the metrics and the final weights must be those of the
+/// uninterrupted run, bit for bit.
+fn assert_resume_is_exact(extra: &[&str], weights: &str) {
+    let work = Workdir::new();
+    let model = work.tiny_model();
+    work.write("data.jsonl", &toy_data());
+    let mut flags = vec![
+        "--learning-rate",
+        "1e-3",
+        "--save-every",
+        "2",
+        "--keep-last",
+        "all",
+    ];
+    flags.extend_from_slice(extra);
+    let args = sft_args(model, "out", "6", &flags);
+    work.cai_ok(&args);
+    let full_metrics = train_records(&work.path("out/metrics.jsonl"));
+    let full_weights = std::fs::read(work.path("out").join(weights)).unwrap();
+    assert_eq!(full_metrics.len(), 6);
+
+    // A finished run is neither retrained nor overwritten without asking.
+    assert!(assert_exit(&work.cai(&args), 2).contains("--overwrite"));
+    // As if the run had stopped after step 2 (step 6 crosses an epoch boundary).
+    std::fs::remove_file(work.path("out").join(weights)).unwrap();
+    for step in [4, 6] {
+        std::fs::remove_dir_all(work.path(&format!("out/checkpoints/checkpoint-{step}"))).unwrap();
+    }
+    assert!(assert_exit(&work.cai(&args), 2).contains("--resume"));
+
+    let mut resume = args.clone();
+    resume.push("--resume");
+    let mut other = resume.clone();
+    other.extend(["--seed", "1"]);
+    let err = assert_exit(&work.cai(&other), 2);
+    assert!(err.contains("seed was 0, now 1"), "{err}");
+    work.cai_ok(&resume);
+    let resumed_metrics = train_records(&work.path("out/metrics.jsonl"));
+    assert_eq!(resumed_metrics.len(), 6);
+    for (full, resumed) in full_metrics.iter().zip(&resumed_metrics) {
+        for field in ["step", "loss", "lr", "grad_norm", "epoch"] {
+            assert_eq!(full[field], resumed[field], "{field}: {full} vs {resumed}");
+        }
+    }
+    let resumed_weights = std::fs::read(work.path("out").join(weights)).unwrap();
+    assert!(
+        full_weights == resumed_weights,
+        "the resumed run's {weights} differs"
+    );
+}
+
+#[test]
+fn resume_reproduces_the_uninterrupted_run() {
+    assert_resume_is_exact(&[], "model.safetensors");
+}
+
+#[test]
+fn resume_reproduces_the_uninterrupted_lora_run() {
+    assert_resume_is_exact(&["--lora"], "adapter_model.safetensors");
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_saves_a_checkpoint_and_exits_130() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    let work = Workdir::new();
+    let model = work.tiny_model();
+    work.write("data.jsonl", &toy_data());
+    let mut args = sft_args(model, "out", "1000000", &[]);
+    // Epochs enough to be still training when the signal comes.
+    let epochs = args.iter().position(|a| *a == "--epochs").unwrap() + 1;
+    args[epochs] = "1000000";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cai"))
+        .args(&args)
+        .current_dir(work.path(""))
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running cai");
+    // Wait until it trains, so that the Ctrl-C handler is installed.
+    let metrics = work.path("out/metrics.jsonl");
+    let start = Instant::now();
+    while std::fs::read_to_string(&metrics).map_or(0, |t| t.lines().count()) < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no training step in 60 s"
+        );
+        if child.try_wait().unwrap().is_some() {
+            let output = child.wait_with_output().unwrap();
+            panic!("cai exited before the signal:\n{}", stderr(&output));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("running kill");
+    assert!(sent.success());
+    let output = child.wait_with_output().expect("waiting for cai");
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(130), "stderr:\n{err}");
+    assert!(
+        err.contains("interrupted: saved the checkpoint out/checkpoints/checkpoint-"),
+        "{err}"
+    );
+    assert!(
+        err.contains("resume with: cai sft --model model") && err.contains(" --resume"),
+        "{err}"
+    );
+
+    let last_step = train_records(&metrics).last().unwrap()["step"]
+        .as_u64()
+        .unwrap();
+    let checkpoint = work.path(&format!("out/checkpoints/checkpoint-{last_step}"));
+    assert!(
+        checkpoint.join("trainer_state.json").is_file(),
+        "no {}",
+        checkpoint.display()
+    );
+    assert!(!work.path("out/model.safetensors").exists());
+    // Without --resume the unfinished run is not clobbered.
+    assert!(assert_exit(&work.cai(&args), 2).contains("--resume"));
+}
+
+#[test]
+fn a_bad_data_line_is_reported_with_file_and_line() {
+    let work = Workdir::new();
+    let model = work.tiny_model();
+    let data = toy_data();
+    let mut lines: Vec<&str> = data.lines().collect();
+    lines[2] = "{\"prompt\": \"no completion\", \"answer\": \"x\"}";
+    work.write("data.jsonl", &(lines.join("\n") + "\n"));
+    let output = work.cai(&sft_args(model, "out", "2", &[]));
+    let err = assert_exit(&output, 1);
+    assert!(err.contains("data.jsonl:3: "), "{err}");
+    assert!(err.contains("`prompt` and `completion`"), "{err}");
+}
+
+#[test]
+fn dialogues_train_in_the_transcript_format() {
+    let work = Workdir::new();
+    let model = work.tiny_model();
+    let dialogue = serde_json::json!({"messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "How do I bake bread?"},
+        {"role": "assistant", "content": "Mix flour, water, salt and yeast."},
+        {"role": "user", "content": "And then?"},
+        {"role": "assistant", "content": "Bake it."},
+    ]});
+    work.write("data.jsonl", &format!("{dialogue}\n").repeat(8));
+    let args = sft_args(
+        model,
+        "out",
+        "10",
+        &["--format", "transcript", "--learning-rate", "1e-3"],
+    );
+    work.cai_ok(&args);
+    let saved: Value = serde_json::from_str(&work.read("out/sft_config.json")).unwrap();
+    assert_eq!(saved["sft"]["format"], "transcript");
+    let loss = losses(&train_records(&work.path("out/metrics.jsonl")));
+    assert_eq!(loss.len(), 10);
+    assert!(loss[9] < loss[0], "{loss:?}");
+
+    // The tiny tokenizer has no chat template to render them with.
+    let args = sft_args(model, "out2", "10", &["--format", "chat-template"]);
+    let err = assert_exit(&work.cai(&args), 1);
+    assert!(
+        err.contains("data.jsonl:1: ") && err.contains("chat_template"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_config_file_sets_the_settings_and_flags_override_it() {
+    let work = Workdir::new();
+    let model = work.tiny_model();
+    work.write("data.jsonl", &toy_data());
+    work.write(
+        "sft.toml",
+        "learning_rate = 1e-3\nmax_steps = 3\nbatch_size = 4\nschedule = \"cosine\"\n\
+         [lora]\nr = 2\n",
+    );
+    work.cai_ok(&[
+        "sft",
+        "--model",
+        model,
+        "--data",
+        "data.jsonl",
+        "--output",
+        "out",
+        "--config",
+        "sft.toml",
+        "--max-steps",
+        "2",
+        "--lora-alpha",
+        "4",
+    ]);
+    let saved: Value = serde_json::from_str(&work.read("out/sft_config.json")).unwrap();
+    let sft = &saved["sft"];
+    assert_eq!(sft["learning_rate"], 1e-3);
+    assert_eq!(sft["max_steps"], 2);
+    assert_eq!(sft["schedule"], "cosine");
+    assert_eq!(sft["epochs"], 1, "an unset key keeps its default");
+    assert_eq!(sft["lora"]["r"], 2);
+    assert_eq!(sft["lora"]["alpha"], 4.0);
+    assert_eq!(
+        sft["lora"]["target_modules"],
+        serde_json::json!(["q_proj", "v_proj"])
+    );
+    assert_eq!(train_records(&work.path("out/metrics.jsonl")).len(), 2);
+}
+
+#[test]
+fn bad_settings_are_usage_errors() {
+    let work = Workdir::new();
+    let model = work.tiny_model();
+    work.write("data.jsonl", &toy_data());
+    let base = [
+        "sft",
+        "--model",
+        model,
+        "--data",
+        "data.jsonl",
+        "--output",
+        "out",
+    ];
+    let with = |extra: &[&str]| {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        work.cai(&args)
+    };
+    work.write("unknown.toml", "learning_rate = 1e-3\nlearning_rat = 2\n");
+    let err = assert_exit(&with(&["--config", "unknown.toml"]), 2);
+    assert!(
+        err.contains("unknown.toml") && err.contains("learning_rat"),
+        "{err}"
+    );
+    work.write("lora.toml", "[lora]\nrank = 4\n");
+    let err = assert_exit(&with(&["--config", "lora.toml"]), 2);
+    assert!(err.contains("unknown key `rank` in [lora]"), "{err}");
+    let err = assert_exit(&with(&["--lora-r", "4"]), 2);
+    assert!(err.contains("--lora-r needs --lora"), "{err}");
+    let err = assert_exit(&with(&["--lora", "--lora-dropout", "1.5"]), 2);
+    assert!(err.contains("dropout"), "{err}");
+    assert_exit(&with(&["--batch-size", "0"]), 2);
+    assert_exit(&with(&["--schedule", "step"]), 2);
+    assert_exit(&with(&["--resume", "--overwrite"]), 2);
+    let err = assert_exit(
+        &work.cai(&[
+            "sft",
+            "--model",
+            model,
+            "--data",
+            "data.jsonl",
+            "--output",
+            model,
+        ]),
+        2,
+    );
+    assert!(err.contains("is the --model directory"), "{err}");
+    assert!(!work.path("out").exists());
+}

@@ -1,0 +1,81 @@
+//! The `bench-6m` train workload of BENCH.md: batch 8 × 256 tokens, forward, backward,
+//! gradient clipping and an AdamW step, timed on the reference model.
+
+use std::time::Instant;
+
+use cai_model::bench::Throughput;
+use cai_model::config::ModelConfig;
+use cai_model::decoder::Batch;
+use cai_model::weights::random_decoder;
+use candle_core::{DType, Device, Tensor};
+use rand::{Rng, SeedableRng};
+
+use crate::{masked_cross_entropy, AdamW, AdamWConfig, GradAccumulator, Result, TrainParam};
+
+/// One optimiser step per run on `batch` random sequences of `len` tokens of a random model
+/// of `config` (BENCH.md: `bench-6m`, 8 × 256); best of `runs` after one warm-up step.
+pub fn bench_train(
+    config: ModelConfig,
+    batch: usize,
+    len: usize,
+    runs: usize,
+    dtype: DType,
+    device: &Device,
+) -> Result<Throughput> {
+    let vocab = config.vocab_size;
+    let mut decoder = random_decoder(config, 0, dtype, device)?;
+    let params: Vec<TrainParam> = decoder
+        .make_trainable()?
+        .into_iter()
+        .map(|(spec, var)| TrainParam::from_spec(&spec, var))
+        .collect();
+    let mut optimizer = AdamW::new(
+        params.clone(),
+        AdamWConfig {
+            lr: 1e-4,
+            ..AdamWConfig::default()
+        },
+    )?;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let tokens: Vec<u32> = (0..batch * (len + 1))
+        .map(|_| rng.random_range(1..vocab as u32))
+        .collect();
+    let rows: Vec<&[u32]> = tokens.chunks_exact(len + 1).collect();
+    let ids = Tensor::from_vec(
+        rows.iter()
+            .flat_map(|r| r[..len].to_vec())
+            .collect::<Vec<_>>(),
+        (batch, len),
+        device,
+    )?;
+    let targets = Tensor::from_vec(
+        rows.iter()
+            .flat_map(|r| r[1..].to_vec())
+            .collect::<Vec<_>>(),
+        (batch, len),
+        device,
+    )?;
+    let mask = Tensor::ones((batch, len), DType::F32, device)?;
+    let positions = Batch::from_valid(vec![vec![true; len]; batch]);
+    let mut grads = GradAccumulator::new();
+    let mut step = || -> Result<()> {
+        let logits = decoder.forward_train(&ids, &positions)?;
+        let (loss, _) = masked_cross_entropy(&logits, &targets, &mask)?;
+        grads.add(&loss.backward()?, &params)?;
+        grads.clip_to(1.0)?;
+        optimizer.step(&grads, 1e-4)?;
+        grads.clear();
+        Ok(())
+    };
+    step()?;
+    let mut best = f64::INFINITY;
+    for _ in 0..runs.max(1) {
+        let start = Instant::now();
+        step()?;
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    Ok(Throughput {
+        tokens: batch * len,
+        seconds: best,
+    })
+}

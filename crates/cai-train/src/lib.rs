@@ -1,0 +1,38 @@
+//! cai-train: the training core every cai stage shares — AdamW with f32 master weights and
+//! moments, gradient accumulation and global-norm clipping, learning-rate schedules, masked
+//! cross-entropy, atomic checkpoints and `metrics.jsonl`.
+//!
+//! One optimiser step, top to bottom:
+//!
+//! ```text
+//! for micro-batch: logits = model.forward_train(ids, batch)
+//!                  (loss, n) = masked_cross_entropy(logits, targets, mask)
+//!                  accumulator.add(&(loss * n/total).backward()?, &params)
+//! accumulator.clip_to(max_grad_norm); if !accumulator.is_finite() -> stop
+//! optimizer.step(&accumulator, schedule.lr_at(step, base_lr)); accumulator.clear()
+//! ```
+#![deny(missing_docs)]
+
+pub mod bench;
+pub mod checkpoint;
+mod error;
+pub mod grads;
+pub mod loss;
+pub mod metrics;
+pub mod optim;
+pub mod schedule;
+pub mod sft;
+pub mod sft_data;
+pub mod state;
+
+pub use checkpoint::{
+    latest_checkpoint, load_checkpoint, save_checkpoint, Checkpoint, CheckpointOptions,
+    LoadedCheckpoint,
+};
+pub use error::{Result, TrainError};
+pub use grads::GradAccumulator;
+pub use loss::masked_cross_entropy;
+pub use metrics::{MetricRecord, MetricsWriter, Split};
+pub use optim::{AdamW, AdamWConfig, TrainParam};
+pub use schedule::{Schedule, ScheduleKind};
+pub use state::TrainerState;

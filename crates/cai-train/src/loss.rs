@@ -1,0 +1,199 @@
+//! Token-level cross-entropy over the positions a mask selects (assistant tokens in SFT),
+//! built from differentiable candle ops only.
+
+use candle_core::{DType, Tensor, D};
+
+use crate::{Result, TrainError};
+
+/// Log-softmax over the last dimension, numerically stable and differentiable.
+///
+/// Shapes: xs `[n, V]` -> `[n, V]`.
+///
+/// `x - max - log Σ exp(x - max)` with the max detached: the result does not depend on the
+/// shift mathematically, so no gradient is lost, and backward skips the max's tie mask (a
+/// `[n, V]` comparison). Every op used (`broadcast_sub`, `exp`, `sum_keepdim`, `log`) has a
+/// backward in candle; candle-nn's fused `softmax_last_dim` does not.
+pub fn log_softmax_last(xs: &Tensor) -> Result<Tensor> {
+    let max = xs.max_keepdim(D::Minus1)?.detach();
+    let shifted = xs.broadcast_sub(&max)?;
+    let log_sum = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
+    Ok(shifted.broadcast_sub(&log_sum)?)
+}
+
+/// Mean negative log-likelihood of `targets` over the positions where `mask` is non-zero.
+///
+/// Shapes: logits `[b, s, V]`, targets `[b, s]` (u32), mask `[b, s]` (f32) -> (loss `[]`
+/// f32, number of positions with a non-zero mask).
+///
+/// Targets are already shifted by the caller: position `t`'s logits predict `targets[t]`.
+/// Mask values are weights (normally 0 or 1): the loss is `Σ m·nll / Σ m`. Only the selected
+/// rows enter the log-softmax (computed in f32), so masked positions cost nothing and get an
+/// exact zero gradient even if their logits are not finite. With no selected position the
+/// loss is a constant 0 and the count 0: there is nothing to learn from the batch.
+///
+/// To average over all tokens of several micro-batches, weight each loss by
+/// `count / total_count` before its backward pass.
+pub fn masked_cross_entropy(
+    logits: &Tensor,
+    targets: &Tensor,
+    mask: &Tensor,
+) -> Result<(Tensor, usize)> {
+    let (b, s, vocab) = logits.dims3()?;
+    if targets.dims() != [b, s] || mask.dims() != [b, s] {
+        return Err(TrainError::Config(format!(
+            "masked_cross_entropy: logits are [{b}, {s}, {vocab}] but targets are {:?} and \
+             mask {:?}; expected both [{b}, {s}]",
+            targets.dims(),
+            mask.dims()
+        )));
+    }
+    let weights: Vec<f32> = mask.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    let target_ids: Vec<u32> = targets.flatten_all()?.to_vec1()?;
+    let mut rows = Vec::new();
+    let mut picked = Vec::new();
+    let mut row_weights = Vec::new();
+    for (i, (&w, &id)) in weights.iter().zip(&target_ids).enumerate() {
+        if w == 0.0 {
+            continue;
+        }
+        if id as usize >= vocab {
+            return Err(TrainError::Config(format!(
+                "masked_cross_entropy: target id {id} at [{}, {}] is outside the vocabulary \
+                 of {vocab}",
+                i / s,
+                i % s
+            )));
+        }
+        rows.push(i as u32);
+        picked.push(id);
+        row_weights.push(w);
+    }
+    let device = logits.device();
+    let count = rows.len();
+    if count == 0 {
+        return Ok((Tensor::zeros((), DType::F32, device)?, 0));
+    }
+    let rows = Tensor::from_vec(rows, count, device)?;
+    let selected = logits
+        .reshape((b * s, vocab))?
+        .index_select(&rows, 0)?
+        .to_dtype(DType::F32)?;
+    let log_probs = log_softmax_last(&selected)?;
+    let picked = Tensor::from_vec(picked, (count, 1), device)?;
+    let target_log_probs = log_probs.gather(&picked, 1)?.squeeze(1)?;
+    let total_weight: f32 = row_weights.iter().sum();
+    let weighted = if row_weights.iter().all(|&w| w == 1.0) {
+        target_log_probs
+    } else {
+        (target_log_probs * Tensor::from_vec(row_weights, count, device)?)?
+    };
+    let loss = weighted
+        .sum_all()?
+        .affine(-1.0 / f64::from(total_weight), 0.0)?;
+    Ok((loss, count))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    fn approx(found: f32, expected: f32) {
+        assert!((found - expected).abs() < 1e-5, "{found} != {expected}");
+    }
+
+    #[test]
+    fn log_softmax_matches_hand_values_and_is_stable() {
+        // log Σ exp([0, ln 2, ln 3]) = ln 6: [-ln 6, ln 2 - ln 6, ln 3 - ln 6]. Shifted by
+        // 1000 (exp overflows f32 beyond 88) the answer is the same, up to the f32 spacing
+        // of 1000 + ln 2 (6e-5).
+        let dev = Device::Cpu;
+        let (l2, l3, l6) = (2f32.ln(), 3f32.ln(), 6f32.ln());
+        let x = Tensor::new(&[[0f32, l2, l3], [1000.0, 1000.0 + l2, 1000.0 + l3]], &dev).unwrap();
+        let y: Vec<Vec<f32>> = log_softmax_last(&x).unwrap().to_vec2().unwrap();
+        for (row, tolerance) in y.into_iter().zip([1e-6, 1e-4]) {
+            for (found, expected) in row.into_iter().zip([-l6, l2 - l6, l3 - l6]) {
+                assert!(
+                    (found - expected).abs() < tolerance,
+                    "{found} != {expected}"
+                );
+            }
+        }
+    }
+
+    /// One row of 2 positions over a vocabulary of 3.
+    /// Position 0: logits [0, ln 2, ln 3] (probabilities 1/6, 2/6, 3/6), target 2.
+    /// Position 1: logits [0, 0, 0] (1/3 each), target 0.
+    fn example(dev: &Device) -> Var {
+        let (l2, l3) = (2f32.ln(), 3f32.ln());
+        Var::new(&[[[0f32, l2, l3], [0.0, 0.0, 0.0]]], dev).unwrap()
+    }
+
+    #[test]
+    fn mean_over_masked_tokens_matches_hand_values() {
+        let dev = Device::Cpu;
+        let logits = example(&dev);
+        let targets = Tensor::new(&[[2u32, 0]], &dev).unwrap();
+
+        // Both positions: (-ln(1/2) - ln(1/3)) / 2 = (ln 2 + ln 3) / 2 = 0.895879734.
+        let mask = Tensor::new(&[[1f32, 1.0]], &dev).unwrap();
+        let (loss, count) = masked_cross_entropy(&logits, &targets, &mask).unwrap();
+        assert_eq!(count, 2);
+        approx(loss.to_scalar().unwrap(), 0.895_879_7);
+
+        // Only position 0: ln 2.
+        let mask = Tensor::new(&[[1f32, 0.0]], &dev).unwrap();
+        let (loss, count) = masked_cross_entropy(&logits, &targets, &mask).unwrap();
+        assert_eq!(count, 1);
+        approx(loss.to_scalar().unwrap(), 2f32.ln());
+
+        // Weights 1 and 3: (ln 2 + 3 ln 3) / 4 = 0.997253.
+        let mask = Tensor::new(&[[1f32, 3.0]], &dev).unwrap();
+        let (loss, _) = masked_cross_entropy(&logits, &targets, &mask).unwrap();
+        approx(
+            loss.to_scalar().unwrap(),
+            (2f32.ln() + 3.0 * 3f32.ln()) / 4.0,
+        );
+    }
+
+    #[test]
+    fn gradient_is_softmax_minus_one_hot_and_zero_where_masked() {
+        // d(-log p_target)/d logits = p - onehot(target): at position 0,
+        // [1/6, 2/6, 3/6 - 1] = [1/6, 1/3, -1/2]; position 1 is masked, so exactly 0,
+        // even with a NaN logit there.
+        let dev = Device::Cpu;
+        let (l2, l3) = (2f32.ln(), 3f32.ln());
+        let logits = Var::new(&[[[0f32, l2, l3], [f32::NAN, 0.0, 0.0]]], &dev).unwrap();
+        let targets = Tensor::new(&[[2u32, 0]], &dev).unwrap();
+        let mask = Tensor::new(&[[1f32, 0.0]], &dev).unwrap();
+        let (loss, _) = masked_cross_entropy(&logits, &targets, &mask).unwrap();
+        approx(loss.to_scalar().unwrap(), 2f32.ln());
+        let grads = loss.backward().unwrap();
+        let g: Vec<Vec<Vec<f32>>> = grads.get(logits.as_tensor()).unwrap().to_vec3().unwrap();
+        for (found, expected) in g[0][0].iter().zip([1.0 / 6.0, 1.0 / 3.0, -0.5]) {
+            approx(*found, expected);
+        }
+        assert_eq!(g[0][1], [0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn empty_mask_gives_zero_and_bad_inputs_are_named() {
+        let dev = Device::Cpu;
+        let logits = example(&dev);
+        let targets = Tensor::new(&[[2u32, 0]], &dev).unwrap();
+        let mask = Tensor::zeros((1, 2), DType::F32, &dev).unwrap();
+        let (loss, count) = masked_cross_entropy(&logits, &targets, &mask).unwrap();
+        assert_eq!((loss.to_scalar::<f32>().unwrap(), count), (0.0, 0));
+
+        let bad = Tensor::new(&[[2u32, 3]], &dev).unwrap();
+        let ones = Tensor::ones((1, 2), DType::F32, &dev).unwrap();
+        let err = masked_cross_entropy(&logits, &bad, &ones)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("target id 3 at [0, 1]"), "{err}");
+        let err = masked_cross_entropy(&logits, &bad.t().unwrap(), &ones)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("expected both [1, 2]"), "{err}");
+    }
+}

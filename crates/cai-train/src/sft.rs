@@ -1,0 +1,533 @@
+//! Supervised fine-tuning (`cai sft`): the config, and the training loop that reads top to
+//! bottom — batch → forward → loss → backward → clip → step → schedule → log → eval →
+//! checkpoint — with exact resume, a stop flag for Ctrl-C and a stop on non-finite numbers.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use cai_model::config::ModelConfig;
+use cai_model::decoder::{Batch, Decoder};
+use cai_model::layers::Mode;
+use cai_model::lora::{adapter_config, adapter_tensors, save_adapter, LoraConfig};
+use cai_model::tokenizer::{DialogueFormat, Tokenizer};
+use cai_model::weights::{hf_tensors, load_decoder, parse_dtype, save_decoder};
+use candle_core::{DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::sft_data::{epoch_order, load_examples, pack, Example};
+use crate::{
+    latest_checkpoint, load_checkpoint, masked_cross_entropy, save_checkpoint, AdamW, AdamWConfig,
+    Checkpoint, CheckpointOptions, GradAccumulator, MetricRecord, MetricsWriter, Result, Schedule,
+    ScheduleKind, Split, TrainError, TrainParam, TrainerState,
+};
+
+/// Settings of an SFT run. Defaults follow the CAI paper where it gives one (one epoch, a
+/// constant learning rate) and TRL's `SFTConfig` elsewhere.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SftConfig {
+    /// Passes over the data (CAI paper: 1).
+    pub epochs: u64,
+    /// Stop after this many optimiser steps even if epochs remain.
+    pub max_steps: Option<u64>,
+    /// Peak learning rate (TRL's default 2e-5; the paper uses 0.5× the pre-training LR).
+    pub learning_rate: f64,
+    /// Learning-rate shape (CAI paper: constant).
+    pub schedule: ScheduleKind,
+    /// Linear warm-up steps (0: none).
+    pub warmup_steps: u64,
+    /// Sequences per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per optimiser step.
+    pub grad_accum: usize,
+    /// Longest sequence in tokens; longer examples are cut.
+    pub max_length: usize,
+    /// Concatenate short examples into full-length rows.
+    pub packing: bool,
+    /// Decoupled weight decay of matrices and embeddings (norms and biases never decay).
+    pub weight_decay: f64,
+    /// Global gradient-norm clipping (TRL: 1.0; 0 disables).
+    pub max_grad_norm: f64,
+    /// Evaluate every N steps when eval data is given (0: only at the end).
+    pub eval_every: u64,
+    /// Save a resumable checkpoint every N steps (0: only when interrupted).
+    pub save_every: u64,
+    /// Checkpoints kept (older ones are deleted; the newest is always kept).
+    pub keep_last: Option<usize>,
+    /// Seed of shuffling and dropout.
+    pub seed: u64,
+    /// How `messages` become text.
+    pub format: DialogueFormat,
+    /// Train LoRA adapters instead of every weight.
+    pub lora: Option<LoraConfig>,
+    /// Compute dtype (`f32`, `bf16`, `f16`); master weights and moments stay f32.
+    pub dtype: String,
+}
+
+impl Default for SftConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 1,
+            max_steps: None,
+            learning_rate: 2e-5,
+            schedule: ScheduleKind::Constant,
+            warmup_steps: 0,
+            batch_size: 8,
+            grad_accum: 1,
+            max_length: 1024,
+            packing: false,
+            weight_decay: 0.0,
+            max_grad_norm: 1.0,
+            eval_every: 0,
+            save_every: 500,
+            keep_last: Some(2),
+            seed: 0,
+            format: DialogueFormat::Auto,
+            lora: None,
+            dtype: "f32".into(),
+        }
+    }
+}
+
+/// What to train on and where to write.
+#[derive(Debug, Clone)]
+pub struct SftRun {
+    /// Model directory (HF layout).
+    pub model_dir: PathBuf,
+    /// Training JSONL.
+    pub data: PathBuf,
+    /// Optional evaluation JSONL.
+    pub eval_data: Option<PathBuf>,
+    /// Output directory.
+    pub output: PathBuf,
+    /// Continue from the newest checkpoint in `output/checkpoints` if there is one.
+    pub resume: bool,
+    /// Device to train on.
+    pub device: Device,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SftOutcome {
+    /// Every step ran and the model was written to the output directory.
+    Finished {
+        /// Optimiser steps.
+        steps: u64,
+        /// Last training loss.
+        train_loss: Option<f64>,
+        /// Final evaluation loss, if eval data was given.
+        eval_loss: Option<f64>,
+    },
+    /// The stop flag was raised; a checkpoint was saved to resume from.
+    Interrupted {
+        /// The checkpoint written.
+        checkpoint: PathBuf,
+    },
+}
+
+/// Name of the resolved config written beside the outputs.
+pub const SFT_CONFIG_FILE: &str = "sft_config.json";
+
+/// Train. `progress` sees every metric record as it is written; `stop` is polled between
+/// steps (Ctrl-C).
+pub fn run_sft(
+    run: &SftRun,
+    cfg: &SftConfig,
+    stop: &AtomicBool,
+    progress: &mut dyn FnMut(&MetricRecord, u64),
+) -> Result<SftOutcome> {
+    validate(cfg)?;
+    let dtype = parse_dtype(&cfg.dtype).ok_or_else(|| {
+        TrainError::Config(format!("dtype '{}': expected f32, bf16 or f16", cfg.dtype))
+    })?;
+    let model_config = ModelConfig::from_file(&run.model_dir.join("config.json"))?;
+    let tokenizer = Tokenizer::from_dir(&run.model_dir)?;
+    tokenizer.check_fits(model_config.vocab_size, &run.model_dir)?;
+    let ckpt = cai_model::checkpoint::Checkpoint::open_dir(&run.model_dir)?;
+    let mut decoder = load_decoder(model_config, &ckpt, dtype, &run.device)?;
+
+    let rows = prepare(&run.data, &tokenizer, cfg)?;
+    let eval_rows = match &run.eval_data {
+        Some(p) => prepare(p, &tokenizer, cfg)?,
+        None => Vec::new(),
+    };
+    if rows.is_empty() {
+        return Err(TrainError::Config(format!(
+            "{}: no training examples",
+            run.data.display()
+        )));
+    }
+    let params: Vec<TrainParam> = match &cfg.lora {
+        Some(lora) => decoder
+            .add_lora(lora)?
+            .into_iter()
+            .map(|(name, var)| TrainParam {
+                name,
+                var,
+                decay: true,
+            })
+            .collect(),
+        None => decoder
+            .make_trainable()?
+            .into_iter()
+            .map(|(spec, var)| TrainParam::from_spec(&spec, var))
+            .collect(),
+    };
+    let mut optimizer = AdamW::new(
+        params.clone(),
+        AdamWConfig {
+            lr: cfg.learning_rate,
+            weight_decay: cfg.weight_decay,
+            ..AdamWConfig::default()
+        },
+    )?;
+    let per_step = cfg.batch_size * cfg.grad_accum;
+    let steps_per_epoch = rows.len().div_ceil(per_step) as u64;
+    let total_steps = cfg
+        .max_steps
+        .unwrap_or(u64::MAX)
+        .min(cfg.epochs * steps_per_epoch);
+    let schedule = Schedule {
+        kind: cfg.schedule,
+        warmup_steps: cfg.warmup_steps,
+        total_steps,
+        min_lr_ratio: 0.0,
+    };
+    schedule.validate()?;
+
+    let checkpoints = run.output.join("checkpoints");
+    let config_json = serde_json::json!({
+        "sft": cfg,
+        "model": run.model_dir,
+        "data": run.data,
+        "eval_data": run.eval_data,
+    });
+    std::fs::create_dir_all(&run.output).map_err(|e| TrainError::io(&run.output, e))?;
+    let mut state = TrainerState::new(cfg.seed);
+    let mut metrics = match latest_checkpoint(&checkpoints)?.filter(|_| run.resume) {
+        Some(dir) => {
+            let loaded = load_checkpoint(&dir, weights_file(cfg), &run.device)?;
+            if loaded.config.get("sft") != config_json.get("sft") {
+                return Err(TrainError::checkpoint(&dir, "was written with other SFT settings; rerun with those settings or start a new output directory"));
+            }
+            restore_weights(&params, &loaded.weights, &decoder, &dir)?;
+            loaded.restore_optimizer(&mut optimizer)?;
+            state = loaded.state;
+            tracing::info!("resuming from {} at step {}", dir.display(), state.step);
+            MetricsWriter::resume(&run.output.join("metrics.jsonl"), state.step)?
+        }
+        None => {
+            // A fresh run starts a fresh log (the CLI refuses to reuse an output directory
+            // without --resume or --overwrite).
+            let path = run.output.join("metrics.jsonl");
+            if path.exists() {
+                std::fs::remove_file(&path).map_err(|e| TrainError::io(&path, e))?;
+            }
+            MetricsWriter::open(&path)?
+        }
+    };
+    write_json(&run.output.join(SFT_CONFIG_FILE), &config_json)?;
+
+    let save = |decoder: &Decoder, optimizer: &AdamW, state: &TrainerState| -> Result<PathBuf> {
+        let weights = trained_tensors(decoder, cfg, dtype)?;
+        let extra = [(
+            "config.json".to_string(),
+            serde_json::to_vec_pretty(&decoder.config().to_hf_json()).expect("json"),
+        )];
+        let checkpoint = Checkpoint {
+            weights: &weights,
+            optimizer,
+            state,
+            config: &config_json,
+            extra_files: &extra,
+        };
+        let dir = save_checkpoint(
+            &checkpoints,
+            &checkpoint,
+            &CheckpointOptions {
+                weights_file: weights_file(cfg).into(),
+                keep_last: cfg.keep_last,
+            },
+        )?;
+        // With the tokenizer (and the adapter's config) beside the weights, a checkpoint
+        // directory loads as a model or adapter of its own.
+        tokenizer.save(&dir)?;
+        if let Some(lora) = &cfg.lora {
+            let config = adapter_config(decoder, lora, &run.model_dir.display().to_string());
+            write_json(&dir.join("adapter_config.json"), &config)?;
+        }
+        Ok(dir)
+    };
+
+    let mut grads = GradAccumulator::new();
+    let mut order = epoch_order(rows.len(), cfg.seed, state.epoch);
+    while state.step < total_steps {
+        if stop.load(Ordering::SeqCst) {
+            return Ok(SftOutcome::Interrupted {
+                checkpoint: save(&decoder, &optimizer, &state)?,
+            });
+        }
+        let started = Instant::now();
+        // Batch: the step's micro-batches, in the epoch's seeded order.
+        let mut micro = Vec::with_capacity(cfg.grad_accum);
+        for _ in 0..cfg.grad_accum {
+            if state.data_position as usize >= rows.len() {
+                state.epoch += 1;
+                state.data_position = 0;
+                order = epoch_order(rows.len(), cfg.seed, state.epoch);
+            }
+            let start = state.data_position as usize;
+            let end = (start + cfg.batch_size).min(rows.len());
+            micro.push(
+                order[start..end]
+                    .iter()
+                    .map(|&i| &rows[i])
+                    .collect::<Vec<_>>(),
+            );
+            state.data_position = end as u64;
+        }
+        let total: usize = micro.iter().flatten().map(|e| e.target_tokens()).sum();
+        // Forward, loss and backward per micro-batch; the loss is the mean over every target
+        // token of the step, so each micro-batch is weighted by its share of them.
+        let mut step_loss = 0.0;
+        let mut step_tokens = 0;
+        for (m, examples) in micro.iter().enumerate() {
+            decoder.set_dropout_seed(cai_core::rng::derive_seed_u64(
+                cfg.seed,
+                &[state.step, m as u64],
+            ));
+            let (ids, batch, targets, mask) = collate(examples, &run.device)?;
+            step_tokens += batch.valid.iter().flatten().filter(|&&v| v).count();
+            let logits = decoder.forward_train(&ids, &batch)?;
+            let (loss, count) = masked_cross_entropy(&logits, &targets, &mask)?;
+            if count == 0 {
+                continue;
+            }
+            let loss_value = f64::from(loss.to_scalar::<f32>()?);
+            if !loss_value.is_finite() {
+                return Err(TrainError::NonFinite {
+                    step: state.step + 1,
+                    what: "loss".into(),
+                });
+            }
+            step_loss += loss_value * count as f64 / total.max(1) as f64;
+            grads.add(
+                &(loss * (count as f64 / total.max(1) as f64))?.backward()?,
+                &params,
+            )?;
+        }
+        // Clip, check, step, schedule.
+        let grad_norm = grads.global_norm()?;
+        if !grad_norm.is_finite() || !grads.is_finite()? {
+            return Err(TrainError::NonFinite {
+                step: state.step + 1,
+                what: "gradient".into(),
+            });
+        }
+        if cfg.max_grad_norm > 0.0 {
+            grads.clip_to(cfg.max_grad_norm)?;
+        }
+        let lr = schedule.lr_at(state.step, cfg.learning_rate);
+        optimizer.step(&grads, lr)?;
+        grads.clear();
+        state.step += 1;
+        state.tokens_seen += total as u64;
+        state.last_train_loss = Some(step_loss);
+        // Log.
+        let mut record = MetricRecord::new(state.step, Split::Train, step_loss);
+        record.lr = Some(lr);
+        record.grad_norm = Some(grad_norm);
+        record.tokens_per_s = Some(step_tokens as f64 / started.elapsed().as_secs_f64());
+        record.epoch = Some(state.epoch as f64 + state.data_position as f64 / rows.len() as f64);
+        metrics.write(&record)?;
+        progress(&record, total_steps);
+        // Evaluate and checkpoint.
+        if !eval_rows.is_empty() && cfg.eval_every > 0 && state.step.is_multiple_of(cfg.eval_every)
+        {
+            let loss = evaluate(&decoder, &eval_rows, cfg.batch_size, &run.device)?;
+            state.record_eval(loss);
+            let record = MetricRecord::new(state.step, Split::Eval, loss);
+            metrics.write(&record)?;
+            progress(&record, total_steps);
+        }
+        if cfg.save_every > 0 && state.step.is_multiple_of(cfg.save_every) {
+            save(&decoder, &optimizer, &state)?;
+        }
+    }
+    let evaluated_last_step = cfg.eval_every > 0 && state.step.is_multiple_of(cfg.eval_every);
+    let eval_loss = if eval_rows.is_empty() {
+        None
+    } else if evaluated_last_step {
+        state.last_eval_loss
+    } else {
+        let loss = evaluate(&decoder, &eval_rows, cfg.batch_size, &run.device)?;
+        state.record_eval(loss);
+        let record = MetricRecord::new(state.step, Split::Eval, loss);
+        metrics.write(&record)?;
+        progress(&record, total_steps);
+        Some(loss)
+    };
+    write_model(&decoder, &tokenizer, run, cfg, dtype)?;
+    Ok(SftOutcome::Finished {
+        steps: state.step,
+        train_loss: state.last_train_loss,
+        eval_loss,
+    })
+}
+
+fn validate(cfg: &SftConfig) -> Result<()> {
+    let bad = |m: &str| Err(TrainError::Config(m.to_string()));
+    if cfg.batch_size == 0 || cfg.grad_accum == 0 {
+        return bad("batch_size and grad_accum must be at least 1");
+    }
+    if cfg.max_length < 2 {
+        return bad("max_length must be at least 2 tokens");
+    }
+    if cfg.epochs == 0 || cfg.max_steps == Some(0) {
+        return bad("epochs and max_steps must be at least 1");
+    }
+    if !(cfg.learning_rate.is_finite() && cfg.learning_rate >= 0.0) {
+        return bad("learning_rate must be a non-negative number");
+    }
+    if let Some(lora) = &cfg.lora {
+        lora.validate()?;
+    }
+    Ok(())
+}
+
+fn weights_file(cfg: &SftConfig) -> &'static str {
+    if cfg.lora.is_some() {
+        "adapter_model.safetensors"
+    } else {
+        "model.safetensors"
+    }
+}
+
+fn prepare(path: &Path, tokenizer: &Tokenizer, cfg: &SftConfig) -> Result<Vec<Example>> {
+    let examples = load_examples(path, tokenizer, cfg.format, cfg.max_length)?;
+    Ok(if cfg.packing {
+        pack(&examples, cfg.max_length)
+    } else {
+        examples
+    })
+}
+
+/// Right-pad a micro-batch. Shapes: ids `[b, L]`, targets `[b, L]` (position t predicts
+/// token t + 1), mask `[b, L]` (the target's loss weight; 0 past the end of a row).
+fn collate(examples: &[&Example], device: &Device) -> Result<(Tensor, Batch, Tensor, Tensor)> {
+    let b = examples.len();
+    let l = examples.iter().map(|e| e.ids.len()).max().unwrap_or(1);
+    let mut ids = Vec::with_capacity(b * l);
+    let mut targets = Vec::with_capacity(b * l);
+    let mut mask = Vec::with_capacity(b * l);
+    let mut valid = Vec::with_capacity(b);
+    for e in examples {
+        let n = e.ids.len();
+        for t in 0..l {
+            ids.push(if t < n { e.ids[t] } else { 0 });
+            targets.push(if t + 1 < n { e.ids[t + 1] } else { 0 });
+            mask.push(if t + 1 < n { e.loss_mask[t + 1] } else { 0.0 });
+        }
+        valid.push((0..l).map(|t| t < n).collect());
+    }
+    Ok((
+        Tensor::from_vec(ids, (b, l), device)?,
+        Batch::from_valid(valid),
+        Tensor::from_vec(targets, (b, l), device)?,
+        Tensor::from_vec(mask, (b, l), device)?,
+    ))
+}
+
+/// Mean loss per target token over `rows`, without gradients or dropout.
+pub fn evaluate(
+    decoder: &Decoder,
+    rows: &[Example],
+    batch_size: usize,
+    device: &Device,
+) -> Result<f64> {
+    let (mut sum, mut count) = (0.0, 0usize);
+    for chunk in rows.chunks(batch_size.max(1)) {
+        let refs: Vec<&Example> = chunk.iter().collect();
+        let (ids, batch, targets, mask) = collate(&refs, device)?;
+        let hidden = decoder.forward_hidden(&ids, &batch, None, Mode::Infer)?;
+        let (loss, n) = masked_cross_entropy(&decoder.logits(&hidden)?, &targets, &mask)?;
+        sum += f64::from(loss.to_scalar::<f32>()?) * n as f64;
+        count += n;
+    }
+    Ok(if count == 0 { 0.0 } else { sum / count as f64 })
+}
+
+/// The tensors a checkpoint holds: adapters under PEFT names, or the whole model under HF names.
+fn trained_tensors(
+    decoder: &Decoder,
+    cfg: &SftConfig,
+    dtype: DType,
+) -> Result<BTreeMap<String, Tensor>> {
+    Ok(if cfg.lora.is_some() {
+        adapter_tensors(decoder)?.into_iter().collect()
+    } else {
+        hf_tensors(decoder, dtype)?
+    })
+}
+
+fn restore_weights(
+    params: &[TrainParam],
+    weights: &BTreeMap<String, Tensor>,
+    decoder: &Decoder,
+    dir: &Path,
+) -> Result<()> {
+    let conv1d: Vec<String> = decoder
+        .params()
+        .into_iter()
+        .filter(|(s, _)| s.conv1d)
+        .map(|(s, _)| s.name)
+        .collect();
+    for p in params {
+        let t = weights
+            .get(&p.name)
+            .ok_or_else(|| TrainError::checkpoint(dir, format!("missing tensor '{}'", p.name)))?;
+        let t = if conv1d.contains(&p.name) {
+            t.t()?.contiguous()?
+        } else {
+            t.clone()
+        };
+        p.var
+            .set(&t.to_dtype(p.var.dtype())?.to_device(p.var.device())?)?;
+    }
+    Ok(())
+}
+
+/// The finished model: a full HF model directory, or a PEFT adapter, plus the tokenizer.
+fn write_model(
+    decoder: &Decoder,
+    tokenizer: &Tokenizer,
+    run: &SftRun,
+    cfg: &SftConfig,
+    dtype: DType,
+) -> Result<()> {
+    match &cfg.lora {
+        Some(lora) => save_adapter(
+            decoder,
+            &run.output,
+            lora,
+            &run.model_dir.display().to_string(),
+        )?,
+        None => {
+            save_decoder(decoder, &run.output, dtype)?;
+            let generation = run.model_dir.join("generation_config.json");
+            if generation.exists() {
+                let target = run.output.join("generation_config.json");
+                std::fs::copy(&generation, &target).map_err(|e| TrainError::io(&target, e))?;
+            }
+        }
+    }
+    tokenizer.save(&run.output)?;
+    Ok(())
+}
+
+fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).expect("serialisable") + "\n";
+    std::fs::write(path, text).map_err(|e| TrainError::io(path, e))
+}

@@ -1,0 +1,384 @@
+//! SFT end to end on tiny models: learning, LoRA, exact resume, non-finite stop, bad data.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use cai_model::init::{init_model, ModelShape, TokenizerSource};
+use cai_model::lora::LoraConfig;
+use cai_model::tokenizer::{DialogueFormat, Tokenizer};
+use cai_train::sft::{run_sft, SftConfig, SftOutcome, SftRun};
+use cai_train::sft_data::tokenize_dialogue;
+use cai_train::{MetricRecord, Split, TrainError};
+use candle_core::{DType, Device};
+
+const CORPUS: &str = "Human: how do I bake bread for my sister?\n\nAssistant: Mix flour, water and yeast, let it rise, then bake it.\n\
+Human: how do I fix a bike for my friend?\n\nAssistant: Check the chain, pump the tyres and oil the gears.\n";
+
+fn tiny_model(dir: &Path) -> PathBuf {
+    let corpus = dir.join("corpus.txt");
+    std::fs::write(&corpus, CORPUS.repeat(20)).unwrap();
+    let model = dir.join("base");
+    let shape = ModelShape {
+        hidden_size: 32,
+        num_layers: 2,
+        num_heads: 4,
+        intermediate_size: 64,
+        vocab_size: 300,
+        max_position_embeddings: 128,
+        ..ModelShape::default()
+    };
+    init_model(
+        &shape,
+        TokenizerSource::Train(corpus),
+        3,
+        DType::F32,
+        &model,
+    )
+    .unwrap();
+    model
+}
+
+fn write_data(dir: &Path, lines: &[String]) -> PathBuf {
+    let path = dir.join("data.jsonl");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    path
+}
+
+fn toy_data(dir: &Path) -> PathBuf {
+    let lines: Vec<String> = (0..8)
+        .map(|i| {
+            serde_json::json!({
+                "id": i,
+                "messages": [
+                    {"role": "user", "content": if i % 2 == 0 { "how do I bake bread?" } else { "how do I fix a bike?" }},
+                    {"role": "assistant", "content": if i % 2 == 0 { "Mix flour and water, then bake it." } else { "Check the chain and pump the tyres." }},
+                ]
+            })
+            .to_string()
+        })
+        .collect();
+    write_data(dir, &lines)
+}
+
+fn run(
+    model: &Path,
+    data: &Path,
+    output: &Path,
+    cfg: &SftConfig,
+    resume: bool,
+    stop_after: Option<u64>,
+) -> (Result<SftOutcome, TrainError>, Vec<MetricRecord>) {
+    let stop = AtomicBool::new(false);
+    let mut seen = Vec::new();
+    let spec = SftRun {
+        model_dir: model.to_path_buf(),
+        data: data.to_path_buf(),
+        eval_data: None,
+        output: output.to_path_buf(),
+        resume,
+        device: Device::Cpu,
+    };
+    let outcome = run_sft(&spec, cfg, &stop, &mut |r, _| {
+        seen.push(r.clone());
+        if r.split == Split::Train && Some(r.step) == stop_after {
+            stop.store(true, Ordering::SeqCst);
+        }
+    });
+    (outcome, seen)
+}
+
+fn train_losses(path: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<MetricRecord>(l).unwrap())
+        .filter(|r| r.split == Split::Train)
+        .map(|r| (r.step, r.loss))
+        .collect()
+}
+
+fn quick() -> SftConfig {
+    SftConfig {
+        epochs: 10,
+        learning_rate: 3e-3,
+        batch_size: 4,
+        save_every: 0,
+        ..SftConfig::default()
+    }
+}
+
+#[test]
+fn full_fine_tuning_learns_and_writes_an_hf_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let data = toy_data(tmp.path());
+    let out = tmp.path().join("sft");
+    let cfg = SftConfig {
+        epochs: 20,
+        learning_rate: 1e-2,
+        ..quick()
+    };
+    let (outcome, records) = run(&model, &data, &out, &cfg, false, None);
+    let SftOutcome::Finished { steps, .. } = outcome.unwrap() else {
+        panic!("not finished")
+    };
+    assert_eq!(steps, 40);
+    let first = records.first().unwrap().loss;
+    let last = records.last().unwrap().loss;
+    assert!(last < first * 0.25, "loss {first} -> {last}");
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "sft_config.json",
+        "metrics.jsonl",
+    ] {
+        assert!(out.join(file).exists(), "{file} missing");
+    }
+    // The written model loads and differs from the base.
+    let base =
+        cai_model::local::LocalModel::load(model.to_str().unwrap(), &Default::default()).unwrap();
+    let tuned =
+        cai_model::local::LocalModel::load(out.to_str().unwrap(), &Default::default()).unwrap();
+    let (b, t) = (base.decoder().params(), tuned.decoder().params());
+    let changed = b.iter().zip(&t).filter(|((_, x), (_, y))| {
+        let d: f32 = (x - y)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        d > 0.0
+    });
+    assert_eq!(
+        changed.count(),
+        b.len(),
+        "every parameter should change under full fine-tuning"
+    );
+}
+
+#[test]
+fn lora_trains_only_the_adapters() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let data = toy_data(tmp.path());
+    let out = tmp.path().join("lora");
+    let cfg = SftConfig {
+        lora: Some(LoraConfig {
+            dropout: 0.0,
+            ..LoraConfig::default()
+        }),
+        learning_rate: 1e-2,
+        ..quick()
+    };
+    let (outcome, records) = run(&model, &data, &out, &cfg, false, None);
+    assert!(matches!(outcome.unwrap(), SftOutcome::Finished { .. }));
+    assert!(records.last().unwrap().loss < records.first().unwrap().loss);
+    assert!(
+        out.join("adapter_config.json").exists() && out.join("adapter_model.safetensors").exists()
+    );
+    assert!(
+        !out.join("model.safetensors").exists(),
+        "a LoRA run writes only the adapter"
+    );
+    let adapter =
+        candle_core::safetensors::load(out.join("adapter_model.safetensors"), &Device::Cpu)
+            .unwrap();
+    assert!(adapter
+        .keys()
+        .all(|k| k.contains(".lora_A.") || k.contains(".lora_B.")));
+    let moved = adapter.iter().filter(|(k, t)| {
+        k.contains("lora_B")
+            && t.abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                > 0.0
+    });
+    assert!(
+        moved.count() > 0,
+        "lora_B starts at zero and must have moved"
+    );
+}
+
+#[test]
+fn a_resumed_run_reproduces_the_uninterrupted_losses_bit_for_bit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let data = toy_data(tmp.path());
+    let cfg = SftConfig {
+        epochs: 3,
+        batch_size: 3,
+        grad_accum: 2,
+        save_every: 0,
+        ..quick()
+    };
+    let straight = tmp.path().join("straight");
+    run(&model, &data, &straight, &cfg, false, None).0.unwrap();
+    let resumed = tmp.path().join("resumed");
+    let (first, _) = run(&model, &data, &resumed, &cfg, false, Some(2));
+    assert!(matches!(first.unwrap(), SftOutcome::Interrupted { .. }));
+    let (second, _) = run(&model, &data, &resumed, &cfg, true, None);
+    assert!(matches!(second.unwrap(), SftOutcome::Finished { .. }));
+    let a = train_losses(&straight.join("metrics.jsonl"));
+    let b = train_losses(&resumed.join("metrics.jsonl"));
+    assert_eq!(a.len(), 6);
+    assert_eq!(a, b, "losses differ after resume");
+}
+
+#[test]
+fn a_non_finite_loss_stops_training_and_keeps_the_last_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let data = toy_data(tmp.path());
+    let out = tmp.path().join("nan");
+    // An absurd learning rate blows the weights up after the first update.
+    let cfg = SftConfig {
+        learning_rate: 1e30,
+        max_grad_norm: 0.0,
+        save_every: 1,
+        ..quick()
+    };
+    let (outcome, _) = run(&model, &data, &out, &cfg, false, None);
+    let err = outcome.unwrap_err();
+    assert!(matches!(err, TrainError::NonFinite { .. }), "{err}");
+    assert!(err.to_string().contains("last good checkpoint"), "{err}");
+    let latest = cai_train::latest_checkpoint(&out.join("checkpoints"))
+        .unwrap()
+        .expect("a checkpoint");
+    let loaded = cai_train::load_checkpoint(&latest, "model.safetensors", &Device::Cpu).unwrap();
+    assert!(loaded.state.step >= 1);
+    assert!(
+        !out.join("model.safetensors").exists(),
+        "no final model after a failed run"
+    );
+}
+
+#[test]
+fn a_bad_data_line_is_reported_with_file_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let good = serde_json::json!({"prompt": "hi", "completion": " there"}).to_string();
+    let data = write_data(
+        tmp.path(),
+        &[good.clone(), r#"{"prompt": "no completion"}"#.into(), good],
+    );
+    let (outcome, _) = run(
+        &model,
+        &data,
+        &tmp.path().join("bad"),
+        &quick(),
+        false,
+        None,
+    );
+    let msg = outcome.unwrap_err().to_string();
+    assert!(msg.contains("data.jsonl:2"), "{msg}");
+    assert!(msg.contains("completion"), "{msg}");
+}
+
+#[test]
+fn the_loss_mask_covers_exactly_the_assistant_turns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let tok = Tokenizer::from_dir(&model).unwrap();
+    let messages: Vec<cai_core::dialogue::Message> = serde_json::from_value(serde_json::json!([
+        {"role": "user", "content": "how do I bake bread?"},
+        {"role": "assistant", "content": "Mix flour."},
+        {"role": "user", "content": "and then?"},
+        {"role": "assistant", "content": "Bake it."},
+    ]))
+    .unwrap();
+    let ex = tokenize_dialogue(&messages, &tok, DialogueFormat::Transcript).unwrap();
+    let eos = tok.eos_ids()[0];
+    let targets: Vec<u32> = ex
+        .ids
+        .iter()
+        .zip(&ex.loss_mask)
+        .filter(|(_, &m)| m > 0.0)
+        .map(|(&t, _)| t)
+        .collect();
+    // Both answers (with their leading space) and an eos after each.
+    assert_eq!(targets.iter().filter(|&&t| t == eos).count(), 2);
+    let text = tok
+        .decode(
+            &targets
+                .iter()
+                .copied()
+                .filter(|&t| t != eos)
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+    assert_eq!(text, " Mix flour. Bake it.");
+    // The whole sequence is the transcript followed by eos tokens.
+    let context: Vec<u32> = ex.ids.iter().copied().filter(|&t| t != eos).collect();
+    assert_eq!(
+        tok.decode(&context).unwrap(),
+        cai_core::dialogue::render_transcript(&messages, false)
+    );
+}
+
+#[test]
+fn the_final_evaluation_is_logged_once_and_checkpoints_load_as_models() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let data = toy_data(tmp.path());
+    let out = tmp.path().join("eval");
+    let cfg = SftConfig {
+        epochs: 2,
+        eval_every: 2,
+        save_every: 4,
+        ..quick()
+    };
+    let spec = SftRun {
+        model_dir: model.clone(),
+        data: data.clone(),
+        eval_data: Some(data.clone()),
+        output: out.clone(),
+        resume: false,
+        device: Device::Cpu,
+    };
+    let outcome = run_sft(&spec, &cfg, &AtomicBool::new(false), &mut |_, _| {}).unwrap();
+    assert!(matches!(
+        outcome,
+        SftOutcome::Finished {
+            steps: 4,
+            eval_loss: Some(_),
+            ..
+        }
+    ));
+    let evals: Vec<u64> = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<MetricRecord>(l).unwrap())
+        .filter(|r| r.split == Split::Eval)
+        .map(|r| r.step)
+        .collect();
+    assert_eq!(evals, vec![2, 4]);
+    let checkpoint = cai_train::latest_checkpoint(&out.join("checkpoints"))
+        .unwrap()
+        .unwrap();
+    cai_model::local::LocalModel::load(checkpoint.to_str().unwrap(), &Default::default()).unwrap();
+}
+
+#[test]
+fn zero_epochs_is_a_configuration_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let data = toy_data(tmp.path());
+    let cfg = SftConfig {
+        epochs: 0,
+        max_steps: Some(5),
+        ..quick()
+    };
+    let (outcome, _) = run(&model, &data, &tmp.path().join("zero"), &cfg, false, None);
+    assert!(matches!(outcome, Err(TrainError::Config(_))));
+}
