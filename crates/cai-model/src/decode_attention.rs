@@ -5,7 +5,12 @@
 //! tensor. Inference only (no backward); [`crate::decoder`] uses it when nothing tracks
 //! gradients.
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Shape};
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
+
+use crate::attention_backward::{attention_backward, AttnDims};
+#[cfg(target_arch = "x86_64")]
+use crate::vector::Avx512;
+use crate::vector::{Kernels, Scalar};
 use rayon::prelude::*;
 
 /// Below this many multiply-adds the work stays on one thread.
@@ -55,6 +60,43 @@ fn view<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<Vi
 impl CustomOp3 for DecodeAttention {
     fn name(&self) -> &'static str {
         "decode-attention"
+    }
+
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (b, nh, s, d) = q.dims4()?;
+        let (_, nkv, t, _) = k.dims4()?;
+        let flat = |x: &Tensor| -> candle_core::Result<Vec<f32>> { x.flatten_all()?.to_vec1() };
+        let dims = AttnDims {
+            b,
+            nh,
+            nkv,
+            s,
+            t,
+            d,
+        };
+        let mask = self.mask.as_deref().map(Vec::as_slice);
+        let (dq, dk, dv) = attention_backward(
+            &flat(q)?,
+            &flat(k)?,
+            &flat(v)?,
+            &flat(res)?,
+            &flat(grad)?,
+            mask,
+            self.scale,
+            dims,
+        );
+        Ok((
+            Some(Tensor::from_vec(dq, q.shape(), q.device())?),
+            Some(Tensor::from_vec(dk, k.shape(), k.device())?),
+            Some(Tensor::from_vec(dv, v.shape(), v.device())?),
+        ))
     }
 
     fn cpu_fwd(
@@ -128,7 +170,7 @@ unsafe fn head_avx512(
     at: Head,
     out: &mut [f32],
 ) {
-    head_generic::<simd::Avx512>(q, k, v, mask, scale, dims, at, out)
+    head_generic::<Avx512>(q, k, v, mask, scale, dims, at, out)
 }
 
 /// One (row, head): all `s` queries against the visible keys. Writes `out [s, d]`.
@@ -170,85 +212,6 @@ fn head_generic<K: Kernels>(
         let inv = 1.0 / sum;
         for (j, &p) in scores.iter().enumerate() {
             K::axpy(p * inv, v.row(at.row, g, j, d), o);
-        }
-    }
-}
-
-/// The two vector primitives attention needs.
-trait Kernels {
-    /// `a · b`.
-    fn dot(a: &[f32], b: &[f32]) -> f32;
-    /// `y += alpha · x`.
-    fn axpy(alpha: f32, x: &[f32], y: &mut [f32]);
-}
-
-struct Scalar;
-
-impl Kernels for Scalar {
-    #[inline(always)]
-    fn dot(a: &[f32], b: &[f32]) -> f32 {
-        a.iter().zip(b).map(|(x, y)| x * y).sum()
-    }
-
-    #[inline(always)]
-    fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
-        for (yi, xi) in y.iter_mut().zip(x) {
-            *yi += alpha * xi;
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod simd {
-    use std::arch::x86_64::*;
-
-    /// AVX-512 primitives; only ever inlined into `head_avx512`, which enables the feature.
-    pub struct Avx512;
-
-    #[inline(always)]
-    fn tail_mask(rem: usize) -> __mmask16 {
-        if rem >= 16 {
-            0xffff
-        } else {
-            (1u16 << rem) - 1
-        }
-    }
-
-    impl super::Kernels for Avx512 {
-        #[inline(always)]
-        fn dot(a: &[f32], b: &[f32]) -> f32 {
-            let n = a.len().min(b.len());
-            // SAFETY: callers run on a CPU with AVX-512F (see `head_avx512`); masked loads
-            // never read past `n`.
-            unsafe {
-                let mut acc = _mm512_setzero_ps();
-                let mut o = 0;
-                while o < n {
-                    let m = tail_mask(n - o);
-                    let x = _mm512_maskz_loadu_ps(m, a.as_ptr().add(o));
-                    let y = _mm512_maskz_loadu_ps(m, b.as_ptr().add(o));
-                    acc = _mm512_fmadd_ps(x, y, acc);
-                    o += 16;
-                }
-                _mm512_reduce_add_ps(acc)
-            }
-        }
-
-        #[inline(always)]
-        fn axpy(alpha: f32, x: &[f32], y: &mut [f32]) {
-            let n = x.len().min(y.len());
-            // SAFETY: as in `dot`; masked stores never write past `n`.
-            unsafe {
-                let a = _mm512_set1_ps(alpha);
-                let mut o = 0;
-                while o < n {
-                    let m = tail_mask(n - o);
-                    let xv = _mm512_maskz_loadu_ps(m, x.as_ptr().add(o));
-                    let yv = _mm512_maskz_loadu_ps(m, y.as_ptr().add(o));
-                    _mm512_mask_storeu_ps(y.as_mut_ptr().add(o), m, _mm512_fmadd_ps(a, xv, yv));
-                    o += 16;
-                }
-            }
         }
     }
 }
@@ -319,5 +282,86 @@ mod tests {
             .to_scalar()
             .unwrap();
         assert!(diff < 1e-5, "max difference {diff}");
+    }
+
+    #[test]
+    fn backward_matches_the_gradients_of_softmax_attention() {
+        use candle_core::Var;
+        let dev = Device::Cpu;
+        let (b, nh, nkv, s, d) = (2, 4, 2, 5, 12);
+        let q = Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, nh, s, d), &dev).unwrap()).unwrap();
+        let k = Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, nkv, s, d), &dev).unwrap()).unwrap();
+        let v = Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, nkv, s, d), &dev).unwrap()).unwrap();
+        // Causal, and row 1 is left-padded by two slots (a query still sees itself).
+        let mut mask = vec![0f32; b * s * s];
+        for row in 0..b {
+            for i in 0..s {
+                for j in 0..s {
+                    let padded = row == 1 && j < 2 && j != i;
+                    if j > i || padded {
+                        mask[(row * s + i) * s + j] = f32::NEG_INFINITY;
+                    }
+                }
+            }
+        }
+        let probe = Tensor::randn(0f32, 1.0, (b, nh, s, d), &dev).unwrap();
+        let op = DecodeAttention {
+            scale: 0.3,
+            mask: Some(std::sync::Arc::new(mask.clone())),
+        };
+        let fused = q
+            .as_tensor()
+            .apply_op3(k.as_tensor(), v.as_tensor(), op)
+            .unwrap();
+        let gf = (fused * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+
+        let rep = nh / nkv;
+        let expand = |x: &Tensor| {
+            x.unsqueeze(2)
+                .unwrap()
+                .repeat((1, 1, rep, 1, 1))
+                .unwrap()
+                .reshape((b, nh, s, d))
+                .unwrap()
+        };
+        let m = Tensor::from_vec(mask, (b, 1, s, s), &dev).unwrap();
+        let scores = (q
+            .as_tensor()
+            .matmul(&expand(k.as_tensor()).t().unwrap())
+            .unwrap()
+            * 0.3)
+            .unwrap()
+            .broadcast_add(&m)
+            .unwrap();
+        let plain = candle_nn::ops::softmax(&scores, D::Minus1)
+            .unwrap()
+            .matmul(&expand(v.as_tensor()))
+            .unwrap();
+        let gp = (plain * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for (name, var) in [("q", &q), ("k", &k), ("v", &v)] {
+            let a = gf.get(var.as_tensor()).unwrap();
+            let e = gp.get(var.as_tensor()).unwrap();
+            let diff: f32 = (a - e)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar()
+                .unwrap();
+            assert!(diff < 1e-4, "d{name} differs by {diff}");
+        }
     }
 }

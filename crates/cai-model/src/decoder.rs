@@ -559,7 +559,8 @@ impl Decoder {
             Some(r) => Some(r.at(&positions)?),
             None => None,
         };
-        let kernel = mode == Mode::Infer && self.device.is_cpu() && self.dtype == DType::F32;
+        // The CPU attention kernel serves f32 inference and (with its backward) training.
+        let kernel = self.device.is_cpu() && self.dtype == DType::F32;
         let build_mask = |valid: &[Vec<bool>],
                           positions: &[Vec<u32>],
                           window: Option<usize>|
@@ -729,10 +730,11 @@ impl Attention {
                 scale: 1.0 / (hd as f32).sqrt(),
                 mask: values.clone(),
             };
-            let out = q
-                .apply_op3_no_bwd(&k, &v, &op)?
-                .transpose(1, 2)?
-                .reshape((b, s, nh * hd))?;
+            let out = match mode {
+                Mode::Infer => q.apply_op3_no_bwd(&k, &v, &op)?,
+                Mode::Train => q.apply_op3(&k, &v, op)?,
+            };
+            let out = out.transpose(1, 2)?.reshape((b, s, nh * hd))?;
             return self.o.forward_mode(&out, mode);
         }
         let mask = match mask {

@@ -2,6 +2,7 @@
 //! differentiable candle decoder — loading, tokenizers, batched generation, log-prob scoring.
 #![deny(missing_docs)]
 
+pub mod attention_backward;
 pub mod batching;
 pub mod bench;
 pub mod checkpoint;
@@ -24,6 +25,7 @@ pub mod sampling;
 pub mod score;
 pub mod small_matmul;
 pub mod tokenizer;
+mod vector;
 pub mod weights;
 
 pub use error::{ModelError, Result};

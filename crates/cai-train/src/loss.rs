@@ -2,6 +2,7 @@
 //! built from differentiable candle ops only.
 
 use candle_core::{DType, Tensor, D};
+use rayon::prelude::*;
 
 use crate::{Result, TrainError};
 
@@ -78,10 +79,22 @@ pub fn masked_cross_entropy(
         .reshape((b * s, vocab))?
         .index_select(&rows, 0)?
         .to_dtype(DType::F32)?;
+    let total_weight: f32 = row_weights.iter().sum();
+    if device.is_cpu() {
+        // One pass forward and one backward over the [count, V] logits instead of the
+        // half-dozen a composed log-softmax and gather take.
+        let op = WeightedNll {
+            targets: picked,
+            weights: row_weights,
+            stats: Default::default(),
+        };
+        let nll = selected.apply_op1(op)?;
+        let loss = nll.sum_all()?.affine(1.0 / f64::from(total_weight), 0.0)?;
+        return Ok((loss, count));
+    }
     let log_probs = log_softmax_last(&selected)?;
     let picked = Tensor::from_vec(picked, (count, 1), device)?;
     let target_log_probs = log_probs.gather(&picked, 1)?.squeeze(1)?;
-    let total_weight: f32 = row_weights.iter().sum();
     let weighted = if row_weights.iter().all(|&w| w == 1.0) {
         target_log_probs
     } else {
@@ -91,6 +104,88 @@ pub fn masked_cross_entropy(
         .sum_all()?
         .affine(-1.0 / f64::from(total_weight), 0.0)?;
     Ok((loss, count))
+}
+
+/// `out[r] = −w_r · log softmax(x_r)[t_r]` as one CPU op, with backward
+/// `∂out_r/∂x_rj = w_r · (softmax(x_r)_j − [j = t_r])`.
+///
+/// Shapes: x `[n, V]` f32 -> `[n]`.
+struct WeightedNll {
+    targets: Vec<u32>,
+    weights: Vec<f32>,
+    /// Each row's (max, log-sum-exp), saved by the forward pass for the backward pass.
+    stats: std::sync::Mutex<Vec<(f32, f32)>>,
+}
+
+impl WeightedNll {
+    /// The max and log-sum-exp of one row.
+    fn row_stats(row: &[f32]) -> (f32, f32) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let sum: f32 = row.iter().map(|v| (v - max).exp()).sum();
+        (max, sum.ln())
+    }
+}
+
+impl candle_core::CustomOp1 for WeightedNll {
+    fn name(&self) -> &'static str {
+        "weighted-nll"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let candle_core::CpuStorage::F32(data) = storage else {
+            candle_core::bail!("weighted-nll: f32 logits expected");
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("weighted-nll: contiguous logits expected");
+        };
+        let (n, vocab) = layout.shape().dims2()?;
+        let stats: Vec<(f32, f32)> = data[start..end]
+            .par_chunks_exact(vocab)
+            .map(Self::row_stats)
+            .collect();
+        let out: Vec<f32> = stats
+            .iter()
+            .zip(data[start..end].chunks_exact(vocab))
+            .zip(self.targets.iter().zip(&self.weights))
+            .map(|((&(max, lse), row), (&t, &w))| -w * (row[t as usize] - max - lse))
+            .collect();
+        *self.stats.lock().expect("stats lock") = stats;
+        debug_assert_eq!(out.len(), n);
+        Ok((
+            candle_core::CpuStorage::F32(out),
+            candle_core::Shape::from(n),
+        ))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let (n, vocab) = x.dims2()?;
+        let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
+        let gs: Vec<f32> = grad.to_vec1()?;
+        let saved = self.stats.lock().expect("stats lock");
+        let stats: Vec<(f32, f32)> = if saved.len() == n {
+            saved.clone()
+        } else {
+            xs.par_chunks_exact(vocab).map(Self::row_stats).collect()
+        };
+        drop(saved);
+        let mut dx = vec![0f32; n * vocab];
+        dx.par_chunks_exact_mut(vocab)
+            .zip(xs.par_chunks_exact(vocab))
+            .enumerate()
+            .for_each(|(r, (out, row))| {
+                let scale = gs[r] * self.weights[r];
+                let (max, lse) = stats[r];
+                for (o, &v) in out.iter_mut().zip(row) {
+                    *o = scale * (v - max - lse).exp();
+                }
+                out[self.targets[r] as usize] -= scale;
+            });
+        Ok(Some(Tensor::from_vec(dx, (n, vocab), x.device())?))
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,162 @@
+//! The backward pass of [`crate::decode_attention::DecodeAttention`], so training on the CPU
+//! runs causal attention as one op each way instead of a dozen element-wise passes over the
+//! `[b, heads, s, t]` score tensor. Probabilities are recomputed row by row from q and k
+//! (as flash attention does) rather than stored.
+//!
+//! With `S = scale · q kᵀ + mask`, `P = softmax(S)`, `O = P v` and `G = ∂L/∂O`:
+//! `dP = G vᵀ`, `D_i = G_i · O_i`, `dS = P ⊙ (dP − D)`, `∂L/∂q = scale · dS k`,
+//! `∂L/∂k = scale · dSᵀ q`, `∂L/∂v = Pᵀ G`.
+
+use rayon::prelude::*;
+
+#[cfg(target_arch = "x86_64")]
+use crate::vector::Avx512;
+use crate::vector::{Kernels, Scalar};
+
+/// Shapes of one attention call.
+#[derive(Debug, Clone, Copy)]
+pub struct AttnDims {
+    /// Rows.
+    pub b: usize,
+    /// Query heads.
+    pub nh: usize,
+    /// Key/value heads.
+    pub nkv: usize,
+    /// Queries per row (the last `s` of the `t` key slots).
+    pub s: usize,
+    /// Key slots per row.
+    pub t: usize,
+    /// Head width.
+    pub d: usize,
+}
+
+/// Gradients of q, k and v.
+///
+/// Shapes (row-major): q, o, grad `[b, nh, s, d]`; k, v `[b, nkv, t, d]`; mask `[b, s, t]`
+/// -> (dq `[b, nh, s, d]`, dk `[b, nkv, t, d]`, dv `[b, nkv, t, d]`).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_backward(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    o: &[f32],
+    grad: &[f32],
+    mask: Option<&[f32]>,
+    scale: f32,
+    dims: AttnDims,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let AttnDims {
+        b,
+        nh,
+        nkv,
+        s,
+        t,
+        d,
+    } = dims;
+    let rep = nh / nkv;
+    let mut dq = vec![0f32; b * nh * s * d];
+    let mut dk = vec![0f32; b * nkv * t * d];
+    let mut dv = vec![0f32; b * nkv * t * d];
+    // One task per (row, kv head): it owns the query heads of its group in dq and its own
+    // slice of dk and dv, so tasks never write the same memory.
+    dq.par_chunks_mut(rep * s * d)
+        .zip(dk.par_chunks_mut(t * d))
+        .zip(dv.par_chunks_mut(t * d))
+        .enumerate()
+        .for_each(|(task, ((dq_g, dk_g), dv_g))| {
+            let out = GroupGrads {
+                dq: dq_g,
+                dk: dk_g,
+                dv: dv_g,
+            };
+            let inputs = Inputs {
+                q,
+                k,
+                v,
+                o,
+                grad,
+                mask,
+                scale,
+                dims,
+            };
+            #[cfg(target_arch = "x86_64")]
+            if is_x86_feature_detected!("avx512f") {
+                // SAFETY: AVX-512F is available.
+                return unsafe { group_avx512(&inputs, task, out) };
+            }
+            group::<Scalar>(&inputs, task, out)
+        });
+    (dq, dk, dv)
+}
+
+struct Inputs<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    o: &'a [f32],
+    grad: &'a [f32],
+    mask: Option<&'a [f32]>,
+    scale: f32,
+    dims: AttnDims,
+}
+
+struct GroupGrads<'a> {
+    dq: &'a mut [f32],
+    dk: &'a mut [f32],
+    dv: &'a mut [f32],
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn group_avx512(x: &Inputs<'_>, task: usize, out: GroupGrads<'_>) {
+    group::<Avx512>(x, task, out)
+}
+
+/// The gradients of one (row, kv head) group: its query heads' dq, and its dk and dv.
+#[inline(always)]
+fn group<K: Kernels>(x: &Inputs<'_>, task: usize, out: GroupGrads<'_>) {
+    let AttnDims {
+        nh, nkv, s, t, d, ..
+    } = x.dims;
+    let rep = nh / nkv;
+    let (row, g) = (task / nkv, task % nkv);
+    let kv_base = (row * nkv + g) * t * d;
+    let k_g = &x.k[kv_base..kv_base + t * d];
+    let v_g = &x.v[kv_base..kv_base + t * d];
+    let mut p = vec![0f32; t];
+    for r in 0..rep {
+        let head = g * rep + r;
+        let q_base = (row * nh + head) * s * d;
+        for i in 0..s {
+            let visible = t - s + i + 1;
+            let qi = &x.q[q_base + i * d..q_base + (i + 1) * d];
+            let gi = &x.grad[q_base + i * d..q_base + (i + 1) * d];
+            let oi = &x.o[q_base + i * d..q_base + (i + 1) * d];
+            // Recompute this query's probabilities.
+            let mut max = f32::NEG_INFINITY;
+            for (j, pj) in p[..visible].iter_mut().enumerate() {
+                let m = x.mask.map_or(0.0, |m| m[(row * s + i) * t + j]);
+                *pj = K::dot(qi, &k_g[j * d..(j + 1) * d]) * x.scale + m;
+                max = max.max(*pj);
+            }
+            let mut sum = 0f32;
+            for pj in &mut p[..visible] {
+                *pj = (*pj - max).exp();
+                sum += *pj;
+            }
+            let delta = K::dot(gi, oi);
+            let dqi = &mut out.dq[(r * s + i) * d..(r * s + i + 1) * d];
+            for (j, &pj) in p[..visible].iter().enumerate() {
+                let pj = pj / sum;
+                if pj == 0.0 {
+                    continue;
+                }
+                let dp = K::dot(gi, &v_g[j * d..(j + 1) * d]);
+                let ds = pj * (dp - delta) * x.scale;
+                K::axpy(ds, &k_g[j * d..(j + 1) * d], dqi);
+                K::axpy(ds, qi, &mut out.dk[j * d..(j + 1) * d]);
+                K::axpy(pj, gi, &mut out.dv[j * d..(j + 1) * d]);
+            }
+        }
+    }
+}
