@@ -114,6 +114,25 @@ pub struct ResumedOutput<T> {
     pub writer: JsonlWriter,
 }
 
+impl<T> ResumedOutput<T> {
+    /// Records of the whole run, done and to do.
+    pub fn total(&self) -> usize {
+        self.done + self.todo.len()
+    }
+
+    /// True, after telling the user, when `output` already holds every record.
+    pub fn all_done(&self, output: &Path) -> bool {
+        if self.todo.is_empty() {
+            eprintln!(
+                "{}: all {} records already done; pass --overwrite to start again",
+                output.display(),
+                self.total()
+            );
+        }
+        self.todo.is_empty()
+    }
+}
+
 /// Open `output` for a run over `items`, each with the id `id(item)`. With `overwrite`, or
 /// when `output` does not exist, start afresh; otherwise keep its complete records (a cut-off
 /// last line is dropped) and leave out the items whose ids it holds.

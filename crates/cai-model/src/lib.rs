@@ -7,6 +7,7 @@ pub mod batching;
 pub mod bench;
 pub mod checkpoint;
 pub mod config;
+mod cpu_storage;
 pub mod decode_attention;
 pub mod decoder;
 pub mod device;

@@ -7,20 +7,12 @@
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 
+use crate::cpu_storage::contiguous_f32;
+
 /// The op; see the module docs. Shapes: x `[.., h]`, w `[h]` -> `[.., h]`.
 pub struct RmsNormOp {
     /// ε inside the square root.
     pub eps: f32,
-}
-
-fn slices<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    let CpuStorage::F32(data) = s else {
-        candle_core::bail!("rms-norm: {what} must be f32");
-    };
-    let Some((start, end)) = l.contiguous_offsets() else {
-        candle_core::bail!("rms-norm: {what} must be contiguous");
-    };
-    Ok(&data[start..end])
 }
 
 /// `r` of each row of `x` (`[rows, h]` row-major).
@@ -45,7 +37,10 @@ impl CustomOp2 for RmsNormOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (x, w) = (slices(s1, l1, "x")?, slices(s2, l2, "w")?);
+        let (x, w) = (
+            contiguous_f32(s1, l1, self.name(), "x")?,
+            contiguous_f32(s2, l2, self.name(), "w")?,
+        );
         let h = w.len();
         let r = inverse_rms(x, h, self.eps);
         let mut y = vec![0f32; x.len()];

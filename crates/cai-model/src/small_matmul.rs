@@ -5,6 +5,8 @@
 //! [`crate::layers::Linear`] uses it only when neither operand tracks gradients.
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape};
+
+use crate::cpu_storage::contiguous_f32;
 use rayon::prelude::*;
 
 /// Largest row count for which the kernel beats packed GEMM on the reference model.
@@ -27,19 +29,14 @@ impl CustomOp2 for SmallMatmul {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(x), CpuStorage::F32(w)) = (s1, s2) else {
-            candle_core::bail!("small-m-matmul: f32 inputs expected");
-        };
-        let (Some((xs, xe)), Some((ws, we))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
-        else {
-            candle_core::bail!("small-m-matmul: contiguous inputs expected");
-        };
+        let x = contiguous_f32(s1, l1, self.name(), "x")?;
+        let w = contiguous_f32(s2, l2, self.name(), "w")?;
         let (m, k) = l1.shape().dims2()?;
         let (n, k2) = l2.shape().dims2()?;
         if k != k2 {
             candle_core::bail!("small-m-matmul: inner dimensions {k} and {k2} differ");
         }
-        let out = matmul_transposed(&x[xs..xe], &w[ws..we], m, n, k);
+        let out = matmul_transposed(x, w, m, n, k);
         Ok((CpuStorage::F32(out), Shape::from((m, n))))
     }
 }
@@ -328,19 +325,14 @@ impl CustomOp2 for SmallMatmulT {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(x), CpuStorage::F32(wt)) = (s1, s2) else {
-            candle_core::bail!("small-m-matmul-t: f32 inputs expected");
-        };
-        let (Some((xs, xe)), Some((ws, we))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
-        else {
-            candle_core::bail!("small-m-matmul-t: contiguous inputs expected");
-        };
+        let x = contiguous_f32(s1, l1, self.name(), "x")?;
+        let wt = contiguous_f32(s2, l2, self.name(), "wt")?;
         let (m, k) = l1.shape().dims2()?;
         let (k2, n) = l2.shape().dims2()?;
         if k != k2 {
             candle_core::bail!("small-m-matmul-t: inner dimensions {k} and {k2} differ");
         }
-        let out = matmul_weight_t(&x[xs..xe], &wt[ws..we], m, n, k);
+        let out = matmul_weight_t(x, wt, m, n, k);
         Ok((CpuStorage::F32(out), Shape::from((m, n))))
     }
 }

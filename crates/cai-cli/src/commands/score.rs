@@ -121,14 +121,10 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
         &config,
         VOLATILE,
     )?;
-    let total = out.done + out.todo.len();
-    if out.todo.is_empty() {
-        eprintln!(
-            "{}: all {total} records already done; pass --overwrite to start again",
-            config.output.display()
-        );
+    if out.all_done(&config.output) {
         return Ok(());
     }
+    let total = out.total();
     if let (Some(text), Some(path)) = (&context, &config.context) {
         model_args::prefill_context(&model, text, path)?;
     }
