@@ -1,22 +1,22 @@
 //! Tokenizers: Hugging Face `tokenizer.json` plus the special tokens and chat template that
-//! `tokenizer_config.json`, `generation_config.json` and `config.json` add; byte-level BPE
-//! training for models made from scratch.
+//! `tokenizer_config.json`, `generation_config.json` and `config.json` add, and encoding,
+//! decoding and dialogue rendering with them. Reading and settling the special tokens is in
+//! `tokenizer/specials.rs`; byte-level BPE training for models made from scratch is in
+//! `tokenizer/train.rs`, re-exported here.
+
+mod specials;
+mod train;
 
 use std::path::{Path, PathBuf};
 
 use cai_core::chat_template::{self, ChatTemplate};
 use cai_core::dialogue::{render_transcript, Message};
 use serde_json::{json, Value};
-use tokenizers::decoders::DecoderWrapper;
-use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
-use tokenizers::normalizers::NormalizerWrapper;
-use tokenizers::pre_tokenizers::byte_level::ByteLevel;
-use tokenizers::pre_tokenizers::PreTokenizerWrapper;
-use tokenizers::processors::template::TemplateProcessing;
-use tokenizers::processors::PostProcessorWrapper;
-use tokenizers::{AddedToken, TokenizerBuilder};
 
 use crate::{ModelError, Result};
+use specials::Specials;
+
+pub use train::BpeStyle;
 
 /// The one special token of tokenizers trained by [`Tokenizer::train_bpe`] (GPT-2's).
 const ENDOFTEXT: &str = "<|endoftext|>";
@@ -34,61 +34,6 @@ pub enum DialogueFormat {
     Auto,
 }
 
-/// How a trained byte-level BPE splits text before merging.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BpeStyle {
-    /// GPT-2's byte-level regex (runs of digits stay together).
-    Gpt2,
-    /// Qwen2's pipeline: NFC, then Qwen's split regex (every digit on its own), then byte-level
-    /// without a regex. transformers rebuilds exactly this pipeline for `qwen2` models from the
-    /// vocabulary alone, so their tokenizers must be trained with it.
-    Qwen,
-}
-
-/// Qwen2's pre-tokenization regex, as in its published `tokenizer.json`.
-const QWEN_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-
-impl BpeStyle {
-    /// The style transformers expects for an architecture's tokenizer.
-    pub fn for_architecture(arch: crate::config::Architecture) -> Self {
-        use crate::config::Architecture as A;
-        match arch {
-            A::Qwen2 | A::Qwen3 => Self::Qwen,
-            A::Llama | A::Mistral | A::Gpt2 => Self::Gpt2,
-        }
-    }
-
-    fn normalizer(self) -> Option<NormalizerWrapper> {
-        match self {
-            Self::Gpt2 => None,
-            Self::Qwen => Some(tokenizers::normalizers::unicode::NFC.into()),
-        }
-    }
-
-    fn pre_tokenizer(self) -> std::result::Result<PreTokenizerWrapper, String> {
-        use tokenizers::pre_tokenizers::sequence::Sequence;
-        use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
-        use tokenizers::SplitDelimiterBehavior;
-        Ok(match self {
-            Self::Gpt2 => ByteLevel::new(false, true, true).into(),
-            Self::Qwen => {
-                let split = Split::new(
-                    SplitPattern::Regex(QWEN_SPLIT.into()),
-                    SplitDelimiterBehavior::Isolated,
-                    false,
-                )
-                .map_err(|e| e.to_string())?;
-                Sequence::new(vec![
-                    split.into(),
-                    ByteLevel::new(false, true, false).into(),
-                ])
-                .into()
-            }
-        })
-    }
-}
-
 /// A Hugging Face tokenizer with the special tokens and chat template of its model.
 #[derive(Clone)]
 pub struct Tokenizer {
@@ -104,19 +49,6 @@ pub struct Tokenizer {
     model_max_length: Option<usize>,
     /// The template's source and the parsed template, or why it does not parse.
     chat_template: Option<(String, std::result::Result<ChatTemplate, String>)>,
-}
-
-/// Special tokens as the config files state them, before they are checked against the vocab.
-#[derive(Default)]
-struct Specials {
-    bos_token: Option<String>,
-    eos_token: Option<String>,
-    pad_token: Option<String>,
-    bos_id: Option<u32>,
-    eos_ids: Vec<u32>,
-    pad_id: Option<u32>,
-    /// `add_bos_token` if a file states it.
-    add_bos: Option<bool>,
 }
 
 impl Tokenizer {
@@ -147,10 +79,7 @@ impl Tokenizer {
         let mut model_max_length = None;
         let config_path = dir.join("tokenizer_config.json");
         if let Some(config) = read_json(&config_path)? {
-            specials.bos_token = chat_template::special_token(&config, "bos_token");
-            specials.eos_token = chat_template::special_token(&config, "eos_token");
-            specials.pad_token = chat_template::special_token(&config, "pad_token");
-            specials.add_bos = config.get("add_bos_token").and_then(Value::as_bool);
+            specials.read_tokenizer_config(&config);
             model_max_length = config
                 .get("model_max_length")
                 .and_then(Value::as_u64)
@@ -163,18 +92,7 @@ impl Tokenizer {
                 std::fs::read_to_string(&jinja_path).map_err(|e| ModelError::io(&jinja_path, e))?,
             );
         }
-        for name in ["generation_config.json", "config.json"] {
-            let path = dir.join(name);
-            if let Some(config) = read_json(&path)? {
-                let bos = config_ids(&config, "bos_token_id", &path)?;
-                let pad = config_ids(&config, "pad_token_id", &path)?;
-                specials.bos_id = specials.bos_id.or(bos.first().copied());
-                specials.pad_id = specials.pad_id.or(pad.first().copied());
-                specials
-                    .eos_ids
-                    .extend(config_ids(&config, "eos_token_id", &path)?);
-            }
-        }
+        specials.read_model_config_ids(dir)?;
         let tokenizer = Self::assemble(inner, path, specials)?;
         let tokenizer = Tokenizer {
             model_max_length,
@@ -217,125 +135,17 @@ impl Tokenizer {
         Self::assemble(inner, path.to_path_buf(), specials)
     }
 
-    /// Train a GPT-2-style byte-level BPE on the UTF-8 text file `corpus`.
-    ///
-    /// The 256 byte symbols are all in the vocabulary, so every string is encodable; merges
-    /// need a pair seen at least twice, so a small corpus gives fewer than `vocab_size` tokens.
-    /// `<|endoftext|>` is id 0 and serves as bos (added to every encoding), eos and pad.
-    pub fn train_bpe(corpus: &Path, vocab_size: usize) -> Result<Tokenizer> {
-        Self::train_bpe_with(corpus, vocab_size, BpeStyle::Gpt2)
-    }
-
-    /// [`Tokenizer::train_bpe`] with a chosen pre-tokenization (see [`BpeStyle`]).
-    pub fn train_bpe_with(corpus: &Path, vocab_size: usize, style: BpeStyle) -> Result<Tokenizer> {
-        let text = std::fs::read_to_string(corpus).map_err(|e| ModelError::io(corpus, e))?;
-        if text.trim().is_empty() {
-            return Err(tokenizer_error(corpus, "the training corpus is empty"));
-        }
-        let min_vocab = ByteLevel::alphabet().len() + 1;
-        if vocab_size < min_vocab {
-            return Err(tokenizer_error(
-                corpus,
-                format!("vocab_size {vocab_size} is below {min_vocab} (256 bytes + {ENDOFTEXT})"),
-            ));
-        }
-        let train_error =
-            |e: tokenizers::Error| tokenizer_error(corpus, format!("BPE training failed: {e}"));
-        let add_bos = TemplateProcessing::builder()
-            .try_single(format!("{ENDOFTEXT} $A"))
-            .and_then(|b| b.try_pair(format!("{ENDOFTEXT} $A $B:1")))
-            .map_err(|e| tokenizer_error(corpus, e))?
-            .special_tokens(vec![(ENDOFTEXT, 0)])
-            .build()
-            .map_err(|e| tokenizer_error(corpus, e.to_string()))?;
-        let mut trainer = BpeTrainerBuilder::new()
-            .vocab_size(vocab_size)
-            .min_frequency(2)
-            .show_progress(false)
-            .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
-            .special_tokens(vec![AddedToken::from(ENDOFTEXT, true)])
-            .build();
-        let mut bpe = TokenizerBuilder::<
-            BPE,
-            NormalizerWrapper,
-            PreTokenizerWrapper,
-            PostProcessorWrapper,
-            DecoderWrapper,
-        >::new()
-        .with_model(BPE::default())
-        .with_normalizer(style.normalizer())
-        .with_pre_tokenizer(Some(
-            style
-                .pre_tokenizer()
-                .map_err(|e| tokenizer_error(corpus, e))?,
-        ))
-        .with_post_processor(Some(add_bos.into()))
-        .with_decoder(Some(ByteLevel::default().into()))
-        .build()
-        .map_err(train_error)?;
-        bpe.train(&mut trainer, text.split_inclusive('\n'))
-            .map_err(train_error)?;
-        let specials = Specials {
-            bos_token: Some(ENDOFTEXT.into()),
-            eos_token: Some(ENDOFTEXT.into()),
-            pad_token: Some(ENDOFTEXT.into()),
-            add_bos: Some(true),
-            ..Specials::default()
-        };
-        Self::assemble(bpe.into(), corpus.to_path_buf(), specials)
-    }
-
     /// Check the stated special tokens against the vocabulary and settle ids and defaults.
     fn assemble(
         mut inner: tokenizers::Tokenizer,
         origin: PathBuf,
-        s: Specials,
+        specials: Specials,
     ) -> Result<Tokenizer> {
         inner.with_padding(None);
         inner
             .with_truncation(None)
             .map_err(|e| tokenizer_error(&origin, e.to_string()))?;
-        let id_of = |token: &str| {
-            inner.token_to_id(token).ok_or_else(|| {
-                tokenizer_error(
-                    &origin,
-                    format!("special token '{token}' is not in the vocabulary"),
-                )
-            })
-        };
-        let bos_id = s.bos_token.as_deref().map(id_of).transpose()?.or(s.bos_id);
-        let bos = bos_id.and_then(|id| Some((inner.id_to_token(id)?, id)));
-        let mut eos_ids = s
-            .eos_token
-            .as_deref()
-            .map(id_of)
-            .transpose()?
-            .into_iter()
-            .collect::<Vec<_>>();
-        for id in s.eos_ids {
-            if !eos_ids.contains(&id) {
-                eos_ids.push(id);
-            }
-        }
-        let Some(eos_token) = eos_ids.first().and_then(|&id| inner.id_to_token(id)) else {
-            return Err(tokenizer_error(
-                &origin,
-                "no end-of-sequence token: set eos_token in tokenizer_config.json or \
-                 eos_token_id in generation_config.json",
-            ));
-        };
-        let pad_id = s
-            .pad_token
-            .and_then(|token| inner.token_to_id(&token))
-            .or(s.pad_id)
-            .unwrap_or(eos_ids[0]);
-        let post_processor_adds_bos = || {
-            let ids = inner
-                .encode("a", true)
-                .map(|e| e.get_ids().first().copied());
-            matches!(ids, Ok(first) if first == bos_id)
-        };
-        let add_bos = bos.is_some() && s.add_bos.unwrap_or_else(post_processor_adds_bos);
+        let resolved = specials.resolve(&inner, &origin)?;
         let vocab_size = inner
             .get_vocab(true)
             .into_values()
@@ -344,11 +154,11 @@ impl Tokenizer {
         Ok(Tokenizer {
             inner,
             origin,
-            bos,
-            eos_token,
-            eos_ids,
-            pad_id,
-            add_bos,
+            bos: resolved.bos,
+            eos_token: resolved.eos_token,
+            eos_ids: resolved.eos_ids,
+            pad_id: resolved.pad_id,
+            add_bos: resolved.add_bos,
             vocab_size,
             model_max_length: None,
             chat_template: None,
@@ -601,31 +411,19 @@ fn read_json(path: &Path) -> Result<Option<Value>> {
     }
 }
 
-/// A token-id field of a model config: absent or null, an id, or a list of ids.
-fn config_ids(config: &Value, key: &str, path: &Path) -> Result<Vec<u32>> {
-    let as_id = |v: &Value| v.as_u64().and_then(|id| u32::try_from(id).ok());
-    let ids = match config.get(key) {
-        None | Some(Value::Null) => Some(vec![]),
-        Some(Value::Array(list)) => list.iter().map(as_id).collect(),
-        Some(value) => as_id(value).map(|id| vec![id]),
-    };
-    ids.ok_or_else(|| ModelError::Config {
-        path: path.to_path_buf(),
-        message: format!("{key} must be a token id or a list of token ids"),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::fs;
+    use tokenizers::processors::PostProcessorWrapper;
+    use tokenizers::AddedToken;
 
     const CORPUS: &str = "The assistant should be helpful, honest and harmless.\n\
         Human: How do I bake bread?\nAssistant: Mix flour, water, salt and yeast, then bake.\n\
         Critique: the answer is helpful and harmless.\n";
 
     /// A BPE trained on a few repeated lines written into `dir`.
-    fn trained(dir: &Path) -> Tokenizer {
+    pub(super) fn trained(dir: &Path) -> Tokenizer {
         let corpus = dir.join("corpus.txt");
         fs::write(&corpus, CORPUS.repeat(20)).unwrap();
         Tokenizer::train_bpe(&corpus, 300).unwrap()
@@ -633,37 +431,6 @@ mod tests {
 
     fn write_json(path: PathBuf, value: Value) {
         fs::write(path, value.to_string()).unwrap();
-    }
-
-    #[test]
-    fn trained_bpe_round_trips_any_text() {
-        let tmp = tempfile::tempdir().unwrap();
-        let tok = trained(tmp.path());
-        assert_eq!(tok.token_to_id(ENDOFTEXT), Some(0));
-        assert_eq!(
-            (tok.bos_id(), tok.eos_ids(), tok.pad_id()),
-            (Some(0), &[0][..], 0)
-        );
-        assert!(
-            tok.vocab_size() > 257 && tok.vocab_size() <= 300,
-            "{}",
-            tok.vocab_size()
-        );
-        for text in [
-            "The assistant is helpful.",
-            "héllo wörld — 日本語 🙂\n\ttabs",
-        ] {
-            let ids = tok.encode(text, false).unwrap();
-            assert!(ids.iter().all(|&id| (id as usize) < tok.vocab_size()));
-            assert_eq!(tok.decode(&ids).unwrap(), text);
-        }
-        let common = tok.encode(" assistant", false).unwrap();
-        assert!(
-            common.len() < " assistant".len(),
-            "merges were learned: {common:?}"
-        );
-        assert_eq!(tok.decode_token(0).as_deref(), Some(ENDOFTEXT));
-        assert_eq!(tok.decode_token(1_000_000), None);
     }
 
     #[test]
@@ -841,36 +608,12 @@ mod tests {
     }
 
     #[test]
-    fn missing_and_empty_files_are_named() {
+    fn a_missing_tokenizer_json_is_named() {
         let tmp = tempfile::tempdir().unwrap();
         let err = Tokenizer::from_dir(tmp.path()).unwrap_err().to_string();
         assert!(
             err.contains("tokenizer.json") && err.contains("needs tokenizer.json"),
             "{err}"
         );
-        let empty = tmp.path().join("empty.txt");
-        fs::write(&empty, "\n  \n").unwrap();
-        let err = Tokenizer::train_bpe(&empty, 300).unwrap_err().to_string();
-        assert!(err.contains("empty.txt") && err.contains("empty"), "{err}");
-        let err = Tokenizer::train_bpe(&tmp.path().join("absent.txt"), 300)
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("absent.txt"), "{err}");
-        fs::write(&empty, "some text").unwrap();
-        assert!(Tokenizer::train_bpe(&empty, 100)
-            .unwrap_err()
-            .to_string()
-            .contains("below 257"));
-    }
-
-    #[test]
-    fn config_ids_accept_an_id_a_list_or_null() {
-        let config = json!({"a": 2, "b": [1, 2], "c": null, "d": "x"});
-        let path = Path::new("config.json");
-        assert_eq!(config_ids(&config, "a", path).unwrap(), [2]);
-        assert_eq!(config_ids(&config, "b", path).unwrap(), [1, 2]);
-        assert!(config_ids(&config, "c", path).unwrap().is_empty());
-        assert!(config_ids(&config, "missing", path).unwrap().is_empty());
-        assert!(config_ids(&config, "d", path).is_err());
     }
 }
