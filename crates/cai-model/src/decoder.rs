@@ -355,8 +355,15 @@ impl Mlp {
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         match self {
             Mlp::SwiGlu { gate, up, down } => {
-                let g = candle_nn::ops::silu(&gate.forward_mode(x, mode)?)?;
-                down.forward_mode(&(g * up.forward_mode(x, mode)?)?, mode)
+                let (g, u) = (gate.forward_mode(x, mode)?, up.forward_mode(x, mode)?);
+                let fused = mode == Mode::Train && g.device().is_cpu() && g.dtype() == DType::F32;
+                let h = if fused {
+                    g.contiguous()?
+                        .apply_op2(&u.contiguous()?, crate::train_ops::SwiGluOp)?
+                } else {
+                    (candle_nn::ops::silu(&g)? * u)?
+                };
+                down.forward_mode(&h, mode)
             }
             Mlp::Gelu { fc, proj, erf } => {
                 let hdn = fc.forward_mode(x, mode)?;

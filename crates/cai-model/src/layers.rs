@@ -262,6 +262,11 @@ fn llama3_scale(freq: f64, s: &Llama3RopeScaling) -> f64 {
     }
 }
 
+/// The hand-differentiated RoPE op serves f32 CPU training.
+fn fused_train_rope(x: &Tensor, at: &RopeAt) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32 && at.cos.dtype() == DType::F32
+}
+
 /// Apply rotary embeddings (the "rotate half" convention of HF Llama).
 /// Shapes: x `[b, heads, s, d]`, factors `[b, s, d/2]` -> `[b, heads, s, d]`.
 pub fn apply_rope(x: &Tensor, at: &RopeAt, mode: Mode) -> Result<Tensor> {
@@ -270,6 +275,11 @@ pub fn apply_rope(x: &Tensor, at: &RopeAt, mode: Mode) -> Result<Tensor> {
             &x.contiguous()?,
             &at.cos,
             &at.sin,
+        )?),
+        Mode::Train if fused_train_rope(x, at) => Ok(x.contiguous()?.apply_op3(
+            &at.cos.contiguous()?,
+            &at.sin.contiguous()?,
+            crate::train_ops::RopeOp,
         )?),
         Mode::Train => {
             let d = x.dim(D::Minus1)?;

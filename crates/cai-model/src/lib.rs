@@ -26,6 +26,7 @@ pub mod sampling;
 pub mod score;
 pub mod small_matmul;
 pub mod tokenizer;
+pub mod train_ops;
 mod vector;
 pub mod weights;
 
