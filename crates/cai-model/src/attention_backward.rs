@@ -160,3 +160,67 @@ fn group<K: Kernels>(x: &Inputs<'_>, task: usize, out: GroupGrads<'_>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_portable_path_matches_the_dispatched_one() {
+        let dims = AttnDims {
+            b: 2,
+            nh: 4,
+            nkv: 2,
+            s: 5,
+            t: 5,
+            d: 18,
+        };
+        let n_q = dims.b * dims.nh * dims.s * dims.d;
+        let n_kv = dims.b * dims.nkv * dims.t * dims.d;
+        let make = |n: usize, salt: usize| -> Vec<f32> {
+            (0..n)
+                .map(|i| (((i * 31 + salt) % 97) as f32 - 48.0) / 50.0)
+                .collect()
+        };
+        let (q, k, v, o, g) = (
+            make(n_q, 1),
+            make(n_kv, 2),
+            make(n_kv, 3),
+            make(n_q, 4),
+            make(n_q, 5),
+        );
+        let inputs = Inputs {
+            q: &q,
+            k: &k,
+            v: &v,
+            o: &o,
+            grad: &g,
+            mask: None,
+            scale: 0.25,
+            dims,
+        };
+        let (dq, dk, dv) = attention_backward(&q, &k, &v, &o, &g, None, 0.25, dims);
+        let rep = dims.nh / dims.nkv;
+        for task in 0..dims.b * dims.nkv {
+            let (row, gr) = (task / dims.nkv, task % dims.nkv);
+            let mut pq = vec![0f32; rep * dims.s * dims.d];
+            let mut pk = vec![0f32; dims.t * dims.d];
+            let mut pv = vec![0f32; dims.t * dims.d];
+            group::<Scalar>(
+                &inputs,
+                task,
+                GroupGrads {
+                    dq: &mut pq,
+                    dk: &mut pk,
+                    dv: &mut pv,
+                },
+            );
+            let q0 = (row * dims.nh + gr * rep) * dims.s * dims.d;
+            let k0 = (row * dims.nkv + gr) * dims.t * dims.d;
+            let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-4);
+            assert!(close(&pq, &dq[q0..q0 + pq.len()]));
+            assert!(close(&pk, &dk[k0..k0 + pk.len()]));
+            assert!(close(&pv, &dv[k0..k0 + pv.len()]));
+        }
+    }
+}

@@ -364,4 +364,41 @@ mod tests {
             assert!(diff < 1e-4, "d{name} differs by {diff}");
         }
     }
+
+    #[test]
+    fn the_portable_kernel_matches_the_vector_kernel() {
+        let (rep, s, t, d) = (2, 3, 7, 20);
+        let data: Vec<f32> = (0..2 * 4 * t * d)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 60.0)
+            .collect();
+        let view = |strides: [usize; 4]| View {
+            data: &data,
+            offset: 0,
+            strides,
+        };
+        let (q, kv) = (
+            view([4 * s * d, s * d, d, 1]),
+            view([2 * t * d, t * d, d, 1]),
+        );
+        let mut mask = vec![0f32; 2 * s * t];
+        mask[3] = f32::NEG_INFINITY;
+        let dims = Dims { rep, s, t, d };
+        for head in 0..4 {
+            let at = Head { row: 1, head };
+            let mut portable = vec![0f32; s * d];
+            head_generic::<Scalar>(&q, &kv, &kv, Some(&mask), 0.2, dims, at, &mut portable);
+            let mut reference = vec![0f32; s * d];
+            #[cfg(target_arch = "x86_64")]
+            if is_x86_feature_detected!("avx512f") {
+                // SAFETY: AVX-512F is available.
+                unsafe { head_avx512(&q, &kv, &kv, Some(&mask), 0.2, dims, at, &mut reference) };
+            } else {
+                head_generic::<Scalar>(&q, &kv, &kv, Some(&mask), 0.2, dims, at, &mut reference);
+            }
+            for (a, b) in portable.iter().zip(&reference) {
+                assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+            }
+            assert!(portable.iter().all(|v| v.is_finite()));
+        }
+    }
 }
