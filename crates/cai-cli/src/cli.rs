@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::commands::{bench, chat, generate, init_model, merge_lora, score, sft};
+use crate::commands::{bench, chat, generate, init_model, lab, merge_lora, score, sft};
 
 /// cai: Constitutional AI over Hugging Face causal language models, on candle.
 #[derive(Debug, Parser)]
@@ -34,4 +34,7 @@ pub enum Command {
     MergeLora(merge_lora::MergeLoraArgs),
     /// Throughput and peak memory of generation and scoring on the bench-6m model.
     Bench(bench::BenchArgs),
+    /// The alignment lab: a synthetic world, its pre-training corpus and assets, and a
+    /// ground-truth judge.
+    Lab(lab::LabArgs),
 }

@@ -46,6 +46,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Score(args) => commands::score::run(args),
         Command::Chat(args) => commands::chat::run(args),
         Command::Bench(args) => commands::bench::run(args),
+        Command::Lab(args) => commands::lab::run(args),
     };
     done.map(|()| ExitCode::SUCCESS)
 }

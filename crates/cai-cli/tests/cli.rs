@@ -25,3 +25,6 @@ mod bench;
 
 #[path = "cli/sft.rs"]
 mod sft;
+
+#[path = "cli/lab.rs"]
+mod lab;

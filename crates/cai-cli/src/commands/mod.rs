@@ -4,6 +4,7 @@ pub mod bench;
 pub mod chat;
 pub mod generate;
 pub mod init_model;
+pub mod lab;
 pub mod merge_lora;
 pub mod score;
 pub mod sft;

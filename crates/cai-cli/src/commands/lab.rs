@@ -1,0 +1,33 @@
+//! `cai lab`: the alignment lab — a seeded synthetic world with a pre-training corpus, lab
+//! assets (constitution, few-shot file, HHH context, prompt sets) and a ground-truth judge.
+
+mod generate;
+mod judge;
+
+use clap::{Args, Subcommand};
+
+/// Raw `cai lab` arguments: one subcommand.
+#[derive(Debug, Args)]
+pub struct LabArgs {
+    #[command(subcommand)]
+    pub command: LabCommand,
+}
+
+/// The lab's subcommands.
+#[derive(Debug, Subcommand)]
+pub enum LabCommand {
+    /// Write the lab's world for a seed: the pre-training corpus (plain text and JSONL by
+    /// kind) and the assets — constitution, few-shot examples, HHH context, prompt sets
+    Generate(generate::LabGenerateArgs),
+    /// Judge responses to lab prompts with the oracle: each response's kind and scores, or
+    /// which of two responses is better
+    Judge(judge::JudgeArgs),
+}
+
+/// Run a lab subcommand.
+pub fn run(args: LabArgs) -> anyhow::Result<()> {
+    match args.command {
+        LabCommand::Generate(args) => generate::run(args),
+        LabCommand::Judge(args) => judge::run(args),
+    }
+}
