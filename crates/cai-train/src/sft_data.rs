@@ -27,6 +27,9 @@ pub struct SftRecord {
     /// The completion of `prompt`; the loss covers it and the end-of-sequence token.
     #[serde(default)]
     pub completion: Option<String>,
+    /// Plain text (language modelling, e.g. pre-training): the loss covers every token.
+    #[serde(default)]
+    pub text: Option<String>,
 }
 
 /// A tokenized example: ids and a per-token loss weight (1 = learn to predict this token).
@@ -69,9 +72,14 @@ pub fn load_examples(
             (None, Some(prompt), Some(completion)) => {
                 tokenize_pair(prompt, completion, tokenizer).map_err(|e| bad(e.to_string()))?
             }
+            (None, None, None) if record.text.is_some() => {
+                let text = record.text.as_deref().unwrap_or_default();
+                tokenize_pair("", text, tokenizer).map_err(|e| bad(e.to_string()))?
+            }
             _ => {
                 return Err(bad(
-                    "expected `messages` ([{role, content}]) or both `prompt` and `completion`"
+                    "expected `messages` ([{role, content}]), both `prompt` and \
+                     `completion`, or `text`"
                         .into(),
                 ))
             }

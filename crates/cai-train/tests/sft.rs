@@ -382,3 +382,20 @@ fn zero_epochs_is_a_configuration_error() {
     let (outcome, _) = run(&model, &data, &tmp.path().join("zero"), &cfg, false, None);
     assert!(matches!(outcome, Err(TrainError::Config(_))));
 }
+
+#[test]
+fn text_records_train_on_every_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let tok = Tokenizer::from_dir(&model).unwrap();
+    let line = serde_json::json!({"text": "Mix flour and water."}).to_string();
+    let data = write_data(tmp.path(), &[line]);
+    let examples =
+        cai_train::sft_data::load_examples(&data, &tok, DialogueFormat::Auto, 64).unwrap();
+    let ex = &examples[0];
+    // bos + text + eos, and every token after bos is a target.
+    assert_eq!(ex.ids.first(), tok.bos_id().as_ref());
+    assert_eq!(ex.ids.last(), tok.eos_ids().first());
+    assert_eq!(ex.target_tokens(), ex.ids.len() - 1);
+    assert_eq!(tok.decode(&ex.ids).unwrap(), "Mix flour and water.");
+}
