@@ -271,16 +271,7 @@ mod tests {
             .unwrap()
             .matmul(&vr)
             .unwrap();
-        let diff: f32 = (got - want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let diff = crate::test_util::max_abs_diff(&got, &want);
         assert!(diff < 1e-5, "max difference {diff}");
     }
 
@@ -351,16 +342,7 @@ mod tests {
         for (name, var) in [("q", &q), ("k", &k), ("v", &v)] {
             let a = gf.get(var.as_tensor()).unwrap();
             let e = gp.get(var.as_tensor()).unwrap();
-            let diff: f32 = (a - e)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap();
+            let diff = crate::test_util::max_abs_diff(a, e);
             assert!(diff < 1e-4, "d{name} differs by {diff}");
         }
     }

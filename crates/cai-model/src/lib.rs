@@ -25,6 +25,8 @@ pub mod rms_norm;
 pub mod sampling;
 pub mod score;
 pub mod small_matmul;
+#[cfg(test)]
+mod test_util;
 pub mod tokenizer;
 pub mod train_ops;
 mod vector;

@@ -110,18 +110,7 @@ mod tests {
             .apply_op2(w.as_tensor(), RmsNormOp { eps: 1e-5 })
             .unwrap();
         let plain = rms_norm_differentiable(x.as_tensor(), w.as_tensor(), 1e-5).unwrap();
-        let diff = |a: &Tensor, b: &Tensor| -> f32 {
-            (a - b)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap()
-        };
+        let diff = crate::test_util::max_abs_diff;
         assert!(diff(&fused, &plain) < 1e-5);
         let gf = (fused * &probe)
             .unwrap()

@@ -136,18 +136,7 @@ mod tests {
     use crate::layers::{apply_rope, Mode, Rope};
     use candle_core::{DType, Device, Var};
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
+    use crate::test_util::max_abs_diff as max_diff;
 
     #[test]
     fn rope_forward_and_gradient_match_the_composed_ops() {
