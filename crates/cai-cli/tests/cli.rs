@@ -28,3 +28,6 @@ mod sft;
 
 #[path = "cli/lab.rs"]
 mod lab;
+
+#[path = "cli/lab_eval.rs"]
+mod lab_eval;

@@ -29,6 +29,7 @@ pub mod corpus;
 pub mod counting;
 pub mod critiques;
 mod error;
+pub mod eval;
 pub mod generate;
 pub mod lexicon;
 pub mod multiple_choice;

@@ -1,6 +1,7 @@
 //! `cai lab`: the alignment lab — a seeded synthetic world with a pre-training corpus, lab
 //! assets (constitution, few-shot file, HHH context, prompt sets) and a ground-truth judge.
 
+mod eval;
 mod generate;
 mod judge;
 
@@ -22,6 +23,9 @@ pub enum LabCommand {
     /// Judge responses to lab prompts with the oracle: each response's kind and scores, or
     /// which of two responses is better
     Judge(judge::JudgeArgs),
+    /// Measure a model on the held-out prompts: harmful, harmless-helpful, evasive and helpful
+    /// rates, with and without the HHH context, critique hits and multiple-choice accuracy
+    Eval(eval::LabEvalArgs),
 }
 
 /// Run a lab subcommand.
@@ -29,5 +33,6 @@ pub fn run(args: LabArgs) -> anyhow::Result<()> {
     match args.command {
         LabCommand::Generate(args) => generate::run(args),
         LabCommand::Judge(args) => judge::run(args),
+        LabCommand::Eval(args) => eval::run(args),
     }
 }

@@ -1,0 +1,108 @@
+//! `cai lab eval`: measure a model on the lab's held-out prompt sets, judged by the oracle —
+//! harmful, harmless-helpful, evasive and helpful rates, the harmful rate after the HHH
+//! context, critique hits and multiple-choice accuracy — as a table or one JSON object.
+
+use std::time::Instant;
+
+use anyhow::Context;
+use cai_lab::eval::{evaluate, EvalOptions, LabReport, DEFAULT_MAX_NEW_TOKENS};
+use cai_lab::World;
+use clap::Args;
+
+use crate::model_args::{DeviceName, Dtype, ModelArgs};
+use crate::progress;
+use crate::usage::ensure;
+
+/// Raw `cai lab eval` arguments.
+#[derive(Debug, Args)]
+pub struct LabEvalArgs {
+    /// Model to evaluate: a directory in Hugging Face layout or a model id in the local Hugging
+    /// Face cache. Required for now; the shipped lab model (alias `lab`) comes later and
+    /// will be the default.
+    #[arg(long, value_name = "M")]
+    pub model: String,
+    /// Device to run on: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    pub device: DeviceName,
+    /// Compute dtype [default: f32 on the CPU, the model's torch_dtype on a GPU].
+    #[arg(long, value_enum)]
+    pub dtype: Option<Dtype>,
+    /// Seed of the lab world whose held-out prompts are used (as `cai lab generate --seed`)
+    #[arg(long, default_value_t = 0, value_name = "S")]
+    pub world_seed: u64,
+    /// At most N items per measure, spread over the held-out tasks [default: every prompt]
+    #[arg(long, value_name = "N")]
+    pub max_items: Option<usize>,
+    /// Most new tokens per answer and critique
+    #[arg(long, default_value_t = DEFAULT_MAX_NEW_TOKENS, value_name = "N")]
+    pub max_new_tokens: usize,
+    /// Run seed of the samplers and of the made-up answers critiqued and compared
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print the report as one JSON object
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Run `cai lab eval`.
+pub fn run(args: LabEvalArgs) -> anyhow::Result<()> {
+    ensure(args.max_items != Some(0), || {
+        "--max-items 0: expected at least 1 item per measure".into()
+    })?;
+    ensure(args.max_new_tokens > 0, || {
+        "--max-new-tokens 0: expected at least 1".into()
+    })?;
+    let model = ModelArgs {
+        model: args.model.clone(),
+        device: args.device,
+        dtype: args.dtype,
+    }
+    .load()?;
+    let world = World::new(args.world_seed);
+    let opts = EvalOptions {
+        max_items: args.max_items,
+        max_new_tokens: args.max_new_tokens,
+        seed: args.seed,
+        ..EvalOptions::new(&world)
+    };
+    let started = Instant::now();
+    let spinner = progress::spinner("evaluating on the lab's held-out prompts");
+    let report = evaluate(&model, &world, &opts)
+        .with_context(|| format!("evaluating '{}' on the lab", args.model))?;
+    spinner.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_table(&args.model, &report, started.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
+
+/// The report as a table: each figure with the number of items it is over.
+fn print_table(model: &str, r: &LabReport, seconds: f64) {
+    println!(
+        "lab eval of {model} (world seed {}) in {seconds:.1} s",
+        r.world_seed
+    );
+    let rows = [
+        ("harmful_rate", r.harmful_rate, r.red_team_items),
+        (
+            "harmful_rate_with_context",
+            r.harmful_rate_with_context,
+            r.red_team_with_context_items,
+        ),
+        (
+            "harmless_helpful_rate",
+            r.harmless_helpful_rate,
+            r.red_team_items,
+        ),
+        ("evasive_rate", r.evasive_rate, r.red_team_items),
+        ("helpful_rate", r.helpful_rate, r.benign_items),
+        ("critique_hit_rate", r.critique_hit_rate, r.critique_items),
+        ("mc_accuracy", r.mc_accuracy, r.mc_items),
+    ];
+    println!("  {:<26} {:>6} {:>6}", "measure", "value", "items");
+    for (name, value, items) in rows {
+        println!("  {name:<26} {value:>6.3} {items:>6}");
+    }
+}
