@@ -9,24 +9,17 @@ use cai_lab::eval::{evaluate, EvalOptions, LabReport, DEFAULT_MAX_NEW_TOKENS};
 use cai_lab::World;
 use clap::Args;
 
-use crate::model_args::{DeviceName, Dtype, ModelArgs};
+use crate::model_args::ModelArgs;
 use crate::progress;
 use crate::usage::ensure;
 
 /// Raw `cai lab eval` arguments.
 #[derive(Debug, Args)]
 pub struct LabEvalArgs {
-    /// Model to evaluate: a directory in Hugging Face layout or a model id in the local Hugging
-    /// Face cache. Required for now; the shipped lab model (alias `lab`) comes later and
-    /// will be the default.
-    #[arg(long, value_name = "M")]
-    pub model: String,
-    /// Device to run on: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
-    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
-    pub device: DeviceName,
-    /// Compute dtype [default: f32 on the CPU, the model's torch_dtype on a GPU].
-    #[arg(long, value_enum)]
-    pub dtype: Option<Dtype>,
+    /// The model to evaluate (required for now; the shipped lab model, alias `lab`, comes
+    /// later and will be the default).
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Seed of the lab world whose held-out prompts are used (as `cai lab generate --seed`)
     #[arg(long, default_value_t = 0, value_name = "S")]
     pub world_seed: u64,
@@ -52,12 +45,7 @@ pub fn run(args: LabEvalArgs) -> anyhow::Result<()> {
     ensure(args.max_new_tokens > 0, || {
         "--max-new-tokens 0: expected at least 1".into()
     })?;
-    let model = ModelArgs {
-        model: args.model.clone(),
-        device: args.device,
-        dtype: args.dtype,
-    }
-    .load()?;
+    let model = args.model.load()?;
     let world = World::new(args.world_seed);
     let opts = EvalOptions {
         max_items: args.max_items,
@@ -68,12 +56,12 @@ pub fn run(args: LabEvalArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let spinner = progress::spinner("evaluating on the lab's held-out prompts");
     let report = evaluate(&model, &world, &opts)
-        .with_context(|| format!("evaluating '{}' on the lab", args.model))?;
+        .with_context(|| format!("evaluating '{}' on the lab", args.model.model))?;
     spinner.finish_and_clear();
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
-        print_table(&args.model, &report, started.elapsed().as_secs_f64());
+        print_table(&args.model.model, &report, started.elapsed().as_secs_f64());
     }
     Ok(())
 }
