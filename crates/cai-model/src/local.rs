@@ -161,6 +161,9 @@ impl LocalModel {
     }
 
     /// The prefilled prefix for `text` (computed once, then reused), or `None` for "".
+    ///
+    /// The cache holds keys and values computed with the weights (and LoRA switch) of the
+    /// time; call [`LocalModel::clear_prefixes`] after changing either.
     pub fn prefix(&self, text: &str) -> Result<Option<Arc<Prefix>>> {
         if text.is_empty() {
             return Ok(None);
@@ -181,6 +184,11 @@ impl LocalModel {
         }
         cache.push((text.to_string(), prefix.clone()));
         Ok(Some(prefix))
+    }
+
+    /// Forget every prefilled prefix (after the weights or the adapters' switch changed).
+    pub fn clear_prefixes(&self) {
+        self.prefixes.lock().expect("prefix cache lock").clear();
     }
 
     /// Tokens of a prompt: with bos when it starts the sequence and the tokenizer wants one.

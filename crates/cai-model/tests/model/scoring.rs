@@ -202,3 +202,23 @@ fn local_model_prefix_scores_equal_token_level_scores_without_prefix() {
         }
     }
 }
+
+#[test]
+fn prefixes_are_prefilled_once_until_the_cache_is_cleared() {
+    let dir = model_dir(&tiny_shape(Architecture::Llama), 9);
+    let model = LocalModel::load(dir.spec(), &LoadOptions::default()).unwrap();
+    let first = model.prefix("The capital of France").unwrap().unwrap();
+    let again = model.prefix("The capital of France").unwrap().unwrap();
+    assert!(
+        std::sync::Arc::ptr_eq(&first, &again),
+        "a cached prefix is reused"
+    );
+    model.clear_prefixes();
+    let fresh = model.prefix("The capital of France").unwrap().unwrap();
+    assert!(
+        !std::sync::Arc::ptr_eq(&first, &fresh),
+        "clearing recomputes"
+    );
+    assert_eq!(first.tokens, fresh.tokens);
+    assert!(model.prefix("").unwrap().is_none());
+}
