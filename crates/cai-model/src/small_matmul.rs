@@ -433,6 +433,28 @@ mod tests {
         y
     }
 
+    /// Deterministic x `[m, k]` and W `[n, k]` with varied, exactly representable values.
+    fn operands(m: usize, n: usize, k: usize) -> (Vec<f32>, Vec<f32>) {
+        let x = (0..m * k)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0)
+            .collect();
+        let w = (0..n * k)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0)
+            .collect();
+        (x, w)
+    }
+
+    /// W `[n, k]` -> Wᵀ `[k, n]`, row-major.
+    fn transpose(w: &[f32], n: usize, k: usize) -> Vec<f32> {
+        let mut wt = vec![0f32; k * n];
+        for j in 0..n {
+            for t in 0..k {
+                wt[t * n + j] = w[j * k + t];
+            }
+        }
+        wt
+    }
+
     #[test]
     fn transposed_weight_kernel_matches_naive() {
         for &(m, n, k) in &[
@@ -443,18 +465,8 @@ mod tests {
             (16, 70, 300),
             (4, 64, 16),
         ] {
-            let x: Vec<f32> = (0..m * k)
-                .map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0)
-                .collect();
-            let w: Vec<f32> = (0..n * k)
-                .map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0)
-                .collect();
-            let mut wt = vec![0f32; k * n];
-            for j in 0..n {
-                for t in 0..k {
-                    wt[t * n + j] = w[j * k + t];
-                }
-            }
+            let (x, w) = operands(m, n, k);
+            let wt = transpose(&w, n, k);
             let got = matmul_weight_t(&x, &wt, m, n, k);
             let want = naive(&x, &w, m, n, k);
             for (g, e) in got.iter().zip(&want) {
@@ -469,18 +481,8 @@ mod tests {
     #[test]
     fn portable_transposed_kernel_matches_naive() {
         let (m, n, k) = (5, 37, 19);
-        let x: Vec<f32> = (0..m * k)
-            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0)
-            .collect();
-        let w: Vec<f32> = (0..n * k)
-            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0)
-            .collect();
-        let mut wt = vec![0f32; k * n];
-        for j in 0..n {
-            for t in 0..k {
-                wt[t * n + j] = w[j * k + t];
-            }
-        }
+        let (x, w) = operands(m, n, k);
+        let wt = transpose(&w, n, k);
         let mut out = vec![0f32; m * n];
         let ptr = OutPtr(out.as_mut_ptr());
         // SAFETY: one caller owns the whole output; two column ranges cover it.
@@ -518,12 +520,7 @@ mod tests {
             (16, 7, 300),
             (4, 4, 16),
         ] {
-            let x: Vec<f32> = (0..m * k)
-                .map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0)
-                .collect();
-            let w: Vec<f32> = (0..n * k)
-                .map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0)
-                .collect();
+            let (x, w) = operands(m, n, k);
             let got = matmul_transposed(&x, &w, m, n, k);
             let want = naive(&x, &w, m, n, k);
             for (g, e) in got.iter().zip(&want) {
