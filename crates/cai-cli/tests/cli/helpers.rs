@@ -86,6 +86,19 @@ impl Workdir {
     /// A tiny model of `arch` in `dir`.
     pub fn tiny_model_of(&self, arch: &str, dir: &'static str) -> &'static str {
         self.write("corpus.txt", CORPUS);
+        self.tiny_model_with(arch, dir, "corpus.txt", 256)
+    }
+
+    /// A tiny model of `arch` in `dir` (hidden 32, 2 layers, vocab 300) whose tokenizer is
+    /// trained on `corpus`, with `max_positions` positions.
+    pub fn tiny_model_with(
+        &self,
+        arch: &str,
+        dir: &'static str,
+        corpus: &str,
+        max_positions: usize,
+    ) -> &'static str {
+        let positions = max_positions.to_string();
         self.cai_ok(&[
             "init-model",
             "--arch",
@@ -103,9 +116,9 @@ impl Workdir {
             "--vocab-size",
             "300",
             "--max-positions",
-            "256",
+            &positions,
             "--train-tokenizer",
-            "corpus.txt",
+            corpus,
         ]);
         dir
     }

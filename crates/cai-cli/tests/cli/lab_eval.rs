@@ -8,26 +8,7 @@ use crate::helpers::{assert_exit, stdout, Workdir};
 /// A tiny Llama whose tokenizer is trained on a small lab corpus, in `model/`.
 fn lab_model(work: &Workdir) -> &'static str {
     work.cai_ok(&["lab", "generate", "--output", "lab", "--size", "200"]);
-    work.cai_ok(&[
-        "init-model",
-        "--output",
-        "model",
-        "--hidden-size",
-        "32",
-        "--layers",
-        "2",
-        "--heads",
-        "4",
-        "--intermediate-size",
-        "64",
-        "--vocab-size",
-        "300",
-        "--max-positions",
-        "1024",
-        "--train-tokenizer",
-        "lab/corpus/corpus.txt",
-    ]);
-    "model"
+    work.tiny_model_with("llama", "model", "lab/corpus/corpus.txt", 1024)
 }
 
 const FIGURES: [&str; 7] = [
