@@ -106,6 +106,40 @@ pub fn masked_cross_entropy(
     Ok((loss, count))
 }
 
+/// Log-probability of each row's target token, differentiable.
+///
+/// Shapes: logits `[n, V]` -> `[n]` (f32). On the CPU one fused op computes it (the same as
+/// [`masked_cross_entropy`]'s); elsewhere a log-softmax and a gather.
+pub fn target_log_probs(logits: &Tensor, targets: &[u32]) -> Result<Tensor> {
+    let (n, vocab) = logits.dims2()?;
+    if targets.len() != n {
+        return Err(TrainError::Config(format!(
+            "target_log_probs: {n} rows of logits but {} targets",
+            targets.len()
+        )));
+    }
+    if let Some(&bad) = targets.iter().find(|&&t| t as usize >= vocab) {
+        return Err(TrainError::Config(format!(
+            "target_log_probs: target id {bad} is outside the vocabulary of {vocab}"
+        )));
+    }
+    let logits = logits.to_dtype(DType::F32)?.contiguous()?;
+    let device = logits.device();
+    if n == 0 {
+        return Ok(Tensor::zeros(0, DType::F32, device)?);
+    }
+    if device.is_cpu() {
+        let op = WeightedNll {
+            targets: targets.to_vec(),
+            weights: vec![1.0; n],
+            stats: Default::default(),
+        };
+        return Ok(logits.apply_op1(op)?.neg()?);
+    }
+    let picked = Tensor::from_vec(targets.to_vec(), (n, 1), device)?;
+    Ok(log_softmax_last(&logits)?.gather(&picked, 1)?.squeeze(1)?)
+}
+
 /// `out[r] = −w_r · log softmax(x_r)[t_r]` as one CPU op, with backward
 /// `∂out_r/∂x_rj = w_r · (softmax(x_r)_j − [j = t_r])`.
 ///

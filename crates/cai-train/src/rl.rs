@@ -1,0 +1,679 @@
+//! RL fine-tuning (`cai rl`): the run and its outcome, the session every algorithm shares
+//! (policy, optimiser, checkpoints, exact resume, logs), and the online loop of PPO and
+//! RLOO/GRPO — rollout → rewards with the KL penalty → advantages → clipped updates in
+//! minibatches → log → samples → checkpoint. DPO's offline loop is in [`crate::rl_dpo`].
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use cai_core::FinishReason;
+use cai_model::layers::Mode;
+use cai_model::tokenizer::Tokenizer;
+use cai_model::weights::parse_dtype;
+use candle_core::{Device, Tensor};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::rl_config::{Algo, RlConfig};
+use crate::rl_loss::{clipped_value_loss, ppo_policy_loss};
+use crate::rl_math::{explained_variance, gae, group_normalised, leave_one_out, mean_var, whiten};
+use crate::rl_policy::{Policy, Sequence, VALUE_HEAD_FILE};
+use crate::rl_rollout::{rollout, PromptKind, PromptPool, RewardFn, Sample};
+use crate::trainee::write_json;
+use crate::{
+    latest_checkpoint, load_checkpoint, AdamW, AdamWConfig, GradAccumulator, MetricRecord,
+    MetricsWriter, Result, Schedule, Split, TrainError, TrainerState,
+};
+
+/// The resolved config written beside the outputs.
+pub const RL_CONFIG_FILE: &str = "rl_config.json";
+/// Sample responses logged every `sample_every` steps.
+pub const SAMPLES_FILE: &str = "samples.jsonl";
+/// The log of every step.
+pub const METRICS_FILE: &str = "metrics.jsonl";
+/// Samples logged per table.
+const SAMPLES_PER_TABLE: usize = 6;
+
+/// What to train and where to write.
+#[derive(Debug, Clone)]
+pub struct RlRun {
+    /// The policy to start from (HF layout); also the reference.
+    pub policy_dir: PathBuf,
+    /// Red-team prompts (PPO, RLOO).
+    pub prompts: Option<PathBuf>,
+    /// Helpful prompts mixed in (PPO, RLOO).
+    pub helpful_prompts: Option<PathBuf>,
+    /// Labelled pairs (DPO): `cai label` records, TRL or hh-rlhf preferences.
+    pub data: Option<PathBuf>,
+    /// Where the reward came from (recorded in the config).
+    pub reward_name: Option<String>,
+    /// Output directory.
+    pub output: PathBuf,
+    /// Continue from the newest checkpoint in `output/checkpoints`.
+    pub resume: bool,
+    /// Device to train on.
+    pub device: Device,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RlOutcome {
+    /// Every step ran and the policy was written to the output directory.
+    Finished {
+        /// Steps taken.
+        steps: u64,
+        /// The last step's record.
+        last: Option<MetricRecord>,
+    },
+    /// The stop flag was raised; a checkpoint was saved to resume from.
+    Interrupted {
+        /// The checkpoint written.
+        checkpoint: PathBuf,
+    },
+}
+
+/// One logged sample response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampleRecord {
+    /// The step after which it was sampled.
+    pub step: u64,
+    /// `red_team` or `helpful`.
+    pub kind: String,
+    /// The prompt's id.
+    pub prompt_id: String,
+    /// The user's request.
+    pub prompt: String,
+    /// The response.
+    pub response: String,
+    /// The reward's score.
+    pub reward: f32,
+    /// Σ per-token KL(policy ‖ reference) of the response.
+    pub kl: f32,
+}
+
+/// What the trainer reports as it goes.
+pub enum RlEvent<'a> {
+    /// A step's metrics, and the run's total steps.
+    Metrics(&'a MetricRecord, u64),
+    /// A table of sample responses.
+    Samples(&'a [SampleRecord]),
+}
+
+/// Train. `reward` is required by PPO and RLOO; `stop` is polled between steps (Ctrl-C).
+pub fn run_rl(
+    run: &RlRun,
+    cfg: &RlConfig,
+    reward: Option<&dyn RewardFn>,
+    stop: &AtomicBool,
+    progress: &mut dyn FnMut(RlEvent<'_>),
+) -> Result<RlOutcome> {
+    cfg.validate()?;
+    match cfg.algo {
+        Algo::Dpo => crate::rl_dpo::run_dpo(run, cfg, stop, progress),
+        Algo::Ppo | Algo::Rloo => {
+            let reward = reward.ok_or_else(|| {
+                TrainError::Config(format!(
+                    "{} needs a reward (a preference model)",
+                    cfg.algo.name()
+                ))
+            })?;
+            run_online(run, cfg, reward, stop, progress)
+        }
+    }
+}
+
+/// The state every algorithm shares: policy, optimiser, schedule, logs and checkpoints.
+pub(crate) struct Session {
+    pub policy: Policy,
+    pub tokenizer: Tokenizer,
+    pub optimizer: AdamW,
+    pub state: TrainerState,
+    pub metrics: MetricsWriter,
+    pub samples: MetricsWriter,
+    pub schedule: Schedule,
+    config_json: Value,
+    checkpoints: PathBuf,
+    output: PathBuf,
+    keep_last: Option<usize>,
+}
+
+impl Session {
+    /// Load the policy, build the optimiser, and resume from the newest checkpoint when asked.
+    pub fn open(run: &RlRun, cfg: &RlConfig, total_steps: u64) -> Result<Self> {
+        let dtype = parse_dtype(&cfg.dtype).ok_or_else(|| {
+            TrainError::Config(format!("dtype '{}': expected f32, bf16 or f16", cfg.dtype))
+        })?;
+        let (policy, tokenizer) = Policy::load(
+            &run.policy_dir,
+            cfg.lora.as_ref(),
+            cfg.algo == Algo::Ppo,
+            dtype,
+            &run.device,
+        )?;
+        let mut optimizer = AdamW::new(
+            policy.params(),
+            AdamWConfig {
+                lr: cfg.learning_rate,
+                weight_decay: cfg.weight_decay,
+                ..AdamWConfig::default()
+            },
+        )?;
+        let schedule = Schedule {
+            kind: cfg.schedule,
+            warmup_steps: cfg.warmup_steps,
+            total_steps,
+            min_lr_ratio: 0.0,
+        };
+        schedule.validate()?;
+        let config_json = json!({
+            "rl": cfg,
+            "policy": run.policy_dir,
+            "prompts": run.prompts,
+            "helpful_prompts": run.helpful_prompts,
+            "data": run.data,
+            "reward": run.reward_name,
+        });
+        std::fs::create_dir_all(&run.output).map_err(|e| TrainError::io(&run.output, e))?;
+        let checkpoints = run.output.join("checkpoints");
+        let metrics_path = run.output.join(METRICS_FILE);
+        let samples_path = run.output.join(SAMPLES_FILE);
+        let mut state = TrainerState::new(cfg.seed);
+        let (metrics, samples) = match latest_checkpoint(&checkpoints)?.filter(|_| run.resume) {
+            Some(dir) => {
+                let loaded = load_checkpoint(&dir, policy.trainee.weights_file(), &run.device)?;
+                if loaded.config.get("rl") != config_json.get("rl") {
+                    return Err(TrainError::checkpoint(
+                        &dir,
+                        "was written with other RL settings; rerun with those settings or \
+                         start a new output directory",
+                    ));
+                }
+                policy.trainee.restore(&loaded.weights, &dir)?;
+                policy.restore_value_head(&dir)?;
+                loaded.restore_optimizer(&mut optimizer)?;
+                state = loaded.state;
+                tracing::info!("resuming from {} at step {}", dir.display(), state.step);
+                (
+                    MetricsWriter::resume(&metrics_path, state.step)?,
+                    MetricsWriter::resume(&samples_path, state.step)?,
+                )
+            }
+            None => {
+                for path in [&metrics_path, &samples_path] {
+                    if path.exists() {
+                        std::fs::remove_file(path).map_err(|e| TrainError::io(path, e))?;
+                    }
+                }
+                (
+                    MetricsWriter::open(&metrics_path)?,
+                    MetricsWriter::open(&samples_path)?,
+                )
+            }
+        };
+        write_json(&run.output.join(RL_CONFIG_FILE), &config_json)?;
+        Ok(Self {
+            policy,
+            tokenizer,
+            optimizer,
+            state,
+            metrics,
+            samples,
+            schedule,
+            config_json,
+            checkpoints,
+            output: run.output.clone(),
+            keep_last: cfg.keep_last,
+        })
+    }
+
+    /// Save a resumable checkpoint (it loads as a model, or as an adapter with LoRA).
+    pub fn save(&self) -> Result<PathBuf> {
+        let dir = self.policy.trainee.save_checkpoint(
+            &self.checkpoints,
+            &self.optimizer,
+            &self.state,
+            &self.config_json,
+            self.keep_last,
+            &self.tokenizer,
+        )?;
+        if let Some(head) = self.policy.value_head_json()? {
+            write_json(&dir.join(VALUE_HEAD_FILE), &head)?;
+        }
+        Ok(dir)
+    }
+
+    /// Clip the gradients, check them, and take an optimiser step at the scheduled rate.
+    /// Returns (gradient norm before clipping, learning rate).
+    pub fn update(
+        &mut self,
+        grads: &mut GradAccumulator,
+        max_grad_norm: f64,
+        base_lr: f64,
+        update_index: u64,
+    ) -> Result<(f64, f64)> {
+        let norm = grads.global_norm()?;
+        if !norm.is_finite() || !grads.is_finite()? {
+            return Err(TrainError::NonFinite {
+                step: self.state.step + 1,
+                what: "gradient".into(),
+            });
+        }
+        if max_grad_norm > 0.0 {
+            grads.clip_to(max_grad_norm)?;
+        }
+        let lr = self.schedule.lr_at(update_index, base_lr);
+        self.optimizer.step(grads, lr)?;
+        grads.clear();
+        Ok((norm, lr))
+    }
+
+    /// Write the finished policy to the output directory.
+    pub fn finish(&self) -> Result<()> {
+        self.policy.trainee.write(&self.output, &self.tokenizer)
+    }
+}
+
+/// PPO and RLOO/GRPO.
+fn run_online(
+    run: &RlRun,
+    cfg: &RlConfig,
+    reward: &dyn RewardFn,
+    stop: &AtomicBool,
+    progress: &mut dyn FnMut(RlEvent<'_>),
+) -> Result<RlOutcome> {
+    let prompts_path = run
+        .prompts
+        .as_deref()
+        .ok_or_else(|| TrainError::Config(format!("{} needs red-team prompts", cfg.algo.name())))?;
+    let total_steps = cfg.steps.expect("validated: online runs have steps");
+    let mut session = Session::open(run, cfg, total_steps)?;
+    let max_positions = session.policy.decoder().config().max_position_embeddings;
+    let pool = PromptPool::load(
+        prompts_path,
+        run.helpful_prompts.as_deref(),
+        &session.tokenizer,
+        cfg,
+        max_positions,
+    )?;
+    let mut grads = GradAccumulator::new();
+    let mut last = None;
+    while session.state.step < total_steps {
+        if stop.load(Ordering::SeqCst) {
+            return Ok(RlOutcome::Interrupted {
+                checkpoint: session.save()?,
+            });
+        }
+        let record = online_step(&mut session, &pool, cfg, reward, &mut grads, progress)?;
+        progress(RlEvent::Metrics(&record, total_steps));
+        last = Some(record);
+        if cfg.save_every > 0 && session.state.step.is_multiple_of(cfg.save_every) {
+            session.save()?;
+        }
+    }
+    session.finish()?;
+    write_curves(&run.output, cfg)?;
+    Ok(RlOutcome::Finished {
+        steps: session.state.step,
+        last,
+    })
+}
+
+/// The plot of the run's reward and KL.
+pub const CURVES_FILE: &str = "rl_curves.svg";
+
+/// Draw [`CURVES_FILE`] from the run's metrics.
+pub fn write_curves(output: &Path, cfg: &RlConfig) -> Result<()> {
+    let records = read_metrics(output)?;
+    let title = format!(
+        "{} against the preference model, β = {}",
+        cfg.algo.name().to_uppercase(),
+        cfg.kl_coef
+    );
+    let svg = crate::rl_plot::rl_curves_svg(&records, &title).map_err(TrainError::Config)?;
+    let path = output.join(CURVES_FILE);
+    std::fs::write(&path, svg).map_err(|e| TrainError::io(&path, e))
+}
+
+/// Per-token advantages and returns of a rollout (returns are empty for RLOO).
+fn advantages(samples: &[Sample], cfg: &RlConfig) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let beta = cfg.kl_coef as f32;
+    let kl_of = |s: &Sample| -> Vec<f32> {
+        s.logp
+            .iter()
+            .zip(&s.logp_ref)
+            .map(|(&p, &r)| cfg.kl_estimator.estimate(p, r))
+            .collect()
+    };
+    let (mut adv, returns): (Vec<Vec<f32>>, Vec<Vec<f32>>) = match cfg.algo {
+        Algo::Ppo => samples
+            .iter()
+            .map(|s| {
+                let mut rewards: Vec<f32> = kl_of(s).iter().map(|k| -beta * k).collect();
+                if let Some(last) = rewards.last_mut() {
+                    *last += s.score;
+                }
+                gae(&rewards, &s.values, cfg.gamma as f32, cfg.lam as f32)
+            })
+            .unzip(),
+        _ => {
+            let totals: Vec<f32> = samples
+                .iter()
+                .map(|s| s.score - beta * kl_of(s).iter().sum::<f32>())
+                .collect();
+            let per_sequence = if cfg.group_norm {
+                group_normalised(&totals, cfg.group())
+            } else {
+                leave_one_out(&totals, cfg.group())
+            };
+            let adv = samples
+                .iter()
+                .zip(per_sequence)
+                .map(|(s, a)| vec![a; s.logp.len()])
+                .collect();
+            (adv, Vec::new())
+        }
+    };
+    let whiten_them = cfg.whiten_advantages && !(cfg.algo == Algo::Rloo && cfg.group_norm);
+    if whiten_them {
+        let mut flat: Vec<f32> = adv.iter().flatten().copied().collect();
+        whiten(&mut flat, true);
+        let mut at = 0;
+        for a in adv.iter_mut() {
+            let n = a.len();
+            a.copy_from_slice(&flat[at..at + n]);
+            at += n;
+        }
+    }
+    (adv, returns)
+}
+
+/// One rollout and its updates; returns the step's record (already written).
+fn online_step(
+    session: &mut Session,
+    pool: &PromptPool,
+    cfg: &RlConfig,
+    reward: &dyn RewardFn,
+    grads: &mut GradAccumulator,
+    progress: &mut dyn FnMut(RlEvent<'_>),
+) -> Result<MetricRecord> {
+    let step = session.state.step;
+    let started = Instant::now();
+    let prompts = pool.batch(step);
+    let roll = rollout(
+        &session.policy,
+        &session.tokenizer,
+        &prompts,
+        cfg,
+        step,
+        reward,
+    )?;
+    let samples = &roll.samples;
+    let (adv, returns) = advantages(samples, cfg);
+    let ppo = cfg.algo == Algo::Ppo;
+
+    // Updates: ppo_epochs passes, each over the rollout split into minibatches.
+    let update_started = Instant::now();
+    let device = session.policy.decoder().device().clone();
+    let mut sums = UpdateSums::default();
+    let updates_per_step = (cfg.ppo_epochs * cfg.minibatches) as u64;
+    let mut grad_norm = 0.0;
+    let mut lr = cfg.learning_rate;
+    for epoch in 0..cfg.ppo_epochs {
+        let mut order: Vec<usize> = (0..samples.len()).collect();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cai_core::rng::derive_seed_u64(
+            cfg.seed,
+            &[step, epoch as u64, 7],
+        ));
+        order.shuffle(&mut rng);
+        let size = samples.len().div_ceil(cfg.minibatches);
+        for (m, minibatch) in order.chunks(size).enumerate() {
+            let tokens: usize = minibatch.iter().map(|&i| samples[i].logp.len()).sum();
+            if tokens == 0 {
+                continue;
+            }
+            for (u, micro) in minibatch.chunks(cfg.rollout_batch).enumerate() {
+                session
+                    .policy
+                    .decoder()
+                    .set_dropout_seed(cai_core::rng::derive_seed_u64(
+                        cfg.seed,
+                        &[step, epoch as u64, m as u64, u as u64],
+                    ));
+                let seqs: Vec<&Sequence> = micro.iter().map(|&i| &samples[i].sequence).collect();
+                let out = session
+                    .policy
+                    .forward(&seqs, Mode::Train, cfg.entropy_coef > 0.0)?;
+                let old = gather(micro, |i| &samples[i].logp, &device)?;
+                let a = gather(micro, |i| &adv[i], &device)?;
+                let (policy_loss, stats) = ppo_policy_loss(&out.log_probs, &old, &a, cfg.clip)?;
+                let n_micro = old.dims1()? as f64;
+                let mut loss = policy_loss.clone();
+                if let (true, Some(values)) = (ppo, &out.values) {
+                    let old_values = gather(micro, |i| &samples[i].values, &device)?;
+                    let ret = gather(micro, |i| &returns[i], &device)?;
+                    let vl = clipped_value_loss(values, &old_values, &ret, cfg.value_clip)?;
+                    sums.value_loss += f64::from(vl.to_scalar::<f32>()?);
+                    loss = (loss + (vl * cfg.vf_coef)?)?;
+                }
+                if let Some(entropy) = &out.entropy_sum {
+                    loss = (loss - (entropy * cfg.entropy_coef)?)?;
+                }
+                let value = f64::from(policy_loss.to_scalar::<f32>()?);
+                if !value.is_finite() {
+                    return Err(TrainError::NonFinite {
+                        step: step + 1,
+                        what: "loss".into(),
+                    });
+                }
+                sums.policy_loss += value;
+                sums.clip_fraction += stats.clip_fraction * n_micro;
+                sums.approx_kl += stats.approx_kl * n_micro;
+                sums.tokens += n_micro;
+                grads.add(
+                    &(loss * (1.0 / tokens as f64))?.backward()?,
+                    &session.policy.params(),
+                )?;
+            }
+            let index = step * updates_per_step + (epoch * cfg.minibatches + m) as u64;
+            (grad_norm, lr) = session.update(grads, cfg.max_grad_norm, cfg.learning_rate, index)?;
+        }
+    }
+    let update_s = update_started.elapsed().as_secs_f64();
+    session.state.step += 1;
+    let record = step_record(
+        session.state.step,
+        samples,
+        &adv,
+        &returns,
+        cfg,
+        &sums,
+        (grad_norm, lr),
+        Timings {
+            generation_s: roll.generation_s,
+            reward_s: roll.reward_s,
+            logprob_s: roll.logprob_s,
+            update_s,
+            step_s: started.elapsed().as_secs_f64(),
+        },
+    );
+    session.metrics.write(&record)?;
+    if cfg.sample_every > 0
+        && (session.state.step == 1 || session.state.step.is_multiple_of(cfg.sample_every))
+    {
+        let table = sample_table(session.state.step, samples, cfg);
+        for row in &table {
+            session.samples.write(row)?;
+        }
+        progress(RlEvent::Samples(&table));
+    }
+    Ok(record)
+}
+
+/// The per-token numbers of some samples, concatenated. Shapes: -> `[Σ lengths]`.
+fn gather<'a>(micro: &[usize], f: impl Fn(usize) -> &'a [f32], device: &Device) -> Result<Tensor> {
+    let v: Vec<f32> = micro.iter().flat_map(|&i| f(i).iter().copied()).collect();
+    let n = v.len();
+    Ok(Tensor::from_vec(v, n, device)?)
+}
+
+/// Sums over a step's updates.
+#[derive(Default)]
+struct UpdateSums {
+    policy_loss: f64,
+    value_loss: f64,
+    clip_fraction: f64,
+    approx_kl: f64,
+    tokens: f64,
+}
+
+/// Where a step's time went.
+struct Timings {
+    generation_s: f64,
+    reward_s: f64,
+    logprob_s: f64,
+    update_s: f64,
+    step_s: f64,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn step_record(
+    step: u64,
+    samples: &[Sample],
+    adv: &[Vec<f32>],
+    returns: &[Vec<f32>],
+    cfg: &RlConfig,
+    sums: &UpdateSums,
+    (grad_norm, lr): (f64, f64),
+    t: Timings,
+) -> MetricRecord {
+    let n = samples.len().max(1) as f64;
+    let tokens = sums.tokens.max(1.0);
+    let mean = |f: &dyn Fn(&Sample) -> f64| samples.iter().map(f).sum::<f64>() / n;
+    let kl_of = |s: &Sample| -> f64 {
+        s.logp
+            .iter()
+            .zip(&s.logp_ref)
+            .map(|(&p, &r)| f64::from(cfg.kl_estimator.estimate(p, r)))
+            .sum()
+    };
+    let scores: Vec<f32> = samples.iter().map(|s| s.score).collect();
+    let (_, score_var) = mean_var(&scores);
+    let kl = mean(&kl_of);
+    let by_kind = |kind: PromptKind| -> Option<f64> {
+        let picked: Vec<f64> = samples
+            .iter()
+            .filter(|s| s.kind == kind)
+            .map(|s| f64::from(s.score))
+            .collect();
+        (!picked.is_empty()).then(|| picked.iter().sum::<f64>() / picked.len() as f64)
+    };
+    let entropy_tokens: usize = samples.iter().map(|s| s.entropy.len()).sum();
+    let entropy = samples
+        .iter()
+        .flat_map(|s| &s.entropy)
+        .map(|&e| f64::from(e))
+        .sum::<f64>()
+        / entropy_tokens.max(1) as f64;
+    let mut record = MetricRecord::new(step, Split::Train, sums.policy_loss / tokens);
+    record.lr = Some(lr);
+    record.grad_norm = Some(grad_norm);
+    let total_tokens: usize = samples.iter().map(|s| s.sequence.ids.len()).sum();
+    record.tokens_per_s = Some(total_tokens as f64 / t.step_s.max(1e-9));
+    let mut put = |k: &str, v: Option<f64>| {
+        if let Some(v) = v.filter(|v| v.is_finite()) {
+            record.extra.insert(k.into(), json!(v));
+        }
+    };
+    let reward = mean(&|s| f64::from(s.score));
+    put("reward", Some(reward));
+    put("reward_std", Some(f64::from(score_var.sqrt())));
+    put("reward_red_team", by_kind(PromptKind::RedTeam));
+    put("reward_helpful", by_kind(PromptKind::Helpful));
+    put("kl", Some(kl));
+    put("non_score_reward", Some(-cfg.kl_coef * kl));
+    put("total_reward", Some(reward - cfg.kl_coef * kl));
+    put("entropy", Some(entropy));
+    put("clip_fraction", Some(sums.clip_fraction / tokens));
+    put("approx_kl", Some(sums.approx_kl / tokens));
+    put("policy_loss", Some(sums.policy_loss / tokens));
+    if cfg.algo == Algo::Ppo {
+        put("value_loss", Some(sums.value_loss / tokens));
+        let values: Vec<f32> = samples.iter().flat_map(|s| s.values.clone()).collect();
+        let rets: Vec<f32> = returns.iter().flatten().copied().collect();
+        put(
+            "explained_variance",
+            Some(f64::from(explained_variance(&values, &rets))),
+        );
+    }
+    let advs: Vec<f32> = adv.iter().flatten().copied().collect();
+    put("advantage_mean", Some(f64::from(mean_var(&advs).0)));
+    put("response_length", Some(mean(&|s| s.logp.len() as f64)));
+    put(
+        "truncated",
+        Some(mean(&|s| {
+            f64::from(u8::from(s.finish == FinishReason::Length))
+        })),
+    );
+    put("generation_s", Some(t.generation_s));
+    put("reward_s", Some(t.reward_s));
+    put("logprob_s", Some(t.logprob_s));
+    put("update_s", Some(t.update_s));
+    put("step_s", Some(t.step_s));
+    put(
+        "generation_share",
+        Some(t.generation_s / t.step_s.max(1e-9)),
+    );
+    record
+}
+
+/// A few samples of the step, red-team and helpful alternating.
+fn sample_table(step: u64, samples: &[Sample], cfg: &RlConfig) -> Vec<SampleRecord> {
+    let pick = |kind: PromptKind| samples.iter().filter(move |s| s.kind == kind);
+    let mut red = pick(PromptKind::RedTeam);
+    let mut helpful = pick(PromptKind::Helpful);
+    let mut out = Vec::new();
+    while out.len() < SAMPLES_PER_TABLE {
+        let before = out.len();
+        for s in [red.next(), helpful.next()].into_iter().flatten() {
+            if out.len() < SAMPLES_PER_TABLE {
+                out.push(SampleRecord {
+                    step,
+                    kind: match s.kind {
+                        PromptKind::RedTeam => "red_team",
+                        PromptKind::Helpful => "helpful",
+                    }
+                    .into(),
+                    prompt_id: s.prompt_id.clone(),
+                    prompt: s
+                        .messages
+                        .iter()
+                        .rev()
+                        .find(|m| m.role == cai_core::dialogue::Role::User)
+                        .map(|m| m.content.clone())
+                        .unwrap_or_default(),
+                    response: s.text.clone(),
+                    reward: s.score,
+                    kl: s
+                        .logp
+                        .iter()
+                        .zip(&s.logp_ref)
+                        .map(|(&p, &r)| cfg.kl_estimator.estimate(p, r))
+                        .sum(),
+                });
+            }
+        }
+        if out.len() == before {
+            break;
+        }
+    }
+    out
+}
+
+/// The output directory's metrics, for plots (records without a reward are skipped).
+pub fn read_metrics(output: &Path) -> Result<Vec<MetricRecord>> {
+    let path = output.join(METRICS_FILE);
+    Ok(cai_core::jsonl::read_jsonl::<MetricRecord>(&path)?)
+}
