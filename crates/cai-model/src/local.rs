@@ -203,13 +203,25 @@ impl LocalModel {
         let mut results: Vec<Option<Generation>> = vec![None; requests.len()];
         for (prefix_text, members) in group_by_prefix(requests.iter().map(|r| r.prefix.as_str())) {
             let prefix = self.prefix(prefix_text)?;
+            let context = self.decoder.config().max_position_embeddings;
             let jobs: Vec<GenJob> = members
                 .iter()
                 .map(|&i| {
                     let r = &requests[i];
+                    let prompt = self.prompt_tokens(prefix.is_some(), &r.prompt)?;
+                    let used = prefix.as_ref().map_or(0, |p| p.len()) + prompt.len();
+                    if used >= context {
+                        return Err(crate::ModelError::Request(format!(
+                            "prefix + prompt ({used} tokens) fill the model's context of \
+                             {context}: no room to generate"
+                        )));
+                    }
                     Ok(GenJob {
-                        prompt: self.prompt_tokens(prefix.is_some(), &r.prompt)?,
-                        max_new_tokens: r.max_new_tokens,
+                        prompt,
+                        // Cut to the room left, as llama.cpp does: a long dialogue late in a
+                        // stage (a fourth revision round) ends at the context instead of
+                        // failing the run.
+                        max_new_tokens: r.max_new_tokens.min(context - used),
                         sampling: r.sampling,
                         stop: r.stop.clone(),
                         seed: r.seed,

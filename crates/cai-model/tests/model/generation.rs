@@ -173,7 +173,7 @@ fn a_seed_gives_the_same_sample_whatever_the_batch() {
 }
 
 #[test]
-fn prompt_plus_budget_beyond_the_context_is_an_error() {
+fn a_budget_beyond_the_context_is_cut_to_the_room_left_and_a_full_prompt_is_an_error() {
     let (dir, model) = load(Architecture::Mistral, 54);
     let context = dir.config.max_position_embeddings;
     let tk = model.tokenizer();
@@ -181,10 +181,22 @@ fn prompt_plus_budget_beyond_the_context_is_an_error() {
     let len = |p: &str| tk.encode(p, tk.add_bos_token()).unwrap().len();
     let fits = |p: &str| GenerateRequest::new(p, context - len(p), Sampling::greedy());
 
-    let too_long = GenerateRequest::new(long.clone(), context - len(&long) + 1, Sampling::greedy());
-    let err = model.generate(&[too_long]).unwrap_err().to_string();
+    // Asking for more than the room left generates at most the room left.
+    let too_long = GenerateRequest::new(long.clone(), context, Sampling::greedy());
+    let out = model.generate(&[too_long]).unwrap().remove(0);
+    let room = context - len(&long);
+    assert!(out.token_ids.len() <= room, "{} > {room}", out.token_ids.len());
+    if out.finish_reason == cai_core::FinishReason::Length {
+        assert_eq!(out.token_ids.len(), room);
+    }
+    // A prompt that fills the context leaves nothing to generate: an error.
+    let full = "Paris ".repeat(context);
+    let err = model
+        .generate(&[GenerateRequest::new(full, 4, Sampling::greedy())])
+        .unwrap_err()
+        .to_string();
     assert!(
-        err.contains("exceed") && err.contains(&format!("context of {context}")),
+        err.contains("no room to generate") && err.contains(&format!("context of {context}")),
         "{err}"
     );
 
