@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    bench, chat, critique, distill, eval, generate, init_model, lab, label, merge_lora, score,
+    bench, chat, critique, distill, eval, generate, init_model, lab, label, merge_lora, rl, score,
     serve, sft, train_pm,
 };
 
@@ -42,6 +42,9 @@ pub enum Command {
     /// A preference model: the model with a scalar head trained on soft-labelled pairs (cai
     /// label output, TRL or hh-rlhf comparisons), with its accuracy and calibration (resumable)
     TrainPm(Box<train_pm::TrainPmArgs>),
+    /// RL-CAI: optimise a policy against a preference model with PPO or RLOO/GRPO under a KL
+    /// penalty, or with DPO on labelled pairs (resumable)
+    Rl(Box<rl::RlArgs>),
     /// Measures of a model: multiple-choice accuracy (mc).
     Eval(eval::EvalArgs),
     /// Context distillation: train a model, or LoRA adapters, to act without a context as it

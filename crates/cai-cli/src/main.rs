@@ -46,6 +46,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
     let done = match command {
         Command::Sft(args) => return commands::sft::run(*args),
         Command::TrainPm(args) => return commands::train_pm::run(*args),
+        Command::Rl(args) => return commands::rl::run(*args),
         Command::Distill(args) => return commands::distill::run(*args),
         Command::Lab(args) => return commands::lab::run(args),
         Command::MergeLora(args) => commands::merge_lora::run(args),

@@ -52,3 +52,6 @@ mod lab_counting;
 
 #[path = "cli/lab_model.rs"]
 mod lab_model;
+
+#[path = "cli/rl.rs"]
+mod rl;

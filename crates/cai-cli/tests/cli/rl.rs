@@ -1,0 +1,289 @@
+//! `cai rl`: PPO against a preference model trained here, with a helpful mixture, sample tables,
+//! checkpoints, the curves plot, `--resume` after a finished run, RLOO and DPO, and the errors
+//! of missing inputs.
+
+use serde_json::{json, Value};
+
+use crate::helpers::{read_jsonl, stderr, stdout, Workdir};
+
+fn lines(records: &[Value]) -> String {
+    records.iter().map(|r| format!("{r}\n")).collect()
+}
+
+/// A tiny policy, a preference model trained from it on toy labels, prompts and pairs.
+fn setup(work: &Workdir) -> &'static str {
+    work.write("corpus.txt", crate::helpers::CORPUS);
+    let model = work.tiny_model_with("llama", "model", "corpus.txt", 256);
+    let pairs: Vec<Value> = ["bread", "cake", "a pie", "rolls"]
+        .iter()
+        .enumerate()
+        .map(|(i, what)| {
+            let good = format!("Mix flour, water and yeast, then bake {what}.");
+            let bad = "I can't help.".to_owned();
+            let (a, b, p) = if i % 2 == 0 {
+                (good, bad, 0.9)
+            } else {
+                (bad, good, 0.1)
+            };
+            json!({"id": i, "prompt": format!("How do I bake {what}?"),
+                   "response_a": a, "response_b": b, "p_a": p})
+        })
+        .collect();
+    work.write("prefs.jsonl", &lines(&pairs));
+    work.cai_ok(&[
+        "train-pm",
+        "--model",
+        model,
+        "--data",
+        "prefs.jsonl",
+        "--epochs",
+        "2",
+        "--output",
+        "pm",
+    ]);
+    let prompts = |kind: &str, n: usize| -> String {
+        lines(
+            &(0..n)
+                .map(|i| json!({"id": format!("{kind}-{i}"), "prompt": format!("How do I bake thing {i}?")}))
+                .collect::<Vec<_>>(),
+        )
+    };
+    work.write("red.jsonl", &prompts("red", 5));
+    work.write("helpful.jsonl", &prompts("helpful", 5));
+    model
+}
+
+fn ppo_args(model: &str) -> Vec<&str> {
+    vec![
+        "rl",
+        "--algo",
+        "ppo",
+        "--policy",
+        model,
+        "--reward",
+        "pm",
+        "--prompts",
+        "red.jsonl",
+        "--helpful-prompts",
+        "helpful.jsonl",
+        "--helpful-ratio",
+        "1",
+        "--steps",
+        "3",
+        "--batch-size",
+        "4",
+        "--max-new-tokens",
+        "8",
+        "--learning-rate",
+        "1e-3",
+        "--save-every",
+        "2",
+        "--sample-every",
+        "2",
+        "--output",
+        "ppo",
+    ]
+}
+
+#[test]
+fn ppo_trains_against_a_preference_model_and_writes_its_logs() {
+    let work = Workdir::new();
+    let model = setup(&work);
+    let output = work.cai_ok(&ppo_args(model));
+    let out = stdout(&output);
+    assert!(
+        out.contains("trained 3 steps with ppo: last reward "),
+        "{out}"
+    );
+    let err = stderr(&output);
+    assert!(err.contains("rl: ppo, every weight of"), "{err}");
+    assert!(err.contains("samples after step 2:"), "{err}");
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "rl_config.json",
+        "metrics.jsonl",
+        "samples.jsonl",
+        "rl_curves.svg",
+        "checkpoints/checkpoint-2/model.safetensors",
+    ] {
+        assert!(work.path("ppo").join(file).is_file(), "{file}");
+    }
+    let metrics = read_jsonl(&work.path("ppo/metrics.jsonl"));
+    assert_eq!(metrics.len(), 3);
+    for key in [
+        "reward",
+        "kl",
+        "entropy",
+        "clip_fraction",
+        "value_loss",
+        "explained_variance",
+        "response_length",
+        "reward_red_team",
+        "reward_helpful",
+        "generation_share",
+    ] {
+        assert!(metrics[2].get(key).is_some(), "{key} in {}", metrics[2]);
+    }
+    // Two red-team and two helpful prompts per step; the tables hold both kinds.
+    let samples = read_jsonl(&work.path("ppo/samples.jsonl"));
+    assert!(samples.iter().any(|s| s["kind"] == "red_team"));
+    assert!(samples.iter().any(|s| s["kind"] == "helpful"));
+    // The trained policy is a model the other commands load.
+    work.write(
+        "q.jsonl",
+        "{\"id\": \"q\", \"prompt\": \"How do I bake bread?\"}\n",
+    );
+    work.cai_ok(&[
+        "generate",
+        "--model",
+        "ppo",
+        "--input",
+        "q.jsonl",
+        "--output",
+        "q.out.jsonl",
+        "--max-new-tokens",
+        "4",
+    ]);
+    // A finished run is not trained again by accident.
+    let again = work.cai(&ppo_args(model));
+    assert_eq!(again.status.code(), Some(2), "{}", stderr(&again));
+    let mut resume = ppo_args(model);
+    resume.push("--resume");
+    let resumed = work.cai_ok(&resume);
+    assert!(
+        stderr(&resumed).contains("nothing to resume"),
+        "{}",
+        stderr(&resumed)
+    );
+}
+
+#[test]
+fn rloo_and_dpo_run_and_missing_inputs_are_named() {
+    let work = Workdir::new();
+    let model = setup(&work);
+    let output = work.cai_ok(&[
+        "rl",
+        "--algo",
+        "rloo",
+        "--policy",
+        model,
+        "--reward",
+        "pm",
+        "--prompts",
+        "red.jsonl",
+        "--rloo-k",
+        "3",
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--max-new-tokens",
+        "6",
+        "--group-norm",
+        "--output",
+        "rloo",
+    ]);
+    assert!(
+        stdout(&output).contains("trained 2 steps with rloo"),
+        "{}",
+        stdout(&output)
+    );
+    let output = work.cai_ok(&[
+        "rl",
+        "--algo",
+        "dpo",
+        "--policy",
+        model,
+        "--data",
+        "prefs.jsonl",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "2",
+        "--output",
+        "dpo",
+    ]);
+    assert!(
+        stdout(&output).contains("trained 4 steps with dpo"),
+        "{}",
+        stdout(&output)
+    );
+    assert!(work.path("dpo/reference_logps.json").is_file());
+
+    // What each algorithm needs, said plainly.
+    let missing = work.cai(&[
+        "rl",
+        "--algo",
+        "ppo",
+        "--policy",
+        model,
+        "--prompts",
+        "red.jsonl",
+        "--output",
+        "x",
+    ]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        stderr(&missing).contains("--algo ppo needs --reward"),
+        "{}",
+        stderr(&missing)
+    );
+    let missing = work.cai(&["rl", "--algo", "dpo", "--policy", model, "--output", "x"]);
+    assert!(
+        stderr(&missing).contains("--algo dpo needs --data"),
+        "{}",
+        stderr(&missing)
+    );
+    let absent = work.cai(&[
+        "rl",
+        "--policy",
+        model,
+        "--reward",
+        "pm",
+        "--prompts",
+        "nope.jsonl",
+        "--output",
+        "x",
+    ]);
+    assert_eq!(absent.status.code(), Some(2));
+    assert!(
+        stderr(&absent).contains("nope.jsonl: no such file"),
+        "{}",
+        stderr(&absent)
+    );
+    // A bad line in the prompts names its file and line.
+    work.write("bad.jsonl", "{\"prompt\": \"ok\"}\n{\"prompt\": 3}\n");
+    let bad = work.cai(&[
+        "rl",
+        "--policy",
+        model,
+        "--reward",
+        "pm",
+        "--prompts",
+        "bad.jsonl",
+        "--output",
+        "y",
+    ]);
+    assert_ne!(bad.status.code(), Some(0));
+    assert!(stderr(&bad).contains("bad.jsonl:2"), "{}", stderr(&bad));
+    // Not a preference model.
+    let not_pm = work.cai(&[
+        "rl",
+        "--policy",
+        model,
+        "--reward",
+        model,
+        "--prompts",
+        "red.jsonl",
+        "--output",
+        "z",
+    ]);
+    assert_ne!(not_pm.status.code(), Some(0));
+    assert!(
+        stderr(&not_pm).contains("not a preference model"),
+        "{}",
+        stderr(&not_pm)
+    );
+}
