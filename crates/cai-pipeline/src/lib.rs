@@ -7,13 +7,18 @@
 //!   helpfulness prompts to mix into the fine-tuning data.
 //! - [`label`]: RL-CAI feedback — two responses per prompt, compared by a feedback model in a
 //!   multiple-choice question under constitutional principles, as soft preference labels.
+//! - [`recipe`], [`runner`], [`manifest`]: `cai pipeline`'s recipes (TOML), the run directory's
+//!   stage manifests, fingerprints and the skip/resume/restart decision.
 #![deny(missing_docs)]
 
 mod chunks;
 pub mod critique;
 mod error;
 pub mod label;
+pub mod manifest;
+pub mod recipe;
 pub mod record;
 pub mod render;
+pub mod runner;
 
 pub use error::{PipelineError, Result};

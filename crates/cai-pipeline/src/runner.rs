@@ -1,0 +1,316 @@
+//! The stage runner's building blocks: content hashes and stage fingerprints, the decision to
+//! skip, resume or restart a stage, atomic writes, and joining prompt files into one data set
+//! with unique ids.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::manifest::{Manifest, Status};
+
+/// Errors of the runner.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A JSON file or line is malformed.
+    #[error("{path}: {message}")]
+    Json {
+        /// The file (with `:line` for a JSONL line).
+        path: PathBuf,
+        /// serde_json's message.
+        message: String,
+    },
+    /// Two records of the joined prompt files share an id.
+    #[error("{path}:{line}: id {id:?} is already used by an earlier record of the same prompt set; ids must be unique")]
+    DuplicateId {
+        /// The file.
+        path: PathBuf,
+        /// Its 1-based line.
+        line: usize,
+        /// The id.
+        id: String,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
+    move |source| RunError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// FNV-1a, 64 bits: a content hash that needs no dependency (inputs are not adversarial).
+#[derive(Debug, Clone, Copy)]
+pub struct Hasher(u64);
+
+impl Default for Hasher {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Hasher {
+    /// Feed bytes.
+    pub fn update(&mut self, bytes: &[u8]) -> &mut Self {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+        self
+    }
+
+    /// Feed a string followed by a separator, so that ("ab", "c") and ("a", "bc") differ.
+    pub fn field(&mut self, text: &str) -> &mut Self {
+        self.update(text.as_bytes()).update(&[0xff])
+    }
+
+    /// The hash as 16 hex digits.
+    pub fn hex(&self) -> String {
+        format!("{:016x}", self.0)
+    }
+}
+
+/// The hash of a file's bytes, or of a folder's files (names and bytes, sorted by name,
+/// recursively).
+pub fn hash_path(path: &Path) -> Result<String, RunError> {
+    let mut hasher = Hasher::default();
+    hash_into(path, &mut hasher)?;
+    Ok(hasher.hex())
+}
+
+fn hash_into(path: &Path, hasher: &mut Hasher) -> Result<(), RunError> {
+    let meta = std::fs::metadata(path).map_err(io(path))?;
+    if meta.is_dir() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(io(path))?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()
+            .map_err(io(path))?;
+        entries.sort();
+        for entry in entries {
+            let name = entry.file_name().map(|n| n.to_string_lossy().into_owned());
+            hasher.field(&name.unwrap_or_default());
+            hash_into(&entry, hasher)?;
+        }
+    } else {
+        let bytes = std::fs::read(path).map_err(io(path))?;
+        hasher.update(&bytes);
+    }
+    Ok(())
+}
+
+/// Bytes of a file, or of every file in a folder.
+pub fn size_on_disk(path: &Path) -> u64 {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => std::fs::read_dir(path)
+            .map(|dir| dir.flatten().map(|e| size_on_disk(&e.path())).sum())
+            .unwrap_or(0),
+        Ok(meta) => meta.len(),
+        Err(_) => 0,
+    }
+}
+
+/// Non-empty lines of a JSONL file (`None` if it cannot be read).
+pub fn count_records(path: &Path) -> Option<usize> {
+    let text = std::fs::read_to_string(path).ok()?;
+    Some(text.lines().filter(|l| !l.trim().is_empty()).count())
+}
+
+/// What to do with a stage, given its manifest from an earlier run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Finished with the same fingerprint: nothing to do.
+    Skip,
+    /// Started with the same fingerprint and not finished: continue where it stopped.
+    Resume,
+    /// Never started, changed since, or forced: start afresh.
+    Fresh,
+}
+
+/// Skip a finished stage whose fingerprint is unchanged, resume an unfinished one, restart one
+/// whose fingerprint changed (or every stage when `force`).
+pub fn decide(previous: Option<&Manifest>, fingerprint: &str, force: bool) -> Decision {
+    match previous {
+        _ if force => Decision::Fresh,
+        Some(m) if m.fingerprint != fingerprint => Decision::Fresh,
+        Some(m) if m.status == Status::Finished => Decision::Skip,
+        Some(_) => Decision::Resume,
+        None => Decision::Fresh,
+    }
+}
+
+/// Write a file through a temporary sibling and a rename, so that readers (and a run killed
+/// half-way) see the old contents or the new, never a part.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+    file.write_all(bytes).map_err(io(&tmp))?;
+    file.sync_all().map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+/// Join JSONL prompt files into `output` (atomically), keeping at most `limit` records spread
+/// evenly over them. A record without an `id` gets `<file stem>-<line index>`; two records
+/// with the same id are an error naming the second. Returns the records written.
+pub fn join_prompt_files(
+    inputs: &[PathBuf],
+    output: &Path,
+    limit: Option<usize>,
+) -> Result<usize, RunError> {
+    let mut records = Vec::new();
+    let mut seen = HashSet::new();
+    for path in inputs {
+        let text = std::fs::read_to_string(path).map_err(io(path))?;
+        let stem = path
+            .file_stem()
+            .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+        for (index, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let mut value: serde_json::Value =
+                serde_json::from_str(line).map_err(|e| RunError::Json {
+                    path: PathBuf::from(format!("{}:{}", path.display(), index + 1)),
+                    message: e.to_string(),
+                })?;
+            let Some(object) = value.as_object_mut() else {
+                return Err(RunError::Json {
+                    path: PathBuf::from(format!("{}:{}", path.display(), index + 1)),
+                    message: "expected a JSON object".into(),
+                });
+            };
+            let id = match object.get("id") {
+                Some(serde_json::Value::String(id)) => id.clone(),
+                Some(serde_json::Value::Number(n)) => n.to_string(),
+                _ => {
+                    let id = format!("{stem}-{index}");
+                    object.insert("id".into(), id.clone().into());
+                    id
+                }
+            };
+            if !seen.insert(id.clone()) {
+                return Err(RunError::DuplicateId {
+                    path: path.clone(),
+                    line: index + 1,
+                    id,
+                });
+            }
+            records.push(value);
+        }
+    }
+    let kept: Vec<&serde_json::Value> = match limit {
+        Some(limit) if limit < records.len() => (0..limit)
+            .map(|i| &records[i * records.len() / limit])
+            .collect(),
+        _ => records.iter().collect(),
+    };
+    let mut text = String::new();
+    for record in &kept {
+        text += &serde_json::to_string(record).expect("JSON values serialise");
+        text.push('\n');
+    }
+    write_atomic(output, text.as_bytes())?;
+    Ok(kept.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::Manifest;
+
+    fn manifest(status: Status, fingerprint: &str) -> Manifest {
+        Manifest {
+            stage: "sft".into(),
+            status,
+            fingerprint: fingerprint.into(),
+            inputs: vec![],
+            outputs: vec![],
+            commands: vec![],
+            attempts: 1,
+            seconds: 0.0,
+            started_at: 0,
+            finished_at: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn decisions_follow_status_and_fingerprint() {
+        let finished = manifest(Status::Finished, "a");
+        let running = manifest(Status::Running, "a");
+        assert_eq!(decide(None, "a", false), Decision::Fresh);
+        assert_eq!(decide(Some(&finished), "a", false), Decision::Skip);
+        assert_eq!(decide(Some(&finished), "b", false), Decision::Fresh);
+        assert_eq!(decide(Some(&running), "a", false), Decision::Resume);
+        assert_eq!(decide(Some(&running), "b", false), Decision::Fresh);
+        assert_eq!(decide(Some(&finished), "a", true), Decision::Fresh);
+        let failed = manifest(Status::Failed, "a");
+        assert_eq!(decide(Some(&failed), "a", false), Decision::Resume);
+    }
+
+    #[test]
+    fn fnv_matches_its_published_values() {
+        // FNV-1a 64 test vectors: "" and "a".
+        assert_eq!(Hasher::default().hex(), "cbf29ce484222325");
+        assert_eq!(Hasher::default().update(b"a").hex(), "af63dc4c8601ec8c");
+        let ab_c = Hasher::default().field("ab").field("c").hex();
+        let a_bc = Hasher::default().field("a").field("bc").hex();
+        assert_ne!(ab_c, a_bc);
+    }
+
+    #[test]
+    fn folders_hash_by_names_and_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a"), "1").unwrap();
+        std::fs::write(dir.path().join("b"), "2").unwrap();
+        let before = hash_path(dir.path()).unwrap();
+        std::fs::write(dir.path().join("b"), "3").unwrap();
+        assert_ne!(hash_path(dir.path()).unwrap(), before);
+        std::fs::write(dir.path().join("b"), "2").unwrap();
+        assert_eq!(hash_path(dir.path()).unwrap(), before);
+        assert_eq!(size_on_disk(dir.path()), 2);
+    }
+
+    #[test]
+    fn joined_prompts_get_ids_and_are_thinned_evenly() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.jsonl");
+        let b = dir.path().join("b.jsonl");
+        std::fs::write(
+            &a,
+            "{\"id\": \"x\", \"prompt\": \"p\"}\n\n{\"prompt\": \"q\"}\n",
+        )
+        .unwrap();
+        std::fs::write(&b, "{\"id\": 3, \"prompt\": \"r\"}\n{\"prompt\": \"s\"}\n").unwrap();
+        let out = dir.path().join("out.jsonl");
+        assert_eq!(
+            join_prompt_files(&[a.clone(), b.clone()], &out, None).unwrap(),
+            4
+        );
+        let text = std::fs::read_to_string(&out).unwrap();
+        let ids: Vec<String> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["id"].to_string())
+            .collect();
+        assert_eq!(ids, ["\"x\"", "\"a-2\"", "3", "\"b-1\""]);
+        assert_eq!(
+            join_prompt_files(&[a.clone(), b], &out, Some(2)).unwrap(),
+            2
+        );
+        let text = std::fs::read_to_string(&out).unwrap();
+        assert!(text.contains("\"p\"") && text.contains("\"r\""), "{text}");
+        let err = join_prompt_files(&[a.clone(), a], &out, None).unwrap_err();
+        assert!(err.to_string().contains("a.jsonl:1: id \"x\""), "{err}");
+    }
+}
