@@ -24,6 +24,33 @@ pub enum PipelineError {
         #[source]
         source: Box<cai_core::Error>,
     },
+    /// A judge (preference model, feedback model, or one a caller plugs in) failed.
+    #[error("judge {judge}: {source}")]
+    Judge {
+        /// The judge's name ("oracle", "pm:DIR").
+        judge: String,
+        /// What went wrong.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A figure could not be drawn.
+    #[error("drawing {figure}: {message}")]
+    Plot {
+        /// Which figure.
+        figure: String,
+        /// The plotting library's error.
+        message: String,
+    },
+}
+
+impl PipelineError {
+    /// A [`PipelineError::Judge`] from any error of the judge `judge`.
+    pub fn judge(judge: &str, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Judge {
+            judge: judge.to_owned(),
+            source: Box::new(source),
+        }
+    }
 }
 
 /// Results of cai-pipeline.

@@ -7,6 +7,8 @@
 //!   helpfulness prompts to mix into the fine-tuning data.
 //! - [`label`]: RL-CAI feedback — two responses per prompt, compared by a feedback model in a
 //!   multiple-choice question under constitutional principles, as soft preference labels.
+//! - [`eval`]: pairwise Elo of model snapshots under a judge (Bradley–Terry with bootstrap
+//!   intervals, the harmlessness-against-helpfulness plot) and harm rates.
 //! - [`recipe`], [`runner`], [`manifest`]: `cai pipeline`'s recipes (TOML), the run directory's
 //!   stage manifests, fingerprints and the skip/resume/restart decision.
 #![deny(missing_docs)]
@@ -14,6 +16,7 @@
 mod chunks;
 pub mod critique;
 mod error;
+pub mod eval;
 pub mod label;
 pub mod manifest;
 pub mod recipe;
