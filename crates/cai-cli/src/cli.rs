@@ -45,7 +45,8 @@ pub enum Command {
     /// RL-CAI: optimise a policy against a preference model with PPO or RLOO/GRPO under a KL
     /// penalty, or with DPO on labelled pairs (resumable)
     Rl(Box<rl::RlArgs>),
-    /// Measures of a model: multiple-choice accuracy (mc).
+    /// Measures of a model: multiple-choice accuracy (mc), Elo of snapshots under a judge
+    /// (elo), harm rate (harm).
     Eval(eval::EvalArgs),
     /// Context distillation: train a model, or LoRA adapters, to act without a context as it
     /// does with it in front (per-token KL to the prompted model; resumable).

@@ -55,3 +55,6 @@ mod lab_model;
 
 #[path = "cli/rl.rs"]
 mod rl;
+
+#[path = "cli/eval_elo.rs"]
+mod eval_elo;
