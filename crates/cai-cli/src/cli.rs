@@ -3,8 +3,8 @@
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    bench, chat, critique, distill, eval, generate, init_model, lab, label, merge_lora, rl, score,
-    serve, sft, train_pm,
+    bench, chat, critique, distill, eval, generate, init_model, lab, label, merge_lora, pipeline,
+    rl, score, serve, sft, train_pm,
 };
 
 /// cai: Constitutional AI over Hugging Face causal language models, on candle.
@@ -45,6 +45,9 @@ pub enum Command {
     /// RL-CAI: optimise a policy against a preference model with PPO or RLOO/GRPO under a KL
     /// penalty, or with DPO on labelled pairs (resumable)
     Rl(Box<rl::RlArgs>),
+    /// Every stage of Constitutional AI from one recipe (the lab's by default), in a run
+    /// directory, skipping finished stages and resuming interrupted ones; then a report
+    Pipeline(Box<pipeline::PipelineArgs>),
     /// Measures of a model: multiple-choice accuracy (mc), Elo of snapshots under a judge
     /// (elo), harm rate (harm).
     Eval(eval::EvalArgs),

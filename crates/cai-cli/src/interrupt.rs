@@ -2,7 +2,7 @@
 //! second quits at once; and the command line that resumes the run.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use anyhow::Context;
 use indicatif::ProgressBar;
@@ -10,29 +10,59 @@ use indicatif::ProgressBar;
 /// The exit status of a run stopped by Ctrl-C (128 + SIGINT), as shells report it.
 pub(crate) const INTERRUPTED: u8 = 130;
 
+/// The flag and progress bar of the training command running now (`None` between commands).
+type Current = Option<(Arc<AtomicBool>, ProgressBar)>;
+
+static CURRENT: Mutex<Current> = Mutex::new(None);
+static INSTALLED: OnceLock<Result<(), String>> = OnceLock::new();
+static RESUME_HINT: OnceLock<String> = OnceLock::new();
+
 /// Raise the returned flag on the first Ctrl-C (the trainer then saves a checkpoint and
-/// stops); exit at once on the second.
+/// stops); exit at once on the second. One handler serves every training command of the
+/// process (`cai pipeline` runs several in turn).
 pub(crate) fn stop_on_ctrl_c(bar: ProgressBar) -> anyhow::Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
-    ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
-            bar.abandon();
-            eprintln!("\nstopped without saving; the last saved checkpoint is kept");
-            std::process::exit(i32::from(INTERRUPTED));
-        }
-        bar.suspend(|| {
-            eprintln!(
-                "\nstopping after this step to save a checkpoint (Ctrl-C again to quit at once)"
-            )
-        });
-    })
-    .context("installing the Ctrl-C handler")?;
+    *CURRENT.lock().unwrap_or_else(|e| e.into_inner()) = Some((Arc::clone(&stop), bar));
+    INSTALLED
+        .get_or_init(|| ctrlc::set_handler(on_ctrl_c).map_err(|e| e.to_string()))
+        .clone()
+        .map_err(anyhow::Error::msg)
+        .context("installing the Ctrl-C handler")?;
     Ok(stop)
+}
+
+/// After a training command: Ctrl-C quits at once again, as it does without a handler.
+pub(crate) fn release_ctrl_c() {
+    *CURRENT.lock().unwrap_or_else(|e| e.into_inner()) = None;
+}
+
+fn on_ctrl_c() {
+    let current = CURRENT.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((flag, bar)) = current.as_ref() else {
+        eprintln!();
+        std::process::exit(i32::from(INTERRUPTED));
+    };
+    if flag.swap(true, Ordering::SeqCst) {
+        bar.abandon();
+        eprintln!("\nstopped without saving; the last saved checkpoint is kept");
+        std::process::exit(i32::from(INTERRUPTED));
+    }
+    bar.suspend(|| {
+        eprintln!("\nstopping after this step to save a checkpoint (Ctrl-C again to quit at once)")
+    });
+}
+
+/// Make [`resume_command`] print `command` (a command that runs other commands resumes as
+/// a whole).
+pub(crate) fn set_resume_command(command: String) {
+    let _ = RESUME_HINT.set(command);
 }
 
 /// This command line with `--resume` (and without `--overwrite`), quoted for a POSIX shell.
 pub(crate) fn resume_command() -> String {
+    if let Some(command) = RESUME_HINT.get() {
+        return command.clone();
+    }
     let mut words = vec!["cai".to_owned()];
     words.extend(
         std::env::args()

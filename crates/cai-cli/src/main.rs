@@ -49,6 +49,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Rl(args) => return commands::rl::run(*args),
         Command::Distill(args) => return commands::distill::run(*args),
         Command::Lab(args) => return commands::lab::run(args),
+        Command::Pipeline(args) => return commands::pipeline::run(*args),
         Command::MergeLora(args) => commands::merge_lora::run(args),
         Command::InitModel(args) => commands::init_model::run(args),
         Command::Generate(args) => commands::generate::run(args),

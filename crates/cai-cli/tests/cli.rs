@@ -44,6 +44,9 @@ mod distill;
 #[path = "cli/lab.rs"]
 mod lab;
 
+#[path = "cli/pipeline.rs"]
+mod pipeline;
+
 #[path = "cli/lab_eval.rs"]
 mod lab_eval;
 

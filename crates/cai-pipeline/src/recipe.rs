@@ -831,6 +831,19 @@ constitution = "default"
     }
 
     #[test]
+    fn the_example_recipes_parse() {
+        for (name, text) in [(
+            "qwen2.5-0.5b",
+            include_str!("../../../recipes/qwen2.5-0.5b.toml"),
+        )] {
+            for quick in [false, true] {
+                let r = parse(text, name, quick).unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(r.name, name);
+            }
+        }
+    }
+
+    #[test]
     fn an_unknown_key_is_named_with_its_line() {
         let text = minimal() + "[sft]\nlearning_rat = 1e-4\n[critique]\n";
         let err = parse(&text, "r.toml", false).unwrap_err().to_string();

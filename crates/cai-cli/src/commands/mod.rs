@@ -10,6 +10,7 @@ pub mod init_model;
 pub mod lab;
 pub mod label;
 pub mod merge_lora;
+pub mod pipeline;
 pub mod rl;
 pub mod score;
 pub mod serve;

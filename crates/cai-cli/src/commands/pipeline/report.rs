@@ -1,0 +1,629 @@
+//! The run's report: `report.html` (self-contained: inline CSS and SVG, nothing fetched) and
+//! its Markdown twin `report.md` (figures in `figures/`) — stages and timings, the measures of
+//! every snapshot, training curves, the preference model's calibration, the Elo plot, and
+//! samples of critiques, labels and RL to browse.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use cai_pipeline::manifest::{Manifest, METRICS_FILE};
+use cai_pipeline::recipe::Stage;
+use cai_pipeline::runner::write_atomic;
+use serde_json::Value;
+
+use super::eval::{read_lab_eval, LabEvalLine, LAB_EVAL_FILE};
+use super::plots::{self, Point, Series};
+use super::run::RUN_FILE;
+use super::status::run_stages;
+
+/// Samples of each kind shown.
+const SAMPLES: usize = 6;
+/// RL samples shown from each of the first and the last logged step.
+const RL_SAMPLES: usize = 4;
+
+/// The report being built: HTML and Markdown side by side.
+struct Doc {
+    html: String,
+    md: String,
+    figures: Vec<(String, String)>,
+}
+
+impl Doc {
+    fn heading(&mut self, text: &str) {
+        let _ = writeln!(self.html, "<h2>{}</h2>", esc(text));
+        let _ = writeln!(self.md, "\n## {text}\n");
+    }
+
+    fn para(&mut self, text: &str) {
+        let _ = writeln!(self.html, "<p>{}</p>", esc(text));
+        let _ = writeln!(self.md, "{text}\n");
+    }
+
+    fn table(&mut self, head: &[&str], rows: &[Vec<String>]) {
+        self.html.push_str("<table><thead><tr>");
+        for h in head {
+            let _ = write!(self.html, "<th>{}</th>", esc(h));
+        }
+        self.html.push_str("</tr></thead><tbody>\n");
+        for row in rows {
+            self.html.push_str("<tr>");
+            for cell in row {
+                let _ = write!(self.html, "<td>{}</td>", esc(cell));
+            }
+            self.html.push_str("</tr>\n");
+        }
+        self.html.push_str("</tbody></table>\n");
+        let _ = writeln!(self.md, "| {} |", head.join(" | "));
+        let _ = writeln!(self.md, "|{}", "---|".repeat(head.len()));
+        for row in rows {
+            let cells: Vec<String> = row.iter().map(|c| c.replace('|', "\\|")).collect();
+            let _ = writeln!(self.md, "| {} |", cells.join(" | "));
+        }
+        self.md.push('\n');
+    }
+
+    /// A figure: inline in the HTML, a file beside the Markdown.
+    fn figure(&mut self, name: &str, svg: String) {
+        let _ = writeln!(self.html, "<figure>{svg}</figure>");
+        let _ = writeln!(self.md, "![{name}](figures/{name}.svg)\n");
+        self.figures.push((name.to_owned(), svg));
+    }
+
+    fn figures_row(&mut self, figures: Vec<(&str, String)>) {
+        if figures.is_empty() {
+            return;
+        }
+        self.html.push_str("<div class=\"row\">");
+        let mut md = String::new();
+        for (name, svg) in figures {
+            let _ = write!(self.html, "<figure>{svg}</figure>");
+            let _ = write!(md, "![{name}](figures/{name}.svg) ");
+            self.figures.push((name.to_owned(), svg));
+        }
+        self.html.push_str("</div>\n");
+        let _ = writeln!(self.md, "{}\n", md.trim_end());
+    }
+
+    /// A collapsed block of labelled texts.
+    fn details(&mut self, summary: &str, parts: &[(String, String)]) {
+        let _ = write!(self.html, "<details><summary>{}</summary>", esc(summary));
+        let _ = writeln!(self.md, "<details><summary>{}</summary>\n", esc(summary));
+        for (label, text) in parts {
+            let _ = write!(
+                self.html,
+                "<div class=\"turn\"><span class=\"who\">{}</span><pre>{}</pre></div>",
+                esc(label),
+                esc(text.trim())
+            );
+            let _ = writeln!(self.md, "**{label}**\n\n```text\n{}\n```\n", text.trim());
+        }
+        self.html.push_str("</details>\n");
+        self.md.push_str("</details>\n\n");
+    }
+}
+
+/// HTML-escape text.
+fn esc(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+const STYLE: &str = "
+body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;max-width:1120px;margin:2em auto;padding:0 1.2em;color:#1f2328;line-height:1.45}
+h1{margin-bottom:.2em}h2{margin-top:1.8em;border-bottom:1px solid #d0d7de;padding-bottom:.2em}
+.sub{color:#57606a;margin-top:0}
+table{border-collapse:collapse;margin:.8em 0;font-size:.92em}
+th,td{border:1px solid #d0d7de;padding:.3em .65em;text-align:left;vertical-align:top}
+th{background:#f6f8fa}tbody tr:nth-child(even){background:#fbfcfd}
+td:not(:first-child){font-variant-numeric:tabular-nums}
+.row{display:flex;flex-wrap:wrap;gap:12px}
+figure{margin:.6em 0;border:1px solid #d0d7de;border-radius:6px;padding:4px;background:#fff;display:inline-block}
+details{border:1px solid #d0d7de;border-radius:6px;padding:.4em .8em;margin:.5em 0;background:#fafbfc}
+summary{cursor:pointer;font-weight:600}
+.turn{margin:.4em 0}.who{font-size:.8em;color:#57606a;text-transform:uppercase;letter-spacing:.04em}
+pre{white-space:pre-wrap;word-break:break-word;background:#fff;border:1px solid #eaeef2;border-radius:4px;padding:.4em .6em;margin:.2em 0;font-size:.88em}
+code{background:#f6f8fa;padding:.1em .3em;border-radius:3px;font-size:.88em}
+.ok{color:#1a7f37}.bad{color:#cf222e}
+";
+
+/// Write `report.html`, `report.md` and `figures/` into the run directory; the HTML's path.
+pub(super) fn write(run_dir: &Path) -> anyhow::Result<PathBuf> {
+    let run: Value = std::fs::read_to_string(run_dir.join(RUN_FILE))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null);
+    let stages = run_stages(run_dir)?;
+    let name = run["recipe"].as_str().unwrap_or("recipe");
+    let quick = run["quick"].as_bool().unwrap_or(false);
+    let mut doc = Doc {
+        html: String::new(),
+        md: String::new(),
+        figures: Vec::new(),
+    };
+    let title = format!(
+        "cai pipeline — {name}{}",
+        if quick { " (quick)" } else { "" }
+    );
+    let _ = writeln!(doc.md, "# {title}\n");
+    let description = run["description"].as_str().unwrap_or("");
+    if !description.is_empty() {
+        let _ = writeln!(doc.md, "{description}\n");
+    }
+
+    let manifests: Vec<(Stage, Option<Manifest>)> = stages
+        .iter()
+        .map(|s| Ok((*s, Manifest::read(&run_dir.join(s.name()))?)))
+        .collect::<anyhow::Result<_>>()?;
+    stages_section(&mut doc, &manifests);
+    let lab = read_lab_eval(&run_dir.join(Stage::Eval.name()).join(LAB_EVAL_FILE))?;
+    if !lab.is_empty() {
+        snapshots_section(&mut doc, &lab);
+    }
+    curves_section(&mut doc, run_dir);
+    elo_section(&mut doc, run_dir);
+    samples_section(&mut doc, run_dir);
+
+    let total: f64 = manifests
+        .iter()
+        .filter_map(|(_, m)| m.as_ref().map(|m| m.seconds))
+        .sum();
+    let html = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{}</title><style>{STYLE}</style></head><body>\n<h1>{}</h1>\n\
+         <p class=\"sub\">{} — run directory <code>{}</code>, {:.0} s of stage time</p>\n{}</body></html>\n",
+        esc(&title),
+        esc(&title),
+        esc(description),
+        esc(&run_dir.display().to_string()),
+        total,
+        doc.html
+    );
+    let figures = run_dir.join("figures");
+    std::fs::create_dir_all(&figures).with_context(|| format!("creating {}", figures.display()))?;
+    for (name, svg) in &doc.figures {
+        write_atomic(&figures.join(format!("{name}.svg")), svg.as_bytes())?;
+    }
+    write_atomic(&run_dir.join("report.md"), doc.md.as_bytes())?;
+    let path = run_dir.join("report.html");
+    write_atomic(&path, html.as_bytes())?;
+    Ok(path)
+}
+
+fn stages_section(doc: &mut Doc, manifests: &[(Stage, Option<Manifest>)]) {
+    doc.heading("Stages");
+    let rows: Vec<Vec<String>> = manifests
+        .iter()
+        .map(|(stage, m)| match m {
+            None => vec![
+                stage.name().into(),
+                "not started".into(),
+                "".into(),
+                "".into(),
+                "".into(),
+            ],
+            Some(m) => {
+                let outputs: Vec<String> = m
+                    .outputs
+                    .iter()
+                    .map(|o| match o.records {
+                        Some(n) => format!("{}: {n} records", o.role),
+                        None => format!("{}: {:.1} MB", o.role, o.bytes as f64 / 1e6),
+                    })
+                    .collect();
+                vec![
+                    stage.name().into(),
+                    m.status.name().into(),
+                    format!("{:.1} s", m.seconds),
+                    m.attempts.to_string(),
+                    outputs.join("; "),
+                ]
+            }
+        })
+        .collect();
+    doc.table(&["stage", "status", "time", "attempts", "outputs"], &rows);
+    let commands: Vec<(String, String)> = manifests
+        .iter()
+        .filter_map(|(s, m)| Some((s, m.as_ref()?)))
+        .flat_map(|(s, m)| m.commands.iter().map(|c| (s.name().to_owned(), c.clone())))
+        .collect();
+    if !commands.is_empty() {
+        doc.details("The commands each stage ran", &commands);
+    }
+    for (stage, m) in manifests {
+        if let Some(error) = m.as_ref().and_then(|m| m.error.as_ref()) {
+            doc.para(&format!("The {stage} stage failed: {error}"));
+        }
+    }
+}
+
+/// The snapshots' rows: the lab eval lines, with `prompted` (the base model after the
+/// context) after `base`.
+fn snapshot_rows(lab: &[LabEvalLine]) -> Vec<(String, Vec<Option<f64>>)> {
+    let mut rows = Vec::new();
+    for line in lab {
+        let r = &line.report;
+        rows.push((
+            line.snapshot.clone(),
+            vec![
+                Some(r.harmful_rate),
+                Some(r.harmful_rate_with_context),
+                Some(r.harmless_helpful_rate),
+                Some(r.evasive_rate),
+                Some(r.helpful_rate),
+                Some(r.critique_hit_rate),
+                Some(r.mc_accuracy),
+            ],
+        ));
+        if line.snapshot == "base" {
+            rows.push((
+                "prompted".into(),
+                vec![
+                    Some(r.harmful_rate_with_context),
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                ],
+            ));
+        }
+    }
+    rows
+}
+
+fn snapshots_section(doc: &mut Doc, lab: &[LabEvalLine]) {
+    doc.heading("Snapshots: the lab's measures");
+    let first = &lab[0].report;
+    doc.para(&format!(
+        "cai lab eval on the held-out tasks of world {} ({} red-team, {} benign prompts; \
+         greedy answers judged by the lab's oracle). \"prompted\" is the base model with the \
+         HHH context in front; only its harmful rate is measured.",
+        first.world_seed, first.red_team_items, first.benign_items
+    ));
+    let head = [
+        "snapshot",
+        "harmful",
+        "harmful with context",
+        "harmless-helpful",
+        "evasive",
+        "helpful",
+        "critique hits",
+        "mc accuracy",
+    ];
+    let rows: Vec<Vec<String>> = snapshot_rows(lab)
+        .into_iter()
+        .map(|(name, values)| {
+            std::iter::once(name)
+                .chain(
+                    values
+                        .into_iter()
+                        .map(|v| v.map_or_else(|| "—".into(), |v| format!("{v:.3}"))),
+                )
+                .collect()
+        })
+        .collect();
+    doc.table(&head, &rows);
+    let commands: Vec<(String, String)> = lab
+        .iter()
+        .map(|l| {
+            (
+                format!("{} ({:.1} s)", l.snapshot, l.seconds),
+                l.command.clone(),
+            )
+        })
+        .collect();
+    doc.details("The cai lab eval command of each snapshot", &commands);
+
+    let mut points = Vec::new();
+    let mut path = Vec::new();
+    for (name, values) in snapshot_rows(lab) {
+        let (Some(harmful), helpful) = (values[0], values[4]) else {
+            continue;
+        };
+        // The prompted model's helpfulness is the base model's (the context is for harm).
+        let helpful = helpful.or_else(|| {
+            lab.iter()
+                .find(|l| l.snapshot == "base")
+                .map(|l| l.report.helpful_rate)
+        });
+        let Some(helpful) = helpful else { continue };
+        if name == "sl-cai" || name.starts_with("rl-") {
+            path.push((name.clone(), helpful, 1.0 - harmful));
+        }
+        if !name.starts_with("rl-step-") {
+            points.push(Point {
+                label: name,
+                x: helpful,
+                y: 1.0 - harmful,
+            });
+        }
+    }
+    // The line runs SL-CAI → RL checkpoints by step → RL-CAI.
+    path.sort_by_key(|(name, _, _)| match name.as_str() {
+        "sl-cai" => 0,
+        "rl-cai" => u64::MAX,
+        n => n.trim_start_matches("rl-step-").parse().unwrap_or(1),
+    });
+    let line: Vec<(f64, f64)> = path.iter().map(|(_, x, y)| (*x, *y)).collect();
+    doc.figure(
+        "snapshots",
+        plots::scatter(
+            "harmlessness against helpfulness (lab oracle)",
+            "helpful rate (benign prompts)",
+            "1 − harmful rate (red-team prompts)",
+            &points,
+            &line,
+        ),
+    );
+}
+
+/// The `(step, key)` points of a metrics file's lines of one split (lines without a split
+/// count as "train").
+fn curve(path: &Path, key: &str, split: &str) -> Vec<(f64, f64)> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["split"].as_str().unwrap_or("train") == split)
+        .filter_map(|v| Some((v["step"].as_f64()?, v[key].as_f64()?)))
+        .collect()
+}
+
+/// The first key of `keys` that the metrics file has, with its train and eval curves.
+fn curves(path: &Path, keys: &[&str]) -> Option<(String, Vec<Series>)> {
+    keys.iter().find_map(|key| {
+        let series: Vec<Series> = ["train", "eval"]
+            .into_iter()
+            .map(|split| Series {
+                name: split.into(),
+                points: curve(path, key, split),
+            })
+            .filter(|s| !s.points.is_empty())
+            .collect();
+        (!series.is_empty()).then(|| (key.to_string(), series))
+    })
+}
+
+fn curves_section(doc: &mut Doc, run_dir: &Path) {
+    let mut figures = Vec::new();
+    let specs: [(Stage, &str, &[&str], &str); 5] = [
+        (
+            Stage::Distill,
+            "distillation: KL to the prompted model",
+            &["loss"],
+            "distill-kl",
+        ),
+        (Stage::Sft, "SL-CAI fine-tuning loss", &["loss"], "sft-loss"),
+        (
+            Stage::TrainPm,
+            "preference model loss",
+            &["loss"],
+            "pm-loss",
+        ),
+        (
+            Stage::Rl,
+            "RL reward",
+            &["reward", "mean_reward", "reward_mean", "score"],
+            "rl-reward",
+        ),
+        (
+            Stage::Rl,
+            "RL KL to the reference",
+            &["kl", "kl_mean", "mean_kl"],
+            "rl-kl",
+        ),
+    ];
+    for (stage, title, keys, name) in specs {
+        let path = run_dir.join(stage.name()).join(METRICS_FILE);
+        if name == "rl-reward" {
+            // The mean reward, and on red-team and helpful prompts apart.
+            let series: Vec<Series> = [
+                ("all", "reward"),
+                ("red-team", "reward_red_team"),
+                ("helpful", "reward_helpful"),
+            ]
+            .into_iter()
+            .map(|(label, key)| Series {
+                name: label.into(),
+                points: curve(&path, key, "train"),
+            })
+            .filter(|s| !s.points.is_empty())
+            .collect();
+            if !series.is_empty() {
+                figures.push((name, plots::lines(title, "step", "PM reward", &series)));
+                continue;
+            }
+        }
+        if let Some((key, series)) = curves(&path, keys) {
+            figures.push((name, plots::lines(title, "step", &key, &series)));
+        }
+    }
+    let reliability = run_dir
+        .join(Stage::TrainPm.name())
+        .join("model")
+        .join("reliability.svg");
+    let pm_eval: Option<Value> = std::fs::read_to_string(
+        run_dir
+            .join(Stage::TrainPm.name())
+            .join("model")
+            .join("pm_eval.json"),
+    )
+    .ok()
+    .and_then(|t| serde_json::from_str(&t).ok());
+    if figures.is_empty() && !reliability.is_file() {
+        return;
+    }
+    doc.heading("Training curves and calibration");
+    if let Some(pm) = &pm_eval {
+        let number = |v: &Value| v.as_f64().map_or("—".to_owned(), |v| format!("{v:.3}"));
+        doc.para(&format!(
+            "Preference model on its labelled pairs: accuracy {} against the labels' hard \
+             choice, expected calibration error {}.",
+            number(&pm["accuracy"]),
+            number(&pm["calibration"]["ece"])
+        ));
+    }
+    if let Ok(svg) = std::fs::read_to_string(&reliability) {
+        figures.push(("pm-reliability", svg));
+    }
+    doc.figures_row(figures);
+}
+
+fn elo_section(doc: &mut Doc, run_dir: &Path) {
+    let dir = run_dir.join(Stage::Eval.name()).join("elo");
+    let Ok(svg) = std::fs::read_to_string(dir.join("elo.svg")) else {
+        return;
+    };
+    doc.heading("Elo: harmlessness against helpfulness");
+    if let Ok(md) = std::fs::read_to_string(dir.join("elo.md")) {
+        let _ = writeln!(doc.md, "{md}\n");
+        let _ = writeln!(doc.html, "<pre>{}</pre>", esc(&md));
+    }
+    doc.figure("elo", svg);
+}
+
+/// The first `n` JSON lines of a file.
+fn head(path: &Path, n: usize) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .map(|t| {
+            t.lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .take(n)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// RL samples of the first and the last step that logged any.
+fn rl_samples(path: &Path) -> Vec<Value> {
+    let all = head(path, usize::MAX);
+    let steps: Vec<u64> = all.iter().filter_map(|v| v["step"].as_u64()).collect();
+    let (Some(first), Some(last)) = (steps.iter().min(), steps.iter().max()) else {
+        return Vec::new();
+    };
+    let pick = |step: u64| {
+        all.iter()
+            .filter(move |v| v["step"].as_u64() == Some(step))
+            .take(RL_SAMPLES)
+            .cloned()
+    };
+    let mut samples: Vec<Value> = pick(*first).collect();
+    if last != first {
+        samples.extend(pick(*last));
+    }
+    samples
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn samples_section(doc: &mut Doc, run_dir: &Path) {
+    let critiques = head(&run_dir.join("critique").join("sl.jsonl"), SAMPLES);
+    let labels = head(&run_dir.join("label").join("prefs.jsonl"), SAMPLES);
+    let rl = rl_samples(&run_dir.join("rl").join("model").join("samples.jsonl"));
+    if critiques.is_empty() && labels.is_empty() && rl.is_empty() {
+        return;
+    }
+    doc.heading("Samples");
+    if !critiques.is_empty() {
+        doc.para("SL-CAI: answers to red-team prompts, critiqued and revised.");
+    }
+    for r in &critiques {
+        let mut parts = vec![
+            ("human".to_owned(), text(&r["prompt"])),
+            ("initial answer".to_owned(), text(&r["initial_response"])),
+        ];
+        for (i, round) in r["rounds"].as_array().into_iter().flatten().enumerate() {
+            let principle = text(&round["principle_id"]);
+            parts.push((
+                format!("round {} critique ({principle})", i + 1),
+                text(&round["critique"]),
+            ));
+            parts.push((
+                format!("round {} revision", i + 1),
+                text(&round["revision"]),
+            ));
+        }
+        doc.details(
+            &format!("critique {}: {}", text(&r["id"]), text(&r["prompt"])),
+            &parts,
+        );
+    }
+    if !labels.is_empty() {
+        doc.para("RL-CAI labels: two samples compared by the feedback model (p_a is the soft label that A is better).");
+    }
+    for r in &labels {
+        let p_a = r["p_a"].as_f64().unwrap_or(f64::NAN);
+        let parts = vec![
+            ("human".to_owned(), text(&r["prompt"])),
+            ("response A".to_owned(), text(&r["response_a"])),
+            ("response B".to_owned(), text(&r["response_b"])),
+        ];
+        doc.details(
+            &format!(
+                "label {}: p_a = {p_a:.3} — {}",
+                text(&r["id"]),
+                text(&r["prompt"])
+            ),
+            &parts,
+        );
+    }
+    if !rl.is_empty() {
+        doc.para("RL-CAI: samples of the policy during training, with their rewards.");
+    }
+    for r in &rl {
+        let parts = vec![
+            ("human".to_owned(), text(&r["prompt"])),
+            ("policy".to_owned(), text(&r["response"])),
+        ];
+        let reward = r["reward"].as_f64().unwrap_or(f64::NAN);
+        doc.details(
+            &format!(
+                "RL step {} ({}): reward {reward:.3} — {}",
+                text(&r["step"]),
+                text(&r["kind"]).replace('_', "-"),
+                text(&r["prompt"])
+            ),
+            &parts,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn html_is_escaped() {
+        assert_eq!(
+            esc("<a href=\"x\">&</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;"
+        );
+    }
+
+    #[test]
+    fn curves_split_train_and_eval_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.jsonl");
+        std::fs::write(
+            &path,
+            "{\"step\": 1, \"split\": \"train\", \"loss\": 2.0}\n{\"step\": 1, \"split\": \"eval\", \"loss\": 3.0}\n{\"step\": 2, \"loss\": 1.0}\n",
+        )
+        .unwrap();
+        assert_eq!(curve(&path, "loss", "train"), vec![(1.0, 2.0), (2.0, 1.0)]);
+        assert_eq!(curve(&path, "loss", "eval"), vec![(1.0, 3.0)]);
+        let (key, series) = curves(&path, &["reward", "loss"]).unwrap();
+        assert_eq!((key.as_str(), series.len()), ("loss", 2));
+    }
+}

@@ -1,0 +1,406 @@
+//! Running a recipe's stages in a run directory: fingerprints, the skip/resume/restart
+//! decision, the stage commands run in-process, manifests and metrics, then the report.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use cai_pipeline::manifest::{Input, Manifest, Output, Status, CONFIG_FILE, METRICS_FILE};
+use cai_pipeline::recipe::{LoadedRecipe, Stage};
+use cai_pipeline::runner::{
+    count_records, decide, hash_path, join_prompt_files, size_on_disk, write_atomic, Decision,
+    Hasher,
+};
+use clap::Parser;
+use serde_json::json;
+
+use super::plan::{self, command_line, Ctx, InputSpec, StagePlan, Step};
+use super::Selection;
+use crate::cli::Cli;
+use crate::interrupt::INTERRUPTED;
+
+/// The run directory's record of the recipe it runs.
+pub(super) const RUN_FILE: &str = "run.json";
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Run the selected stages of a recipe in `run_dir`, then write the report. Exits 130 when a
+/// training stage was stopped by Ctrl-C.
+pub(crate) fn run_recipe(
+    loaded: &LoadedRecipe,
+    run_dir: &Path,
+    selection: &Selection,
+) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    std::fs::create_dir_all(run_dir)
+        .with_context(|| format!("creating the run directory {}", run_dir.display()))?;
+    let ctx = Ctx {
+        loaded,
+        run_dir: run_dir.to_owned(),
+    };
+    let plans = plan::plan_all(&ctx)?;
+    check_commands(&plans)?;
+    write_atomic(&run_dir.join("recipe.toml"), loaded.text.as_bytes())?;
+    let record = json!({
+        "recipe": loaded.recipe.name,
+        "recipe_file": loaded.path,
+        "quick": loaded.quick,
+        "stages": loaded.recipe.stages(),
+        "description": loaded.recipe.description,
+    });
+    write_atomic(
+        &run_dir.join(RUN_FILE),
+        (serde_json::to_string_pretty(&record)? + "\n").as_bytes(),
+    )?;
+    eprintln!(
+        "pipeline: recipe {}{} in {}",
+        loaded.recipe.name,
+        if loaded.quick { " (quick)" } else { "" },
+        run_dir.display()
+    );
+    let mut hashes = Hashes::default();
+    let mut outcome = Ok(ExitCode::SUCCESS);
+    for plan in &plans {
+        if !selection.run.contains(&plan.stage) {
+            continue;
+        }
+        let force = selection.force.contains(&plan.stage);
+        match run_stage(&ctx, plan, force, &mut hashes) {
+            Ok(StageEnd::Done) => {}
+            Ok(StageEnd::Interrupted) => {
+                outcome = Ok(ExitCode::from(INTERRUPTED));
+                break;
+            }
+            Err(e) => {
+                outcome = Err(e);
+                break;
+            }
+        }
+    }
+    let report = super::report::write(run_dir).context("writing the report")?;
+    match &outcome {
+        Ok(code) if *code == ExitCode::SUCCESS => eprintln!(
+            "pipeline: done in {:.0} s; the report is {}",
+            started.elapsed().as_secs_f64(),
+            report.display()
+        ),
+        Ok(_) => eprintln!(
+            "pipeline: interrupted; run the same command again to continue (report so far: {})",
+            report.display()
+        ),
+        Err(_) => eprintln!(
+            "pipeline: stopped; the report so far is {}",
+            report.display()
+        ),
+    }
+    if outcome.is_ok() {
+        println!("{}", report.display());
+    }
+    outcome
+}
+
+/// Parse every command of the plans before anything runs, so that a bad flag in a recipe's
+/// `args` fails at once, naming the stage.
+fn check_commands(plans: &[StagePlan]) -> anyhow::Result<()> {
+    for plan in plans {
+        for argv in plan::commands(plan) {
+            if argv.first().map(String::as_str) == Some("rl") && !rl_available() {
+                continue;
+            }
+            let words = std::iter::once("cai".to_owned()).chain(argv.iter().cloned());
+            Cli::try_parse_from(words).map_err(|e| {
+                anyhow::anyhow!(
+                    "the {} stage's command `{}` does not parse (check the recipe's [{}] \
+                     table and its args):\n{}",
+                    plan.stage,
+                    command_line(argv),
+                    plan.stage,
+                    e.render()
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether this build has `cai rl`.
+fn rl_available() -> bool {
+    Cli::try_parse_from(["cai", "rl", "--help"])
+        .map_err(|e| e.kind() == clap::error::ErrorKind::DisplayHelp)
+        .err()
+        .unwrap_or(false)
+}
+
+/// Content hashes of inputs, computed once per run.
+#[derive(Default)]
+struct Hashes(HashMap<String, String>);
+
+impl Hashes {
+    /// The hash of an input: the fingerprint of the stage that made it (with its path inside
+    /// the stage), else the hash of its contents, else of its name (endpoints).
+    fn of(&mut self, ctx: &Ctx, input: &InputSpec) -> anyhow::Result<Input> {
+        let (role, path, spec) = match input {
+            InputSpec::Path { role, path } => (role, path.clone(), path.display().to_string()),
+            InputSpec::Model { role, spec } => (role, PathBuf::from(spec), spec.clone()),
+        };
+        if let Some(stage) = producing_stage(ctx, &path) {
+            let manifest = Manifest::read(&ctx.stage_dir(stage))?
+                .filter(|m| m.status == Status::Finished)
+                .with_context(|| {
+                    format!(
+                        "{spec} comes from the {stage} stage, which has not finished; run it \
+                         first (leave out --stages, or add {stage} to it)"
+                    )
+                })?;
+            let mut h = Hasher::default();
+            h.field(&manifest.fingerprint).field(&spec);
+            return Ok(Input {
+                role: role.clone(),
+                path: spec,
+                hash: h.hex(),
+                records: count_jsonl(&path),
+            });
+        }
+        if let Some(hash) = self.0.get(&spec) {
+            return Ok(Input {
+                role: role.clone(),
+                path: spec.clone(),
+                hash: hash.clone(),
+                records: count_jsonl(&path),
+            });
+        }
+        let hash = if path.exists() {
+            hash_path(&path)?
+        } else if matches!(input, InputSpec::Model { .. }) && !cai_remote::is_remote_spec(&spec) {
+            let dir = crate::lab_models::resolve_model_dir(&spec)?;
+            hash_path(&dir)?
+        } else if matches!(input, InputSpec::Model { .. }) {
+            Hasher::default().field(&spec).hex()
+        } else {
+            bail!("{spec} does not exist (an input of the recipe)");
+        };
+        self.0.insert(spec.clone(), hash.clone());
+        Ok(Input {
+            role: role.clone(),
+            path: spec,
+            hash,
+            records: count_jsonl(&path),
+        })
+    }
+}
+
+fn count_jsonl(path: &Path) -> Option<usize> {
+    (path.extension().is_some_and(|e| e == "jsonl") && path.is_file())
+        .then(|| count_records(path))
+        .flatten()
+}
+
+/// The stage whose folder holds `path`, if any.
+fn producing_stage(ctx: &Ctx, path: &Path) -> Option<Stage> {
+    cai_pipeline::recipe::STAGES
+        .into_iter()
+        .find(|s| path.starts_with(ctx.stage_dir(*s)))
+}
+
+enum StageEnd {
+    Done,
+    Interrupted,
+}
+
+fn run_stage(
+    ctx: &Ctx,
+    plan: &StagePlan,
+    force: bool,
+    hashes: &mut Hashes,
+) -> anyhow::Result<StageEnd> {
+    let stage = plan.stage;
+    let dir = ctx.stage_dir(stage);
+    let inputs = plan
+        .inputs
+        .iter()
+        .map(|i| hashes.of(ctx, i))
+        .collect::<anyhow::Result<Vec<_>>>()
+        .with_context(|| format!("the inputs of the {stage} stage"))?;
+    let fingerprint = fingerprint(plan, &inputs);
+    let previous = Manifest::read(&dir)?;
+    let decision = decide(previous.as_ref(), &fingerprint, force);
+    if decision == Decision::Skip {
+        eprintln!("[{stage}] finished earlier with the same inputs and config: skipped");
+        return Ok(StageEnd::Done);
+    }
+    let (attempts, seconds) = match (&previous, decision) {
+        (Some(m), Decision::Resume) => {
+            eprintln!(
+                "[{stage}] resuming ({} before, {:.0} s so far)",
+                m.status.name(),
+                m.seconds
+            );
+            (m.attempts + 1, m.seconds)
+        }
+        _ => {
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("clearing {} to start afresh", dir.display()))?;
+            }
+            eprintln!("[{stage}] starting");
+            (1, 0.0)
+        }
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    write_atomic(
+        &dir.join(CONFIG_FILE),
+        (serde_json::to_string_pretty(&plan.config)? + "\n").as_bytes(),
+    )?;
+    let mut manifest = Manifest {
+        stage: stage.name().into(),
+        status: Status::Running,
+        fingerprint,
+        inputs,
+        outputs: Vec::new(),
+        commands: plan::commands(plan).map(|a| command_line(a)).collect(),
+        attempts,
+        seconds,
+        started_at: now(),
+        finished_at: None,
+        error: None,
+    };
+    manifest.write(&dir)?;
+    let started = Instant::now();
+    let result = run_steps(ctx, plan);
+    manifest.seconds = seconds + started.elapsed().as_secs_f64();
+    match result {
+        Ok(StageEnd::Done) => {
+            manifest.status = Status::Finished;
+            manifest.finished_at = Some(now());
+            manifest.outputs = plan
+                .outputs
+                .iter()
+                .map(|(role, path)| Output {
+                    role: role.clone(),
+                    path: path.clone(),
+                    records: count_jsonl(path),
+                    bytes: size_on_disk(path),
+                })
+                .collect();
+            write_metrics(plan, &dir, &manifest)?;
+            manifest.write(&dir)?;
+            eprintln!("[{stage}] finished in {:.1} s", manifest.seconds);
+            Ok(StageEnd::Done)
+        }
+        Ok(StageEnd::Interrupted) => {
+            manifest.status = Status::Interrupted;
+            manifest.write(&dir)?;
+            Ok(StageEnd::Interrupted)
+        }
+        Err(e) => {
+            manifest.status = Status::Failed;
+            manifest.error = Some(format!("{e:#}"));
+            manifest.write(&dir)?;
+            Err(e.context(format!("the {stage} stage failed")))
+        }
+    }
+}
+
+/// The stage's fingerprint: its name, resolved config, commands and inputs' hashes.
+fn fingerprint(plan: &StagePlan, inputs: &[Input]) -> String {
+    let mut h = Hasher::default();
+    h.field(plan.stage.name()).field(&plan.config.to_string());
+    for argv in plan::commands(plan) {
+        h.field(&argv.join("\u{1f}"));
+    }
+    for input in inputs {
+        h.field(&input.role).field(&input.hash);
+    }
+    h.hex()
+}
+
+fn run_steps(ctx: &Ctx, plan: &StagePlan) -> anyhow::Result<StageEnd> {
+    for step in &plan.steps {
+        match step {
+            Step::Join {
+                inputs,
+                output,
+                limit,
+            } => {
+                join_prompt_files(inputs, output, *limit)?;
+            }
+            Step::Cai {
+                argv,
+                training_output,
+            } => {
+                let mut argv = argv.clone();
+                if let Some(out) = training_output {
+                    argv.push(
+                        if can_resume(out)? {
+                            "--resume"
+                        } else {
+                            "--overwrite"
+                        }
+                        .into(),
+                    );
+                }
+                eprintln!("[{}] {}", plan.stage, command_line(&argv));
+                let code = run_cai(&argv)?;
+                if code == ExitCode::from(INTERRUPTED) {
+                    return Ok(StageEnd::Interrupted);
+                }
+                if code != ExitCode::SUCCESS {
+                    bail!("`{}` failed", command_line(&argv));
+                }
+            }
+            Step::Eval => super::eval::run(ctx)?,
+        }
+    }
+    Ok(StageEnd::Done)
+}
+
+/// Whether a training output folder holds a checkpoint or a finished model to resume from.
+fn can_resume(out: &Path) -> anyhow::Result<bool> {
+    let finished = ["model.safetensors", "adapter_model.safetensors"]
+        .iter()
+        .any(|f| out.join(f).is_file());
+    let checkpoint = cai_train::checkpoint::latest_checkpoint(&out.join("checkpoints"))?;
+    Ok(finished || checkpoint.is_some())
+}
+
+/// Run a `cai` command in this process.
+pub(super) fn run_cai(argv: &[String]) -> anyhow::Result<ExitCode> {
+    let words = std::iter::once("cai".to_owned()).chain(argv.iter().cloned());
+    let cli = Cli::try_parse_from(words)
+        .map_err(|e| anyhow::anyhow!("`{}`: {}", command_line(argv), e.render()))?;
+    let code = crate::run(cli.command);
+    crate::interrupt::release_ctrl_c();
+    code
+}
+
+/// The stage's `metrics.jsonl`: the trainer's, or one line of counts and timing.
+fn write_metrics(plan: &StagePlan, dir: &Path, manifest: &Manifest) -> anyhow::Result<()> {
+    let target = dir.join(METRICS_FILE);
+    if let Some(from) = plan.metrics_from.as_ref().filter(|p| p.is_file()) {
+        std::fs::copy(from, &target)
+            .with_context(|| format!("copying {} to {}", from.display(), target.display()))?;
+        return Ok(());
+    }
+    if plan.stage == Stage::Eval {
+        // The eval stage writes its own.
+        return Ok(());
+    }
+    let mut line = serde_json::Map::new();
+    line.insert("seconds".into(), json!(manifest.seconds));
+    for output in &manifest.outputs {
+        if let Some(n) = output.records {
+            line.insert(
+                format!("{}_records", output.role.replace(' ', "_")),
+                json!(n),
+            );
+        }
+    }
+    write_atomic(&target, (serde_json::to_string(&line)? + "\n").as_bytes())?;
+    Ok(())
+}

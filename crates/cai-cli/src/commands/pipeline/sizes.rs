@@ -1,0 +1,191 @@
+//! `cai pipeline --sizes`: the recipe run once per lab model size (the shipped `lab-small` and
+//! `lab`; `large` made first by `cai lab pretrain`, resumable), each in its own run directory,
+//! and a scaling report plotting every measure of every snapshot against the parameter count.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use cai_lab::pretrain::LabSize;
+use cai_pipeline::recipe::{LoadedRecipe, Stage};
+use cai_pipeline::runner::write_atomic;
+
+use super::eval::{read_lab_eval, LAB_EVAL_FILE};
+use super::plots::{self, Series};
+use super::run::{run_cai, run_recipe};
+use super::Selection;
+use crate::usage::UsageError;
+
+/// The measures plotted against size: (field, title).
+const MEASURES: [(&str, &str); 5] = [
+    ("harmful_rate", "harmful rate"),
+    ("harmless_helpful_rate", "harmless-helpful rate"),
+    ("helpful_rate", "helpful rate"),
+    ("critique_hit_rate", "critique hit rate"),
+    ("mc_accuracy", "multiple-choice accuracy"),
+];
+
+/// Run every size, then write `DIR/report.html` and `DIR/report.md`.
+pub(super) fn run(
+    loaded: &LoadedRecipe,
+    dir: &Path,
+    selection: &Selection,
+    sizes: &[String],
+) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        loaded.recipe.data.lab_world.is_some(),
+        UsageError(
+            "--sizes runs the lab's model sizes, but the recipe has no [data] lab_world".into()
+        )
+    );
+    let sizes = sizes
+        .iter()
+        .map(|s| {
+            LabSize::from_name(s.trim()).ok_or_else(|| {
+                UsageError(format!("--sizes {s}: expected small, base or large")).into()
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut done = Vec::new();
+    for size in sizes {
+        let model = match size {
+            LabSize::Small | LabSize::Base => size.alias().to_owned(),
+            _ => {
+                let out = dir.join(format!("{}-model", size.name()));
+                eprintln!(
+                    "sizes: pre-training the lab's {} model in {} (long; resumable)",
+                    size.name(),
+                    out.display()
+                );
+                let argv: Vec<String> = vec![
+                    "lab".into(),
+                    "pretrain".into(),
+                    "--size".into(),
+                    size.name().into(),
+                    "--output".into(),
+                    out.display().to_string(),
+                ];
+                let code = run_cai(&argv)?;
+                if code != ExitCode::SUCCESS {
+                    return Ok(code);
+                }
+                out.display().to_string()
+            }
+        };
+        let mut sized = loaded.clone();
+        let base = sized.recipe.models.base.clone();
+        if sized
+            .recipe
+            .models
+            .feedback
+            .as_deref()
+            .is_none_or(|f| f == base)
+        {
+            sized.recipe.models.feedback = Some(model.clone());
+        }
+        sized.recipe.models.base = model.clone();
+        eprintln!("sizes: {} ({model})", size.name());
+        let code = run_recipe(&sized, &dir.join(size.name()), selection)?;
+        if code != ExitCode::SUCCESS {
+            return Ok(code);
+        }
+        let model_dir = crate::lab_models::resolve_model_dir(&model)?;
+        let config = cai_model::config::ModelConfig::from_file(&model_dir.join("config.json"))?;
+        done.push((size, config.num_parameters()));
+    }
+    let report = write_report(dir, &done)?;
+    eprintln!("sizes: the scaling report is {}", report.display());
+    println!("{}", report.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_report(dir: &Path, sizes: &[(LabSize, usize)]) -> anyhow::Result<std::path::PathBuf> {
+    // snapshot -> measure -> (parameters, value)
+    let mut rows = Vec::new();
+    for (size, params) in sizes {
+        let path = dir
+            .join(size.name())
+            .join(Stage::Eval.name())
+            .join(LAB_EVAL_FILE);
+        for line in read_lab_eval(&path)? {
+            if line.snapshot.starts_with("rl-step-") {
+                continue;
+            }
+            let report = serde_json::to_value(&line.report)?;
+            rows.push((size.name(), *params, line.snapshot, report));
+        }
+    }
+    let snapshots: Vec<String> = rows.iter().fold(Vec::new(), |mut acc, r| {
+        if !acc.contains(&r.2) {
+            acc.push(r.2.clone());
+        }
+        acc
+    });
+    let mut html = String::new();
+    let mut md = String::from("# cai pipeline --sizes\n\n");
+    let figures = dir.join("figures");
+    std::fs::create_dir_all(&figures).with_context(|| format!("creating {}", figures.display()))?;
+    for (field, title) in MEASURES {
+        let series: Vec<Series> = snapshots
+            .iter()
+            .map(|s| Series {
+                name: s.clone(),
+                points: rows
+                    .iter()
+                    .filter(|r| &r.2 == s)
+                    .filter_map(|r| Some(((r.1 as f64 / 1e6), r.3[field].as_f64()?)))
+                    .collect(),
+            })
+            .collect();
+        let svg = plots::lines(title, "parameters (millions)", field, &series);
+        write_atomic(&figures.join(format!("{field}.svg")), svg.as_bytes())?;
+        let _ = write!(html, "<figure>{svg}</figure>");
+        let _ = writeln!(md, "![{title}](figures/{field}.svg)");
+    }
+    let _ = writeln!(
+        md,
+        "\n| size | parameters | snapshot | {} |",
+        MEASURES.map(|m| m.0).join(" | ")
+    );
+    let _ = writeln!(md, "|{}", "---|".repeat(3 + MEASURES.len()));
+    let mut table = String::from("<table><tr><th>size</th><th>parameters</th><th>snapshot</th>");
+    for (field, _) in MEASURES {
+        let _ = write!(table, "<th>{field}</th>");
+    }
+    table.push_str("</tr>");
+    for (size, params, snapshot, report) in &rows {
+        let values: Vec<String> = MEASURES
+            .iter()
+            .map(|(f, _)| {
+                report[*f]
+                    .as_f64()
+                    .map_or("—".into(), |v| format!("{v:.3}"))
+            })
+            .collect();
+        let _ = writeln!(
+            md,
+            "| {size} | {params} | {snapshot} | {} |",
+            values.join(" | ")
+        );
+        let _ = write!(
+            table,
+            "<tr><td>{size}</td><td>{params}</td><td>{snapshot}</td><td>{}</td></tr>",
+            values.join("</td><td>")
+        );
+    }
+    table.push_str("</table>");
+    let page = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>cai pipeline \
+         --sizes</title><style>body{{font-family:sans-serif;max-width:1120px;margin:2em auto}}\
+         table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3em .6em}}\
+         figure{{display:inline-block;margin:.4em}}</style></head><body><h1>cai pipeline \
+         --sizes</h1><p>Each lab model size taken through the recipe; every snapshot's lab \
+         measures against the base model's parameter count. Each size's own report is \
+         SIZE/report.html.</p>{html}{table}</body></html>\n"
+    );
+    write_atomic(&dir.join("report.md"), md.as_bytes())?;
+    let path = dir.join("report.html");
+    write_atomic(&path, page.as_bytes())?;
+    Ok(path)
+}
