@@ -39,6 +39,7 @@ pub mod pretrain;
 pub mod prompt_sets;
 pub mod requests;
 pub mod responses;
+pub mod rl_curve;
 pub mod vocabulary;
 pub mod words;
 pub mod world;

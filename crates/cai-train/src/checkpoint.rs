@@ -104,6 +104,12 @@ fn checkpoint_step(name: &std::ffi::OsStr) -> Option<u64> {
     name.to_str()?.strip_prefix(CHECKPOINT_PREFIX)?.parse().ok()
 }
 
+/// Complete checkpoints in `dir` (those holding a trainer state) with their steps, sorted by
+/// step (a missing `dir` has none).
+pub fn list_checkpoints(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    complete_checkpoints(dir)
+}
+
 /// Complete checkpoints in `dir` (those holding a trainer state), sorted by step.
 fn complete_checkpoints(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     let entries = match fs::read_dir(dir) {

@@ -6,6 +6,7 @@ mod eval;
 mod generate;
 mod judge;
 mod pretrain;
+mod rl_curve;
 
 use std::process::ExitCode;
 
@@ -36,6 +37,9 @@ pub enum LabCommand {
     /// The seed's context-distillation experiment: P("64" | "1 … 63") as the model is,
     /// prompted with sequences that stop at 63, fine-tuned on them, and distilled from them
     Counting(counting::LabCountingArgs),
+    /// The oracle's view of a `cai rl` run: the lab eval of every checkpoint beside the
+    /// preference model's reward and KL, as a table, lab_curve.jsonl and lab_curve.svg
+    RlCurve(rl_curve::RlCurveArgs),
 }
 
 /// Run a lab subcommand; its exit status on success (130 for a pre-training run stopped by
@@ -47,6 +51,7 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
         LabCommand::Judge(args) => judge::run(args),
         LabCommand::Eval(args) => eval::run(args),
         LabCommand::Counting(args) => counting::run(args),
+        LabCommand::RlCurve(args) => rl_curve::run(args),
     };
     done.map(|()| ExitCode::SUCCESS)
 }

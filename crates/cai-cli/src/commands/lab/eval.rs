@@ -32,6 +32,10 @@ pub struct LabEvalArgs {
     /// Run seed of the samplers and of the made-up answers critiqued and compared
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Sample answers and critiques at this temperature instead of greedily (0): the rates
+    /// then describe the model's distribution, as RL samples it, not only its mode
+    #[arg(long, default_value_t = 0.0, value_name = "T")]
+    pub temperature: f32,
     /// Print the report as one JSON object
     #[arg(long)]
     pub json: bool,
@@ -45,12 +49,17 @@ pub fn run(args: LabEvalArgs) -> anyhow::Result<()> {
     ensure(args.max_new_tokens > 0, || {
         "--max-new-tokens 0: expected at least 1".into()
     })?;
+    ensure(
+        args.temperature.is_finite() && args.temperature >= 0.0,
+        || format!("--temperature {}: expected a number ≥ 0", args.temperature),
+    )?;
     let model = args.model.load()?;
     let world = World::new(args.world_seed);
     let opts = EvalOptions {
         max_items: args.max_items,
         max_new_tokens: args.max_new_tokens,
         seed: args.seed,
+        sampling: sampling(args.temperature),
         ..EvalOptions::new(&world)
     };
     let started = Instant::now();
@@ -70,6 +79,19 @@ pub fn run(args: LabEvalArgs) -> anyhow::Result<()> {
         print_report(&report);
     }
     Ok(())
+}
+
+/// Greedy decoding at temperature 0, else plain sampling at that temperature.
+pub(super) fn sampling(temperature: f32) -> cai_core::Sampling {
+    if temperature == 0.0 {
+        cai_core::Sampling::greedy()
+    } else {
+        cai_core::Sampling {
+            temperature,
+            top_k: None,
+            top_p: None,
+        }
+    }
 }
 
 /// The report as a table: each figure with the number of items it is over.

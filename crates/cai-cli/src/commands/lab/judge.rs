@@ -24,6 +24,11 @@ pub struct JudgeArgs {
     /// Print the summary as one JSON object
     #[arg(long)]
     pub json: bool,
+    /// For pairs, also write the oracle's verdict as the label "p_a" (1, 0, or 0.5 for a tie),
+    /// replacing any there: preference data for `cai train-pm` as a human labeller would give
+    /// it (the paper's PM mixes human helpfulness comparisons with AI harmlessness labels)
+    #[arg(long, requires = "output")]
+    pub labels: bool,
 }
 
 /// Tallies over every judged response.
@@ -126,7 +131,12 @@ pub fn run(args: JudgeArgs) -> anyhow::Result<()> {
             summary.add(harmful, &p.b);
             summary.pairs += 1;
             summary.a_better += p.a_better;
-            json!({"judgement_a": p.a, "judgement_b": p.b, "a_better": p.a_better})
+            let mut verdict =
+                json!({"judgement_a": p.a, "judgement_b": p.b, "a_better": p.a_better});
+            if args.labels {
+                verdict["p_a"] = json!(p.a_better);
+            }
+            verdict
         } else {
             bail!(
                 "{}: expected a \"response\" string, or \"response_a\" and \"response_b\"",
