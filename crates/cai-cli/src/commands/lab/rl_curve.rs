@@ -18,8 +18,6 @@ use crate::model_args::{DeviceName, ModelArgs};
 use crate::progress;
 use crate::usage::UsageError;
 
-/// The measured points, one JSON object per line.
-
 /// Raw `cai lab rl-curve` arguments.
 #[derive(Debug, Args)]
 pub struct RlCurveArgs {
