@@ -468,6 +468,27 @@ pub struct EvalStage {
     pub rl_checkpoints: bool,
     /// The lab's oracle measures (`cai lab eval`) on the held-out prompts of a lab world.
     pub lab: Option<LabEval>,
+    /// Elo of the snapshots under a judge (`cai eval elo`) on the `eval_red_team`
+    /// (harmlessness) and `eval_helpful` (helpfulness) prompt sets.
+    pub elo: Option<EloEval>,
+}
+
+/// `[eval.elo]`: `cai eval elo` settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EloEval {
+    /// The judge: `oracle` (the lab's), `pm` (the train-pm stage's model), `feedback` (the
+    /// feedback model's multiple-choice answers), or any `--judge` value of `cai eval elo`.
+    pub judge: String,
+    /// At most this many prompts of each set.
+    pub samples: Option<usize>,
+    /// Bootstrap resamples for the 95 % intervals.
+    pub bootstrap: Option<u64>,
+    /// Most new tokens per answer.
+    pub max_new_tokens: Option<usize>,
+    /// Further `cai eval elo` flags.
+    #[serde(default)]
+    pub args: Vec<String>,
 }
 
 /// A model snapshot the eval stage measures.
@@ -739,6 +760,20 @@ fn validate(recipe: &Recipe, origin: &str) -> Result<(), RecipeError> {
         }
     }
     if let Some(e) = &recipe.eval {
+        if let Some(elo) = &e.elo {
+            if recipe.data.eval_red_team.is_empty() || recipe.data.eval_helpful.is_empty() {
+                return Err(invalid(
+                    "[eval] elo",
+                    "needs [data] eval_red_team and eval_helpful (the prompt sets rated)".into(),
+                ));
+            }
+            if elo.judge == "pm" && !present(Stage::TrainPm) {
+                return Err(invalid(
+                    "[eval] elo.judge",
+                    "`pm` is the train-pm stage's model, but the recipe has no [train-pm]".into(),
+                ));
+            }
+        }
         if e.snapshots.contains(&Snapshot::Prompted) && recipe.data.context.is_none() {
             return Err(invalid(
                 "[eval] snapshots",

@@ -9,7 +9,7 @@ use anyhow::Context;
 use cai_lab::eval::{evaluate, EvalOptions, LabReport};
 use cai_lab::World;
 use cai_pipeline::manifest::METRICS_FILE;
-use cai_pipeline::recipe::{Snapshot, Stage};
+use cai_pipeline::recipe::{PromptSet, Snapshot, Stage};
 use cai_pipeline::runner::write_atomic;
 use serde::{Deserialize, Serialize};
 
@@ -191,5 +191,97 @@ pub(super) fn run(ctx: &Ctx) -> anyhow::Result<()> {
             .collect();
         write_atomic(&dir.join(METRICS_FILE), metrics.as_bytes())?;
     }
+    if eval.elo.is_some() {
+        run_elo(ctx, &all)?;
+    }
+    Ok(())
+}
+
+/// The folder of the Elo evaluation, inside the eval stage's.
+pub(super) const ELO_DIR: &str = "elo";
+
+/// `cai eval elo` over every snapshot (the prompted one with the context in front), in
+/// `eval/elo/` (resumable: answers and comparisons already made are kept).
+fn run_elo(ctx: &Ctx, snapshots: &[SnapshotModel]) -> anyhow::Result<()> {
+    let recipe = &ctx.loaded.recipe;
+    let eval = recipe.eval.as_ref().expect("the eval stage has a table");
+    let elo = eval.elo.as_ref().expect("called with an elo table");
+    let dir = ctx.stage_dir(Stage::Eval);
+    let judge = match elo.judge.as_str() {
+        "pm" => format!(
+            "pm:{}",
+            ctx.stage_dir(Stage::TrainPm).join("model").display()
+        ),
+        "feedback" => format!(
+            "feedback:{}",
+            ctx.model(cai_pipeline::recipe::ModelRef::Feedback)
+        ),
+        other => other.to_owned(),
+    };
+    let mut argv: Vec<String> = vec![
+        "eval".into(),
+        "elo".into(),
+        "--output".into(),
+        dir.join(ELO_DIR).display().to_string(),
+        "--judge".into(),
+        judge,
+        "--red-team".into(),
+        ctx.prompt_set(PromptSet::EvalRedTeam).display().to_string(),
+        "--benign".into(),
+        ctx.prompt_set(PromptSet::EvalHelpful).display().to_string(),
+    ];
+    let mut names = Vec::new();
+    for snapshot in snapshots {
+        names.push(snapshot.name.clone());
+        argv.extend([
+            "--snapshot".into(),
+            format!("{}={}", snapshot.name, snapshot.model),
+        ]);
+        if snapshot.name == Snapshot::Base.name() && eval.snapshots.contains(&Snapshot::Prompted) {
+            if let Some(context) = &recipe.data.context {
+                let context = cai_pipeline::recipe::resolve_path(
+                    context,
+                    &ctx.loaded.base_dir(),
+                    &ctx.run_dir,
+                )?;
+                argv.extend([
+                    "--snapshot".into(),
+                    format!("prompted={}", snapshot.model),
+                    "--context".into(),
+                    format!("prompted={}", context.display()),
+                ]);
+            }
+        }
+    }
+    let opt = |argv: &mut Vec<String>, flag: &str, value: Option<String>| {
+        if let Some(v) = value {
+            argv.extend([flag.to_owned(), v]);
+        }
+    };
+    opt(&mut argv, "--samples", elo.samples.map(|n| n.to_string()));
+    opt(
+        &mut argv,
+        "--bootstrap",
+        elo.bootstrap.map(|n| n.to_string()),
+    );
+    opt(
+        &mut argv,
+        "--max-new-tokens",
+        elo.max_new_tokens.map(|n| n.to_string()),
+    );
+    argv.extend(["--device".into(), recipe.models.device.clone()]);
+    if let Some(d) = &recipe.models.dtype {
+        argv.extend(["--dtype".into(), d.clone()]);
+    }
+    argv.extend(elo.args.iter().cloned());
+    let line = command_line(&argv);
+    eprintln!("[eval] {line}");
+    std::fs::create_dir_all(dir.join(ELO_DIR))?;
+    write_atomic(
+        &dir.join(ELO_DIR).join("command.txt"),
+        (line.clone() + "\n").as_bytes(),
+    )?;
+    let code = super::run::run_cai(&argv)?;
+    anyhow::ensure!(code == std::process::ExitCode::SUCCESS, "`{line}` failed");
     Ok(())
 }

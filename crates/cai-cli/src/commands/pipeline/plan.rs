@@ -566,6 +566,18 @@ fn plan(ctx: &Ctx, stage: Stage) -> anyhow::Result<StagePlan> {
                 p.inputs
                     .push(model_input(snapshot.name.as_str(), snapshot.model));
             }
+            if s.elo.is_some() {
+                for set in [PromptSet::EvalRedTeam, PromptSet::EvalHelpful] {
+                    p.inputs.push(path_input(set.name(), ctx.prompt_set(set)));
+                }
+                if let Some(context) = ctx.context_path()? {
+                    p.inputs.push(path_input("context", context));
+                }
+                p.outputs.push((
+                    "elo".into(),
+                    dir.join(super::eval::ELO_DIR).join("elo.json"),
+                ));
+            }
             p.steps.push(Step::Eval);
             p.outputs
                 .push(("lab eval".into(), dir.join(super::eval::LAB_EVAL_FILE)));

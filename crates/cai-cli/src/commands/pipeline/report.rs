@@ -481,11 +481,14 @@ fn elo_section(doc: &mut Doc, run_dir: &Path) {
         return;
     };
     doc.heading("Elo: harmlessness against helpfulness");
-    if let Ok(md) = std::fs::read_to_string(dir.join("elo.md")) {
-        let _ = writeln!(doc.md, "{md}\n");
-        let _ = writeln!(doc.html, "<pre>{}</pre>", esc(&md));
-    }
     doc.figure("elo", svg);
+    if let Ok(md) = std::fs::read_to_string(dir.join("elo.md")) {
+        let mut parts = vec![("elo.md".to_owned(), md)];
+        if let Ok(command) = std::fs::read_to_string(dir.join("command.txt")) {
+            parts.push(("command".to_owned(), command));
+        }
+        doc.details("The Elo table (cai eval elo) and its command", &parts);
+    }
 }
 
 /// The first `n` JSON lines of a file.
