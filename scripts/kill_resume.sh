@@ -27,8 +27,8 @@ for i in $(seq 1 "$KILLS"); do
   if kill -0 "$pid" 2>/dev/null; then
     kill -KILL "$pid"
     wait "$pid" 2>/dev/null || true
-    stage=$(grep -o '^\[[a-z-]*\] starting' "$RUN_DIR.log.$i" | tail -1 || true)
-    echo "kill $i: SIGKILL after ${delay} s (${stage:-before the first stage})"
+    stage=$(grep -oE '^\[[a-z-]*\] (starting|resuming)' "$RUN_DIR.log.$i" | tail -1 || true)
+    echo "kill $i: SIGKILL after ${delay} s (${stage:-while loading or skipping finished stages})"
   else
     wait "$pid"
     echo "kill $i: the run finished within ${delay} s; no kill"
