@@ -271,6 +271,7 @@ mod tests {
             name: "w".into(),
             var,
             decay: true,
+            lr_scale: 1.0,
         };
         AdamW::new(vec![param], AdamWConfig::default()).unwrap()
     }

@@ -141,6 +141,7 @@ mod tests {
                 name: name.into(),
                 var,
                 decay: true,
+                lr_scale: 1.0,
             })
             .collect();
         (params, loss)
@@ -224,6 +225,7 @@ mod tests {
             name: "w".into(),
             var: w.clone(),
             decay: false,
+            lr_scale: 1.0,
         }];
         let mut acc = GradAccumulator::new();
         for _ in 0..3 {

@@ -86,6 +86,9 @@ pub struct TrainParam {
     pub var: Var,
     /// Whether weight decay applies (matrices and embeddings yes, norms and biases no).
     pub decay: bool,
+    /// This parameter's learning rate as a multiple of the step's (1 for every parameter
+    /// of a model; RL's value head may learn faster than the policy it sits on).
+    pub lr_scale: f64,
 }
 
 impl TrainParam {
@@ -95,6 +98,7 @@ impl TrainParam {
             name: spec.name.clone(),
             var,
             decay: matches!(spec.kind, ParamKind::Matrix | ParamKind::Embedding),
+            lr_scale: 1.0,
         }
     }
 }
@@ -196,6 +200,7 @@ impl AdamW {
             };
             slot.steps += 1;
             let t = i32::try_from(slot.steps).unwrap_or(i32::MAX);
+            let lr = lr * slot.param.lr_scale;
             let weights = match &slot.master {
                 Some(master) => master.clone(),
                 None => slot.param.var.as_tensor().detach(),
@@ -241,6 +246,7 @@ pub(super) mod tests {
             name: name.into(),
             var: Var::from_tensor(&t.to_dtype(dtype).unwrap()).unwrap(),
             decay,
+            lr_scale: 1.0,
         }
     }
 
@@ -287,6 +293,23 @@ pub(super) mod tests {
             (value(&params[0]) - 0.905_263_2).abs() < 1e-6,
             "{}",
             value(&params[0])
+        );
+    }
+
+    #[test]
+    fn a_parameter_steps_at_its_own_learning_rate_scale() {
+        // Adam's first step moves by lr · g / |g|: 0.1 for the plain parameter, 0.3 for the
+        // one at three times the rate.
+        let mut fast = param("fast", 1.0, DType::F32, false);
+        fast.lr_scale = 3.0;
+        let params = vec![param("plain", 1.0, DType::F32, false), fast];
+        let mut opt = AdamW::new(params.clone(), config(0.1, 0.0)).unwrap();
+        opt.step(&grads_of(&params, &[1.0, 1.0]), 0.1).unwrap();
+        assert!((value(&params[0]) - 0.9).abs() < 1e-6);
+        assert!(
+            (value(&params[1]) - 0.7).abs() < 1e-6,
+            "{}",
+            value(&params[1])
         );
     }
 

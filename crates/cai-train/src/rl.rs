@@ -154,7 +154,7 @@ impl Session {
             &run.device,
         )?;
         let mut optimizer = AdamW::new(
-            policy.params(),
+            policy.params(cfg.value_lr_scale),
             AdamWConfig {
                 lr: cfg.learning_rate,
                 weight_decay: cfg.weight_decay,
@@ -474,7 +474,7 @@ fn online_step(
                 sums.tokens += n_micro;
                 grads.add(
                     &(loss * (1.0 / tokens as f64))?.backward()?,
-                    &session.policy.params(),
+                    &session.policy.params(cfg.value_lr_scale),
                 )?;
             }
             let index = step * updates_per_step + (epoch * cfg.minibatches + m) as u64;

@@ -68,6 +68,9 @@ pub struct RlConfig {
     pub value_clip: f64,
     /// PPO: weight of the value loss (TRL: 0.1).
     pub vf_coef: f64,
+    /// PPO: the value head's learning rate as a multiple of the policy's (TRL: 1). A head
+    /// that starts at zero on a small model learns its scale faster with more.
+    pub value_lr_scale: f64,
     /// PPO: discount (the CAI paper: γ = 1).
     pub gamma: f64,
     /// PPO: GAE's λ (TRL: 0.95).
@@ -136,6 +139,7 @@ impl Default for RlConfig {
             clip: 0.2,
             value_clip: 0.2,
             vf_coef: 0.1,
+            value_lr_scale: 1.0,
             gamma: 1.0,
             lam: 0.95,
             whiten_advantages: true,
@@ -195,6 +199,7 @@ impl RlConfig {
             ("clip", self.clip),
             ("value_clip", self.value_clip),
             ("vf_coef", self.vf_coef),
+            ("value_lr_scale", self.value_lr_scale),
             ("entropy_coef", self.entropy_coef),
             ("helpful_ratio", self.helpful_ratio),
             ("dpo_beta", self.dpo_beta),

@@ -237,7 +237,7 @@ pub(crate) fn run_dpo(
                 chosen.push(beta * (pa[j] - reference.ref_a[i]));
                 rejected.push(beta * (pb[j] - reference.ref_b[i]));
             }
-            grads.add(&(loss * weight)?.backward()?, &session.policy.params())?;
+            grads.add(&(loss * weight)?.backward()?, &session.policy.params(1.0))?;
         }
         let (grad_norm, lr) =
             session.update(&mut grads, cfg.max_grad_norm, cfg.learning_rate, step)?;

@@ -119,14 +119,16 @@ impl Policy {
         &self.trainee.decoder
     }
 
-    /// Everything the optimiser updates: the policy's parameters, then the value head.
-    pub fn params(&self) -> Vec<TrainParam> {
+    /// Everything the optimiser updates: the policy's parameters, then the value head at
+    /// `value_lr_scale` times the policy's learning rate.
+    pub fn params(&self, value_lr_scale: f64) -> Vec<TrainParam> {
         let mut params = self.trainee.params.clone();
         if let Some(head) = &self.value_head {
             params.push(TrainParam {
                 name: VALUE_HEAD.into(),
                 var: head.clone(),
                 decay: false,
+                lr_scale: value_lr_scale,
             });
         }
         params

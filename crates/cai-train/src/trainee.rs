@@ -38,6 +38,7 @@ impl Trainee {
                     name,
                     var,
                     decay: true,
+                    lr_scale: 1.0,
                 })
                 .collect(),
             None => decoder

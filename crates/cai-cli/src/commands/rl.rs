@@ -119,6 +119,9 @@ pub struct RlArgs {
     /// Weight of the value loss
     #[arg(long, value_name = "W")]
     pub vf_coef: Option<f64>,
+    /// The value head's learning rate as a multiple of the policy's
+    #[arg(long, value_name = "X")]
+    pub value_lr_scale: Option<f64>,
     /// Discount γ (the paper: 1)
     #[arg(long, value_name = "G")]
     pub gamma: Option<f64>,
@@ -256,6 +259,7 @@ fn resolve(args: &RlArgs, policy_dir: &Path) -> anyhow::Result<RlConfig> {
     set(&mut rl.clip, args.clip);
     set(&mut rl.value_clip, args.value_clip);
     set(&mut rl.vf_coef, args.vf_coef);
+    set(&mut rl.value_lr_scale, args.value_lr_scale);
     set(&mut rl.gamma, args.gamma);
     set(&mut rl.lam, args.lam);
     set(&mut rl.whiten_advantages, args.whiten_advantages);
