@@ -63,6 +63,7 @@ fn draw(
         .x_desc("RL step")
         .y_desc("oracle rate")
         .x_labels(8)
+        .x_label_formatter(&|v| format!("{v:.0}"))
         .y_labels(6)
         .draw()?;
     chart
@@ -116,7 +117,7 @@ fn draw(
         .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], black.stroke_width(2)));
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerLeft)
+        .position(SeriesLabelPosition::MiddleLeft)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()?;

@@ -115,6 +115,7 @@ fn draw(
         .x_desc("step")
         .y_desc("reward")
         .x_labels(6)
+        .x_label_formatter(&|v| format!("{v:.0}"))
         .y_labels(6)
         .draw()?;
     chart
