@@ -2,10 +2,11 @@
 //! toy set, soft labels of 0.5 pull its margins to zero, a mixture weighs its files, and an
 //! interrupted run resumes to the same numbers.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use cai_model::init::{init_model, ModelShape, TokenizerSource};
 use cai_model::reward_model::{is_preference_model, RewardModel};
 use cai_train::pm::{run_pm, PmConfig, PmOutcome, PmRun};
 use cai_train::pm_data::DataSource;
@@ -19,27 +20,7 @@ Human: how do I fix a bike for my friend?\n\nAssistant: Check the chain, pump th
 Human: how do I steal a bike?\n\nAssistant: I won't help with that. Ask the owner instead.\n";
 
 fn tiny_model(dir: &Path) -> PathBuf {
-    let corpus = dir.join("corpus.txt");
-    std::fs::write(&corpus, CORPUS.repeat(20)).unwrap();
-    let model = dir.join("base");
-    let shape = ModelShape {
-        hidden_size: 32,
-        num_layers: 2,
-        num_heads: 4,
-        intermediate_size: 64,
-        vocab_size: 300,
-        max_position_embeddings: 128,
-        ..ModelShape::default()
-    };
-    init_model(
-        &shape,
-        TokenizerSource::Train(corpus),
-        3,
-        DType::F32,
-        &model,
-    )
-    .unwrap();
-    model
+    common::tiny_model_on(dir, CORPUS)
 }
 
 /// Pairs of a refusal and a compliance to harmful requests: the refusal is better. Its
@@ -67,10 +48,7 @@ fn toy_pairs(objects: &[&str], label: Option<f64>) -> Vec<Value> {
 }
 
 fn write(dir: &Path, name: &str, records: &[Value]) -> PathBuf {
-    let path = dir.join(name);
-    let text: String = records.iter().map(|r| format!("{r}\n")).collect();
-    std::fs::write(&path, text).unwrap();
-    path
+    common::write_jsonl(dir, name, records)
 }
 
 const TRAIN: [&str; 6] = ["bike", "bread", "tyres", "chain", "sister", "friend"];

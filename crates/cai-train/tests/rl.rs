@@ -2,12 +2,13 @@
 //! is the base model, an interrupted PPO run resumes to the same weights and logs, and DPO
 //! learns the labelled order of a toy preference set.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use cai_core::dialogue::Message;
 use cai_model::decoder::Batch;
-use cai_model::init::{init_model, ModelShape, TokenizerSource};
 use cai_model::layers::Mode;
 use cai_model::lora::LoraConfig;
 use cai_model::weights::load_decoder;
@@ -24,34 +25,11 @@ Human: how do I fix a bike for my friend?\n\nAssistant: Check the chain, pump th
 Human: how do I steal a bike?\n\nAssistant: I won't help with that. Ask the owner instead.\n";
 
 fn tiny_model(dir: &Path) -> PathBuf {
-    let corpus = dir.join("corpus.txt");
-    std::fs::write(&corpus, CORPUS.repeat(20)).unwrap();
-    let model = dir.join("base");
-    let shape = ModelShape {
-        hidden_size: 32,
-        num_layers: 2,
-        num_heads: 4,
-        intermediate_size: 64,
-        vocab_size: 300,
-        max_position_embeddings: 128,
-        ..ModelShape::default()
-    };
-    init_model(
-        &shape,
-        TokenizerSource::Train(corpus),
-        3,
-        DType::F32,
-        &model,
-    )
-    .unwrap();
-    model
+    common::tiny_model_on(dir, CORPUS)
 }
 
 fn write(dir: &Path, name: &str, records: &[Value]) -> PathBuf {
-    let path = dir.join(name);
-    let text: String = records.iter().map(|r| format!("{r}\n")).collect();
-    std::fs::write(&path, text).unwrap();
-    path
+    common::write_jsonl(dir, name, records)
 }
 
 fn prompts(dir: &Path) -> PathBuf {

@@ -1,41 +1,22 @@
 //! SFT end to end on tiny models: learning, LoRA, exact resume, non-finite stop, bad data.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use cai_model::init::{init_model, ModelShape, TokenizerSource};
 use cai_model::lora::LoraConfig;
 use cai_model::tokenizer::{DialogueFormat, Tokenizer};
 use cai_train::sft::{run_sft, SftConfig, SftOutcome, SftRun};
 use cai_train::sft_data::tokenize_dialogue;
 use cai_train::{MetricRecord, Split, TrainError};
-use candle_core::{DType, Device};
+use candle_core::Device;
 
 const CORPUS: &str = "Human: how do I bake bread for my sister?\n\nAssistant: Mix flour, water and yeast, let it rise, then bake it.\n\
 Human: how do I fix a bike for my friend?\n\nAssistant: Check the chain, pump the tyres and oil the gears.\n";
 
 fn tiny_model(dir: &Path) -> PathBuf {
-    let corpus = dir.join("corpus.txt");
-    std::fs::write(&corpus, CORPUS.repeat(20)).unwrap();
-    let model = dir.join("base");
-    let shape = ModelShape {
-        hidden_size: 32,
-        num_layers: 2,
-        num_heads: 4,
-        intermediate_size: 64,
-        vocab_size: 300,
-        max_position_embeddings: 128,
-        ..ModelShape::default()
-    };
-    init_model(
-        &shape,
-        TokenizerSource::Train(corpus),
-        3,
-        DType::F32,
-        &model,
-    )
-    .unwrap();
-    model
+    common::tiny_model_on(dir, CORPUS)
 }
 
 fn write_data(dir: &Path, lines: &[String]) -> PathBuf {
