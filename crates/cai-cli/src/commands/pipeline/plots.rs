@@ -103,6 +103,141 @@ fn draw_lines(
     Ok(())
 }
 
+/// Width of the legend beside a figure against size.
+const LEGEND_WIDTH: u32 = 120;
+
+/// A measure against model size: one series per snapshot, a marker at every size whose shape
+/// differs between series (so that coinciding series stay visible), lines between sizes, a
+/// logarithmic x axis padded so that no marker sits on the frame, the y axis the whole of
+/// [0, 1] (every plotted measure is a rate), and the legend beside the plot, where it hides
+/// no point.
+pub(super) fn against_size(title: &str, x_desc: &str, y_desc: &str, series: &[Series]) -> String {
+    let mut svg = String::new();
+    match draw_against_size(title, x_desc, y_desc, series, &mut svg) {
+        Ok(()) => svg,
+        Err(e) => format!("<p>(figure {title}: {e})</p>"),
+    }
+}
+
+/// The x range of a log axis holding `xs` (positive), padded by a quarter of a decade's
+/// fraction on each side; a single size gets a factor of two either way.
+fn log_range(xs: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) = xs
+        .filter(|x| x.is_finite() && *x > 0.0)
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| {
+            (lo.min(x), hi.max(x))
+        });
+    if !lo.is_finite() {
+        return (0.1, 10.0);
+    }
+    if hi / lo < 1.5 {
+        return (lo / 2.0, hi * 2.0);
+    }
+    let pad = (hi / lo).powf(0.08);
+    (lo / pad, hi * pad)
+}
+
+/// Draw marker number `shape` (filled circle, triangle, cross, hollow square, hollow circle, in
+/// turn) in `colour` at the
+/// pixel `at` of `area`.
+fn marker(
+    area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>,
+    shape: usize,
+    at: (i32, i32),
+    colour: RGBColor,
+) -> Result<(), Box<dyn std::error::Error>> {
+    // Filled markers first, then hollow ones larger than them, so that a later series at the
+    // same value rings an earlier one instead of covering it.
+    let hollow = colour.stroke_width(2);
+    match shape % 5 {
+        0 => area.draw(&Circle::new(at, 4, colour.filled()))?,
+        1 => area.draw(&TriangleMarker::new(at, 6, colour.filled()))?,
+        2 => area.draw(&Cross::new(at, 5, hollow))?,
+        3 => area.draw(&Rectangle::new(
+            [(at.0 - 6, at.1 - 6), (at.0 + 6, at.1 + 6)],
+            hollow,
+        ))?,
+        _ => area.draw(&Circle::new(at, 10, hollow))?,
+    }
+    Ok(())
+}
+
+fn draw_against_size(
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &[Series],
+    svg: &mut String,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let root = SVGBackend::with_string(svg, (WIDTH + LEGEND_WIDTH, HEIGHT)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (plot, legend) = root.split_horizontally(WIDTH);
+    // The x axis is log10 of the size, ticked and labelled at each size measured.
+    let (x0, x1) = log_range(series.iter().flat_map(|s| s.points.iter().map(|p| p.0)));
+    let log = |x: f64| x.log10();
+    let mut sizes: Vec<f64> = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.0))
+        .collect();
+    sizes.sort_by(f64::total_cmp);
+    sizes.dedup();
+    let mut chart = ChartBuilder::on(&plot)
+        .caption(title, ("sans-serif", 16))
+        .margin(10)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(log(x0)..log(x1), -0.04..1.04)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .x_labels(0)
+        .y_labels(6)
+        .light_line_style(TRANSPARENT)
+        .bold_line_style(RGBColor(230, 230, 230))
+        .draw()?;
+    for &x in &sizes {
+        let (px, py) = chart.backend_coord(&(log(x), -0.04));
+        root.draw(&PathElement::new([(px, py), (px, py + 5)], BLACK))?;
+        root.draw(&Text::new(
+            format!("{x:.1}"),
+            (px - 9, py + 7),
+            ("sans-serif", 12).into_font(),
+        ))?;
+    }
+    for (i, s) in series.iter().enumerate() {
+        let colour = PALETTE[i % PALETTE.len()];
+        if s.points.len() > 1 {
+            chart.draw_series(LineSeries::new(
+                s.points.iter().map(|&(x, y)| (log(x), y)),
+                colour.stroke_width(2),
+            ))?;
+        }
+        for p in &s.points {
+            marker(&root, i, chart.backend_coord(&(log(p.0), p.1)), colour)?;
+        }
+    }
+    // Colours and markers follow the series' order in every figure; a series with no point
+    // here (a measure the snapshot lacks) is left out of this legend.
+    let drawn = series
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !s.points.is_empty());
+    for (row, (i, s)) in drawn.enumerate() {
+        let colour = PALETTE[i % PALETTE.len()];
+        let y = 48 + 22 * row as i32;
+        legend.draw(&PathElement::new([(4, y), (28, y)], colour.stroke_width(2)))?;
+        marker(&legend, i, (16, y), colour)?;
+        legend.draw(&Text::new(
+            s.name.clone(),
+            (34, y - 7),
+            ("sans-serif", 13).into_font(),
+        ))?;
+    }
+    root.present()?;
+    Ok(())
+}
+
 /// A labelled point of a scatter plot.
 pub(super) struct Point {
     pub label: String,
@@ -205,6 +340,37 @@ mod tests {
             &[],
         );
         assert!(svg.contains("sl-cai"), "{svg}");
+    }
+
+    #[test]
+    fn figures_against_size_name_every_series_beside_the_plot() {
+        let series = |name: &str| Series {
+            name: name.into(),
+            points: vec![(1.6, 0.2), (5.2, 0.0)],
+        };
+        let svg = against_size(
+            "harmful rate",
+            "parameters",
+            "rate",
+            &[series("sl-cai"), series("rl-cai")],
+        );
+        assert!(
+            svg.starts_with("<svg") && svg.contains("sl-cai") && svg.contains("rl-cai"),
+            "{svg}"
+        );
+        assert!(
+            svg.contains(&format!("width=\"{}\"", WIDTH + LEGEND_WIDTH)),
+            "{svg}"
+        );
+    }
+
+    #[test]
+    fn log_ranges_pad_both_ends() {
+        let (lo, hi) = log_range([1.6, 5.2, 15.7].into_iter());
+        assert!(lo < 1.6 && lo > 1.0 && hi > 15.7 && hi < 25.0, "{lo} {hi}");
+        let (lo, hi) = log_range([5.2].into_iter());
+        assert!(lo < 5.2 && hi > 5.2);
+        assert_eq!(log_range([0.0, f64::NAN].into_iter()), (0.1, 10.0));
     }
 
     #[test]

@@ -113,7 +113,19 @@ fn write_report(dir: &Path, sizes: &[(LabSize, usize)]) -> anyhow::Result<std::p
                 continue;
             }
             let report = serde_json::to_value(&line.report)?;
-            rows.push((size.name(), *params, line.snapshot, report));
+            let is_base = line.snapshot == "base";
+            rows.push((size.name(), *params, line.snapshot, report.clone()));
+            // The prompted snapshot (the base model after the HHH context) is measured only
+            // by its harmful rate, which the base model's eval holds.
+            if is_base {
+                if let Some(rate) = report
+                    .get("harmful_rate_with_context")
+                    .filter(|v| v.is_f64())
+                {
+                    let prompted = serde_json::json!({ "harmful_rate": rate });
+                    rows.push((size.name(), *params, "prompted".into(), prompted));
+                }
+            }
         }
     }
     let snapshots: Vec<String> = rows.iter().fold(Vec::new(), |mut acc, r| {
@@ -138,7 +150,7 @@ fn write_report(dir: &Path, sizes: &[(LabSize, usize)]) -> anyhow::Result<std::p
                     .collect(),
             })
             .collect();
-        let svg = plots::lines(title, "parameters (millions)", field, &series);
+        let svg = plots::against_size(title, "parameters (millions, log scale)", field, &series);
         write_atomic(&figures.join(format!("{field}.svg")), svg.as_bytes())?;
         let _ = write!(html, "<figure>{svg}</figure>");
         let _ = writeln!(md, "![{title}](figures/{field}.svg)");
@@ -188,4 +200,57 @@ fn write_report(dir: &Path, sizes: &[(LabSize, usize)]) -> anyhow::Result<std::p
     let path = dir.join("report.html");
     write_atomic(&path, page.as_bytes())?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `lab_eval.jsonl` line of `snapshot` with every rate set to `rate` and the base
+    /// model's rate after the HHH context set to `with_context`.
+    fn line(snapshot: &str, rate: f64, with_context: f64) -> String {
+        format!(
+            "{{\"snapshot\":\"{snapshot}\",\"model\":\"m\",\"command\":\"c\",\"seconds\":1.0,\
+             \"report\":{{\"world_seed\":0,\"harmful_rate\":{rate},\
+             \"harmful_rate_with_context\":{with_context},\"harmless_helpful_rate\":{rate},\
+             \"evasive_rate\":{rate},\"helpful_rate\":{rate},\"critique_hit_rate\":{rate},\
+             \"mc_accuracy\":{rate},\"red_team_items\":4,\"red_team_with_context_items\":4,\
+             \"benign_items\":4,\"critique_items\":4,\"mc_items\":4}}}}\n"
+        )
+    }
+
+    #[test]
+    fn the_scaling_report_has_every_size_the_prompted_snapshot_and_no_rl_steps() {
+        let dir = tempfile::tempdir().unwrap();
+        for (size, with_context) in [("small", 0.25), ("base", 0.125)] {
+            let eval = dir.path().join(size).join("eval");
+            std::fs::create_dir_all(&eval).unwrap();
+            let text = line("base", 1.0, with_context)
+                + &line("sl-cai", 0.5, 0.0)
+                + &line("rl-step-2", 0.75, 0.0);
+            std::fs::write(eval.join(LAB_EVAL_FILE), text).unwrap();
+        }
+        let sizes = [(LabSize::Small, 1_000_000), (LabSize::Base, 4_000_000)];
+        let html = write_report(dir.path(), &sizes).unwrap();
+        let md = std::fs::read_to_string(dir.path().join("report.md")).unwrap();
+        assert!(
+            md.contains("| small | 1000000 | prompted | 0.250 | — |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| base | 4000000 | prompted | 0.125 | — |"),
+            "{md}"
+        );
+        assert!(md.contains("| base | 4000000 | sl-cai | 0.500 |"), "{md}");
+        assert!(!md.contains("rl-step"), "{md}");
+        let page = std::fs::read_to_string(html).unwrap();
+        assert!(page.contains("prompted") && page.contains("<svg"), "{page}");
+        for (field, _) in MEASURES {
+            assert!(dir
+                .path()
+                .join("figures")
+                .join(format!("{field}.svg"))
+                .is_file());
+        }
+    }
 }
