@@ -105,6 +105,29 @@ impl RemoteModel {
             .collect()
     }
 
+    /// The reward of each text from endpoints serving a preference model (`cai serve` of a
+    /// `cai train-pm` output answers `/score` with `score_type: "reward"`): the model's score
+    /// of the whole text. Dispatched, retried and failed over like generation.
+    pub fn rewards(&self, texts: &[String]) -> Result<Vec<f32>, RemoteError> {
+        self.pool.run(texts, |endpoint, text| {
+            let body = serde_json::json!({
+                "model": endpoint.model,
+                "items": [{"prompt": text, "continuation": ""}],
+            });
+            let response: serde_json::Value = endpoint.post("/score", &body)?;
+            if response["score_type"] != "reward" {
+                return Err(Failure::Protocol(format!(
+                    "/score answered {} scores; expected the rewards of a preference model",
+                    response["score_type"]
+                )));
+            }
+            response["data"][0]["score"]
+                .as_f64()
+                .map(|s| s as f32)
+                .ok_or_else(|| Failure::Protocol("/score returned no \"score\"".into()))
+        })
+    }
+
     /// The index of an endpoint in the pool (for its scoring way).
     fn slot_of(&self, endpoint: &Endpoint) -> usize {
         self.pool

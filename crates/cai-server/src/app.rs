@@ -26,6 +26,9 @@ pub(crate) struct AppState {
     pub options: ServerOptions,
     /// Unix time the router was built.
     pub created: u64,
+    /// A preference model's scalar head `[1, hidden]`: the engine's decoder is then the
+    /// preference model's, `/v1/score` answers rewards and generation is refused.
+    pub reward_head: Option<candle_core::Tensor>,
 }
 
 pub(crate) type Shared = Arc<AppState>;
@@ -53,18 +56,51 @@ impl AppState {
             Err(ApiError::unknown_model(model, &self.options.model_name))
         }
     }
+
+    /// Refuse generation when the served model is a preference model.
+    pub fn check_generates(&self) -> Result<(), ApiError> {
+        if self.reward_head.is_some() {
+            return Err(ApiError::invalid(format!(
+                "'{}' is a preference model: it answers /v1/score with rewards and does not \
+                 generate",
+                self.options.model_name
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// The OpenAI-compatible API over `engine`'s model: `GET /v1/models`, `POST /v1/completions`,
 /// `POST /v1/chat/completions`, `POST /v1/score`, `GET /health`. The CLI's `cai serve` and
 /// the tests serve the same router.
 pub fn router(engine: Engine, options: ServerOptions) -> Result<Router, ServerError> {
+    build(engine, options, None)
+}
+
+/// The same API over a preference model: `engine`'s decoder is the preference model's trunk
+/// and `head` `[1, hidden]` its scalar head. `POST /v1/score` answers each item's reward —
+/// the preference model's score of `prefix + prompt + continuation`, read at its last token —
+/// with `score_type: "reward"`; the completion routes refuse to generate.
+pub fn reward_router(
+    engine: Engine,
+    options: ServerOptions,
+    head: candle_core::Tensor,
+) -> Result<Router, ServerError> {
+    build(engine, options, Some(head))
+}
+
+fn build(
+    engine: Engine,
+    options: ServerOptions,
+    reward_head: Option<candle_core::Tensor>,
+) -> Result<Router, ServerError> {
     options.validate()?;
     let limit = options.max_body_bytes;
     let state: Shared = Arc::new(AppState {
         engine,
         options,
         created: unix_now(),
+        reward_head,
     });
     Ok(Router::new()
         .route("/v1/models", get(models))

@@ -79,6 +79,7 @@ pub(crate) async fn handle(
     ApiJson(request): ApiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
     state.check_model(&request.model)?;
+    state.check_generates()?;
     let started = Instant::now();
     let deadline = started + state.options.request_timeout;
     let timeout_s = state.options.request_timeout.as_secs_f64();

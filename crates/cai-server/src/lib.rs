@@ -31,7 +31,7 @@ mod score;
 pub mod serve;
 mod stream;
 
-pub use app::router;
+pub use app::{reward_router, router};
 pub use engine::{Engine, EngineOptions};
 pub use error::{ApiError, ServerError};
 pub use options::ServerOptions;

@@ -342,8 +342,8 @@ pub struct ScoreItem {
 }
 
 /// `POST /v1/score`: a score for each (prompt, continuation) pair. A language model scores
-/// by the continuation's log-probability (`score_type: "logprob"`); a preference model would
-/// answer the same request with its reward (`"reward"`).
+/// by the continuation's log-probability (`score_type: "logprob"`); a served preference model
+/// answers the same request with its reward (`"reward"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScoreRequestBody {
     /// The served model's id.

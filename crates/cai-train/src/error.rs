@@ -60,6 +60,9 @@ pub enum TrainError {
     /// A training setting is out of range (the message names the setting and the range).
     #[error("{0}")]
     Config(String),
+    /// The reward could not be computed (a remote reward endpoint failed).
+    #[error("the reward: {0}")]
+    Reward(String),
 }
 
 /// Result alias for cai-train.

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use cai_core::dialogue::{render_transcript, Message};
 use cai_model::config::ModelConfig;
 use cai_model::lora::{LoraConfig, ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE};
 use cai_model::tokenizer::DialogueFormat;
@@ -61,7 +62,8 @@ pub struct RlArgs {
     /// directory in Hugging Face layout, a model id in the local HF cache, or `lab`
     #[arg(long, value_name = "M")]
     pub policy: String,
-    /// Preference model (a `cai train-pm` output) whose score is the reward (ppo, rloo)
+    /// Preference model whose score is the reward (ppo, rloo): a `cai train-pm` output, or
+    /// `http(s)://…/v1` endpoints of `cai serve` serving one (dialogues sent as transcripts)
     #[arg(long, value_name = "PM")]
     pub reward: Option<PathBuf>,
     /// Red-team prompts (ppo, rloo): JSONL with "prompt" or "messages", or hh-rlhf records
@@ -373,13 +375,29 @@ pub fn run(args: RlArgs) -> anyhow::Result<ExitCode> {
     let device = cai_model::device::device_from_name(&args.device.to_string())
         .with_context(|| format!("opening device {}", args.device))?;
     let bar = progress::spinner("loading the policy, the reward and the prompts");
-    let reward: Option<PmReward> = match (&args.reward, rl.algo) {
-        (Some(dir), Algo::Ppo | Algo::Rloo) => {
-            let dir = crate::lab_models::resolve_model_dir(&dir.display().to_string())?;
-            Some(
-                PmReward::load(&dir, rl.format, &device)
-                    .with_context(|| format!("loading the preference model {}", dir.display()))?,
-            )
+    let reward: Option<Box<dyn RewardFn>> = match (&args.reward, rl.algo) {
+        (Some(spec), Algo::Ppo | Algo::Rloo) => {
+            let spec = spec.display().to_string();
+            if cai_remote::is_remote_spec(&spec) {
+                if rl.format == DialogueFormat::ChatTemplate {
+                    return Err(UsageError(
+                        "a remote reward reads dialogues as transcripts; --format \
+                         chat-template needs a local preference model"
+                            .into(),
+                    )
+                    .into());
+                }
+                Some(Box::new(RemoteReward {
+                    model: crate::backend::open_remote(&spec)?,
+                }))
+            } else {
+                let dir = crate::lab_models::resolve_model_dir(&spec)?;
+                Some(Box::new(
+                    PmReward::load(&dir, rl.format, &device).with_context(|| {
+                        format!("loading the preference model {}", dir.display())
+                    })?,
+                ))
+            }
         }
         _ => None,
     };
@@ -398,7 +416,7 @@ pub fn run(args: RlArgs) -> anyhow::Result<ExitCode> {
     let outcome = run_rl(
         &run,
         &rl,
-        reward.as_ref().map(|r| r as &dyn RewardFn),
+        reward.as_deref(),
         &stop,
         &mut |event| match event {
             RlEvent::Metrics(record, total_steps) => {
@@ -432,6 +450,24 @@ pub fn run(args: RlArgs) -> anyhow::Result<ExitCode> {
             eprintln!("resume with: {}", resume_command());
             Ok(ExitCode::from(INTERRUPTED))
         }
+    }
+}
+
+/// A preference model behind `cai serve` endpoints: each dialogue is sent as a transcript and
+/// scored whole.
+struct RemoteReward {
+    model: cai_remote::RemoteModel,
+}
+
+impl RewardFn for RemoteReward {
+    fn rewards(&self, dialogues: &[Vec<Message>]) -> cai_train::Result<Vec<f32>> {
+        let texts: Vec<String> = dialogues
+            .iter()
+            .map(|d| render_transcript(d, false))
+            .collect();
+        self.model
+            .rewards(&texts)
+            .map_err(|e| cai_train::TrainError::Reward(e.to_string()))
     }
 }
 

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use cai_server::{router, serve, Engine, EngineOptions, ServerOptions};
+use cai_server::{reward_router, router, serve, Engine, EngineOptions, ServerOptions};
 use clap::Args;
 
 use crate::model_args::ModelArgs;
@@ -59,7 +59,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             args.model.model
         )
     })?;
-    let model = args.model.load()?.into_local("cai serve")?;
+    // A preference model is served for its rewards; any other model for generation.
+    let model_dir = crate::lab_models::resolve_model_dir(&args.model.model)?;
+    let (model, reward_head) = if cai_model::reward_model::is_preference_model(&model_dir) {
+        let (model, head) = load_preference_model(&model_dir, &args)?;
+        (model, Some(head))
+    } else {
+        (args.model.load()?.into_local("cai serve")?, None)
+    };
     let name = args.served_model_name.clone().unwrap_or_else(|| {
         model.dir().file_name().map_or_else(
             || args.model.model.clone(),
@@ -83,7 +90,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             max_batch_rows: args.max_batch,
         },
     );
-    let app = router(engine, options)?;
+    let what = if reward_head.is_some() {
+        format!("the preference model '{name}' (rewards at POST …/score; no generation;")
+    } else {
+        format!("'{name}' (")
+    };
+    let app = match reward_head {
+        Some(head) => reward_router(engine, options, head)?,
+        None => router(engine, options)?,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -96,7 +111,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("binding {addr}"))?;
         let bound = listener.local_addr().context("reading the bound address")?;
         eprintln!(
-            "serving '{name}' (context {context} tokens) on http://{bound}/v1{}; Ctrl-C stops",
+            "serving {what}context {context} tokens) on http://{bound}/v1{}; Ctrl-C stops",
             if args.api_key.is_some() {
                 ", API key required"
             } else {
@@ -130,4 +145,29 @@ async fn shutdown_signal() {
         () = terminate => {},
     }
     eprintln!("shutting down: finishing the requests already running");
+}
+
+/// A preference model's trunk as the engine's model, and its scalar head `[1, hidden]`.
+fn load_preference_model(
+    dir: &std::path::Path,
+    args: &ServeArgs,
+) -> anyhow::Result<(cai_model::local::LocalModel, candle_core::Tensor)> {
+    let device = cai_model::device::device_from_name(&args.model.device.to_string())
+        .with_context(|| format!("opening device {}", args.model.device))?;
+    let dtype = args
+        .model
+        .dtype
+        .map_or(candle_core::DType::F32, crate::model_args::Dtype::to_candle);
+    let mut pm = cai_model::reward_model::RewardModel::load(dir, dtype, &device, 0)
+        .with_context(|| format!("loading the preference model {}", dir.display()))?;
+    pm.prepare_for_inference()?;
+    let tokenizer = cai_model::tokenizer::Tokenizer::from_dir(dir)?;
+    let defaults = cai_model::local::GenerationDefaults::from_dir(dir)?;
+    let model = cai_model::local::LocalModel::from_parts(
+        dir.to_path_buf(),
+        pm.decoder().clone(),
+        tokenizer,
+        defaults,
+    );
+    Ok((model, pm.head().clone()))
 }

@@ -376,3 +376,66 @@ fn the_oracle_labels_pairs_as_a_human_labeller_would() {
     assert_eq!(out[0]["p_a"], out[0]["a_better"]);
     assert_eq!(out[0]["p_a"], 1.0, "{}", out[0]);
 }
+
+#[test]
+fn a_served_preference_model_is_a_remote_reward() {
+    let work = Workdir::new();
+    let model = setup(&work);
+    let server = crate::serve::serve(&work, "pm");
+    let args = |reward: &str, output: &str| -> Vec<String> {
+        [
+            "rl",
+            "--policy",
+            model,
+            "--reward",
+            reward,
+            "--prompts",
+            "red.jsonl",
+            "--steps",
+            "2",
+            "--batch-size",
+            "3",
+            "--max-new-tokens",
+            "6",
+            "--output",
+            output,
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let run = |reward: &str, output: &str| {
+        let a = args(reward, output);
+        work.cai_ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        read_jsonl(&work.path(output).join("metrics.jsonl"))
+    };
+    let local = run("pm", "local");
+    let remote = run(&server.url, "remote");
+    // The first step's samples are the same; the served PM scores them as the local one does.
+    let reward = |m: &[Value]| m[0]["reward"].as_f64().unwrap();
+    assert!(
+        (reward(&local) - reward(&remote)).abs() < 1e-4,
+        "{} vs {}",
+        reward(&local),
+        reward(&remote)
+    );
+    // A served preference model does not generate.
+    work.write(
+        "q.jsonl",
+        "{\"id\": \"q\", \"prompt\": \"How do I bake bread?\"}\n",
+    );
+    let refused = work.cai(&[
+        "generate",
+        "--model",
+        &server.url,
+        "--input",
+        "q.jsonl",
+        "--output",
+        "q.out.jsonl",
+    ]);
+    assert_ne!(refused.status.code(), Some(0));
+    assert!(
+        stderr(&refused).contains("is a preference model"),
+        "{}",
+        stderr(&refused)
+    );
+}

@@ -11,9 +11,9 @@ use serde_json::Value;
 use crate::helpers::{assert_exit, read_jsonl, stderr, Workdir};
 
 /// A `cai serve` process on a free port, killed when dropped.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Drop for Server {
@@ -24,7 +24,7 @@ impl Drop for Server {
 }
 
 /// Start `cai serve --model MODEL --port 0` in the work directory and read its address.
-fn serve(work: &Workdir, model: &str) -> Server {
+pub(crate) fn serve(work: &Workdir, model: &str) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_cai"))
         .args(["serve", "--model", model, "--port", "0"])
         .current_dir(work.path("."))
