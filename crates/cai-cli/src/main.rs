@@ -9,6 +9,7 @@ mod lab_models;
 mod model_args;
 mod progress;
 mod resume;
+mod train_flags;
 mod train_output;
 mod train_progress;
 mod usage;

@@ -8,7 +8,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 use cai_model::config::ModelConfig;
 use cai_model::lora::LoraConfig;
-use cai_model::tokenizer::DialogueFormat;
 use cai_train::distill::{
     run_distill, DistillConfig, DistillEvent, DistillOutcome, DistillRun, DISTILL_CONFIG_FILE,
     TEACHER_SAMPLES_FILE, TEACHER_TOPK_FILE,
@@ -20,8 +19,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::human;
 use crate::interrupt::{resume_command, stop_on_ctrl_c, INTERRUPTED};
-use crate::model_args::{self, DeviceName, Dtype};
+use crate::model_args::{self, DeviceName};
 use crate::progress;
+use crate::train_flags::RunFlags;
 use crate::train_output::{Earlier, Plan, TrainOutput, CHECKPOINTS_DIR, METRICS_FILE};
 use crate::train_progress::ShownMetrics;
 use crate::usage::UsageError;
@@ -76,9 +76,6 @@ pub struct DistillArgs {
     /// Temperature of the teacher's answers (with --sample; 0 is greedy)
     #[arg(long, value_name = "T")]
     pub sample_temperature: Option<f32>,
-    /// Training settings in TOML, with the keys listed below; flags override them
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
     /// Train LoRA adapters (written as a PEFT adapter) instead of every weight
     #[arg(long)]
     pub lora: bool,
@@ -94,9 +91,6 @@ pub struct DistillArgs {
     /// Stop after N optimiser steps even if epochs remain
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_steps: Option<u64>,
-    /// Peak learning rate
-    #[arg(long, value_name = "LR")]
-    pub learning_rate: Option<f64>,
     /// Sequences per micro-batch
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_size: Option<u64>,
@@ -109,27 +103,9 @@ pub struct DistillArgs {
     /// Evaluate every N steps with --eval-data (0: before training and at the end)
     #[arg(long, value_name = "N")]
     pub eval_every: Option<u64>,
-    /// Save a resumable checkpoint every N steps (0: only on Ctrl-C)
-    #[arg(long, value_name = "N")]
-    pub save_every: Option<u64>,
-    /// Seed of shuffling, dropout, the LoRA initialisation and the teacher's answers
-    #[arg(long, value_name = "N")]
-    pub seed: Option<u64>,
-    /// How dialogues are rendered: transcript, chat-template, or auto
-    #[arg(long, value_parser = model_args::parse_format)]
-    pub format: Option<DialogueFormat>,
-    /// Compute dtype; master weights and optimiser moments stay f32
-    #[arg(long, value_enum)]
-    pub dtype: Option<Dtype>,
-    /// Device to train on: cpu, cuda or cuda:N
-    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
-    pub device: DeviceName,
-    /// Continue from the newest checkpoint in --output/checkpoints (same settings required)
-    #[arg(long, conflicts_with = "overwrite")]
-    pub resume: bool,
-    /// Start afresh, deleting what an earlier run wrote to --output
-    #[arg(long)]
-    pub overwrite: bool,
+    /// Settings every training command shares.
+    #[command(flatten)]
+    pub run: RunFlags,
 }
 
 /// The text after `--help`: every setting's default, as `--config` TOML.
@@ -182,7 +158,7 @@ impl DistillCommandConfig {
     /// Check the arguments, read `--config`, and resolve every setting.
     fn from_args(args: DistillArgs) -> anyhow::Result<(Self, Earlier)> {
         let model_dir = crate::lab_models::resolve_model_dir(&args.model)?;
-        let mut d = match &args.config {
+        let mut d = match &args.run.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("reading the config file {}", path.display()))?;
@@ -194,17 +170,17 @@ impl DistillCommandConfig {
         let set = |setting: &mut u64, flag: Option<u64>| *setting = flag.unwrap_or(*setting);
         set(&mut d.epochs, args.epochs);
         set(&mut d.eval_every, args.eval_every);
-        set(&mut d.save_every, args.save_every);
-        set(&mut d.seed, args.seed);
+        set(&mut d.save_every, args.run.save_every);
+        set(&mut d.seed, args.run.seed);
         d.max_steps = args.max_steps.or(d.max_steps);
-        d.learning_rate = args.learning_rate.unwrap_or(d.learning_rate);
-        d.format = args.format.unwrap_or(d.format);
+        d.learning_rate = args.run.learning_rate.unwrap_or(d.learning_rate);
+        d.format = args.run.format.unwrap_or(d.format);
         // Clap's ranges keep these small enough for usize.
         d.batch_size = args.batch_size.map_or(d.batch_size, |n| n as usize);
         d.grad_accum = args.grad_accum.map_or(d.grad_accum, |n| n as usize);
         d.max_length = args.max_length.map_or(d.max_length, |n| n as usize);
         d.top_k = args.top_k.map(|k| k as usize).or(d.top_k);
-        if let Some(dtype) = args.dtype {
+        if let Some(dtype) = args.run.dtype {
             d.dtype = dtype.name().to_owned();
         }
         let sample_flags =
@@ -244,11 +220,7 @@ impl DistillCommandConfig {
             lora.alpha = args.lora_alpha.unwrap_or(lora.alpha);
             lora.validate().map_err(|e| UsageError(e.to_string()))?;
         }
-        let earlier = match (args.resume, args.overwrite) {
-            (true, _) => Earlier::Resume,
-            (false, true) => Earlier::Overwrite,
-            (false, false) => Earlier::Keep,
-        };
+        let earlier = args.run.earlier();
         let config = Self {
             model: args.model,
             model_dir,
@@ -256,7 +228,7 @@ impl DistillCommandConfig {
             data: args.data,
             eval_data: args.eval_data,
             output: args.output,
-            device: args.device,
+            device: args.run.device,
             distill: d,
         };
         Ok((config, earlier))

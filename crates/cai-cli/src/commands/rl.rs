@@ -22,8 +22,8 @@ use clap::{Args, ValueEnum};
 
 use crate::human;
 use crate::interrupt::{resume_command, stop_on_ctrl_c, INTERRUPTED};
-use crate::model_args::{self, DeviceName, Dtype};
 use crate::progress;
+use crate::train_flags::RunFlags;
 use crate::train_output::{Earlier, Plan, TrainOutput};
 use crate::train_progress::ShownMetrics;
 use crate::usage::UsageError;
@@ -82,9 +82,6 @@ pub struct RlArgs {
     /// --lora), rl_config.json, metrics.jsonl, samples.jsonl, rl_curves.svg, checkpoints/
     #[arg(long, value_name = "DIR")]
     pub output: PathBuf,
-    /// Settings in TOML with the keys listed below; flags override them
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
     /// Steps: rollout batches (ppo, rloo) or optimiser steps (dpo; default: --epochs)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub steps: Option<u64>,
@@ -100,9 +97,6 @@ pub struct RlArgs {
     /// Passes over each rollout batch (the paper: 1)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub ppo_epochs: Option<u64>,
-    /// Peak learning rate
-    #[arg(long, value_name = "LR")]
-    pub learning_rate: Option<f64>,
     /// Steps of linear warm-up from 0
     #[arg(long, value_name = "N")]
     pub warmup_steps: Option<u64>,
@@ -163,18 +157,9 @@ pub struct RlArgs {
     /// Show and log a table of sample responses every N steps (0: never)
     #[arg(long, value_name = "N")]
     pub sample_every: Option<u64>,
-    /// Save a checkpoint (loadable as a model) every N steps (0: only on Ctrl-C)
-    #[arg(long, value_name = "N")]
-    pub save_every: Option<u64>,
     /// Checkpoints kept: a number, or "all" (the default: the curves and Elo use them)
     #[arg(long, value_name = "N")]
     pub keep_last: Option<String>,
-    /// Run seed: prompt order, samples, minibatches
-    #[arg(long, value_name = "N")]
-    pub seed: Option<u64>,
-    /// How dialogues become text: transcript, chat-template, or auto
-    #[arg(long, value_parser = model_args::parse_format)]
-    pub format: Option<DialogueFormat>,
     /// Train LoRA adapters; the reference is the same weights with the adapters off
     #[arg(long)]
     pub lora: bool,
@@ -187,18 +172,9 @@ pub struct RlArgs {
     /// Rows per generation or scoring pass
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub rollout_batch: Option<u64>,
-    /// Compute dtype; master weights and optimiser moments stay f32
-    #[arg(long, value_enum)]
-    pub dtype: Option<Dtype>,
-    /// Device to train on: cpu, cuda or cuda:N
-    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
-    pub device: DeviceName,
-    /// Continue from the newest checkpoint in --output/checkpoints (same settings required)
-    #[arg(long, conflicts_with = "overwrite")]
-    pub resume: bool,
-    /// Start afresh, deleting what an earlier run wrote to --output
-    #[arg(long)]
-    pub overwrite: bool,
+    /// Settings every training command shares.
+    #[command(flatten)]
+    pub run: RunFlags,
 }
 
 /// The text after `--help`: every setting's default, as `--config` TOML.
@@ -222,7 +198,7 @@ fn set<T>(setting: &mut T, flag: Option<T>) {
 
 /// The resolved settings: `--config`, then the flags.
 fn resolve(args: &RlArgs, policy_dir: &Path) -> anyhow::Result<RlConfig> {
-    let mut rl: RlConfig = match &args.config {
+    let mut rl: RlConfig = match &args.run.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading the config file {}", path.display()))?;
@@ -237,7 +213,7 @@ fn resolve(args: &RlArgs, policy_dir: &Path) -> anyhow::Result<RlConfig> {
             AlgoArg::Dpo => Algo::Dpo,
         };
     }
-    if rl.algo == Algo::Dpo && args.config.is_none() && args.steps.is_none() {
+    if rl.algo == Algo::Dpo && args.run.config.is_none() && args.steps.is_none() {
         rl.steps = None;
     }
     if args.steps.is_some() {
@@ -248,7 +224,7 @@ fn resolve(args: &RlArgs, policy_dir: &Path) -> anyhow::Result<RlConfig> {
     set(&mut rl.batch_size, usize_flag(args.batch_size));
     set(&mut rl.minibatches, usize_flag(args.minibatches));
     set(&mut rl.ppo_epochs, usize_flag(args.ppo_epochs));
-    set(&mut rl.learning_rate, args.learning_rate);
+    set(&mut rl.learning_rate, args.run.learning_rate);
     set(&mut rl.warmup_steps, args.warmup_steps);
     set(&mut rl.kl_coef, args.kl_coef);
     if let Some(k) = args.kl_estimator {
@@ -278,9 +254,9 @@ fn resolve(args: &RlArgs, policy_dir: &Path) -> anyhow::Result<RlConfig> {
     set(&mut rl.label_smoothing, args.label_smoothing);
     set(&mut rl.max_length, usize_flag(args.max_length));
     set(&mut rl.sample_every, args.sample_every);
-    set(&mut rl.save_every, args.save_every);
-    set(&mut rl.seed, args.seed);
-    set(&mut rl.format, args.format);
+    set(&mut rl.save_every, args.run.save_every);
+    set(&mut rl.seed, args.run.seed);
+    set(&mut rl.format, args.run.format);
     set(&mut rl.rollout_batch, usize_flag(args.rollout_batch));
     if let Some(keep) = &args.keep_last {
         rl.keep_last = match keep.as_str() {
@@ -296,7 +272,7 @@ fn resolve(args: &RlArgs, policy_dir: &Path) -> anyhow::Result<RlConfig> {
             },
         };
     }
-    if let Some(dtype) = args.dtype {
+    if let Some(dtype) = args.run.dtype {
         rl.dtype = dtype.name().to_owned();
     }
     if args.lora || args.lora_r.is_some() || args.lora_alpha.is_some() {
@@ -351,11 +327,7 @@ pub fn run(args: RlArgs) -> anyhow::Result<ExitCode> {
             return Err(UsageError(format!("{}: no such file", path.display())).into());
         }
     }
-    let earlier = match (args.resume, args.overwrite) {
-        (true, _) => Earlier::Resume,
-        (false, true) => Earlier::Overwrite,
-        (false, false) => Earlier::Keep,
-    };
+    let earlier = args.run.earlier();
     let target = TrainOutput {
         output: &args.output,
         model_dir: &policy_dir,
@@ -372,8 +344,8 @@ pub fn run(args: RlArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let device = cai_model::device::device_from_name(&args.device.to_string())
-        .with_context(|| format!("opening device {}", args.device))?;
+    let device = cai_model::device::device_from_name(&args.run.device.to_string())
+        .with_context(|| format!("opening device {}", args.run.device))?;
     let bar = progress::spinner("loading the policy, the reward and the prompts");
     let reward: Option<Box<dyn RewardFn>> = match (&args.reward, rl.algo) {
         (Some(spec), Algo::Ppo | Algo::Rloo) => {

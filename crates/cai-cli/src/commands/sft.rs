@@ -7,7 +7,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 use cai_model::config::ModelConfig;
 use cai_model::lora::{LoraConfig, ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE};
-use cai_model::tokenizer::DialogueFormat;
 use cai_train::schedule::ScheduleKind;
 use cai_train::sft::{run_sft, HelpfulMix, SftConfig, SftOutcome, SftRun, SFT_CONFIG_FILE};
 use clap::Args;
@@ -15,8 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::human;
 use crate::interrupt::{resume_command, stop_on_ctrl_c, INTERRUPTED};
-use crate::model_args::{self, DeviceName, Dtype};
+use crate::model_args::DeviceName;
 use crate::progress;
+use crate::train_flags::RunFlags;
 use crate::train_output::{Earlier, Plan, TrainOutput, CHECKPOINTS_DIR, METRICS_FILE};
 use crate::train_progress::ShownMetrics;
 use crate::usage::UsageError;
@@ -53,9 +53,6 @@ pub struct SftArgs {
     /// few [default: each helpful example once]
     #[arg(long, value_name = "R")]
     pub helpful_ratio: Option<f64>,
-    /// Training settings in TOML, with the keys listed below; flags override them
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
     /// Train LoRA adapters (written as a PEFT adapter) instead of every weight
     #[arg(long)]
     pub lora: bool,
@@ -77,9 +74,6 @@ pub struct SftArgs {
     /// Stop after N optimiser steps even if epochs remain
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_steps: Option<u64>,
-    /// Peak learning rate
-    #[arg(long, value_name = "LR")]
-    pub learning_rate: Option<f64>,
     /// Learning-rate shape after warm-up: constant, cosine or linear (decay to 0)
     #[arg(long, value_parser = parse_schedule)]
     pub schedule: Option<ScheduleKind>,
@@ -108,31 +102,12 @@ pub struct SftArgs {
     /// Evaluate every N steps with --eval-data (0: only at the end)
     #[arg(long, value_name = "N")]
     pub eval_every: Option<u64>,
-    /// Save a resumable checkpoint every N steps (0: only on Ctrl-C)
-    #[arg(long, value_name = "N")]
-    pub save_every: Option<u64>,
     /// Checkpoints to keep, newest first: a number ≥ 1, or "all"
     #[arg(long, value_name = "N", value_parser = parse_keep_last)]
     pub keep_last: Option<KeepLast>,
-    /// Seed of shuffling, dropout and the LoRA initialisation
-    #[arg(long, value_name = "N")]
-    pub seed: Option<u64>,
-    /// How "messages" become text: the Human:/Assistant: transcript, the tokenizer's chat
-    /// template, or auto (the chat template if the tokenizer has one)
-    #[arg(long, value_parser = model_args::parse_format)]
-    pub format: Option<DialogueFormat>,
-    /// Compute dtype; master weights and optimiser moments stay f32
-    #[arg(long, value_enum)]
-    pub dtype: Option<Dtype>,
-    /// Device to train on: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`)
-    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
-    pub device: DeviceName,
-    /// Continue from the newest checkpoint in --output/checkpoints (same settings required)
-    #[arg(long, conflicts_with = "overwrite")]
-    pub resume: bool,
-    /// Start afresh, deleting what an earlier run wrote to --output
-    #[arg(long)]
-    pub overwrite: bool,
+    /// Settings every training command shares.
+    #[command(flatten)]
+    pub run: RunFlags,
 }
 
 /// `--keep-last`: how many checkpoints to keep (`None`: all of them).
@@ -208,21 +183,21 @@ impl SftCommandConfig {
     /// Check the arguments, read `--config`, and resolve every setting.
     fn from_args(args: SftArgs) -> anyhow::Result<(Self, Earlier)> {
         let model_dir = crate::lab_models::resolve_model_dir(&args.model)?;
-        let (mut sft, file_lora) = match &args.config {
+        let (mut sft, file_lora) = match &args.run.config {
             Some(path) => read_config_file(path)?,
             None => (SftConfig::default(), FileLora::default()),
         };
         set(&mut sft.epochs, args.epochs);
-        set(&mut sft.learning_rate, args.learning_rate);
+        set(&mut sft.learning_rate, args.run.learning_rate);
         set(&mut sft.schedule, args.schedule);
         set(&mut sft.warmup_steps, args.warmup_steps);
         set(&mut sft.packing, args.packing);
         set(&mut sft.weight_decay, args.weight_decay);
         set(&mut sft.max_grad_norm, args.max_grad_norm);
         set(&mut sft.eval_every, args.eval_every);
-        set(&mut sft.save_every, args.save_every);
-        set(&mut sft.seed, args.seed);
-        set(&mut sft.format, args.format);
+        set(&mut sft.save_every, args.run.save_every);
+        set(&mut sft.seed, args.run.seed);
+        set(&mut sft.format, args.run.format);
         if args.max_steps.is_some() {
             sft.max_steps = args.max_steps;
         }
@@ -237,23 +212,19 @@ impl SftCommandConfig {
         if let Some(KeepLast(keep)) = args.keep_last {
             sft.keep_last = keep;
         }
-        if let Some(dtype) = args.dtype {
+        if let Some(dtype) = args.run.dtype {
             sft.dtype = dtype.name().to_owned();
         }
         sft.lora = resolve_lora(&args, sft.lora.take(), &file_lora, sft.seed, &model_dir)?;
 
-        let earlier = match (args.resume, args.overwrite) {
-            (true, _) => Earlier::Resume,
-            (false, true) => Earlier::Overwrite,
-            (false, false) => Earlier::Keep,
-        };
+        let earlier = args.run.earlier();
         let config = Self {
             model: args.model,
             model_dir,
             data: args.data,
             eval_data: args.eval_data,
             output: args.output,
-            device: args.device,
+            device: args.run.device,
             sft,
         };
         Ok((config, earlier))

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use cai_model::tokenizer::DialogueFormat;
 use cai_train::pm::{run_pm, PmConfig, PmOutcome, PmRun, PM_CONFIG_FILE};
 use cai_train::pm_data::DataSource;
 use cai_train::pm_eval::{PmEval, PM_EVAL_FILE, RELIABILITY_PLOT_FILE};
@@ -16,8 +15,8 @@ use clap::Args;
 
 use crate::human;
 use crate::interrupt::{resume_command, stop_on_ctrl_c, INTERRUPTED};
-use crate::model_args::{self, DeviceName, Dtype};
 use crate::progress;
+use crate::train_flags::RunFlags;
 use crate::train_output::{Earlier, Plan, TrainOutput};
 use crate::train_progress::ShownMetrics;
 use crate::usage::UsageError;
@@ -43,18 +42,12 @@ pub struct TrainPmArgs {
     /// training pairs
     #[arg(long, value_name = "FILE")]
     pub eval_data: Option<PathBuf>,
-    /// Settings in TOML with the keys listed below; flags override them
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
     /// Passes over the data
     #[arg(long, value_name = "N")]
     pub epochs: Option<u64>,
     /// Stop after N optimiser steps even if epochs remain
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_steps: Option<u64>,
-    /// Peak learning rate
-    #[arg(long, value_name = "LR")]
-    pub learning_rate: Option<f64>,
     /// Learning-rate shape after warm-up: constant, cosine or linear (decay to 0)
     #[arg(long, value_parser = parse_schedule)]
     pub schedule: Option<ScheduleKind>,
@@ -79,27 +72,9 @@ pub struct TrainPmArgs {
     /// Evaluate every N steps with --eval-data (0: only at the end)
     #[arg(long, value_name = "N")]
     pub eval_every: Option<u64>,
-    /// Save a resumable checkpoint every N steps (0: only on Ctrl-C)
-    #[arg(long, value_name = "N")]
-    pub save_every: Option<u64>,
-    /// Seed of the head's initialisation, the mixture and the shuffling
-    #[arg(long, value_name = "N")]
-    pub seed: Option<u64>,
-    /// How dialogues become text: transcript, chat-template, or auto
-    #[arg(long, value_parser = model_args::parse_format)]
-    pub format: Option<DialogueFormat>,
-    /// Compute dtype; master weights and optimiser moments stay f32
-    #[arg(long, value_enum)]
-    pub dtype: Option<Dtype>,
-    /// Device to train on: cpu, cuda or cuda:N
-    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
-    pub device: DeviceName,
-    /// Continue from the newest checkpoint in --output/checkpoints (same settings required)
-    #[arg(long, conflicts_with = "overwrite")]
-    pub resume: bool,
-    /// Start afresh, deleting what an earlier run wrote to --output
-    #[arg(long)]
-    pub overwrite: bool,
+    /// Settings every training command shares.
+    #[command(flatten)]
+    pub run: RunFlags,
 }
 
 /// `FILE` or `FILE:WEIGHT` (a file whose name ends in `:<number>` needs an explicit weight).
@@ -152,7 +127,7 @@ fn set<T>(setting: &mut T, flag: Option<T>) {
 
 /// The resolved settings: `--config`, then the flags.
 fn resolve(args: &TrainPmArgs) -> anyhow::Result<PmConfig> {
-    let mut pm = match &args.config {
+    let mut pm = match &args.run.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading the config file {}", path.display()))?;
@@ -161,15 +136,15 @@ fn resolve(args: &TrainPmArgs) -> anyhow::Result<PmConfig> {
         None => PmConfig::default(),
     };
     set(&mut pm.epochs, args.epochs);
-    set(&mut pm.learning_rate, args.learning_rate);
+    set(&mut pm.learning_rate, args.run.learning_rate);
     set(&mut pm.schedule, args.schedule);
     set(&mut pm.warmup_steps, args.warmup_steps);
     set(&mut pm.weight_decay, args.weight_decay);
     set(&mut pm.max_grad_norm, args.max_grad_norm);
     set(&mut pm.eval_every, args.eval_every);
-    set(&mut pm.save_every, args.save_every);
-    set(&mut pm.seed, args.seed);
-    set(&mut pm.format, args.format);
+    set(&mut pm.save_every, args.run.save_every);
+    set(&mut pm.seed, args.run.seed);
+    set(&mut pm.format, args.run.format);
     if args.max_steps.is_some() {
         pm.max_steps = args.max_steps;
     }
@@ -177,7 +152,7 @@ fn resolve(args: &TrainPmArgs) -> anyhow::Result<PmConfig> {
     set(&mut pm.batch_size, args.batch_size.map(|n| n as usize));
     set(&mut pm.grad_accum, args.grad_accum.map(|n| n as usize));
     set(&mut pm.max_length, args.max_length.map(|n| n as usize));
-    if let Some(dtype) = args.dtype {
+    if let Some(dtype) = args.run.dtype {
         pm.dtype = dtype.name().to_owned();
     }
     pm.validate(&args.data)
@@ -190,11 +165,7 @@ pub fn run(args: TrainPmArgs) -> anyhow::Result<ExitCode> {
     let pm = resolve(&args)?;
     let model_dir = crate::lab_models::resolve_model_dir(&args.model)
         .with_context(|| format!("finding model '{}'", args.model))?;
-    let earlier = match (args.resume, args.overwrite) {
-        (true, _) => Earlier::Resume,
-        (false, true) => Earlier::Overwrite,
-        (false, false) => Earlier::Keep,
-    };
+    let earlier = args.run.earlier();
     let target = TrainOutput {
         output: &args.output,
         model_dir: &model_dir,
@@ -211,8 +182,8 @@ pub fn run(args: TrainPmArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let device = cai_model::device::device_from_name(&args.device.to_string())
-        .with_context(|| format!("opening device {}", args.device))?;
+    let device = cai_model::device::device_from_name(&args.run.device.to_string())
+        .with_context(|| format!("opening device {}", args.run.device))?;
     let run = PmRun {
         model_dir,
         data: args.data.clone(),

@@ -1,0 +1,55 @@
+//! The flags every training command shares (`sft`, `distill`, `train-pm`, `rl`): the settings
+//! file, learning rate, checkpoint cadence, seed, dialogue format, dtype, device, and what to
+//! do about an earlier run in `--output`.
+
+use std::path::PathBuf;
+
+use cai_model::tokenizer::DialogueFormat;
+use clap::Args;
+
+use crate::model_args::{self, DeviceName, Dtype};
+use crate::train_output::Earlier;
+
+/// Flattened into each training command's arguments.
+#[derive(Debug, Args)]
+pub struct RunFlags {
+    /// Settings in TOML with the keys listed below; flags override them
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Peak learning rate
+    #[arg(long, value_name = "LR")]
+    pub learning_rate: Option<f64>,
+    /// Save a resumable checkpoint every N steps (0: only on Ctrl-C)
+    #[arg(long, value_name = "N")]
+    pub save_every: Option<u64>,
+    /// Run seed: shuffling, sampling, dropout and new weights all derive from it
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// How dialogues become text: the Human:/Assistant: transcript, the tokenizer's chat
+    /// template, or auto (the chat template if the tokenizer has one)
+    #[arg(long, value_parser = model_args::parse_format)]
+    pub format: Option<DialogueFormat>,
+    /// Compute dtype; master weights and optimiser moments stay f32
+    #[arg(long, value_enum)]
+    pub dtype: Option<Dtype>,
+    /// Device to train on: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`)
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    pub device: DeviceName,
+    /// Continue from the newest checkpoint in --output/checkpoints (same settings required)
+    #[arg(long, conflicts_with = "overwrite")]
+    pub resume: bool,
+    /// Start afresh, deleting what an earlier run wrote to --output
+    #[arg(long)]
+    pub overwrite: bool,
+}
+
+impl RunFlags {
+    /// What `--resume` and `--overwrite` ask for.
+    pub fn earlier(&self) -> Earlier {
+        match (self.resume, self.overwrite) {
+            (true, _) => Earlier::Resume,
+            (false, true) => Earlier::Overwrite,
+            (false, false) => Earlier::Keep,
+        }
+    }
+}
