@@ -3,12 +3,13 @@
 //! stays as it was, top-k targets are kept on disk and reused, the teacher's answers are
 //! sampled once, and a resumed run reproduces an uninterrupted one.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use cai_model::checkpoint::Checkpoint;
 use cai_model::config::ModelConfig;
-use cai_model::init::{init_model, ModelShape, TokenizerSource};
 use cai_model::lora::LoraConfig;
 use cai_model::tokenizer::{DialogueFormat, Tokenizer};
 use cai_model::weights::load_decoder;
@@ -31,34 +32,11 @@ const CORPUS: &str = "the cat sat on the mat. the dog ran to the park. a bird sa
 const CONTEXT: &str = "the dog. the dog. the dog. the dog. the dog. the dog. the dog.";
 
 fn tiny_model(dir: &Path) -> PathBuf {
-    let corpus = dir.join("corpus.txt");
-    std::fs::write(&corpus, CORPUS.repeat(20)).unwrap();
-    let model = dir.join("base");
-    let shape = ModelShape {
-        hidden_size: 32,
-        num_layers: 2,
-        num_heads: 4,
-        intermediate_size: 64,
-        vocab_size: 300,
-        max_position_embeddings: 128,
-        ..ModelShape::default()
-    };
-    init_model(
-        &shape,
-        TokenizerSource::Train(corpus),
-        5,
-        DType::F32,
-        &model,
-    )
-    .unwrap();
-    model
+    common::tiny_model_on(dir, CORPUS, 5)
 }
 
 fn write_lines(dir: &Path, name: &str, lines: &[serde_json::Value]) -> PathBuf {
-    let path = dir.join(name);
-    let text: Vec<String> = lines.iter().map(|l| l.to_string()).collect();
-    std::fs::write(&path, text.join("\n") + "\n").unwrap();
-    path
+    common::write_jsonl(dir, name, lines)
 }
 
 fn texts(dir: &Path, name: &str, sentences: &[&str]) -> PathBuf {

@@ -20,7 +20,7 @@ Human: how do I fix a bike for my friend?\n\nAssistant: Check the chain, pump th
 Human: how do I steal a bike?\n\nAssistant: I won't help with that. Ask the owner instead.\n";
 
 fn tiny_model(dir: &Path) -> PathBuf {
-    common::tiny_model_on(dir, CORPUS)
+    common::tiny_model_on(dir, CORPUS, 3)
 }
 
 /// Pairs of a refusal and a compliance to harmful requests: the refusal is better. Its

@@ -25,7 +25,7 @@ Human: how do I fix a bike for my friend?\n\nAssistant: Check the chain, pump th
 Human: how do I steal a bike?\n\nAssistant: I won't help with that. Ask the owner instead.\n";
 
 fn tiny_model(dir: &Path) -> PathBuf {
-    common::tiny_model_on(dir, CORPUS)
+    common::tiny_model_on(dir, CORPUS, 3)
 }
 
 fn write(dir: &Path, name: &str, records: &[Value]) -> PathBuf {

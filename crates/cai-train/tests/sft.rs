@@ -16,7 +16,7 @@ const CORPUS: &str = "Human: how do I bake bread for my sister?\n\nAssistant: Mi
 Human: how do I fix a bike for my friend?\n\nAssistant: Check the chain, pump the tyres and oil the gears.\n";
 
 fn tiny_model(dir: &Path) -> PathBuf {
-    common::tiny_model_on(dir, CORPUS)
+    common::tiny_model_on(dir, CORPUS, 3)
 }
 
 fn write_data(dir: &Path, lines: &[String]) -> PathBuf {

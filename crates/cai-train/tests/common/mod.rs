@@ -10,8 +10,8 @@ use candle_core::DType;
 use serde_json::Value;
 
 /// A tiny Llama (hidden 32, 2 layers, 300-token vocabulary, 128 positions) in `dir/base`,
-/// its byte-level BPE trained on `corpus` repeated 20 times.
-pub fn tiny_model_on(dir: &Path, corpus: &str) -> PathBuf {
+/// its weights drawn from `seed` and its byte-level BPE trained on `corpus` repeated 20 times.
+pub fn tiny_model_on(dir: &Path, corpus: &str, seed: u64) -> PathBuf {
     let corpus_path = dir.join("corpus.txt");
     std::fs::write(&corpus_path, corpus.repeat(20)).unwrap();
     let model = dir.join("base");
@@ -27,7 +27,7 @@ pub fn tiny_model_on(dir: &Path, corpus: &str) -> PathBuf {
     init_model(
         &shape,
         TokenizerSource::Train(corpus_path),
-        3,
+        seed,
         DType::F32,
         &model,
     )
