@@ -212,6 +212,44 @@ fn rloo_and_dpo_run_and_missing_inputs_are_named() {
     );
     assert!(work.path("dpo/reference_logps.json").is_file());
 
+    // LoRA: the run writes a PEFT adapter, and merge-lora makes it a model.
+    let output = work.cai_ok(&[
+        "rl",
+        "--policy",
+        model,
+        "--reward",
+        "pm",
+        "--prompts",
+        "red.jsonl",
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--max-new-tokens",
+        "4",
+        "--lora",
+        "--lora-r",
+        "4",
+        "--output",
+        "ppo-lora",
+    ]);
+    assert!(
+        stdout(&output).contains("a PEFT adapter"),
+        "{}",
+        stdout(&output)
+    );
+    assert!(work.path("ppo-lora/adapter_config.json").is_file());
+    work.cai_ok(&[
+        "merge-lora",
+        "--model",
+        model,
+        "--adapter",
+        "ppo-lora",
+        "--output",
+        "ppo-merged",
+    ]);
+    assert!(work.path("ppo-merged/model.safetensors").is_file());
+
     // What each algorithm needs, said plainly.
     let missing = work.cai(&[
         "rl",
