@@ -38,6 +38,43 @@ fn range(values: impl Iterator<Item = f64>, pad: f64) -> (f64, f64) {
     (lo - margin, hi + margin)
 }
 
+/// The corner of the plot where the legend covers the least of the lines (upper right on a
+/// tie), and how much it covers there (points sampled along each line): each corner's box is
+/// the outer 40 % of the x range and 35 % of the y range.
+fn legend_corner(series: &[Series], x: (f64, f64), y: (f64, f64)) -> (SeriesLabelPosition, usize) {
+    let fx = |v: f64| (v - x.0) / (x.1 - x.0).max(1e-12);
+    let fy = |v: f64| (v - y.0) / (y.1 - y.0).max(1e-12);
+    let mut samples = Vec::new();
+    for s in series {
+        samples.extend(s.points.first().map(|p| (fx(p.0), fy(p.1))));
+        for w in s.points.windows(2) {
+            let (a, b) = ((fx(w[0].0), fy(w[0].1)), (fx(w[1].0), fy(w[1].1)));
+            samples.extend((1..=16).map(|k| {
+                let t = f64::from(k) / 16.0;
+                (a.0 + (b.0 - a.0) * t, a.1 + (b.1 - a.1) * t)
+            }));
+        }
+    }
+    let in_box = |right: bool, upper: bool| {
+        samples
+            .iter()
+            .filter(|&&(px, py)| {
+                (if right { px > 0.6 } else { px < 0.4 })
+                    && (if upper { py > 0.65 } else { py < 0.35 })
+            })
+            .count()
+    };
+    [
+        (SeriesLabelPosition::UpperRight, in_box(true, true)),
+        (SeriesLabelPosition::UpperLeft, in_box(false, true)),
+        (SeriesLabelPosition::LowerRight, in_box(true, false)),
+        (SeriesLabelPosition::LowerLeft, in_box(false, false)),
+    ]
+    .into_iter()
+    .min_by_key(|(_, n)| *n)
+    .unwrap_or((SeriesLabelPosition::UpperRight, 0))
+}
+
 /// Lines over a shared x axis (training curves): one colour per series, a legend.
 pub(super) fn lines(title: &str, x_desc: &str, y_desc: &str, series: &[Series]) -> String {
     let mut svg = String::new();
@@ -60,13 +97,24 @@ fn draw_lines(
     let xs = series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
     let ys = series.iter().flat_map(|s| s.points.iter().map(|p| p.1));
     let (x0, x1) = range(xs, 0.0);
-    let (y0, y1) = range(ys, 0.08);
+    let (y0, mut y1) = range(ys, 0.08);
+    let x1 = x1.max(x0 + 1.0);
+    // The legend goes in the corner the lines leave freest; when every corner is crossed, the
+    // y axis grows at the top by the legend's height, and the legend sits there.
+    let mut corner = legend_corner(series, (x0, x1), (y0, y1)).0;
+    let has_legend = series.len() > 1 || series.iter().any(|s| !s.name.is_empty());
+    if has_legend && legend_corner(series, (x0, x1), (y0, y1)).1 > 0 {
+        let plot_height = f64::from(HEIGHT) - 80.0;
+        let legend = (18.0 * series.len() as f64 + 20.0) / plot_height;
+        y1 += (y1 - y0) * legend / (1.0 - legend);
+        corner = SeriesLabelPosition::UpperRight;
+    }
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 16))
         .margin(10)
         .x_label_area_size(36)
         .y_label_area_size(56)
-        .build_cartesian_2d(x0..x1.max(x0 + 1.0), y0..y1)?;
+        .build_cartesian_2d(x0..x1, y0..y1)?;
     chart
         .configure_mesh()
         .x_desc(x_desc)
@@ -91,12 +139,12 @@ fn draw_lines(
                 .legend(move |(x, y)| PathElement::new([(x, y), (x + 16, y)], style));
         }
     }
-    if series.len() > 1 || series.iter().any(|s| !s.name.is_empty()) {
+    if has_legend {
         chart
             .configure_series_labels()
             .background_style(WHITE.mix(0.85))
             .border_style(RGBColor(200, 200, 200))
-            .position(SeriesLabelPosition::UpperRight)
+            .position(corner)
             .draw()?;
     }
     root.present()?;
@@ -362,6 +410,37 @@ mod tests {
             svg.contains(&format!("width=\"{}\"", WIDTH + LEGEND_WIDTH)),
             "{svg}"
         );
+    }
+
+    #[test]
+    fn legends_go_where_the_lines_are_not() {
+        let falling = Series {
+            name: "loss".into(),
+            points: (0..10)
+                .map(|i| (f64::from(i), 9.0 - f64::from(i)))
+                .collect(),
+        };
+        let corner = legend_corner(&[falling], (0.0, 9.0), (0.0, 9.0));
+        assert!(
+            matches!(corner, (SeriesLabelPosition::UpperRight, 0)),
+            "{corner:?}"
+        );
+        let rising = Series {
+            name: "reward".into(),
+            points: (0..10).map(|i| (f64::from(i), f64::from(i))).collect(),
+        };
+        let corner = legend_corner(&[rising], (0.0, 9.0), (0.0, 9.0));
+        assert!(
+            matches!(corner, (SeriesLabelPosition::UpperLeft, 0)),
+            "{corner:?}"
+        );
+        // Two flat lines, low and high, cross every corner.
+        let flat = |y: f64| Series {
+            name: format!("{y}"),
+            points: vec![(0.0, y), (9.0, y)],
+        };
+        let corner = legend_corner(&[flat(1.0), flat(8.0)], (0.0, 9.0), (0.0, 9.0));
+        assert!(corner.1 > 0, "{corner:?}");
     }
 
     #[test]

@@ -211,7 +211,7 @@ fn stages_section(doc: &mut Doc, manifests: &[(Stage, Option<Manifest>)]) {
                     .iter()
                     .map(|o| match o.records {
                         Some(n) => format!("{}: {n} records", o.role),
-                        None => format!("{}: {:.1} MB", o.role, o.bytes as f64 / 1e6),
+                        None => format!("{}: {}", o.role, crate::human::bytes(o.bytes)),
                     })
                     .collect();
                 vec![

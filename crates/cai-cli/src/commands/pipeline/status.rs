@@ -50,7 +50,7 @@ pub(super) fn print(dir: &Path) -> anyhow::Result<()> {
             .iter()
             .map(|o| match o.records {
                 Some(n) => format!("{} ({})", o.role, human::count(n, "record")),
-                None => format!("{} ({:.1} MB)", o.role, o.bytes as f64 / 1e6),
+                None => format!("{} ({})", o.role, human::bytes(o.bytes)),
             })
             .collect();
         println!(
