@@ -111,6 +111,13 @@ impl LanguageModel for Backend {
             Backend::Remote(r) => r.score(requests),
         }
     }
+
+    fn room_after(&self, prefix: &str, prompt: &str) -> Result<Option<usize>, Error> {
+        match self {
+            Backend::Local(m) => m.room_after(prefix, prompt),
+            Backend::Remote(r) => r.room_after(prefix, prompt),
+        }
+    }
 }
 
 /// Open endpoints with the settings in the environment.

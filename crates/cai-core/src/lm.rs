@@ -167,4 +167,10 @@ pub trait LanguageModel: Send + Sync {
     fn generate(&self, requests: &[GenerateRequest]) -> Result<Vec<Generation>, Error>;
     /// Log-probability of each continuation given its prompt (summed, and per token).
     fn score(&self, requests: &[ScoreRequest]) -> Result<Vec<Score>, Error>;
+    /// The tokens left for generation in the model's context after `prefix` and `prompt` (as
+    /// in a [`GenerateRequest`]), where the model has a fixed context and counts tokens itself
+    /// (a local model); `None` where that is unknown (endpoints, and by default).
+    fn room_after(&self, _prefix: &str, _prompt: &str) -> Result<Option<usize>, Error> {
+        Ok(None)
+    }
 }

@@ -65,6 +65,10 @@ impl LanguageModel for CountingModel<'_> {
         Ok(generations)
     }
 
+    fn room_after(&self, prefix: &str, prompt: &str) -> Result<Option<usize>, Error> {
+        self.inner.room_after(prefix, prompt)
+    }
+
     fn score(&self, requests: &[ScoreRequest]) -> Result<Vec<Score>, Error> {
         let scores = self.inner.score(requests)?;
         for s in &scores {

@@ -412,4 +412,21 @@ impl LanguageModel for LocalModel {
     fn score(&self, requests: &[ScoreRequest]) -> std::result::Result<Vec<Score>, CoreError> {
         Ok(self.score_inner(requests)?)
     }
+
+    fn room_after(
+        &self,
+        prefix: &str,
+        prompt: &str,
+    ) -> std::result::Result<Option<usize>, CoreError> {
+        let prefix_tokens = if prefix.is_empty() {
+            0
+        } else {
+            self.tokenizer
+                .encode(prefix, self.tokenizer.add_bos_token())?
+                .len()
+        };
+        let prompt_tokens = self.prompt_tokens(!prefix.is_empty(), prompt)?.len();
+        let context = self.decoder.config().max_position_embeddings;
+        Ok(Some(context.saturating_sub(prefix_tokens + prompt_tokens)))
+    }
 }

@@ -23,6 +23,20 @@ use crate::record::{CritiqueRecord, HelpfulRecord, RoundRecord};
 use crate::render::{render, CritiqueDialogue, Leading, Pending, PromptFormat, RenderedPrompt};
 use crate::{PipelineError, Result};
 
+/// Whether `rendered` leaves the model any room to generate (always, where the model cannot
+/// say): a request that fills the context fails the model's call.
+fn fits(model: &dyn LanguageModel, rendered: &RenderedPrompt, id: &str) -> Result<bool> {
+    let room = model
+        .room_after(&rendered.prefix, &rendered.prompt)
+        .map_err(|source| PipelineError::Model {
+            step: "counting a request's tokens".into(),
+            first: id.to_owned(),
+            last: id.to_owned(),
+            source: Box::new(source),
+        })?;
+    Ok(room.is_none_or(|room| room > 0))
+}
+
 /// The settings that decide what the stage samples; saved beside its output.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -145,15 +159,38 @@ impl CritiqueStage {
                 .iter()
                 .map(|p| self.principle(&p.id, round))
                 .collect();
+            // The dialogue a round's requests continue: the answer and every earlier round,
+            // unless that would fill the model's context (a model that rambles, late in four
+            // rounds); then the latest revision stands as the answer, without the earlier
+            // rounds, for both of the round's requests.
+            let mut compact = vec![false; prompts.len()];
+            let latest = |i: usize, rounds: &[Vec<CritiqueRound>]| -> String {
+                rounds[i]
+                    .last()
+                    .map_or_else(|| answers[i].clone(), |r| r.revision.clone())
+            };
             let critiques =
                 self.wave(model, prompts, &format!("round {round} critiques"), |i| {
+                    let pending = Pending::Critique {
+                        request: &principles[i].critique_request,
+                    };
                     let dialogue = CritiqueDialogue {
                         prompt: &prompts[i].messages,
                         answer: Some(&answers[i]),
                         rounds: &rounds[i],
-                        pending: Pending::Critique {
-                            request: &principles[i].critique_request,
-                        },
+                        pending,
+                    };
+                    let full = render(&self.format, few_shot, &dialogue)?;
+                    if round == 1 || fits(model, &full, &prompts[i].id)? {
+                        return Ok((full, Step::Critique(round)));
+                    }
+                    compact[i] = true;
+                    let latest = latest(i, &rounds);
+                    let dialogue = CritiqueDialogue {
+                        prompt: &prompts[i].messages,
+                        answer: Some(&latest),
+                        rounds: &[],
+                        pending,
                     };
                     Ok((
                         render(&self.format, few_shot, &dialogue)?,
@@ -162,15 +199,29 @@ impl CritiqueStage {
                 })?;
             let revisions =
                 self.wave(model, prompts, &format!("round {round} revisions"), |i| {
+                    let pending = Pending::Revision {
+                        critique_request: &principles[i].critique_request,
+                        critique: &critiques[i],
+                        request: &principles[i].revision_request,
+                    };
                     let dialogue = CritiqueDialogue {
                         prompt: &prompts[i].messages,
                         answer: Some(&answers[i]),
                         rounds: &rounds[i],
-                        pending: Pending::Revision {
-                            critique_request: &principles[i].critique_request,
-                            critique: &critiques[i],
-                            request: &principles[i].revision_request,
-                        },
+                        pending,
+                    };
+                    if !compact[i] {
+                        let full = render(&self.format, few_shot, &dialogue)?;
+                        if round == 1 || fits(model, &full, &prompts[i].id)? {
+                            return Ok((full, Step::Revision(round)));
+                        }
+                    }
+                    let latest = latest(i, &rounds);
+                    let dialogue = CritiqueDialogue {
+                        prompt: &prompts[i].messages,
+                        answer: Some(&latest),
+                        rounds: &[],
+                        pending,
                     };
                     Ok((
                         render(&self.format, few_shot, &dialogue)?,
@@ -281,7 +332,7 @@ impl CritiqueStage {
         model: &dyn LanguageModel,
         prompts: &[Prompt],
         step: &str,
-        request: impl Fn(usize) -> Result<(RenderedPrompt, Step)>,
+        mut request: impl FnMut(usize) -> Result<(RenderedPrompt, Step)>,
     ) -> Result<Vec<String>> {
         let stop = self.format.stop_strings();
         let requests = (0..prompts.len())

@@ -21,12 +21,20 @@ use cai_pipeline::render::PromptFormat;
 use cai_pipeline::PipelineError;
 
 /// Answers `" gen-N "` where N hashes the whole request (prefix, prompt, seed), so equal
-/// requests get equal answers whatever the batch; fails every call from `fail_from` on.
+/// requests get equal answers whatever the batch; fails every call from `fail_from` on. With
+/// a `context`, a request's size is the number of earlier answers (`gen-`) its prompt holds
+/// and a request that fills the context fails, as a local model's does.
 struct FakeModel {
     requests: Mutex<Vec<GenerateRequest>>,
     calls: AtomicUsize,
     batch_sizes: Mutex<Vec<usize>>,
     fail_from: usize,
+    context: Option<usize>,
+}
+
+/// The fake's size of a request's prompt: the earlier answers it holds.
+fn fake_tokens(prompt: &str) -> usize {
+    prompt.matches(" gen-").count()
 }
 
 impl FakeModel {
@@ -40,6 +48,14 @@ impl FakeModel {
             calls: AtomicUsize::new(0),
             batch_sizes: Mutex::new(Vec::new()),
             fail_from: call,
+            context: None,
+        }
+    }
+
+    fn with_context(context: usize) -> Self {
+        Self {
+            context: Some(context),
+            ..Self::new()
         }
     }
 
@@ -52,6 +68,11 @@ impl LanguageModel for FakeModel {
     fn generate(&self, requests: &[GenerateRequest]) -> Result<Vec<Generation>, Error> {
         if self.calls.fetch_add(1, Ordering::SeqCst) >= self.fail_from {
             return Err(Error::Invalid("the fake backend went away".into()));
+        }
+        if let Some(context) = self.context {
+            if let Some(r) = requests.iter().find(|r| fake_tokens(&r.prompt) >= context) {
+                return Err(Error::Invalid(format!("{} fill the context", r.prompt)));
+            }
         }
         self.requests.lock().unwrap().extend_from_slice(requests);
         self.batch_sizes.lock().unwrap().push(requests.len());
@@ -72,6 +93,10 @@ impl LanguageModel for FakeModel {
 
     fn score(&self, _: &[ScoreRequest]) -> Result<Vec<Score>, Error> {
         unreachable!("the critique stage never scores")
+    }
+
+    fn room_after(&self, _prefix: &str, prompt: &str) -> Result<Option<usize>, Error> {
+        Ok(self.context.map(|c| c.saturating_sub(fake_tokens(prompt))))
     }
 }
 
@@ -345,4 +370,41 @@ fn settings_and_principles_are_checked() {
     let defaults = CritiqueSettings::default();
     assert_eq!((defaults.rounds, defaults.max_new_tokens), (4, 128));
     assert_eq!(defaults.sampling.temperature, 1.0);
+}
+
+#[test]
+fn a_history_that_would_fill_the_context_leaves_out_the_earlier_rounds() {
+    let stage = stage(4);
+    let prompts = prompts(3);
+    let unlimited = stage.critique(&FakeModel::new(), &prompts).unwrap();
+    // Where every request fits, the records are those of a model that cannot count.
+    let roomy = stage
+        .critique(&FakeModel::with_context(100), &prompts)
+        .unwrap();
+    assert_eq!(roomy, unlimited);
+    // Four answers fill this context: the answer and round 1 fit whole; round 2's revision
+    // (answer, critique 1, revision 1, critique 2) and everything after would not.
+    let small = FakeModel::with_context(4);
+    let records = stage.critique(&small, &prompts).unwrap();
+    assert!(records.iter().all(|r| r.rounds.len() == 4));
+    let requests = small.requests();
+    assert!(requests.iter().all(|r| fake_tokens(&r.prompt) < 4));
+    for record in &records {
+        let mine: Vec<&GenerateRequest> = requests
+            .iter()
+            .filter(|r| r.prompt.contains(&record.prompt))
+            .collect();
+        // Round 3's critique starts from round 2's revision, without the answer before it.
+        let round2 = &record.rounds[1].revision;
+        assert!(
+            mine.iter().any(|r| r.prompt.contains(round2.as_str())
+                && !r.prompt.contains(record.initial_response.as_str())),
+            "{mine:#?}"
+        );
+        // Round 1 kept the whole dialogue.
+        assert_eq!(
+            record.rounds[0],
+            unlimited[records.iter().position(|x| x.id == record.id).unwrap()].rounds[0]
+        );
+    }
 }
