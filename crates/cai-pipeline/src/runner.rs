@@ -148,6 +148,35 @@ pub fn decide(previous: Option<&Manifest>, fingerprint: &str, force: bool) -> De
     }
 }
 
+/// The seconds an attempt ran before it was killed, for a manifest that still says it is
+/// running (a SIGKILL leaves no time to record its own): from the attempt's start to the
+/// newest file it wrote in `stage_dir`. 0 for an attempt that ended and recorded its time.
+pub fn killed_attempt_seconds(previous: &Manifest, stage_dir: &Path) -> f64 {
+    if previous.status != Status::Running {
+        return 0.0;
+    }
+    newest_mtime(stage_dir).map_or(0.0, |t| t.saturating_sub(previous.started_at) as f64)
+}
+
+/// The newest modification time (Unix seconds) of `path` or anything under it.
+fn newest_mtime(path: &Path) -> Option<u64> {
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    let own = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs());
+    if !meta.is_dir() {
+        return own;
+    }
+    std::fs::read_dir(path)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| newest_mtime(&e.path()))
+        .chain(own)
+        .max()
+}
+
 /// Write a file through a temporary sibling and a rename, so that readers (and a run killed
 /// half-way) see the old contents or the new, never a part.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
@@ -243,6 +272,36 @@ mod tests {
             finished_at: None,
             error: None,
         }
+    }
+
+    #[test]
+    fn a_killed_attempt_ran_until_its_newest_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let at = |secs: u64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+        std::fs::create_dir(dir.path().join("model")).unwrap();
+        for (file, secs) in [("sl.jsonl", 57), ("model/checkpoint", 107)] {
+            let f = std::fs::File::create(dir.path().join(file)).unwrap();
+            f.set_modified(at(secs)).unwrap();
+        }
+        // Directories' own times (set when their entries were made) are older too.
+        for d in [dir.path().join("model"), dir.path().to_owned()] {
+            std::fs::File::open(d)
+                .unwrap()
+                .set_modified(at(60))
+                .unwrap();
+        }
+        let mut killed = manifest(Status::Running, "a");
+        killed.started_at = 7;
+        assert_eq!(killed_attempt_seconds(&killed, dir.path()), 100.0);
+        let interrupted = Manifest {
+            status: Status::Interrupted,
+            ..killed.clone()
+        };
+        assert_eq!(killed_attempt_seconds(&interrupted, dir.path()), 0.0);
+        assert_eq!(
+            killed_attempt_seconds(&killed, &dir.path().join("gone")),
+            0.0
+        );
     }
 
     #[test]

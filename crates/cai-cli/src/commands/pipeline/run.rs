@@ -10,8 +10,8 @@ use anyhow::{bail, Context};
 use cai_pipeline::manifest::{Input, Manifest, Output, Status, CONFIG_FILE, METRICS_FILE};
 use cai_pipeline::recipe::{LoadedRecipe, Stage};
 use cai_pipeline::runner::{
-    count_records, decide, hash_path, join_prompt_files, size_on_disk, write_atomic, Decision,
-    Hasher,
+    count_records, decide, hash_path, join_prompt_files, killed_attempt_seconds, size_on_disk,
+    write_atomic, Decision, Hasher,
 };
 use clap::Parser;
 use serde_json::json;
@@ -236,12 +236,12 @@ fn run_stage(
     }
     let (attempts, seconds) = match (&previous, decision) {
         (Some(m), Decision::Resume) => {
+            let seconds = m.seconds + killed_attempt_seconds(m, &dir);
             eprintln!(
-                "[{stage}] resuming ({} before, {:.0} s so far)",
+                "[{stage}] resuming ({} before, {seconds:.0} s so far)",
                 m.status.name(),
-                m.seconds
             );
-            (m.attempts + 1, m.seconds)
+            (m.attempts + 1, seconds)
         }
         _ => {
             if dir.exists() {
