@@ -7,7 +7,7 @@
 #
 # CAI (default: target/release/cai) is the binary; extra arguments of `cai pipeline` go in
 # CAI_PIPELINE_ARGS (e.g. "--quick"). Each kill comes after a random delay of 1..MAX_DELAY_S
-# seconds into a restart; the default run takes ~6½ minutes on 2 cores, so 5 kills spread over
+# seconds into a restart; the default run takes ~5 minutes on 2 cores, so 5 kills spread over
 # its first stages.
 set -euo pipefail
 KILLS=${1:-5}
