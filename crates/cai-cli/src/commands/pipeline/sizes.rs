@@ -189,7 +189,7 @@ fn write_report(dir: &Path, sizes: &[(LabSize, usize)]) -> anyhow::Result<std::p
     table.push_str("</table>");
     let page = format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>cai pipeline \
-         --sizes</title><style>body{{font-family:sans-serif;max-width:1120px;margin:2em auto}}\
+         --sizes</title><style>body{{font-family:sans-serif;max-width:1340px;margin:2em auto}}\
          table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3em .6em}}\
          figure{{display:inline-block;margin:.4em}}</style></head><body><h1>cai pipeline \
          --sizes</h1><p>Each lab model size taken through the recipe; every snapshot's lab \
