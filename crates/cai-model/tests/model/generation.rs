@@ -185,7 +185,11 @@ fn a_budget_beyond_the_context_is_cut_to_the_room_left_and_a_full_prompt_is_an_e
     let too_long = GenerateRequest::new(long.clone(), context, Sampling::greedy());
     let out = model.generate(&[too_long]).unwrap().remove(0);
     let room = context - len(&long);
-    assert!(out.token_ids.len() <= room, "{} > {room}", out.token_ids.len());
+    assert!(
+        out.token_ids.len() <= room,
+        "{} > {room}",
+        out.token_ids.len()
+    );
     if out.finish_reason == cai_core::FinishReason::Length {
         assert_eq!(out.token_ids.len(), room);
     }
