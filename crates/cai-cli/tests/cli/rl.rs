@@ -10,6 +10,18 @@ fn lines(records: &[Value]) -> String {
     records.iter().map(|r| format!("{r}\n")).collect()
 }
 
+/// Assert that a command's stderr holds `text`, showing it if not.
+fn stderr_has(output: &std::process::Output, text: &str) {
+    let err = stderr(output);
+    assert!(err.contains(text), "expected {text:?} in:\n{err}");
+}
+
+/// Assert that a command's stdout holds `text`, showing it if not.
+fn stdout_has(output: &std::process::Output, text: &str) {
+    let out = stdout(output);
+    assert!(out.contains(text), "expected {text:?} in:\n{out}");
+}
+
 /// A tiny policy, a preference model trained from it on toy labels, prompts and pairs.
 fn setup(work: &Workdir) -> &'static str {
     work.write("corpus.txt", crate::helpers::CORPUS);
@@ -53,36 +65,47 @@ fn setup(work: &Workdir) -> &'static str {
     model
 }
 
-fn ppo_args(model: &str) -> Vec<&str> {
-    vec![
+/// `cai rl` with `policy`, the preference model `pm` and the prompts `red.jsonl`, then `rest`.
+fn rl_args<'a>(policy: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
         "rl",
-        "--algo",
-        "ppo",
         "--policy",
-        model,
+        policy,
         "--reward",
         "pm",
         "--prompts",
         "red.jsonl",
-        "--helpful-prompts",
-        "helpful.jsonl",
-        "--helpful-ratio",
-        "1",
-        "--steps",
-        "3",
-        "--batch-size",
-        "4",
-        "--max-new-tokens",
-        "8",
-        "--learning-rate",
-        "1e-3",
-        "--save-every",
-        "2",
-        "--sample-every",
-        "2",
-        "--output",
-        "ppo",
-    ]
+    ];
+    args.extend_from_slice(rest);
+    args
+}
+
+fn ppo_args(model: &str) -> Vec<&str> {
+    rl_args(
+        model,
+        &[
+            "--algo",
+            "ppo",
+            "--helpful-prompts",
+            "helpful.jsonl",
+            "--helpful-ratio",
+            "1",
+            "--steps",
+            "3",
+            "--batch-size",
+            "4",
+            "--max-new-tokens",
+            "8",
+            "--learning-rate",
+            "1e-3",
+            "--save-every",
+            "2",
+            "--sample-every",
+            "2",
+            "--output",
+            "ppo",
+        ],
+    )
 }
 
 #[test]
@@ -152,44 +175,32 @@ fn ppo_trains_against_a_preference_model_and_writes_its_logs() {
     let mut resume = ppo_args(model);
     resume.push("--resume");
     let resumed = work.cai_ok(&resume);
-    assert!(
-        stderr(&resumed).contains("nothing to resume"),
-        "{}",
-        stderr(&resumed)
-    );
+    stderr_has(&resumed, "nothing to resume");
 }
 
 #[test]
 fn rloo_and_dpo_run_and_missing_inputs_are_named() {
     let work = Workdir::new();
     let model = setup(&work);
-    let output = work.cai_ok(&[
-        "rl",
-        "--algo",
-        "rloo",
-        "--policy",
+    let output = work.cai_ok(&rl_args(
         model,
-        "--reward",
-        "pm",
-        "--prompts",
-        "red.jsonl",
-        "--rloo-k",
-        "3",
-        "--steps",
-        "2",
-        "--batch-size",
-        "2",
-        "--max-new-tokens",
-        "6",
-        "--group-norm",
-        "--output",
-        "rloo",
-    ]);
-    assert!(
-        stdout(&output).contains("trained 2 steps with rloo"),
-        "{}",
-        stdout(&output)
-    );
+        &[
+            "--algo",
+            "rloo",
+            "--rloo-k",
+            "3",
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--max-new-tokens",
+            "6",
+            "--group-norm",
+            "--output",
+            "rloo",
+        ],
+    ));
+    stdout_has(&output, "trained 2 steps with rloo");
     let output = work.cai_ok(&[
         "rl",
         "--algo",
@@ -205,39 +216,27 @@ fn rloo_and_dpo_run_and_missing_inputs_are_named() {
         "--output",
         "dpo",
     ]);
-    assert!(
-        stdout(&output).contains("trained 4 steps with dpo"),
-        "{}",
-        stdout(&output)
-    );
+    stdout_has(&output, "trained 4 steps with dpo");
     assert!(work.path("dpo/reference_logps.json").is_file());
 
     // LoRA: the run writes a PEFT adapter, and merge-lora makes it a model.
-    let output = work.cai_ok(&[
-        "rl",
-        "--policy",
+    let output = work.cai_ok(&rl_args(
         model,
-        "--reward",
-        "pm",
-        "--prompts",
-        "red.jsonl",
-        "--steps",
-        "2",
-        "--batch-size",
-        "2",
-        "--max-new-tokens",
-        "4",
-        "--lora",
-        "--lora-r",
-        "4",
-        "--output",
-        "ppo-lora",
-    ]);
-    assert!(
-        stdout(&output).contains("a PEFT adapter"),
-        "{}",
-        stdout(&output)
-    );
+        &[
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--max-new-tokens",
+            "4",
+            "--lora",
+            "--lora-r",
+            "4",
+            "--output",
+            "ppo-lora",
+        ],
+    ));
+    stdout_has(&output, "a PEFT adapter");
     assert!(work.path("ppo-lora/adapter_config.json").is_file());
     work.cai_ok(&[
         "merge-lora",
@@ -263,17 +262,9 @@ fn rloo_and_dpo_run_and_missing_inputs_are_named() {
         "x",
     ]);
     assert_eq!(missing.status.code(), Some(2));
-    assert!(
-        stderr(&missing).contains("--algo ppo needs --reward"),
-        "{}",
-        stderr(&missing)
-    );
+    stderr_has(&missing, "--algo ppo needs --reward");
     let missing = work.cai(&["rl", "--algo", "dpo", "--policy", model, "--output", "x"]);
-    assert!(
-        stderr(&missing).contains("--algo dpo needs --data"),
-        "{}",
-        stderr(&missing)
-    );
+    stderr_has(&missing, "--algo dpo needs --data");
     let absent = work.cai(&[
         "rl",
         "--policy",
@@ -286,11 +277,7 @@ fn rloo_and_dpo_run_and_missing_inputs_are_named() {
         "x",
     ]);
     assert_eq!(absent.status.code(), Some(2));
-    assert!(
-        stderr(&absent).contains("nope.jsonl: no such file"),
-        "{}",
-        stderr(&absent)
-    );
+    stderr_has(&absent, "nope.jsonl: no such file");
     // A bad line in the prompts names its file and line.
     work.write("bad.jsonl", "{\"prompt\": \"ok\"}\n{\"prompt\": 3}\n");
     let bad = work.cai(&[
@@ -305,7 +292,7 @@ fn rloo_and_dpo_run_and_missing_inputs_are_named() {
         "y",
     ]);
     assert_ne!(bad.status.code(), Some(0));
-    assert!(stderr(&bad).contains("bad.jsonl:2"), "{}", stderr(&bad));
+    stderr_has(&bad, "bad.jsonl:2");
     // Not a preference model.
     let not_pm = work.cai(&[
         "rl",
@@ -319,11 +306,7 @@ fn rloo_and_dpo_run_and_missing_inputs_are_named() {
         "z",
     ]);
     assert_ne!(not_pm.status.code(), Some(0));
-    assert!(
-        stderr(&not_pm).contains("not a preference model"),
-        "{}",
-        stderr(&not_pm)
-    );
+    stderr_has(&not_pm, "not a preference model");
 }
 
 #[test]
@@ -332,25 +315,21 @@ fn the_lab_measures_each_checkpoint_of_a_run_beside_its_reward() {
     setup(&work);
     // The lab eval needs a model with the lab's context: the small shipped one. The reward
     // model reads the dialogues with its own tokenizer.
-    work.cai_ok(&[
-        "rl",
-        "--policy",
+    work.cai_ok(&rl_args(
         "lab-small",
-        "--reward",
-        "pm",
-        "--prompts",
-        "red.jsonl",
-        "--steps",
-        "2",
-        "--batch-size",
-        "2",
-        "--max-new-tokens",
-        "4",
-        "--save-every",
-        "1",
-        "--output",
-        "ppo",
-    ]);
+        &[
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--max-new-tokens",
+            "4",
+            "--save-every",
+            "1",
+            "--output",
+            "ppo",
+        ],
+    ));
     let args = [
         "lab",
         "rl-curve",
@@ -471,9 +450,5 @@ fn a_served_preference_model_is_a_remote_reward() {
         "q.out.jsonl",
     ]);
     assert_ne!(refused.status.code(), Some(0));
-    assert!(
-        stderr(&refused).contains("is a preference model"),
-        "{}",
-        stderr(&refused)
-    );
+    stderr_has(&refused, "is a preference model");
 }
