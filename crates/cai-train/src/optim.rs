@@ -173,6 +173,31 @@ impl AdamW {
         self.slots.iter().map(|s| &s.param)
     }
 
+    /// The end of a training step: stop on non-finite gradients (naming `step`, 1-based),
+    /// clip them to `max_grad_norm` (0: no clipping), take the AdamW step at `lr`, and clear
+    /// them. Returns the global gradient norm before clipping.
+    pub fn clip_and_step(
+        &mut self,
+        grads: &mut GradAccumulator,
+        max_grad_norm: f64,
+        lr: f64,
+        step: u64,
+    ) -> Result<f64> {
+        let norm = grads.global_norm()?;
+        if !norm.is_finite() || !grads.is_finite()? {
+            return Err(TrainError::NonFinite {
+                step,
+                what: "gradient".into(),
+            });
+        }
+        if max_grad_norm > 0.0 {
+            grads.clip_to(max_grad_norm)?;
+        }
+        self.step(grads, lr)?;
+        grads.clear();
+        Ok(norm)
+    }
+
     /// One update at learning rate `lr` (the schedule's value for this step), for each
     /// parameter `p` with f32 gradient `g`:
     ///

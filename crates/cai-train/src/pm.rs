@@ -255,19 +255,9 @@ pub fn run_pm(
             }
         }
         // Clip, check, step, schedule.
-        let grad_norm = grads.global_norm()?;
-        if !grad_norm.is_finite() || !grads.is_finite()? {
-            return Err(TrainError::NonFinite {
-                step: state.step + 1,
-                what: "gradient".into(),
-            });
-        }
-        if cfg.max_grad_norm > 0.0 {
-            grads.clip_to(cfg.max_grad_norm)?;
-        }
         let lr = schedule.lr_at(state.step, cfg.learning_rate);
-        optimizer.step(&grads, lr)?;
-        grads.clear();
+        let grad_norm =
+            optimizer.clip_and_step(&mut grads, cfg.max_grad_norm, lr, state.step + 1)?;
         state.step += 1;
         state.tokens_seen += tokens as u64;
         state.last_train_loss = Some(step_loss);

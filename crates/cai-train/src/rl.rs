@@ -254,19 +254,10 @@ impl Session {
         base_lr: f64,
         update_index: u64,
     ) -> Result<(f64, f64)> {
-        let norm = grads.global_norm()?;
-        if !norm.is_finite() || !grads.is_finite()? {
-            return Err(TrainError::NonFinite {
-                step: self.state.step + 1,
-                what: "gradient".into(),
-            });
-        }
-        if max_grad_norm > 0.0 {
-            grads.clip_to(max_grad_norm)?;
-        }
         let lr = self.schedule.lr_at(update_index, base_lr);
-        self.optimizer.step(grads, lr)?;
-        grads.clear();
+        let norm = self
+            .optimizer
+            .clip_and_step(grads, max_grad_norm, lr, self.state.step + 1)?;
         Ok((norm, lr))
     }
 
@@ -340,18 +331,15 @@ pub fn write_curves(output: &Path, cfg: &RlConfig) -> Result<()> {
 /// Per-token advantages and returns of a rollout (returns are empty for RLOO).
 fn advantages(samples: &[Sample], cfg: &RlConfig) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let beta = cfg.kl_coef as f32;
-    let kl_of = |s: &Sample| -> Vec<f32> {
-        s.logp
-            .iter()
-            .zip(&s.logp_ref)
-            .map(|(&p, &r)| cfg.kl_estimator.estimate(p, r))
-            .collect()
-    };
     let (mut adv, returns): (Vec<Vec<f32>>, Vec<Vec<f32>>) = match cfg.algo {
         Algo::Ppo => samples
             .iter()
             .map(|s| {
-                let mut rewards: Vec<f32> = kl_of(s).iter().map(|k| -beta * k).collect();
+                let mut rewards: Vec<f32> = s
+                    .kl_tokens(cfg.kl_estimator)
+                    .iter()
+                    .map(|k| -beta * k)
+                    .collect();
                 if let Some(last) = rewards.last_mut() {
                     *last += s.score;
                 }
@@ -361,7 +349,7 @@ fn advantages(samples: &[Sample], cfg: &RlConfig) -> (Vec<Vec<f32>>, Vec<Vec<f32
         _ => {
             let totals: Vec<f32> = samples
                 .iter()
-                .map(|s| s.score - beta * kl_of(s).iter().sum::<f32>())
+                .map(|s| s.score - beta * s.kl(cfg.kl_estimator))
                 .collect();
             let per_sequence = if cfg.group_norm {
                 group_normalised(&totals, cfg.group())
@@ -421,6 +409,7 @@ fn online_step(
     let updates_per_step = (cfg.ppo_epochs * cfg.minibatches) as u64;
     let mut grad_norm = 0.0;
     let mut lr = cfg.learning_rate;
+    let params = session.policy.params(cfg.value_lr_scale);
     for epoch in 0..cfg.ppo_epochs {
         let mut order: Vec<usize> = (0..samples.len()).collect();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cai_core::rng::derive_seed_u64(
@@ -472,10 +461,7 @@ fn online_step(
                 sums.clip_fraction += stats.clip_fraction * n_micro;
                 sums.approx_kl += stats.approx_kl * n_micro;
                 sums.tokens += n_micro;
-                grads.add(
-                    &(loss * (1.0 / tokens as f64))?.backward()?,
-                    &session.policy.params(cfg.value_lr_scale),
-                )?;
+                grads.add(&(loss * (1.0 / tokens as f64))?.backward()?, &params)?;
             }
             let index = step * updates_per_step + (epoch * cfg.minibatches + m) as u64;
             (grad_norm, lr) = session.update(grads, cfg.max_grad_norm, cfg.learning_rate, index)?;
@@ -552,16 +538,9 @@ fn step_record(
     let n = samples.len().max(1) as f64;
     let tokens = sums.tokens.max(1.0);
     let mean = |f: &dyn Fn(&Sample) -> f64| samples.iter().map(f).sum::<f64>() / n;
-    let kl_of = |s: &Sample| -> f64 {
-        s.logp
-            .iter()
-            .zip(&s.logp_ref)
-            .map(|(&p, &r)| f64::from(cfg.kl_estimator.estimate(p, r)))
-            .sum()
-    };
     let scores: Vec<f32> = samples.iter().map(|s| s.score).collect();
     let (_, score_var) = mean_var(&scores);
-    let kl = mean(&kl_of);
+    let kl = mean(&|s| f64::from(s.kl(cfg.kl_estimator)));
     let by_kind = |kind: PromptKind| -> Option<f64> {
         let picked: Vec<f64> = samples
             .iter()
@@ -656,12 +635,7 @@ fn sample_table(step: u64, samples: &[Sample], cfg: &RlConfig) -> Vec<SampleReco
                         .unwrap_or_default(),
                     response: s.text.clone(),
                     reward: s.score,
-                    kl: s
-                        .logp
-                        .iter()
-                        .zip(&s.logp_ref)
-                        .map(|(&p, &r)| cfg.kl_estimator.estimate(p, r))
-                        .sum(),
+                    kl: s.kl(cfg.kl_estimator),
                 });
             }
         }

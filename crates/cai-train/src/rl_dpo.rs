@@ -21,7 +21,7 @@ use crate::rl::{RlEvent, RlOutcome, RlRun, Session};
 use crate::rl_config::RlConfig;
 use crate::rl_loss::dpo_loss;
 use crate::rl_policy::{segment_sums, Sequence};
-use crate::sft_data::epoch_order;
+use crate::sft_data::stream_slice;
 use crate::trainee::write_json;
 use crate::{GradAccumulator, MetricRecord, Result, Split, TrainError};
 
@@ -177,6 +177,7 @@ pub(crate) fn run_dpo(
     let mut grads = GradAccumulator::new();
     let mut last = None;
     let pairs_per_pass = (cfg.rollout_batch / 2).max(1);
+    let params = session.policy.params(1.0);
     while session.state.step < total_steps {
         if stop.load(Ordering::SeqCst) {
             return Ok(RlOutcome::Interrupted {
@@ -186,13 +187,7 @@ pub(crate) fn run_dpo(
         let step = session.state.step;
         let started = Instant::now();
         // The step's pairs: an endless stream of seeded epoch orders.
-        let mut batch = Vec::with_capacity(cfg.batch_size);
-        for i in 0..cfg.batch_size as u64 {
-            let at = step * cfg.batch_size as u64 + i;
-            let epoch = at / pairs.len() as u64;
-            let order = epoch_order(pairs.len(), cfg.seed, epoch);
-            batch.push(order[(at % pairs.len() as u64) as usize]);
-        }
+        let batch = stream_slice(pairs.len(), cfg.batch_size, step, cfg.seed);
         let (mut loss_sum, mut margins, mut chosen, mut rejected) =
             (0.0, Vec::new(), Vec::new(), Vec::new());
         for (u, chunk) in batch.chunks(pairs_per_pass).enumerate() {
@@ -237,7 +232,7 @@ pub(crate) fn run_dpo(
                 chosen.push(beta * (pa[j] - reference.ref_a[i]));
                 rejected.push(beta * (pb[j] - reference.ref_b[i]));
             }
-            grads.add(&(loss * weight)?.backward()?, &session.policy.params(1.0))?;
+            grads.add(&(loss * weight)?.backward()?, &params)?;
         }
         let (grad_norm, lr) =
             session.update(&mut grads, cfg.max_grad_norm, cfg.learning_rate, step)?;

@@ -16,8 +16,9 @@ use cai_model::reward_model::RewardModel;
 use cai_model::tokenizer::{DialogueFormat, Tokenizer};
 
 use crate::rl_config::RlConfig;
+use crate::rl_math::KlEstimator;
 use crate::rl_policy::{Policy, Sequence};
-use crate::sft_data::epoch_order;
+use crate::sft_data::stream_slice;
 use crate::{Result, TrainError};
 
 /// Scores whole dialogues (a prompt and the assistant's answer as the last turn).
@@ -185,19 +186,13 @@ impl PromptPool {
             (&self.red_team, self.per_step.0, 0u64),
             (&self.helpful, self.per_step.1, 1u64),
         ] {
-            if n == 0 {
-                continue;
-            }
-            let mut order: Option<(u64, Vec<usize>)> = None;
-            for i in 0..n as u64 {
-                let at = step * n as u64 + i;
-                let epoch = at / set.len() as u64;
-                if order.as_ref().is_none_or(|(e, _)| *e != epoch) {
-                    let seed = cai_core::rng::derive_seed_u64(self.seed, &[stream]);
-                    order = Some((epoch, epoch_order(set.len(), seed, epoch)));
-                }
-                let (_, o) = order.as_ref().expect("set above");
-                out.push(&set[o[(at % set.len() as u64) as usize]]);
+            if n > 0 {
+                let seed = cai_core::rng::derive_seed_u64(self.seed, &[stream]);
+                out.extend(
+                    stream_slice(set.len(), n, step, seed)
+                        .into_iter()
+                        .map(|i| &set[i]),
+                );
             }
         }
         out
@@ -231,6 +226,22 @@ pub struct Sample {
     pub entropy: Vec<f32>,
 }
 
+impl Sample {
+    /// KL(policy ‖ reference) at each response token, by `estimator`.
+    pub fn kl_tokens(&self, estimator: KlEstimator) -> Vec<f32> {
+        self.logp
+            .iter()
+            .zip(&self.logp_ref)
+            .map(|(&p, &r)| estimator.estimate(p, r))
+            .collect()
+    }
+
+    /// KL(policy ‖ reference) of the whole response: the sum over its tokens.
+    pub fn kl(&self, estimator: KlEstimator) -> f32 {
+        self.kl_tokens(estimator).iter().sum()
+    }
+}
+
 /// A step's samples and where its time went.
 pub struct Rollout {
     /// Samples, prompt by prompt (a prompt's `group` samples together).
@@ -258,9 +269,13 @@ pub fn rollout(
     } else {
         cfg.stop.clone()
     };
-    let jobs: Vec<GenJob> = prompts
+    // Each prompt `group` times in a row: one row per response.
+    let rows: Vec<&RlPrompt> = prompts
         .iter()
         .flat_map(|p| std::iter::repeat_n(*p, group))
+        .collect();
+    let jobs: Vec<GenJob> = rows
+        .iter()
         .enumerate()
         .map(|(i, p)| GenJob {
             prompt: p.tokens.clone(),
@@ -292,9 +307,8 @@ pub fn rollout(
     let generation_s = started.elapsed().as_secs_f64();
 
     let started = Instant::now();
-    let dialogues: Vec<Vec<Message>> = prompts
+    let dialogues: Vec<Vec<Message>> = rows
         .iter()
-        .flat_map(|p| std::iter::repeat_n(*p, group))
         .zip(&outputs)
         .map(|(p, out)| {
             let mut d = p.prompt.messages.clone();
@@ -313,9 +327,8 @@ pub fn rollout(
     let reward_s = started.elapsed().as_secs_f64();
 
     let started = Instant::now();
-    let mut samples: Vec<Sample> = prompts
+    let mut samples: Vec<Sample> = rows
         .iter()
-        .flat_map(|p| std::iter::repeat_n(*p, group))
         .zip(outputs)
         .zip(dialogues)
         .zip(scores)
