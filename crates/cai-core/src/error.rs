@@ -42,6 +42,19 @@ pub enum Error {
     /// Input that is well-formed but not acceptable (the message says what was expected).
     #[error("{0}")]
     Invalid(String),
+    /// Another process (or another lock in this one) is writing the same output.
+    #[error(
+        "{} is being written by another cai process{}; wait for it to finish or stop it, \
+         or choose another output",
+        .target.display(),
+        .pid.map_or_else(String::new, |pid| format!(" (PID {pid})"))
+    )]
+    Locked {
+        /// The output file or folder.
+        target: PathBuf,
+        /// The holder's process id, when its lock file names one.
+        pid: Option<u32>,
+    },
     /// A language model backend failed.
     #[error("model backend: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),

@@ -34,8 +34,14 @@ fn serde_reason(e: &serde_json::Error) -> String {
     format!("{reason} at column {}", e.column())
 }
 
+/// The longest JSONL line cai reads (16 MiB). A record longer than this cannot fit any
+/// model's context, and reading it whole first (then parsing and tokenizing it) would cost
+/// many times its size in memory: it is refused before it is read.
+pub const MAX_LINE_BYTES: usize = 16 << 20;
+
 /// Call `f(line_number, line, terminated)` for every non-blank line of `reader` (1-based
-/// numbers; `terminated` is false for a last line without `\n`).
+/// numbers; `terminated` is false for a last line without `\n`). A line longer than
+/// [`MAX_LINE_BYTES`] is an error, found after reading at most that much of it.
 fn for_each_line(
     path: &Path,
     reader: impl Read,
@@ -45,10 +51,28 @@ fn for_each_line(
     let mut buf = Vec::new();
     for number in 1.. {
         buf.clear();
-        if reader.read_until(b'\n', &mut buf).map_err(io_error(path))? == 0 {
+        let limit = MAX_LINE_BYTES as u64 + 1;
+        if (&mut reader)
+            .take(limit)
+            .read_until(b'\n', &mut buf)
+            .map_err(io_error(path))?
+            == 0
+        {
             break;
         }
         let terminated = buf.last() == Some(&b'\n');
+        if !terminated && buf.len() > MAX_LINE_BYTES {
+            return Err(jsonl_error(
+                path,
+                number,
+                format!(
+                    "the line is longer than {} MiB; expected one record per line, each at \
+                     most {} MiB (is this a JSONL file, one JSON object per line?)",
+                    MAX_LINE_BYTES >> 20,
+                    MAX_LINE_BYTES >> 20
+                ),
+            ));
+        }
         let line = std::str::from_utf8(&buf).map_err(|e| {
             jsonl_error(
                 path,
@@ -453,5 +477,29 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["data.jsonl"]);
+    }
+
+    #[test]
+    fn a_line_past_the_limit_is_refused_before_it_is_read_whole() {
+        let (_dir, path) = temp_path("huge.jsonl");
+        let mut text = String::from("{\"id\": 1, \"prompt\": \"short\"}\n{\"prompt\": \"");
+        text.push_str(&"x".repeat(MAX_LINE_BYTES + 10));
+        text.push_str("\"}\n");
+        std::fs::write(&path, text).unwrap();
+        let err = read_jsonl_values(&path).unwrap_err().to_string();
+        assert!(err.contains("huge.jsonl:2:"), "{err}");
+        assert!(err.contains("longer than 16 MiB"), "{err}");
+    }
+
+    #[test]
+    fn a_line_at_the_limit_is_read() {
+        let (_dir, path) = temp_path("big.jsonl");
+        let head = "{\"prompt\": \"";
+        let tail = "\"}";
+        let fill = MAX_LINE_BYTES - head.len() - tail.len();
+        let text = format!("{head}{}{tail}\n", "y".repeat(fill));
+        std::fs::write(&path, text).unwrap();
+        let records = read_jsonl_values(&path).unwrap();
+        assert_eq!(records.len(), 1);
     }
 }

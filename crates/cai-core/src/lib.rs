@@ -11,6 +11,7 @@ mod error;
 pub mod few_shot;
 pub mod jsonl;
 pub mod lm;
+pub mod lock;
 pub mod multiple_choice;
 pub mod prompts;
 pub mod rng;
