@@ -57,16 +57,21 @@ pub struct EloEvalConfig {
 pub struct EloEval {
     dir: PathBuf,
     config: EloEvalConfig,
+    /// Held while the evaluation is open: no other cai process writes the directory.
+    _lock: std::sync::Arc<cai_core::lock::WriterLock>,
 }
 
 /// The file of the settings.
 const CONFIG_FILE: &str = "eval_config.json";
 
 impl EloEval {
-    /// Open `dir` for an evaluation under `config`, creating it. With `overwrite`, earlier
-    /// samples, comparisons and ratings there are removed first; otherwise an earlier
-    /// evaluation must have used the same sampling, judge and seed, and the same model for
-    /// every snapshot name both use (new snapshots are added).
+    /// Open `dir` for an evaluation under `config`, creating it, and lock it against other
+    /// writers. With `overwrite`, earlier samples, comparisons and ratings there are removed
+    /// first; otherwise an earlier evaluation must have used the same sampling, judge and
+    /// seed, and the same model for every snapshot name both use (new snapshots are added).
+    ///
+    /// Only a directory an evaluation made (it holds `eval_config.json`) is ever cleared: a
+    /// folder with `samples/` or `comparisons/` of some other origin is refused, not emptied.
     pub fn open(dir: &Path, config: EloEvalConfig, overwrite: bool) -> Result<Self> {
         for name in config.snapshots.keys() {
             check_snapshot_name(name)?;
@@ -75,8 +80,23 @@ impl EloEval {
             let path = path.to_path_buf();
             move |source| cai_core::Error::Io { path, source }
         };
+        let lock = cai_core::lock::WriterLock::acquire(dir)?;
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let config_path = dir.join(CONFIG_FILE);
+        if !config_path.exists() {
+            let foreign: Vec<&str> = ["samples", "comparisons", "elo.json", "elo.md", "elo.svg"]
+                .into_iter()
+                .filter(|name| dir.join(name).exists())
+                .collect();
+            if !foreign.is_empty() {
+                return Err(PipelineError::Config(format!(
+                    "{} holds {} but no {CONFIG_FILE}, so it is not a folder cai eval elo \
+                     made; cai leaves it as it is: choose another output folder",
+                    dir.display(),
+                    foreign.join(", ")
+                )));
+            }
+        }
         let mut config = config;
         if overwrite {
             for sub in ["samples", "comparisons"] {
@@ -132,10 +152,14 @@ impl EloEval {
             config.snapshots = snapshots;
         }
         let text = serde_json::to_string_pretty(&config).expect("configs serialise") + "\n";
-        std::fs::write(&config_path, text).map_err(io(&config_path))?;
+        let tmp = dir.join(format!(".{CONFIG_FILE}.tmp"));
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, &config_path))
+            .map_err(io(&config_path))?;
         Ok(Self {
             dir: dir.to_path_buf(),
             config,
+            _lock: std::sync::Arc::new(lock),
         })
     }
 
@@ -481,6 +505,17 @@ mod tests {
                 .unwrap();
         assert_eq!(saved, report);
 
+        assert!(eval
+            .report(&sets, &names, "nobody", &settings, None)
+            .is_err());
+        // The directory is locked while open.
+        let locked = EloEval::open(dir.path(), config(&[("long", "l")]), false).unwrap_err();
+        assert!(
+            locked.to_string().contains("another cai process"),
+            "{locked}"
+        );
+        drop(eval);
+
         // Reopened with the same settings: nothing new to sample or compare.
         let again = EloEval::open(dir.path(), config(&[("long", "l")]), false).unwrap();
         assert_eq!(again.config().snapshots.len(), 2);
@@ -500,6 +535,7 @@ mod tests {
             0
         );
         assert_eq!(judge.0.load(std::sync::atomic::Ordering::Relaxed), calls);
+        drop(again);
         // Another model under an old name, or another judge, is refused.
         let err = EloEval::open(dir.path(), config(&[("long", "other")]), false).unwrap_err();
         assert!(
@@ -509,11 +545,25 @@ mod tests {
         let mut other_judge = config(&[]);
         other_judge.judge = "oracle".into();
         assert!(EloEval::open(dir.path(), other_judge, false).is_err());
-        assert!(eval
-            .report(&sets, &names, "nobody", &settings, None)
-            .is_err());
         // Overwrite starts afresh.
         let fresh = EloEval::open(dir.path(), config(&[("long", "other")]), true).unwrap();
         assert!(!fresh.samples_path("red_team").exists());
+    }
+
+    #[test]
+    fn a_folder_cai_did_not_make_is_never_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let mine = dir.path().join("samples/notes.txt");
+        std::fs::create_dir_all(mine.parent().unwrap()).unwrap();
+        std::fs::write(&mine, "my own notes").unwrap();
+        for overwrite in [false, true] {
+            let err = EloEval::open(dir.path(), config(&[("a", "m")]), overwrite).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains("samples") && text.contains("eval_config.json"),
+                "{text}"
+            );
+            assert_eq!(std::fs::read_to_string(&mine).unwrap(), "my own notes");
+        }
     }
 }
