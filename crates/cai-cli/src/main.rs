@@ -1,5 +1,36 @@
 //! The `cai` binary: process setup, logging, dispatch to the subcommands, and exit codes.
 
+// Printing that never kills work in progress. std's `print!` family panics when the other end
+// of a pipe has gone (`cai pipeline status | head -c1`, `| true`), which would stop a running
+// stage midway and leave it marked `running`. These macros, defined before the modules so
+// that they shadow std's in the whole crate, drop text that can no longer be delivered and
+// let the work finish; the exit status and the files written are what count.
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+macro_rules! print {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout();
+        let _ = write!(out, $($arg)*).and_then(|()| out.flush());
+    }};
+}
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+macro_rules! eprint {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod backend;
 mod cli;
 mod commands;

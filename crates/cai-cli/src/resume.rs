@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use cai_core::jsonl::{read_complete_records, read_jsonl_values, JsonlWriter};
+use cai_core::lock::WriterLock;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -47,6 +48,13 @@ pub fn read_input(path: &Path) -> anyhow::Result<Vec<InputRecord>> {
             );
         }
         records.push(InputRecord { id, line, object });
+    }
+    if records.is_empty() {
+        bail!(
+            "{}: no records (the file is empty or holds only blank lines); expected one JSON \
+             object per line",
+            path.display()
+        );
     }
     Ok(records)
 }
@@ -104,6 +112,55 @@ pub fn kind(value: &Value) -> &'static str {
     }
 }
 
+/// An output file claimed for writing: locked against other writers (see
+/// [`cai_core::lock::WriterLock`]) and checked not to be one of the run's inputs. Claim the
+/// output first thing, before loading a model, so that a second writer fails at once.
+pub struct Claim {
+    output: PathBuf,
+    _lock: WriterLock,
+}
+
+/// Claim `output` for a run that reads `inputs`: take its writer lock and refuse an output
+/// that is one of the inputs (writing it would destroy what the run reads).
+pub fn claim(output: &Path, inputs: &[&Path]) -> anyhow::Result<Claim> {
+    for input in inputs {
+        if same_path(input, output) {
+            bail!(
+                "the output {} is also an input of this run ({}); writing it would destroy what \
+                 the run reads: choose another output",
+                output.display(),
+                input.display()
+            );
+        }
+    }
+    let lock = WriterLock::acquire(output)?;
+    Ok(Claim {
+        output: output.to_path_buf(),
+        _lock: lock,
+    })
+}
+
+/// Whether `a` and `b` name the same file: the same inode when both exist, else the same
+/// absolute path (with `.` and `..` resolved as far as the folders exist).
+fn same_path(a: &Path, b: &Path) -> bool {
+    if let (Ok(x), Ok(y)) = (std::fs::metadata(a), std::fs::metadata(b)) {
+        use std::os::unix::fs::MetadataExt;
+        return x.dev() == y.dev() && x.ino() == y.ino();
+    }
+    fn resolved(path: &Path) -> Option<PathBuf> {
+        let name = path.file_name()?;
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let parent = std::fs::canonicalize(parent)
+            .or_else(|_| std::path::absolute(parent))
+            .ok()?;
+        Some(parent.join(name))
+    }
+    matches!((resolved(a), resolved(b)), (Some(x), Some(y)) if x == y)
+}
+
 /// An output file opened for a resumable run over items of type `T`.
 pub struct ResumedOutput<T> {
     /// The items still to do, in input order.
@@ -112,6 +169,8 @@ pub struct ResumedOutput<T> {
     pub done: usize,
     /// Where the new records go (after the finished ones).
     pub writer: JsonlWriter,
+    /// Held while the records are written: no other cai process writes this output.
+    _claim: Claim,
 }
 
 impl<T> ResumedOutput<T> {
@@ -133,50 +192,101 @@ impl<T> ResumedOutput<T> {
     }
 }
 
-/// Open `output` for a run over `items`, each with the id `id(item)`. With `overwrite`, or
-/// when `output` does not exist, start afresh; otherwise keep its complete records (a cut-off
-/// last line is dropped) and leave out the items whose ids it holds.
-///
-/// The run's `config` is saved beside the output (see [`config_path`]). When resuming, a
-/// saved config that differs from `config` (ignoring the `volatile` top-level fields, which
-/// do not change results) is an error naming the differing fields.
-pub fn open_output<T>(
-    items: Vec<T>,
-    id: impl Fn(&T) -> &str,
-    output: &Path,
-    overwrite: bool,
-    config: &impl Serialize,
-    volatile: &[&str],
-) -> anyhow::Result<ResumedOutput<T>> {
-    let config = serde_json::to_value(config).expect("configs serialise");
-    let config_file = config_path(output);
-    let resuming = !overwrite && output.exists();
-    if resuming {
-        check_same_config(&config_file, &config, volatile, output)?;
+/// What a resumable output is: which command writes it, with what settings, and the fields
+/// every record it writes carries.
+pub struct OutputKind<'a, C: Serialize> {
+    /// The command, for messages: `"cai generate"`.
+    pub command: &'a str,
+    /// The run's settings, saved beside the output (see [`config_path`]).
+    pub config: &'a C,
+    /// Top-level config fields that do not change results (batch size, device): a resume
+    /// may change them.
+    pub volatile: &'a [&'a str],
+    /// Fields of which every record this command writes has at least one (`"completion"`):
+    /// a record without any of them was not written by this command.
+    pub marks: &'a [&'a str],
+}
+
+impl Claim {
+    /// Open the claimed output for a run over `items`, each with the id `id(item)`. With
+    /// `overwrite`, or when the output does not exist, start afresh; otherwise keep its
+    /// complete records (a cut-off last line is dropped) and leave out the items whose ids it
+    /// holds.
+    ///
+    /// Only what cai provably wrote with the same settings is resumed: an existing output
+    /// needs the config cai saved beside it, equal to this run's but for the `volatile`
+    /// fields, and records that carry the command's `marks`; anything else is refused with
+    /// the reason, and the file is left as it is.
+    pub fn open<T>(
+        self,
+        items: Vec<T>,
+        id: impl Fn(&T) -> &str,
+        overwrite: bool,
+        kind: &OutputKind<'_, impl Serialize>,
+    ) -> anyhow::Result<ResumedOutput<T>> {
+        let output = self.output.as_path();
+        if items.is_empty() {
+            bail!(
+                "{}: nothing to write: the run has no input records; expected at least one",
+                output.display()
+            );
+        }
+        let config = serde_json::to_value(kind.config).expect("configs serialise");
+        let config_file = config_path(output);
+        let resuming = !overwrite && has_records(output)?;
+        let done_ids = if resuming {
+            check_same_config(&config_file, &config, kind, output)?;
+            finished_ids(output, kind)?
+        } else {
+            HashSet::new()
+        };
+        let writer = if resuming {
+            JsonlWriter::append(output)?
+        } else {
+            JsonlWriter::create(output)?
+        };
+        let json = serde_json::to_string_pretty(&config).expect("configs serialise") + "\n";
+        write_atomic(&config_file, json.as_bytes())?;
+        let total = items.len();
+        let todo: Vec<T> = items
+            .into_iter()
+            .filter(|item| !done_ids.contains(id(item)))
+            .collect();
+        Ok(ResumedOutput {
+            done: total - todo.len(),
+            todo,
+            writer,
+            _claim: self,
+        })
     }
-    let done_ids = if resuming {
-        finished_ids(output)?
-    } else {
-        HashSet::new()
-    };
-    let writer = if resuming {
-        JsonlWriter::append(output)?
-    } else {
-        JsonlWriter::create(output)?
-    };
-    let json = serde_json::to_string_pretty(&config).expect("configs serialise") + "\n";
-    std::fs::write(&config_file, json)
-        .with_context(|| format!("writing {}", config_file.display()))?;
-    let total = items.len();
-    let todo: Vec<T> = items
-        .into_iter()
-        .filter(|item| !done_ids.contains(id(item)))
-        .collect();
-    Ok(ResumedOutput {
-        done: total - todo.len(),
-        todo,
-        writer,
-    })
+}
+
+/// Whether `output` exists with anything in it (an empty file holds no progress to keep).
+fn has_records(output: &Path) -> anyhow::Result<bool> {
+    match std::fs::metadata(output) {
+        Ok(meta) if meta.is_dir() => bail!(
+            "{}: is a folder; expected a JSONL file to write",
+            output.display()
+        ),
+        Ok(meta) => Ok(meta.len() > 0),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("reading {}", output.display())),
+    }
+}
+
+/// Write `bytes` to `path` through a temporary file renamed over it, so that a crash leaves
+/// the old file or the new one.
+fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let mut name = std::ffi::OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    name.push(format!(".tmp.{}", std::process::id()));
+    let tmp = path.with_file_name(name);
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .with_context(|| format!("writing {}", path.display()))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
 }
 
 /// Where a run's config is saved: `out.jsonl` → `out.config.json`.
@@ -184,17 +294,32 @@ pub fn config_path(output: &Path) -> PathBuf {
     output.with_extension("config.json")
 }
 
-/// The ids of the complete records of an existing output file.
-fn finished_ids(output: &Path) -> anyhow::Result<HashSet<String>> {
+/// The ids of the complete records of an existing output file, each of which must carry one
+/// of the command's marks.
+fn finished_ids(
+    output: &Path,
+    kind: &OutputKind<'_, impl Serialize>,
+) -> anyhow::Result<HashSet<String>> {
     let mut ids = HashSet::new();
     for (i, record) in read_complete_records(output)?.iter().enumerate() {
         let id = record.get("id").map(id_text).transpose().ok().flatten();
-        let Some(id) = id else {
+        let marked = kind.marks.iter().any(|m| record.get(*m).is_some());
+        let (Some(id), true) = (id, marked) else {
+            let lacks = if marked {
+                "a string or number \"id\"".to_owned()
+            } else {
+                kind.marks
+                    .iter()
+                    .map(|m| format!("\"{m}\""))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            };
             bail!(
-                "{}: record {} has no string or number \"id\", so it was not written by cai; \
-                 pass --overwrite to replace the file, or choose another --output",
+                "{}: record {} has no {lacks}, so it was not written by {}; pass --overwrite \
+                 to replace the file, or choose another --output",
                 output.display(),
-                i + 1
+                i + 1,
+                kind.command
             );
         };
         ids.insert(id);
@@ -205,17 +330,35 @@ fn finished_ids(output: &Path) -> anyhow::Result<HashSet<String>> {
 fn check_same_config(
     config_file: &Path,
     config: &Value,
-    volatile: &[&str],
+    kind: &OutputKind<'_, impl Serialize>,
     output: &Path,
 ) -> anyhow::Result<()> {
-    let Ok(text) = std::fs::read_to_string(config_file) else {
-        return Ok(());
+    let text = match std::fs::read_to_string(config_file) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "{} holds records but there is no {} beside it, so cai cannot tell that {} wrote \
+             it with these settings; pass --overwrite to replace it, or choose another --output",
+            output.display(),
+            config_file.display(),
+            kind.command
+        ),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", config_file.display())),
     };
-    let saved: Value = serde_json::from_str(&text)
-        .with_context(|| format!("{}: not valid JSON", config_file.display()))?;
+    let saved: Value = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{}: not valid JSON, so the settings {} was written with are unknown; pass \
+             --overwrite to start again",
+            config_file.display(),
+            output.display()
+        )
+    })?;
     let (Value::Object(saved), Value::Object(now)) = (&saved, config) else {
-        return Ok(());
+        bail!(
+            "{}: expected the JSON object of settings cai saved; pass --overwrite to start again",
+            config_file.display()
+        );
     };
+    let volatile = kind.volatile;
     let mut keys: Vec<&str> = now.keys().chain(saved.keys()).map(String::as_str).collect();
     keys.sort_unstable();
     keys.dedup();

@@ -29,6 +29,9 @@ mod preference;
 #[path = "cli/errors.rs"]
 mod errors;
 
+#[path = "cli/output_safety.rs"]
+mod output_safety;
+
 #[path = "cli/serve.rs"]
 mod serve;
 

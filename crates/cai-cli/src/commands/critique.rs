@@ -286,6 +286,18 @@ pub(crate) fn prompt_format(
 /// Run `cai critique`.
 pub fn run(args: CritiqueArgs) -> anyhow::Result<()> {
     let (config, inputs, overwrite) = CritiqueConfig::from_args(args)?;
+    let mut read = vec![config.prompts.as_path()];
+    read.extend(config.few_shot.as_deref().map(Path::new));
+    read.extend(config.context.as_deref());
+    read.extend(config.helpful_prompts.as_deref());
+    let critique_claim = resume::claim(&config.output, &read)?;
+    let helpful_claim = match &config.helpful_output {
+        Some(path) => {
+            read.push(&config.output);
+            Some((path, resume::claim(path, &read)?))
+        }
+        None => None,
+    };
     let model = config.model.load()?;
     let format = prompt_format(&model, config.format)?;
     let stage = CritiqueStage {
@@ -303,24 +315,26 @@ pub fn run(args: CritiqueArgs) -> anyhow::Result<()> {
     }
     describe(&config, &stage, &model)?;
 
-    let critique_out = resume::open_output(
+    let kind = |marks| resume::OutputKind {
+        command: "cai critique",
+        config: &config,
+        volatile: VOLATILE,
+        marks,
+    };
+    let critique_out = critique_claim.open(
         inputs.prompts,
         |p: &Prompt| &p.id,
-        &config.output,
         overwrite,
-        &config,
-        VOLATILE,
+        &kind(&["rounds"]),
     )?;
-    let helpful_out = match &config.helpful_output {
-        Some(path) => Some((
+    let helpful_out = match helpful_claim {
+        Some((path, claim)) => Some((
             path,
-            resume::open_output(
+            claim.open(
                 inputs.helpful,
                 |p: &Prompt| &p.id,
-                path,
                 overwrite,
-                &config,
-                VOLATILE,
+                &kind(&["messages"]),
             )?,
         )),
         None => None,

@@ -152,6 +152,9 @@ fn prompt_input(path: &Path, record: &InputRecord) -> anyhow::Result<PromptInput
 /// Run `cai generate`.
 pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
     let (config, overwrite) = GenerateConfig::from_args(args)?;
+    let mut inputs = vec![config.input.as_path()];
+    inputs.extend(config.context.as_deref());
+    let claim = resume::claim(&config.output, &inputs)?;
     let input = resume::read_input(&config.input)?;
     let prompts = input
         .iter()
@@ -181,13 +184,16 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         })
         .collect::<anyhow::Result<Vec<Job>>>()?;
 
-    let mut out = resume::open_output(
+    let mut out = claim.open(
         jobs,
         |job| &job.record.id,
-        &config.output,
         overwrite,
-        &config,
-        VOLATILE,
+        &resume::OutputKind {
+            command: "cai generate",
+            config: &config,
+            volatile: VOLATILE,
+            marks: &["completion"],
+        },
     )?;
     if out.all_done(&config.output) {
         return Ok(());

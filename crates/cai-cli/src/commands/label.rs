@@ -322,6 +322,11 @@ impl LabelConfig {
 /// Run `cai label`.
 pub fn run(args: LabelArgs) -> anyhow::Result<()> {
     let (config, inputs, overwrite) = LabelConfig::from_args(args)?;
+    let mut read = vec![config.prompts.as_path()];
+    read.extend(config.few_shot.as_deref());
+    read.extend(config.context.as_deref());
+    read.extend(config.context_b.as_deref());
+    let claim = resume::claim(&config.output, &read)?;
     let policy = config.model_args(&config.policy).load()?;
     let feedback_model = (config.feedback != config.policy)
         .then(|| config.model_args(&config.feedback).load())
@@ -346,13 +351,16 @@ pub fn run(args: LabelArgs) -> anyhow::Result<()> {
     }
     describe(&config, &stage);
 
-    let mut out = resume::open_output(
+    let mut out = claim.open(
         inputs.prompts,
         |p: &Prompt| &p.id,
-        &config.output,
         overwrite,
-        &config,
-        VOLATILE,
+        &resume::OutputKind {
+            command: "cai label",
+            config: &config,
+            volatile: VOLATILE,
+            marks: &["p_a"],
+        },
     )?;
     if !out.all_done(&config.output) {
         if out.done > 0 {

@@ -137,6 +137,7 @@ fn same_dir(a: &Path, b: &Path) -> bool {
 /// Run `cai merge-lora`.
 pub fn run(args: MergeLoraArgs) -> anyhow::Result<()> {
     let config = MergeLoraConfig::from_args(args)?;
+    let _lock = cai_core::lock::WriterLock::acquire(&config.output)?;
     let spinner = progress::spinner(format!("merging {}", config.adapter.display()));
     let model_config = ModelConfig::from_file(&config.model_dir.join("config.json"))?;
     let ckpt = Checkpoint::open_dir(&config.model_dir)?;

@@ -111,6 +111,9 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
         return reward::run(args, reward_model);
     }
     let (config, overwrite) = ScoreConfig::from_args(args)?;
+    let mut inputs = vec![config.input.as_path()];
+    inputs.extend(config.context.as_deref());
+    let claim = resume::claim(&config.output, &inputs)?;
     let jobs = resume::read_input(&config.input)?
         .into_iter()
         .map(|record| {
@@ -131,13 +134,16 @@ pub fn run(args: ScoreArgs) -> anyhow::Result<()> {
         .transpose()?;
 
     let model = config.model.load()?;
-    let mut out = resume::open_output(
+    let mut out = claim.open(
         jobs,
         |job| &job.record.id,
-        &config.output,
         overwrite,
-        &config,
-        VOLATILE,
+        &resume::OutputKind {
+            command: "cai score",
+            config: &config,
+            volatile: VOLATILE,
+            marks: &["logprob"],
+        },
     )?;
     if out.all_done(&config.output) {
         return Ok(());

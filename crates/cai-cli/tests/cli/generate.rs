@@ -84,6 +84,8 @@ fn rerun_resumes_without_duplicating_and_repairs_a_cut_line() {
         &full[first_line_end..first_line_end + 20]
     );
     work.write("part.jsonl", &crashed);
+    // A crashed run leaves its settings beside its output.
+    work.write("part.config.json", &work.read("full.config.json"));
     let mut args = greedy(model, "part.jsonl");
     args.extend(["--batch-size".into(), "1".into()]);
     let resumed = run(&work, &args);

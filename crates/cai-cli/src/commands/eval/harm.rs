@@ -125,6 +125,14 @@ pub fn run(args: HarmArgs) -> anyhow::Result<()> {
             args.judge
         )));
     }
+    let claim = match &args.output {
+        Some(path) => {
+            let mut read = vec![args.prompts.as_path()];
+            read.extend(args.context.as_deref());
+            Some(resume::claim(path, &read)?)
+        }
+        None => None,
+    };
     let prompts = spread(&read_prompts(&args.prompts)?, args.samples);
     ensure(!prompts.is_empty(), || {
         format!(
@@ -162,14 +170,17 @@ pub fn run(args: HarmArgs) -> anyhow::Result<()> {
             seed: args.seed,
         },
     )?;
-    let mut out = match &args.output {
-        Some(path) => Some(resume::open_output(
+    let mut out = match claim {
+        Some(claim) => Some(claim.open(
             prompts.clone(),
             |p: &Prompt| &p.id,
-            path,
             args.overwrite,
-            &config,
-            &["batch_size", "device"],
+            &resume::OutputKind {
+                command: "cai eval harm",
+                config: &config,
+                volatile: &["batch_size", "device"],
+                marks: &["verdict"],
+            },
         )?),
         None => None,
     };

@@ -80,6 +80,7 @@ fn config_from_args(args: &LabGenerateArgs) -> anyhow::Result<GenerateConfig> {
 /// Run `cai lab generate`.
 pub fn run(args: LabGenerateArgs) -> anyhow::Result<()> {
     let config = config_from_args(&args)?;
+    let _lock = cai_core::lock::WriterLock::acquire(&args.output)?;
     let started = Instant::now();
     let spinner = progress::spinner("generating the lab");
     let manifest = generate(&config, &args.output)

@@ -77,6 +77,7 @@ fn recipe_from_args(args: &LabPretrainArgs) -> anyhow::Result<PretrainRecipe> {
 /// Run `cai lab pretrain`.
 pub fn run(args: LabPretrainArgs) -> anyhow::Result<ExitCode> {
     let recipe = recipe_from_args(&args)?;
+    let _lock = cai_core::lock::WriterLock::acquire(&args.output)?;
     let device = cai_model::device::device_from_name(&args.device.to_string())
         .with_context(|| format!("opening device {}", args.device))?;
     let bar = progress::spinner("starting");

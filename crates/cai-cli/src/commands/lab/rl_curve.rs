@@ -74,6 +74,7 @@ pub fn run(args: RlCurveArgs) -> anyhow::Result<()> {
     snapshots.extend(list_checkpoints(&args.run.join("checkpoints"))?);
     let metrics = read_metrics(&args.run)?;
     let curve_path = args.run.join(&curve_file);
+    let _lock = cai_core::lock::WriterLock::acquire(&curve_path)?;
     let mut points: Vec<CurvePoint> = if curve_path.exists() {
         cai_core::jsonl::read_jsonl(&curve_path)?
     } else {

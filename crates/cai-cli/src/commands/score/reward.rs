@@ -87,6 +87,7 @@ pub fn run(args: ScoreArgs, reward_model: String) -> anyhow::Result<()> {
         output: args.output,
         batch_size: args.batch_size,
     };
+    let claim = resume::claim(&config.output, &[&config.input])?;
     let jobs = resume::read_input(&config.input)?
         .into_iter()
         .map(|record| Ok((dialogues(&config.input, &record)?, record)))
@@ -111,13 +112,16 @@ pub fn run(args: ScoreArgs, reward_model: String) -> anyhow::Result<()> {
     let tokenizer = Tokenizer::from_dir(&dir)?;
     spinner.finish_and_clear();
 
-    let mut out = resume::open_output(
+    let mut out = claim.open(
         jobs,
         |(_, record)| &record.id,
-        &config.output,
         args.overwrite,
-        &config,
-        &["batch_size", "device"],
+        &resume::OutputKind {
+            command: "cai score --reward-model",
+            config: &config,
+            volatile: &["batch_size", "device"],
+            marks: &["reward", "reward_a"],
+        },
     )?;
     if out.all_done(&config.output) {
         return Ok(());

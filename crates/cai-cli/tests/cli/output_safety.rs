@@ -1,0 +1,161 @@
+//! What cai does with files it does not own: a second writer on a locked output, a foreign or
+//! unmarked JSONL at `--output`, an input given as the output, empty inputs, and a stdout that
+//! has gone away.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+
+use cai_core::lock::WriterLock;
+
+use crate::helpers::{assert_exit, read_jsonl, Workdir};
+
+const PROMPTS: &str = "{\"id\": \"a\", \"prompt\": \"The capital of France\"}\n\
+    {\"id\": \"b\", \"prompt\": \"How do I bake bread?\"}\n";
+
+fn generate<'a>(model: &'a str, input: &'a str, output: &'a str) -> Vec<&'a str> {
+    vec![
+        "generate",
+        "--model",
+        model,
+        "--input",
+        input,
+        "--output",
+        output,
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "4",
+    ]
+}
+
+#[test]
+fn a_second_writer_fails_at_once_naming_the_holder() {
+    let work = Workdir::new();
+    let model = work.tiny_model();
+    work.write("in.jsonl", PROMPTS);
+    let held = WriterLock::acquire(&work.path("out.jsonl")).unwrap();
+    let err = assert_exit(&work.cai(&generate(model, "in.jsonl", "out.jsonl")), 1);
+    assert!(err.contains("out.jsonl"), "{err}");
+    assert!(err.contains("another cai process"), "{err}");
+    assert!(
+        err.contains(&format!("PID {}", std::process::id())),
+        "{err}"
+    );
+    assert!(!work.path("out.jsonl").exists());
+    drop(held);
+    work.cai_ok(&generate(model, "in.jsonl", "out.jsonl"));
+    assert_eq!(read_jsonl(&work.path("out.jsonl")).len(), 2);
+    // The lock's sidecar goes with the process.
+    assert!(!work.path(".out.jsonl.cai-lock").exists());
+}
+
+#[test]
+fn a_foreign_jsonl_is_not_taken_as_progress() {
+    let work = Workdir::new();
+    let model = work.tiny_model();
+    work.write("in.jsonl", PROMPTS);
+    // The user's own file, whose ids happen to match the input's.
+    let foreign = "{\"id\": \"a\", \"note\": \"mine\"}\n{\"id\": \"b\", \"note\": \"mine too\"}\n";
+    work.write("out.jsonl", foreign);
+    let err = assert_exit(&work.cai(&generate(model, "in.jsonl", "out.jsonl")), 1);
+    assert!(err.contains("out.config.json"), "{err}");
+    assert!(err.contains("--overwrite"), "{err}");
+    assert_eq!(work.read("out.jsonl"), foreign);
+
+    // Even beside a config cai saved, records without a completion were not written by
+    // cai generate.
+    work.cai_ok(&generate(model, "in.jsonl", "real.jsonl"));
+    work.write("out.config.json", &work.read("real.config.json"));
+    let err = assert_exit(&work.cai(&generate(model, "in.jsonl", "out.jsonl")), 1);
+    assert!(err.contains("\"completion\""), "{err}");
+    assert!(err.contains("not written by cai generate"), "{err}");
+    assert_eq!(work.read("out.jsonl"), foreign);
+}
+
+#[test]
+fn deleting_the_saved_settings_does_not_let_other_settings_resume() {
+    let work = Workdir::new();
+    let model = work.tiny_model();
+    work.write("in.jsonl", PROMPTS);
+    work.cai_ok(&generate(model, "in.jsonl", "out.jsonl"));
+    let before = work.read("out.jsonl");
+    std::fs::remove_file(work.path("out.config.json")).unwrap();
+    let mut other = generate(model, "in.jsonl", "out.jsonl");
+    other[8] = "0.7";
+    let err = assert_exit(&work.cai(&other), 1);
+    assert!(
+        err.contains("no ") && err.contains("out.config.json"),
+        "{err}"
+    );
+    assert!(!err.contains("already done"), "{err}");
+    assert_eq!(work.read("out.jsonl"), before);
+}
+
+#[test]
+fn an_input_given_as_the_output_is_refused_and_kept() {
+    let work = Workdir::new();
+    let model = work.tiny_model();
+    work.write("in.jsonl", PROMPTS);
+    let err = assert_exit(&work.cai(&generate(model, "in.jsonl", "in.jsonl")), 1);
+    assert!(err.contains("also an input"), "{err}");
+    let err = assert_exit(&work.cai(&generate(model, "in.jsonl", "./in.jsonl")), 1);
+    assert!(err.contains("also an input"), "{err}");
+    assert_eq!(work.read("in.jsonl"), PROMPTS);
+}
+
+#[test]
+fn an_empty_input_is_an_error() {
+    let work = Workdir::new();
+    let model = work.tiny_model();
+    for (name, text) in [("empty.jsonl", ""), ("blank.jsonl", "\n  \n")] {
+        work.write(name, text);
+        let err = assert_exit(&work.cai(&generate(model, name, "out.jsonl")), 1);
+        assert!(err.contains(name) && err.contains("no records"), "{err}");
+        assert!(!err.contains("already done"), "{err}");
+    }
+}
+
+#[test]
+fn a_closed_stdout_does_not_stop_the_work() {
+    let work = Workdir::new();
+    work.write("corpus.txt", crate::helpers::CORPUS);
+    // init-model prints its summary to stdout; the pipe is closed before it writes.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cai"))
+        .args([
+            "init-model",
+            "--arch",
+            "llama",
+            "--output",
+            "m",
+            "--hidden-size",
+            "32",
+            "--layers",
+            "1",
+            "--heads",
+            "4",
+            "--intermediate-size",
+            "64",
+            "--vocab-size",
+            "300",
+            "--train-tokenizer",
+            "corpus.txt",
+        ])
+        .current_dir(work.path(""))
+        .env("CAI_CACHE", work.path(".cai-cache"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(status.code(), Some(0), "{err}");
+    assert!(work.path("m/model.safetensors").is_file());
+}
