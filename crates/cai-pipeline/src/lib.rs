@@ -10,7 +10,8 @@
 //! - [`eval`]: pairwise Elo of model snapshots under a judge (Bradley–Terry with bootstrap
 //!   intervals, the harmlessness-against-helpfulness plot) and harm rates.
 //! - [`recipe`], [`runner`], [`manifest`]: `cai pipeline`'s recipes (TOML), the run directory's
-//!   stage manifests, fingerprints and the skip/resume/restart decision.
+//!   stage manifests, fingerprints and the skip/resume/restart decision; [`rundir`]: what cai
+//!   owns in a run directory (a marker, the names each manifest lists) and its writer lock.
 #![deny(missing_docs)]
 
 mod chunks;
@@ -22,6 +23,7 @@ pub mod manifest;
 pub mod recipe;
 pub mod record;
 pub mod render;
+pub mod rundir;
 pub mod runner;
 
 pub use error::{PipelineError, Result};

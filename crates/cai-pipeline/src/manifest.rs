@@ -68,6 +68,10 @@ pub struct Output {
     pub records: Option<usize>,
     /// Bytes on disk (a folder: all its files).
     pub bytes: u64,
+    /// FNV-1a hash of its contents when the stage finished, to tell on a later run that the
+    /// output is still the one the stage wrote (absent in manifests of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
 }
 
 /// A stage's manifest.
@@ -85,6 +89,11 @@ pub struct Manifest {
     /// The outputs (when finished).
     #[serde(default)]
     pub outputs: Vec<Output>,
+    /// The names in the stage folder that the stage writes (its files and output folders);
+    /// with each, the sidecars cai keeps beside it (see [`crate::rundir::owns`]). A restarted
+    /// stage deletes these and nothing else. Empty in manifests of older versions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub writes: Vec<String>,
     /// The equivalent `cai` command lines, in order.
     #[serde(default)]
     pub commands: Vec<String>,
@@ -145,6 +154,7 @@ mod tests {
                 records: Some(3),
             }],
             outputs: vec![],
+            writes: vec!["model".into()],
             commands: vec!["cai sft".into()],
             attempts: 1,
             seconds: 1.5,

@@ -29,6 +29,53 @@ pub enum RunError {
         /// serde_json's message.
         message: String,
     },
+    /// The run directory is held by another `cai pipeline` (the message names its PID), or
+    /// its lock could not be taken.
+    #[error(transparent)]
+    Lock(#[from] cai_core::Error),
+    /// A folder given as the run directory holds files, but cai did not make it one.
+    #[error(
+        "{path} is not empty and was not made by cai pipeline (it has no {marker} marker); \
+         found {found}. cai never clears or writes into a folder it did not create: pass a new \
+         or empty --run-dir (such as {suggestion}), or move those files away yourself",
+        marker = crate::rundir::MARKER_FILE,
+        suggestion = .path.join("cai-run").display()
+    )]
+    NotARunDir {
+        /// The folder.
+        path: PathBuf,
+        /// What it holds (a few names, and how many more), and why it is not a run from
+        /// before the marker.
+        found: String,
+    },
+    /// A run directory of one kind given where the other is expected (`--sizes`).
+    #[error("{path}: {message}")]
+    WrongKind {
+        /// The run directory.
+        path: PathBuf,
+        /// What it is and what was expected.
+        message: String,
+    },
+    /// A path a stage is about to write exists, but no manifest of the stage says cai wrote it.
+    #[error(
+        "{path} exists, but the {stage} stage's manifest does not list it as written by cai, \
+         so cai will not overwrite or delete it; move it out of the run directory, then run \
+         again"
+    )]
+    NotOurs {
+        /// The existing path.
+        path: PathBuf,
+        /// The stage that would write it.
+        stage: String,
+    },
+    /// An output of a stage is incomplete or damaged (records missing, repeated or torn).
+    #[error("{path}: {message}")]
+    BadOutput {
+        /// The output file.
+        path: PathBuf,
+        /// What is wrong, and what was expected.
+        message: String,
+    },
     /// Two records of the joined prompt files share an id.
     #[error("{path}:{line}: id {id:?} is already used by an earlier record of the same prompt set; ids must be unique")]
     DuplicateId {
@@ -178,15 +225,137 @@ fn newest_mtime(path: &Path) -> Option<u64> {
 }
 
 /// Write a file through a temporary sibling and a rename, so that readers (and a run killed
-/// half-way) see the old contents or the new, never a part.
+/// half-way) see the old contents or the new, never a part. The temporary file is made anew
+/// (a leftover one, or a link planted under its name, is replaced, never written through),
+/// and a link at `path` is replaced by the file rather than followed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let mut file = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&tmp)(e)),
+        _ => {}
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .map_err(io(&tmp))?;
     file.write_all(bytes).map_err(io(&tmp))?;
     file.sync_all().map_err(io(&tmp))?;
     std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+/// The id of a record as text (a string, or a number written as JSON), if it has one.
+fn id_text(record: &serde_json::Value) -> Option<String> {
+    match record.get("id")? {
+        serde_json::Value::String(id) => Some(id.clone()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// The ids of a JSONL file's records, in order (records without an id are skipped).
+pub fn jsonl_ids(path: &Path) -> Result<Vec<String>, RunError> {
+    Ok(read_jsonl_objects(path)?
+        .iter()
+        .filter_map(id_text)
+        .collect())
+}
+
+/// Every non-empty line of a JSONL file as a JSON object, failing on the first that is not
+/// one (a torn or corrupt line), naming its line.
+fn read_jsonl_objects(path: &Path) -> Result<Vec<serde_json::Value>, RunError> {
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    let mut records = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: serde_json::Value = serde_json::from_str(line)
+            .ok()
+            .filter(serde_json::Value::is_object)
+            .ok_or_else(|| RunError::BadOutput {
+                path: path.to_owned(),
+                message: format!(
+                    "line {} is not a JSON object (a torn or corrupt record)",
+                    index + 1
+                ),
+            })?;
+        records.push(value);
+    }
+    Ok(records)
+}
+
+/// Check a stage's JSONL output before its stage is marked finished: every line a JSON
+/// object, no id twice and, given `expected` ids, exactly those. Returns the records.
+pub fn check_jsonl_output(path: &Path, expected: Option<&[String]>) -> Result<usize, RunError> {
+    let records = read_jsonl_objects(path)?;
+    let bad = |message: String| RunError::BadOutput {
+        path: path.to_owned(),
+        message,
+    };
+    let mut seen = HashSet::new();
+    let mut twice = Vec::new();
+    for id in records.iter().filter_map(id_text) {
+        if !seen.insert(id.clone()) {
+            twice.push(id);
+        }
+    }
+    let few = |ids: &[String]| {
+        let shown: Vec<&str> = ids.iter().take(3).map(String::as_str).collect();
+        let more = ids.len().saturating_sub(3);
+        format!(
+            "{}{}",
+            shown.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        )
+    };
+    if !twice.is_empty() {
+        return Err(bad(format!(
+            "{} records, {} ids more than once ({}); expected each id once",
+            records.len(),
+            twice.len(),
+            few(&twice)
+        )));
+    }
+    if let Some(expected) = expected {
+        let missing: Vec<String> = expected
+            .iter()
+            .filter(|id| !seen.contains(*id))
+            .cloned()
+            .collect();
+        let wanted: HashSet<&String> = expected.iter().collect();
+        let extra: Vec<String> = seen
+            .iter()
+            .filter(|id| !wanted.contains(id))
+            .cloned()
+            .collect();
+        if !missing.is_empty() || !extra.is_empty() || records.len() != expected.len() {
+            return Err(bad(format!(
+                "{} records for {} input ids ({} missing{}, {} not among the inputs{})",
+                records.len(),
+                expected.len(),
+                missing.len(),
+                if missing.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", few(&missing))
+                },
+                extra.len(),
+                if extra.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", few(&extra))
+                },
+            )));
+        }
+    }
+    Ok(records.len())
 }
 
 /// Join JSONL prompt files into `output` (atomically), keeping at most `limit` records spread
@@ -265,6 +434,7 @@ mod tests {
             fingerprint: fingerprint.into(),
             inputs: vec![],
             outputs: vec![],
+            writes: vec![],
             commands: vec![],
             attempts: 1,
             seconds: 0.0,
@@ -316,6 +486,65 @@ mod tests {
         assert_eq!(decide(Some(&finished), "a", true), Decision::Fresh);
         let failed = manifest(Status::Failed, "a");
         assert_eq!(decide(Some(&failed), "a", false), Decision::Resume);
+    }
+
+    #[test]
+    fn a_jsonl_output_must_be_whole_with_each_expected_id_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("sl.jsonl");
+        let ids: Vec<String> = ["a", "b", "3"].map(String::from).to_vec();
+        std::fs::write(&out, "{\"id\":\"a\"}\n{\"id\":\"b\"}\n{\"id\":3}\n").unwrap();
+        assert_eq!(check_jsonl_output(&out, Some(&ids)).unwrap(), 3);
+        assert_eq!(jsonl_ids(&out).unwrap(), ids);
+        // Two writers: an id twice and a torn line.
+        std::fs::write(&out, "{\"id\":\"a\"}\n{\"id\":\"b\"}\n{\"id\":\"a\"}\n").unwrap();
+        let err = check_jsonl_output(&out, Some(&ids))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("sl.jsonl") && err.contains("more than once (a)"),
+            "{err}"
+        );
+        std::fs::write(
+            &out,
+            "{\"id\":\"a\"}\n{\"id\":\"b\"}\n{\"id\":\"3\", \"te\n",
+        )
+        .unwrap();
+        let err = check_jsonl_output(&out, Some(&ids))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 3 is not a JSON object"), "{err}");
+        // Missing and foreign ids.
+        std::fs::write(&out, "{\"id\":\"a\"}\n{\"id\":\"z\"}\n").unwrap();
+        let err = check_jsonl_output(&out, Some(&ids))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("2 records for 3 input ids (2 missing: b, 3, 1 not among the inputs: z)"),
+            "{err}"
+        );
+        assert_eq!(check_jsonl_output(&out, None).unwrap(), 2);
+    }
+
+    #[test]
+    fn an_atomic_write_replaces_a_planted_link_instead_of_writing_through_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let theirs = dir.path().join("theirs.txt");
+        std::fs::write(&theirs, "keep").unwrap();
+        let out = dir.path().join("report.md");
+        std::fs::write(dir.path().join("report.md.tmp"), "stale").unwrap();
+        write_atomic(&out, b"one").unwrap();
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "one");
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(&theirs, dir.path().join("report.md.tmp")).unwrap();
+            write_atomic(&out, b"two").unwrap();
+            std::fs::remove_file(&out).unwrap();
+            std::os::unix::fs::symlink(&theirs, &out).unwrap();
+            write_atomic(&out, b"three").unwrap();
+            assert_eq!(std::fs::read_to_string(&out).unwrap(), "three");
+            assert_eq!(std::fs::read_to_string(&theirs).unwrap(), "keep");
+        }
     }
 
     #[test]
