@@ -3,13 +3,16 @@
 //! and tensor; and writing them back with `{"format": "pt"}` metadata.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use candle_core::safetensors::Load;
 use candle_core::{DType, Device, Tensor};
 use memmap2::Mmap;
-use safetensors::SafeTensors;
+use safetensors::tensor::{Metadata, TensorInfo};
+use safetensors::{SafeTensorError, SafeTensors, View};
 
+use crate::atomic_file::write_atomic_with;
 use crate::{ModelError, Result};
 
 /// Name of a single-file checkpoint.
@@ -114,7 +117,8 @@ impl Checkpoint {
         Ok(view.shape().to_vec())
     }
 
-    /// Load a tensor, check its shape, convert it to `dtype` on `device`.
+    /// Load a tensor, check its shape, its dtype (a float) and its values (finite, and
+    /// within the range of `dtype`), and convert it to `dtype` on `device`.
     pub fn load(
         &self,
         name: &str,
@@ -135,6 +139,7 @@ impl Checkpoint {
                 found: view.shape().to_vec(),
             });
         }
+        check_values(path, name, view.dtype(), view.data(), dtype)?;
         let t = view.load(device).map_err(|e| ModelError::Safetensors {
             path: path.to_path_buf(),
             message: format!("tensor '{name}': {e}"),
@@ -198,27 +203,248 @@ fn describe_st_error(e: &safetensors::SafeTensorError) -> String {
 }
 
 /// Write tensors to one safetensors file with the `{"format": "pt"}` metadata transformers
-/// expects. The file is written to a temporary name and renamed, so a crash never leaves a
-/// half-written checkpoint under the real name.
+/// expects: the bytes `safetensors::serialize` would give, written tensor by tensor through
+/// [`write_atomic_with`] (a temporary file with the umask's mode, synced and renamed), so a
+/// crash never leaves a half-written checkpoint under the real name.
 pub fn save_safetensors(tensors: &BTreeMap<String, Tensor>, path: &Path) -> Result<()> {
-    if let Some(parent) = path.parent() {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| ModelError::io(parent, e))?;
     }
-    let tmp = path.with_extension("safetensors.tmp");
-    let metadata: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
-    let contiguous: Vec<(String, Tensor)> = tensors
-        .iter()
-        .map(|(k, t)| Ok((k.clone(), t.contiguous()?)))
-        .collect::<std::result::Result<_, candle_core::Error>>()?;
-    safetensors::serialize_to_file(
-        contiguous.iter().map(|(k, t)| (k.as_str(), t)),
-        Some(metadata),
-        &tmp,
-    )
-    .map_err(|e| ModelError::Safetensors {
-        path: tmp.clone(),
+    let st_error = |e: SafeTensorError| ModelError::Safetensors {
+        path: path.to_path_buf(),
         message: format!("{e:?}"),
+    };
+    let mut contiguous: Vec<(&String, Tensor)> = tensors
+        .iter()
+        .map(|(k, t)| Ok((k, t.contiguous()?)))
+        .collect::<std::result::Result<_, candle_core::Error>>()?;
+    // safetensors' order: by descending dtype alignment, then by name.
+    contiguous.sort_by(|(ln, lt), (rn, rt)| View::dtype(rt).cmp(&View::dtype(lt)).then(ln.cmp(rn)));
+    let mut infos = Vec::with_capacity(contiguous.len());
+    let mut offset = 0usize;
+    for (name, t) in &contiguous {
+        let n = View::data_len(t);
+        infos.push((
+            name.to_string(),
+            TensorInfo {
+                dtype: View::dtype(t),
+                shape: t.dims().to_vec(),
+                data_offsets: (offset, offset + n),
+            },
+        ));
+        offset += n;
+    }
+    let metadata: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
+    let header = Metadata::new(Some(metadata), infos).map_err(st_error)?;
+    let mut header = serde_json::to_vec(&header).map_err(|e| ModelError::Safetensors {
+        path: path.to_path_buf(),
+        message: e.to_string(),
     })?;
-    std::fs::rename(&tmp, path).map_err(|e| ModelError::io(path, e))?;
-    Ok(())
+    header.resize(header.len().next_multiple_of(8), b' ');
+    write_atomic_with(path, |out| {
+        out.write_all(&(header.len() as u64).to_le_bytes())?;
+        out.write_all(&header)?;
+        for (_, t) in &contiguous {
+            out.write_all(&View::data(t))?;
+        }
+        Ok(())
+    })
+}
+
+/// Largest finite magnitude of each compute dtype.
+fn dtype_limit(dtype: DType) -> f64 {
+    match dtype {
+        DType::F16 => half::f16::MAX.to_f64(),
+        DType::BF16 => half::bf16::MAX.to_f64(),
+        DType::F32 => f32::MAX as f64,
+        _ => f64::MAX,
+    }
+}
+
+/// Refuse a tensor that is not a float, holds NaN or ±inf, or holds values `target` cannot
+/// represent. One pass over the stored bytes (in parallel for large tensors).
+fn check_values(
+    path: &Path,
+    name: &str,
+    stored: safetensors::Dtype,
+    bytes: &[u8],
+    target: DType,
+) -> Result<()> {
+    use safetensors::Dtype as St;
+    let (scan, size) = match stored {
+        St::F32 => (
+            scan_values(bytes, 4, |b| {
+                f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64
+            }),
+            4,
+        ),
+        St::F16 => (
+            scan_values(bytes, 2, |b| {
+                half::f16::from_le_bytes([b[0], b[1]]).to_f64()
+            }),
+            2,
+        ),
+        St::BF16 => (
+            scan_values(bytes, 2, |b| {
+                half::bf16::from_le_bytes([b[0], b[1]]).to_f64()
+            }),
+            2,
+        ),
+        St::F64 => (
+            scan_values(bytes, 8, |b| {
+                f64::from_le_bytes(b.try_into().expect("8-byte chunks"))
+            }),
+            8,
+        ),
+        other => {
+            return Err(ModelError::Dtype {
+                path: path.to_path_buf(),
+                name: name.to_string(),
+                found: format!("{other:?}"),
+            })
+        }
+    };
+    let problem = if let Some((index, value)) = scan.first_non_finite {
+        format!(
+            "holds {} (first at element {index} of {}): the weights are damaged, or were \
+             saved after training diverged; use an earlier checkpoint or a fresh copy of the model",
+            if value.is_nan() {
+                "NaN"
+            } else {
+                "an infinite value"
+            },
+            bytes.len() / size,
+        )
+    } else if scan.max_abs > dtype_limit(target) {
+        format!(
+            "holds values up to {:e}, beyond what {} can hold (±{:e}): they would become \
+             infinite; load the model in bf16 or f32 (--dtype)",
+            scan.max_abs,
+            crate::weights::dtype_short_name(target),
+            dtype_limit(target)
+        )
+    } else {
+        return Ok(());
+    };
+    Err(ModelError::NonFinite {
+        path: path.to_path_buf(),
+        name: name.to_string(),
+        problem,
+    })
+}
+
+/// What one pass over a tensor's values found.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Scan {
+    /// The first element that is NaN or infinite, with its value.
+    first_non_finite: Option<(usize, f64)>,
+    /// The largest magnitude among the elements before it (all of them when finite).
+    max_abs: f64,
+}
+
+/// Elements per parallel piece: large tensors are scanned on every core.
+const SCAN_PIECE: usize = 1 << 18;
+
+fn scan_values(bytes: &[u8], size: usize, value: impl Fn(&[u8]) -> f64 + Sync) -> Scan {
+    use rayon::prelude::*;
+    let piece = |(p, chunk): (usize, &[u8])| {
+        let mut max_abs = 0f64;
+        for (i, element) in chunk.chunks_exact(size).enumerate() {
+            let v = value(element);
+            if !v.is_finite() {
+                return Scan {
+                    first_non_finite: Some((p * SCAN_PIECE + i, v)),
+                    max_abs,
+                };
+            }
+            max_abs = max_abs.max(v.abs());
+        }
+        Scan {
+            first_non_finite: None,
+            max_abs,
+        }
+    };
+    let merge = |a: Scan, b: Scan| Scan {
+        first_non_finite: match (a.first_non_finite, b.first_non_finite) {
+            (Some(x), Some(y)) => Some(if x.0 <= y.0 { x } else { y }),
+            (x, y) => x.or(y),
+        },
+        max_abs: a.max_abs.max(b.max_abs),
+    };
+    let empty = Scan {
+        first_non_finite: None,
+        max_abs: 0.0,
+    };
+    if bytes.len() <= SCAN_PIECE * size {
+        return piece((0, bytes));
+    }
+    bytes
+        .par_chunks(SCAN_PIECE * size)
+        .enumerate()
+        .map(piece)
+        .reduce(|| empty, merge)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saved_bytes_are_those_of_safetensors_serialize() {
+        let dev = Device::Cpu;
+        let tensors: BTreeMap<String, Tensor> = [
+            (
+                "b.weight",
+                Tensor::new(&[[1f32, 2.0], [3.0, 4.0]], &dev).unwrap(),
+            ),
+            (
+                "a.bias",
+                Tensor::new(&[0.5f32, -1.0], &dev)
+                    .unwrap()
+                    .to_dtype(DType::BF16)
+                    .unwrap(),
+            ),
+            (
+                "c",
+                Tensor::new(&[[1f32, 2.0], [3.0, 4.0]], &dev)
+                    .unwrap()
+                    .t()
+                    .unwrap(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, t)| (k.to_string(), t))
+        .collect();
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("w.safetensors");
+        save_safetensors(&tensors, &path).unwrap();
+        let contiguous: Vec<(String, Tensor)> = tensors
+            .iter()
+            .map(|(k, t)| (k.clone(), t.contiguous().unwrap()))
+            .collect();
+        let metadata: HashMap<String, String> = [("format".into(), "pt".into())].into();
+        let expected = safetensors::serialize(
+            contiguous.iter().map(|(k, t)| (k.as_str(), t)),
+            Some(metadata),
+        )
+        .unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), expected);
+    }
+
+    #[test]
+    fn a_scan_finds_the_first_non_finite_element_in_any_piece() {
+        let mut values = vec![0.5f32; 3 * SCAN_PIECE + 7];
+        values[10] = -3.0;
+        let bytes = |v: &[f32]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+        let f32_at = |b: &[u8]| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64;
+        let clean = scan_values(&bytes(&values), 4, f32_at);
+        assert_eq!(clean.first_non_finite, None);
+        assert_eq!(clean.max_abs, 3.0);
+        values[2 * SCAN_PIECE + 5] = f32::INFINITY;
+        values[SCAN_PIECE + 1] = f32::NAN;
+        let bad = scan_values(&bytes(&values), 4, f32_at);
+        let (index, value) = bad.first_non_finite.unwrap();
+        assert_eq!(index, SCAN_PIECE + 1);
+        assert!(value.is_nan());
+    }
 }

@@ -6,6 +6,7 @@ mod hf_files;
 
 use std::path::Path;
 
+use candle_core::DType;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -204,6 +205,7 @@ impl ModelConfig {
                 supported: SUPPORTED_MODEL_TYPES.join(", "),
             }
         })?;
+        hf_files::check_field_types(value, architecture).map_err(err)?;
         let cfg = match architecture {
             Architecture::Gpt2 => {
                 let raw: Gpt2File = serde_json::from_value(value.clone())
@@ -220,35 +222,32 @@ impl ModelConfig {
         Ok(cfg)
     }
 
-    /// Check the numbers fit together (heads divide the width, …).
+    /// Check every size is positive and within range and the numbers fit together (heads
+    /// divide the width, …). Messages name the fields as this architecture's `config.json`
+    /// spells them.
     pub fn validate(&self) -> std::result::Result<(), String> {
-        let positive = [
-            ("vocab_size", self.vocab_size),
-            ("hidden_size", self.hidden_size),
-            ("intermediate_size", self.intermediate_size),
-            ("num_hidden_layers", self.num_layers),
-            ("num_attention_heads", self.num_heads),
-            ("num_key_value_heads", self.num_kv_heads),
-            ("head_dim", self.head_dim),
+        let names = FieldNames::of(self.architecture);
+        let sizes = [
+            (names.vocab, self.vocab_size),
+            (names.hidden, self.hidden_size),
+            (names.intermediate, self.intermediate_size),
+            (names.layers, self.num_layers),
+            (names.heads, self.num_heads),
+            (names.kv_heads, self.num_kv_heads),
+            (names.positions, self.max_position_embeddings),
         ];
-        for (name, v) in positive {
+        for (name, v) in sizes {
             if v == 0 {
-                return Err(format!("`{name}` must be positive"));
+                return Err(format!("`{name}` is 0; it must be positive"));
             }
         }
-        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
-            return Err(format!(
-                "num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
-                self.num_heads, self.num_kv_heads
-            ));
-        }
-        if matches!(self.positions, PositionEncoding::Rope { .. })
-            && !self.head_dim.is_multiple_of(2)
-        {
-            return Err(format!(
-                "head_dim ({}) must be even for rotary embeddings",
-                self.head_dim
-            ));
+        // Token ids, positions and every index into a weight are 32-bit in the kernels.
+        for (name, v) in sizes.into_iter().take(6) {
+            if v > MAX_SIZE {
+                return Err(format!(
+                    "`{name}` is {v}, beyond the largest size cai supports ({MAX_SIZE})"
+                ));
+            }
         }
         if self.architecture == Architecture::Gpt2
             && self.head_dim * self.num_heads != self.hidden_size
@@ -258,7 +257,63 @@ impl ModelConfig {
                 self.hidden_size, self.num_heads
             ));
         }
+        if self.head_dim == 0 || self.head_dim > MAX_SIZE {
+            return Err(format!(
+                "`head_dim` is {}; it must be positive and at most {MAX_SIZE}",
+                self.head_dim
+            ));
+        }
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
+            return Err(format!(
+                "num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
+                self.num_heads, self.num_kv_heads
+            ));
+        }
+        if let Some(0) = self.sliding_window {
+            return Err("`sliding_window` is 0; it must be positive (or null: no window)".into());
+        }
+        if !(self.norm_eps.is_finite() && self.norm_eps >= 0.0) {
+            return Err(format!(
+                "`{}` is {}; it must be a finite number ≥ 0",
+                names.eps, self.norm_eps
+            ));
+        }
+        if let PositionEncoding::Rope { theta, scaling } = self.positions {
+            if !self.head_dim.is_multiple_of(2) {
+                return Err(format!(
+                    "head_dim ({}) must be even for rotary embeddings",
+                    self.head_dim
+                ));
+            }
+            if !(theta.is_finite() && theta > 0.0) {
+                return Err(format!("`rope_theta` is {theta}; it must be positive"));
+            }
+            validate_rope_scaling(scaling)?;
+        }
         Ok(())
+    }
+
+    /// The model in a line for messages: architecture, parameters and the sizes that make
+    /// them, under this architecture's `config.json` names.
+    pub fn describe(&self) -> String {
+        let names = FieldNames::of(self.architecture);
+        format!(
+            "a {} model of {} parameters ({} {}, {} {}, {} {}, {} {}, {} {}, {} {})",
+            self.architecture.model_type(),
+            thousands(self.parameter_count()),
+            names.vocab,
+            self.vocab_size,
+            names.hidden,
+            self.hidden_size,
+            names.intermediate,
+            self.intermediate_size,
+            names.layers,
+            self.num_layers,
+            names.heads,
+            self.num_heads,
+            names.positions,
+            self.max_position_embeddings,
+        )
     }
 
     /// The attention window of one layer, if it has one.
@@ -274,45 +329,68 @@ impl ModelConfig {
         }
     }
 
-    /// Number of parameters (embeddings included, a tied output matrix counted once).
+    /// Number of parameters (embeddings included, a tied output matrix counted once);
+    /// `usize::MAX` where it does not fit.
     pub fn num_parameters(&self) -> usize {
-        let h = self.hidden_size;
+        usize::try_from(self.parameter_count()).unwrap_or(usize::MAX)
+    }
+
+    /// Number of parameters, computed without overflow for any sizes (saturating).
+    pub fn parameter_count(&self) -> u128 {
+        let n = |v: usize| v as u128;
+        let h = n(self.hidden_size);
+        let inter = n(self.intermediate_size);
         let (q, kv) = (
-            self.num_heads * self.head_dim,
-            self.num_kv_heads * self.head_dim,
+            n(self.num_heads).saturating_mul(n(self.head_dim)),
+            n(self.num_kv_heads).saturating_mul(n(self.head_dim)),
         );
         let norm = if self.norm == NormKind::Layer {
             2 * h
         } else {
             h
         };
-        let attn = h * q
-            + 2 * h * kv
-            + q * h
-            + if self.qkv_bias { q + 2 * kv } else { 0 }
-            + if self.o_bias { h } else { 0 }
-            + if self.qk_norm { 2 * self.head_dim } else { 0 };
-        let mlp = match self.mlp {
-            MlpKind::SwiGlu => 3 * h * self.intermediate_size,
-            _ => 2 * h * self.intermediate_size,
-        } + if self.mlp_bias {
-            self.intermediate_size * if self.mlp == MlpKind::SwiGlu { 2 } else { 1 } + h
-        } else {
-            0
-        };
-        let per_layer = attn + mlp + 2 * norm;
-        let embed = self.vocab_size * h
-            + if self.positions == PositionEncoding::Learned {
-                self.max_position_embeddings * h
+        let attn = h
+            .saturating_mul(q)
+            .saturating_add(h.saturating_mul(kv).saturating_mul(2))
+            .saturating_add(q.saturating_mul(h))
+            .saturating_add(if self.qkv_bias { q + 2 * kv } else { 0 })
+            .saturating_add(if self.o_bias { h } else { 0 })
+            .saturating_add(if self.qk_norm {
+                2 * n(self.head_dim)
             } else {
                 0
-            };
+            });
+        let (mats, biases) = match self.mlp {
+            MlpKind::SwiGlu => (3, 2),
+            _ => (2, 1),
+        };
+        let mlp = h
+            .saturating_mul(inter)
+            .saturating_mul(mats)
+            .saturating_add(if self.mlp_bias { inter * biases + h } else { 0 });
+        let per_layer = attn.saturating_add(mlp).saturating_add(2 * norm);
+        let embed = n(self.vocab_size).saturating_mul(h).saturating_add(
+            if self.positions == PositionEncoding::Learned {
+                n(self.max_position_embeddings).saturating_mul(h)
+            } else {
+                0
+            },
+        );
         let head = if self.tie_word_embeddings {
             0
         } else {
-            self.vocab_size * h
+            n(self.vocab_size).saturating_mul(h)
         };
-        embed + self.num_layers * per_layer + norm + head
+        embed
+            .saturating_add(n(self.num_layers).saturating_mul(per_layer))
+            .saturating_add(norm)
+            .saturating_add(head)
+    }
+
+    /// Bytes of the weights in `dtype`.
+    pub fn weight_bytes(&self, dtype: DType) -> u128 {
+        self.parameter_count()
+            .saturating_mul(dtype.size_in_bytes() as u128)
     }
 
     /// The `config.json` Hugging Face transformers reads for this model.
@@ -416,4 +494,94 @@ impl ModelConfig {
         }
         v
     }
+}
+
+/// The largest size of one dimension: token ids, positions and tensor indices are 32-bit.
+pub const MAX_SIZE: usize = u32::MAX as usize;
+
+/// The `config.json` name of each size, as one architecture's file spells it.
+struct FieldNames {
+    vocab: &'static str,
+    hidden: &'static str,
+    intermediate: &'static str,
+    layers: &'static str,
+    heads: &'static str,
+    kv_heads: &'static str,
+    positions: &'static str,
+    eps: &'static str,
+}
+
+impl FieldNames {
+    fn of(arch: Architecture) -> Self {
+        if arch == Architecture::Gpt2 {
+            Self {
+                vocab: "vocab_size",
+                hidden: "n_embd",
+                intermediate: "n_inner",
+                layers: "n_layer",
+                heads: "n_head",
+                kv_heads: "n_head",
+                positions: "n_positions",
+                eps: "layer_norm_epsilon",
+            }
+        } else {
+            Self {
+                vocab: "vocab_size",
+                hidden: "hidden_size",
+                intermediate: "intermediate_size",
+                layers: "num_hidden_layers",
+                heads: "num_attention_heads",
+                kv_heads: "num_key_value_heads",
+                positions: "max_position_embeddings",
+                eps: "rms_norm_eps",
+            }
+        }
+    }
+}
+
+/// RoPE scaling factors that give finite, positive frequencies.
+fn validate_rope_scaling(scaling: Option<RopeScaling>) -> std::result::Result<(), String> {
+    let positive = |name: &str, v: f64| {
+        if v.is_finite() && v > 0.0 {
+            Ok(())
+        } else {
+            Err(format!("`rope_scaling.{name}` is {v}; it must be positive"))
+        }
+    };
+    match scaling {
+        None => Ok(()),
+        Some(RopeScaling::Linear(factor)) => positive("factor", factor),
+        Some(RopeScaling::Llama3(s)) => {
+            positive("factor", s.factor)?;
+            positive("low_freq_factor", s.low_freq_factor)?;
+            positive("high_freq_factor", s.high_freq_factor)?;
+            if s.high_freq_factor <= s.low_freq_factor {
+                return Err(format!(
+                    "`rope_scaling.high_freq_factor` ({}) must be greater than \
+                     `rope_scaling.low_freq_factor` ({})",
+                    s.high_freq_factor, s.low_freq_factor
+                ));
+            }
+            if s.original_max_position_embeddings == 0 {
+                return Err(
+                    "`rope_scaling.original_max_position_embeddings` is 0; it must be positive"
+                        .into(),
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `1234567` as `1,234,567`.
+fn thousands(n: u128) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }

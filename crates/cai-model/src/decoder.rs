@@ -129,6 +129,13 @@ impl Decoder {
         fill: &mut dyn FnMut(&ParamSpec) -> Result<Tensor>,
     ) -> Result<Self> {
         let cfg = &config;
+        crate::memory::check(device, cfg.weight_bytes(dtype), || {
+            format!(
+                "{} in {}",
+                cfg.describe(),
+                crate::weights::dtype_short_name(dtype)
+            )
+        })?;
         let gpt2 = cfg.architecture == Architecture::Gpt2;
         let blocks = (0..cfg.num_layers)
             .map(|_| Block {
@@ -243,7 +250,7 @@ impl Decoder {
             ))?)?;
         }
         let rope_at = match &self.rope {
-            Some(r) => Some(r.at(&positions)?),
+            Some(r) => Some(r.at(&positions, max_pos + 1)?),
             None => None,
         };
         // The CPU attention kernel serves f32 inference and (with its backward) training.

@@ -69,6 +69,47 @@ pub enum ModelError {
         /// What is wrong.
         message: String,
     },
+    /// A tensor is stored in a dtype cai does not compute with (an integer where a weight
+    /// is expected, an 8-bit float that needs scales cai does not apply, …).
+    #[error(
+        "{path}: tensor '{name}' has dtype {found}, expected a floating-point dtype \
+         (F32, F16, BF16 or F64); the file is not a checkpoint of this model's weights"
+    )]
+    Dtype {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The tensor's name.
+        name: String,
+        /// The dtype in the file.
+        found: String,
+    },
+    /// A tensor holds NaN or infinite values, or values the dtype asked for cannot hold.
+    #[error("{path}: tensor '{name}' {problem}")]
+    NonFinite {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// The tensor's name.
+        name: String,
+        /// What was found, and what to do.
+        problem: String,
+    },
+    /// A model would not fit in memory: refused before anything large is allocated.
+    #[error(
+        "{what} needs {} of memory but only {} is available ({basis}); choose smaller sizes \
+         or a smaller dtype, or free memory",
+        crate::memory::gigabytes(*.needed),
+        crate::memory::gigabytes(*.available)
+    )]
+    Memory {
+        /// The model and the sizes that make it this large.
+        what: String,
+        /// Bytes it needs.
+        needed: u128,
+        /// Bytes available.
+        available: u128,
+        /// Where the available figure comes from.
+        basis: String,
+    },
     /// Tokenizer files are missing, malformed or inconsistent with the model.
     #[error("{path}: {message}")]
     Tokenizer {

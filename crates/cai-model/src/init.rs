@@ -7,6 +7,8 @@ use candle_core::{DType, Device};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::atomic_file::write_atomic;
+use crate::checkpoint::SINGLE_FILE;
 use crate::config::{Architecture, MlpKind, ModelConfig, NormKind, PositionEncoding};
 use crate::tokenizer::{BpeStyle, Tokenizer};
 use crate::weights::{random_decoder, save_decoder, torch_dtype_name};
@@ -137,9 +139,48 @@ pub enum TokenizerSource {
     Loaded(Box<Tokenizer>),
 }
 
+/// The files [`init_model`] writes, in the order they are moved into place: `config.json`
+/// last, since it is what makes a folder a model.
+const INIT_FILES: [&str; 5] = [
+    SINGLE_FILE,
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "generation_config.json",
+    "config.json",
+];
+
+/// Bytes [`init_model`] holds at once: the weights in f32 as they are drawn, plus their copy
+/// in the dtype on disk when that is another.
+pub fn init_bytes(config: &ModelConfig, dtype: DType) -> u128 {
+    let f32_bytes = config.weight_bytes(DType::F32);
+    if dtype == DType::F32 {
+        f32_bytes
+    } else {
+        f32_bytes.saturating_add(config.weight_bytes(dtype))
+    }
+}
+
+/// Fail with [`ModelError::Memory`] when making a model of `shape` in `dtype` would need more
+/// memory than is available, before anything is allocated or written.
+pub fn check_init_memory(shape: &ModelShape, dtype: DType) -> Result<ModelConfig> {
+    let config = shape.config()?;
+    crate::memory::check(&Device::Cpu, init_bytes(&config, dtype), || {
+        format!(
+            "{} (drawn in f32, written in {})",
+            config.describe(),
+            crate::weights::dtype_short_name(dtype)
+        )
+    })?;
+    Ok(config)
+}
+
 /// Write a new randomly initialised model with its tokenizer to `dir` in HF layout:
 /// `config.json`, `model.safetensors`, `generation_config.json`, `tokenizer.json`,
 /// `tokenizer_config.json`. Returns the config written.
+///
+/// Sizes and memory are checked before anything is allocated. The files are written into a
+/// hidden folder in `dir` first and moved into place only when all of them are complete, so a
+/// failure leaves a model already in `dir` as it was; other files in `dir` are never touched.
 pub fn init_model(
     shape: &ModelShape,
     tokenizer: TokenizerSource,
@@ -147,6 +188,7 @@ pub fn init_model(
     dtype: DType,
     dir: &Path,
 ) -> Result<ModelConfig> {
+    let mut config = check_init_memory(shape, dtype)?;
     let tokenizer = match tokenizer {
         TokenizerSource::File(p) => Tokenizer::from_tokenizer_json(&p)?,
         TokenizerSource::Train(p) => Tokenizer::train_bpe_with(
@@ -156,14 +198,30 @@ pub fn init_model(
         )?,
         TokenizerSource::Loaded(t) => *t,
     };
-    let mut config = shape.config()?;
     tokenizer.check_fits(config.vocab_size, dir)?;
     config.bos_token_id = tokenizer.bos_id();
     config.eos_token_ids = tokenizer.eos_ids().to_vec();
     let decoder = random_decoder(config.clone(), seed, DType::F32, &Device::Cpu)?;
-    save_decoder(&decoder, dir, dtype)?;
+    std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
+    let staging = dir.join(format!(".cai-init.tmp.{}", std::process::id()));
+    let written = write_model_files(&decoder, tokenizer, dtype, &staging)
+        .and_then(|()| move_into_place(&staging, dir));
+    // Best effort: the folder is ours; the error being returned matters more.
+    let _ = std::fs::remove_dir_all(&staging);
+    written?;
     config.torch_dtype = Some(torch_dtype_name(dtype).to_string());
-    let tokenizer = tokenizer.with_model_max_length(config.max_position_embeddings);
+    Ok(config)
+}
+
+/// Write every file of a new model into `dir`.
+fn write_model_files(
+    decoder: &crate::decoder::Decoder,
+    tokenizer: Tokenizer,
+    dtype: DType,
+    dir: &Path,
+) -> Result<()> {
+    save_decoder(decoder, dir, dtype)?;
+    let tokenizer = tokenizer.with_model_max_length(decoder.config().max_position_embeddings);
     tokenizer.save(dir)?;
     let generation = json!({
         "bos_token_id": tokenizer.bos_id(),
@@ -172,11 +230,29 @@ pub fn init_model(
         "do_sample": true,
         "temperature": 1.0,
     });
-    let path = dir.join("generation_config.json");
-    std::fs::write(
-        &path,
-        serde_json::to_string_pretty(&generation).expect("json") + "\n",
+    write_atomic(
+        &dir.join("generation_config.json"),
+        (serde_json::to_string_pretty(&generation).expect("json") + "\n").as_bytes(),
     )
-    .map_err(|e| ModelError::io(&path, e))?;
-    Ok(config)
+}
+
+/// Move the files of [`INIT_FILES`] from `staging` into `dir`, after checking that no folder
+/// stands where one of them goes (the one failure a rename could meet half-way).
+fn move_into_place(staging: &Path, dir: &Path) -> Result<()> {
+    for name in INIT_FILES {
+        let to = dir.join(name);
+        if to.is_dir() {
+            return Err(ModelError::io(
+                &to,
+                std::io::Error::other(
+                    "a folder stands where the model's file goes; move it away and run again",
+                ),
+            ));
+        }
+    }
+    for name in INIT_FILES {
+        let (from, to) = (staging.join(name), dir.join(name));
+        std::fs::rename(&from, &to).map_err(|e| ModelError::io(&to, e))?;
+    }
+    crate::atomic_file::sync_dir(dir)
 }

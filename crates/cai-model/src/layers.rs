@@ -5,6 +5,8 @@
 //! pass: gradients silently stop there. [`Mode::Train`] therefore uses compositions of
 //! differentiable ops; [`Mode::Infer`] uses the fused kernels. A test checks both agree.
 
+use std::sync::{Arc, RwLock};
+
 use candle_core::{DType, Device, Tensor, D};
 
 use crate::config::{Llama3RopeScaling, RopeScaling};
@@ -174,14 +176,32 @@ pub fn softmax_last(x: &Tensor, mode: Mode) -> Result<Tensor> {
     })
 }
 
-/// Precomputed rotary tables for positions `0..max_positions`.
+/// Rotary tables for positions `0..max_positions`, built lazily: they cover the positions
+/// runs have reached so far (at least doubling when they grow), never the declared maximum,
+/// which a config may set to 10¹² (a table that size would need terabytes). Clones share one
+/// table.
 #[derive(Debug, Clone)]
 pub struct Rope {
-    /// `[max_positions, head_dim / 2]`.
+    /// `[head_dim / 2]` frequencies.
+    inv_freq: Arc<Vec<f64>>,
+    /// Positions the model supports (the config's `max_position_embeddings`).
+    max_positions: usize,
+    dtype: DType,
+    device: Device,
+    table: Arc<RwLock<RopeTable>>,
+}
+
+/// The rows built so far.
+#[derive(Debug)]
+struct RopeTable {
+    /// `[rows, head_dim / 2]`.
     cos: Tensor,
-    /// `[max_positions, head_dim / 2]`.
+    /// `[rows, head_dim / 2]`.
     sin: Tensor,
 }
+
+/// The fewest rows a table grows to: small sequences do not regrow it token by token.
+const MIN_ROPE_ROWS: usize = 256;
 
 /// The per-row rotary factors of one forward pass.
 #[derive(Debug, Clone)]
@@ -193,7 +213,8 @@ pub struct RopeAt {
 }
 
 impl Rope {
-    /// Build the tables (in `dtype` on `device`) for `head_dim`, θ and optional scaling.
+    /// Rotary factors (in `dtype` on `device`) for `head_dim`, θ and optional scaling, for
+    /// positions below `max_positions`. Allocates nothing until [`Rope::at`] needs rows.
     pub fn new(
         head_dim: usize,
         theta: f64,
@@ -204,34 +225,73 @@ impl Rope {
     ) -> Result<Self> {
         let inv_freq = inverse_frequencies(head_dim, theta, scaling);
         let half = inv_freq.len();
-        let mut cos = Vec::with_capacity(max_positions * half);
-        let mut sin = Vec::with_capacity(max_positions * half);
-        for p in 0..max_positions {
-            for f in &inv_freq {
-                let angle = p as f64 * f;
-                cos.push(angle.cos() as f32);
-                sin.push(angle.sin() as f32);
-            }
-        }
-        let cos = Tensor::from_vec(cos, (max_positions, half), device)?.to_dtype(dtype)?;
-        let sin = Tensor::from_vec(sin, (max_positions, half), device)?.to_dtype(dtype)?;
-        Ok(Self { cos, sin })
-    }
-
-    /// Gather the factors for per-row positions. Shapes: positions `[b, s]` (u32) -> `[b, s, d/2]`.
-    pub fn at(&self, positions: &Tensor) -> Result<RopeAt> {
-        let (b, s) = positions.dims2()?;
-        let flat = positions.flatten_all()?;
-        let half = self.cos.dim(1)?;
-        Ok(RopeAt {
-            cos: self.cos.index_select(&flat, 0)?.reshape((b, s, half))?,
-            sin: self.sin.index_select(&flat, 0)?.reshape((b, s, half))?,
+        let empty = Tensor::zeros((0, half), dtype, device)?;
+        Ok(Self {
+            inv_freq: Arc::new(inv_freq),
+            max_positions,
+            dtype,
+            device: device.clone(),
+            table: Arc::new(RwLock::new(RopeTable {
+                cos: empty.clone(),
+                sin: empty,
+            })),
         })
     }
 
-    /// Longest position the tables cover.
+    /// Gather the factors for per-row positions, all below `end` (one past the largest).
+    /// Shapes: positions `[b, s]` (u32) -> `[b, s, d/2]`.
+    pub fn at(&self, positions: &Tensor, end: usize) -> Result<RopeAt> {
+        let (b, s) = positions.dims2()?;
+        let flat = positions.flatten_all()?;
+        let (cos, sin) = self.rows(end)?;
+        let half = cos.dim(1)?;
+        Ok(RopeAt {
+            cos: cos.index_select(&flat, 0)?.reshape((b, s, half))?,
+            sin: sin.index_select(&flat, 0)?.reshape((b, s, half))?,
+        })
+    }
+
+    /// Tables `[rows ≥ end, d/2]`, grown first when they are shorter.
+    fn rows(&self, end: usize) -> Result<(Tensor, Tensor)> {
+        if end > self.max_positions {
+            return Err(crate::ModelError::Request(format!(
+                "position {} is beyond the model's max_position_embeddings ({})",
+                end - 1,
+                self.max_positions
+            )));
+        }
+        {
+            let table = self.table.read().unwrap_or_else(|e| e.into_inner());
+            if table.cos.dim(0)? >= end {
+                return Ok((table.cos.clone(), table.sin.clone()));
+            }
+        }
+        let mut table = self.table.write().unwrap_or_else(|e| e.into_inner());
+        let have = table.cos.dim(0)?;
+        if have < end {
+            let rows = end.max(2 * have).max(MIN_ROPE_ROWS).min(self.max_positions);
+            let half = self.inv_freq.len();
+            let mut cos = Vec::with_capacity((rows - have) * half);
+            let mut sin = Vec::with_capacity((rows - have) * half);
+            for p in have..rows {
+                for f in self.inv_freq.iter() {
+                    let angle = p as f64 * f;
+                    cos.push(angle.cos() as f32);
+                    sin.push(angle.sin() as f32);
+                }
+            }
+            let shape = (rows - have, half);
+            let cos = Tensor::from_vec(cos, shape, &self.device)?.to_dtype(self.dtype)?;
+            let sin = Tensor::from_vec(sin, shape, &self.device)?.to_dtype(self.dtype)?;
+            table.cos = Tensor::cat(&[&table.cos, &cos], 0)?;
+            table.sin = Tensor::cat(&[&table.sin, &sin], 0)?;
+        }
+        Ok((table.cos.clone(), table.sin.clone()))
+    }
+
+    /// Longest sequence the model supports.
     pub fn max_positions(&self) -> usize {
-        self.cos.dim(0).unwrap_or(0)
+        self.max_positions
     }
 }
 
@@ -336,7 +396,7 @@ mod tests {
 
         let rope = Rope::new(8, 10_000.0, None, 16, DType::F32, &dev).unwrap();
         let pos = Tensor::new(&[[0u32, 1, 2, 3, 4], [3, 4, 5, 6, 7]], &dev).unwrap();
-        let at = rope.at(&pos).unwrap();
+        let at = rope.at(&pos, 8).unwrap();
         close(
             &apply_rope(&x, &at, Mode::Infer).unwrap(),
             &apply_rope(&x, &at, Mode::Train).unwrap(),
@@ -350,7 +410,9 @@ mod tests {
         let dev = Device::Cpu;
         let rope = Rope::new(2, 10_000.0, None, 4, DType::F32, &dev).unwrap();
         let x = Tensor::new(&[[[[1f32, 0.0], [1.0, 0.0]]]], &dev).unwrap();
-        let at = rope.at(&Tensor::new(&[[0u32, 2]], &dev).unwrap()).unwrap();
+        let at = rope
+            .at(&Tensor::new(&[[0u32, 2]], &dev).unwrap(), 3)
+            .unwrap();
         let y: Vec<f32> = apply_rope(&x, &at, Mode::Train)
             .unwrap()
             .flatten_all()
@@ -361,6 +423,37 @@ mod tests {
         for (a, e) in y.iter().zip(expected) {
             assert!((a - e).abs() < 1e-6, "{y:?}");
         }
+    }
+
+    #[test]
+    fn rope_tables_cover_the_positions_used_not_the_declared_maximum() {
+        // 10¹² declared positions: building the whole table would need 32 TB.
+        let dev = Device::Cpu;
+        let huge = Rope::new(16, 10_000.0, None, 1_000_000_000_000, DType::F32, &dev).unwrap();
+        let rows = |r: &Rope| r.table.read().unwrap().cos.dim(0).unwrap();
+        assert_eq!(rows(&huge), 0);
+        let pos = Tensor::new(&[[0u32, 7, 300], [1, 2, 3]], &dev).unwrap();
+        let grown = huge.at(&pos, 301).unwrap();
+        assert_eq!(rows(&huge), 301.max(MIN_ROPE_ROWS));
+        // A clone shares the table; reaching further doubles it.
+        let clone = huge.clone();
+        clone
+            .at(&Tensor::new(&[[400u32]], &dev).unwrap(), 401)
+            .unwrap();
+        assert_eq!(rows(&huge), 602);
+        // The factors are those of a table built whole.
+        let whole = Rope::new(16, 10_000.0, None, 301, DType::F32, &dev).unwrap();
+        let expected = whole.at(&pos, 301).unwrap();
+        assert_eq!(
+            crate::test_util::max_abs_diff(&grown.cos, &expected.cos),
+            0.0
+        );
+        assert_eq!(
+            crate::test_util::max_abs_diff(&grown.sin, &expected.sin),
+            0.0
+        );
+        let err = whole.at(&pos, 302).unwrap_err().to_string();
+        assert!(err.contains("max_position_embeddings (301)"), "{err}");
     }
 
     #[test]

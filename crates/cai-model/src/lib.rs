@@ -2,6 +2,7 @@
 //! differentiable candle decoder — loading, tokenizers, batched generation, log-prob scoring.
 #![deny(missing_docs)]
 
+mod atomic_file;
 pub mod attention_backward;
 pub mod batching;
 pub mod bench;
@@ -23,6 +24,7 @@ pub mod layers;
 pub mod local;
 pub mod lora;
 pub mod mask;
+pub mod memory;
 pub mod prefix;
 pub mod reward_model;
 pub mod rms_norm;
@@ -35,5 +37,7 @@ pub mod tokenizer;
 pub mod train_ops;
 mod vector;
 pub mod weights;
+
+pub use atomic_file::{write_atomic, write_atomic_with};
 
 pub use error::{ModelError, Result};

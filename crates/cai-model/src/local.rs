@@ -112,6 +112,14 @@ impl LocalModel {
                 (Device::Cpu, _) | (_, None) => DType::F32,
                 (_, Some(name)) => parse_dtype(name).unwrap_or(DType::F32),
             });
+        crate::memory::check(&options.device, config.weight_bytes(dtype), || {
+            format!(
+                "{}: {} in {}",
+                config_path.display(),
+                config.describe(),
+                crate::weights::dtype_short_name(dtype)
+            )
+        })?;
         let ckpt = Checkpoint::open_dir(&dir)?;
         let mut decoder = load_decoder(config, &ckpt, dtype, &options.device)?;
         decoder.prepare_for_inference()?;

@@ -237,8 +237,8 @@ impl RewardModel {
         std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
         let path = dir.join("config.json");
         let text = serde_json::to_string_pretty(&self.hf_config(dtype)).expect("serialisable");
-        std::fs::write(&path, text + "\n").map_err(|e| ModelError::io(&path, e))?;
-        save_safetensors(&self.tensors(dtype)?, &dir.join(SINGLE_FILE))
+        save_safetensors(&self.tensors(dtype)?, &dir.join(SINGLE_FILE))?;
+        crate::write_atomic(&path, (text + "\n").as_bytes())
     }
 }
 

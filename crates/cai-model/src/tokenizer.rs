@@ -343,7 +343,7 @@ impl Tokenizer {
             .inner
             .to_string(true)
             .map_err(|e| tokenizer_error(&path, e.to_string()))?;
-        std::fs::write(&path, json).map_err(|e| ModelError::io(&path, e))?;
+        crate::write_atomic(&path, json.as_bytes())?;
         let mut config = json!({
             "tokenizer_class": "PreTrainedTokenizerFast",
             "bos_token": self.bos_token(),
@@ -361,7 +361,7 @@ impl Tokenizer {
         }
         let path = dir.join("tokenizer_config.json");
         let text = serde_json::to_string_pretty(&config).expect("a JSON value serialises");
-        std::fs::write(&path, text).map_err(|e| ModelError::io(&path, e))
+        crate::write_atomic(&path, text.as_bytes())
     }
 }
 

@@ -143,7 +143,7 @@ mod tests {
         let dev = Device::Cpu;
         let rope = Rope::new(8, 10_000.0, None, 16, DType::F32, &dev).unwrap();
         let at = rope
-            .at(&Tensor::new(&[[0u32, 1, 2], [5, 6, 7]], &dev).unwrap())
+            .at(&Tensor::new(&[[0u32, 1, 2], [5, 6, 7]], &dev).unwrap(), 8)
             .unwrap();
         let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 3, 3, 8), &dev).unwrap()).unwrap();
         let probe = Tensor::randn(0f32, 1.0, (2, 3, 3, 8), &dev).unwrap();

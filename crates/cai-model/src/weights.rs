@@ -8,6 +8,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
 
+use crate::atomic_file::write_atomic;
 use crate::checkpoint::{save_safetensors, Checkpoint, SINGLE_FILE};
 use crate::config::ModelConfig;
 use crate::decoder::{Decoder, ParamKind, ParamSpec};
@@ -101,9 +102,9 @@ pub fn save_decoder(decoder: &Decoder, dir: &Path, dtype: DType) -> Result<()> {
     let mut config = decoder.config().clone();
     config.torch_dtype = Some(torch_dtype_name(dtype).to_string());
     let json = serde_json::to_string_pretty(&config.to_hf_json()).expect("serialisable");
-    let config_path = dir.join("config.json");
-    std::fs::write(&config_path, json + "\n").map_err(|e| ModelError::io(&config_path, e))?;
-    save_safetensors(&hf_tensors(decoder, dtype)?, &dir.join(SINGLE_FILE))
+    save_safetensors(&hf_tensors(decoder, dtype)?, &dir.join(SINGLE_FILE))?;
+    // The config last: a config.json that says this model only ever sits beside its weights.
+    write_atomic(&dir.join("config.json"), (json + "\n").as_bytes())
 }
 
 /// The PyTorch name of a dtype, as `config.json` records it.
@@ -113,6 +114,16 @@ pub fn torch_dtype_name(dtype: DType) -> &'static str {
         DType::BF16 => "bfloat16",
         DType::F64 => "float64",
         _ => "float32",
+    }
+}
+
+/// The short name of a dtype, as `--dtype` takes it (`f32`, `f16`, `bf16`, `f64`).
+pub fn dtype_short_name(dtype: DType) -> &'static str {
+    match dtype {
+        DType::F16 => "f16",
+        DType::BF16 => "bf16",
+        DType::F64 => "f64",
+        _ => "f32",
     }
 }
 

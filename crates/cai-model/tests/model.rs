@@ -37,3 +37,9 @@ mod bpe_styles;
 
 #[path = "model/preference.rs"]
 mod preference;
+
+#[path = "model/load_checks.rs"]
+mod load_checks;
+
+#[path = "model/files.rs"]
+mod files;

@@ -7,6 +7,62 @@ use super::{
     Architecture, Llama3RopeScaling, MlpKind, ModelConfig, NormKind, PositionEncoding, RopeScaling,
 };
 
+/// Integer sizes of the llama family's `config.json`.
+const LLAMA_SIZES: &[&str] = &[
+    "vocab_size",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "max_position_embeddings",
+    "sliding_window",
+    "max_window_layers",
+];
+/// Integer sizes of GPT-2's `config.json`.
+const GPT2_SIZES: &[&str] = &[
+    "vocab_size",
+    "n_embd",
+    "n_layer",
+    "n_head",
+    "n_inner",
+    "n_positions",
+];
+
+/// Check the sizes are non-negative integers and the epsilons and θ numbers before serde
+/// reads them, whose messages do not name the field (`invalid type: floating point
+/// \`1e12\`, expected usize`).
+pub(super) fn check_field_types(
+    value: &serde_json::Value,
+    arch: Architecture,
+) -> std::result::Result<(), String> {
+    let (sizes, floats): (&[&str], &[&str]) = match arch {
+        Architecture::Gpt2 => (GPT2_SIZES, &["layer_norm_epsilon"]),
+        _ => (LLAMA_SIZES, &["rms_norm_eps", "rope_theta"]),
+    };
+    for &name in sizes {
+        match value.get(name) {
+            None | Some(serde_json::Value::Null) => {}
+            Some(v) if v.as_u64().is_some() => {}
+            Some(v) => {
+                return Err(format!(
+                    "`{name}` is {v}; expected a whole number ≥ 0 written without a \
+                     decimal point or exponent"
+                ))
+            }
+        }
+    }
+    for &name in floats {
+        match value.get(name) {
+            None | Some(serde_json::Value::Null) => {}
+            Some(v) if v.is_number() => {}
+            Some(v) => return Err(format!("`{name}` is {v}; expected a number")),
+        }
+    }
+    Ok(())
+}
+
 /// `eos_token_id` is an integer or a list of integers.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]

@@ -102,8 +102,9 @@ pub fn save_adapter(
     std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
     let path = dir.join(ADAPTER_CONFIG_FILE);
     let text = serde_json::to_string_pretty(&config).expect("serialisable") + "\n";
-    std::fs::write(&path, text).map_err(|e| ModelError::io(&path, e))?;
-    save_safetensors(&tensors, &dir.join(ADAPTER_WEIGHTS_FILE))
+    // The weights first: an adapter_config.json only ever sits beside its weights.
+    save_safetensors(&tensors, &dir.join(ADAPTER_WEIGHTS_FILE))?;
+    crate::write_atomic(&path, text.as_bytes())
 }
 
 /// How loaded adapters are installed.

@@ -201,8 +201,14 @@ fn safetensors_files_carry_format_pt_metadata() {
         .filter(|k| *k != "__metadata__")
         .count();
     assert_eq!(tensors, decoder.params().len());
-    assert!(
-        !tmp.path().join("model.safetensors.tmp").exists(),
+    let mut names: Vec<String> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["config.json", SINGLE_FILE],
         "no temporary file is left behind"
     );
 }

@@ -21,7 +21,8 @@ fn load_err(dir: &Path) -> ModelError {
         .expect("loading should fail")
 }
 
-fn edit_config(dir: &ModelDir, edit: impl FnOnce(&mut serde_json::Map<String, Value>)) {
+/// Rewrite the model's `config.json` after `edit`ing it.
+pub fn edit_config(dir: &ModelDir, edit: impl FnOnce(&mut serde_json::Map<String, Value>)) {
     let path = dir.path.join("config.json");
     let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     edit(config.as_object_mut().unwrap());
@@ -29,7 +30,7 @@ fn edit_config(dir: &ModelDir, edit: impl FnOnce(&mut serde_json::Map<String, Va
 }
 
 /// Rewrite the model's safetensors file after `edit`ing its tensors.
-fn edit_tensors(dir: &ModelDir, edit: impl FnOnce(&mut BTreeMap<String, Tensor>)) {
+pub fn edit_tensors(dir: &ModelDir, edit: impl FnOnce(&mut BTreeMap<String, Tensor>)) {
     let path = dir.path.join(SINGLE_FILE);
     let mut tensors: BTreeMap<String, Tensor> = candle_core::safetensors::load(&path, &Device::Cpu)
         .unwrap()
