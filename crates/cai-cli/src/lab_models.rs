@@ -104,7 +104,11 @@ fn extract(shipped: &Shipped) -> anyhow::Result<PathBuf> {
         .with_context(|| format!("creating the model cache {}", partial.display()))?;
     for (name, bytes) in shipped.files {
         let path = partial.join(name);
-        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
+        if let Err(e) = std::fs::write(&path, bytes) {
+            // A full disk must not leave a half-written copy behind.
+            let _ = std::fs::remove_dir_all(&partial);
+            return Err(e).with_context(|| format!("writing {}", path.display()));
+        }
     }
     if let Err(e) = std::fs::rename(&partial, &dir) {
         // Another process got there first: its copy is identical.

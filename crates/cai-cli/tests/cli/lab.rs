@@ -138,6 +138,23 @@ fn judge_classifies_and_summarises() {
     assert_eq!(judged[5]["judgement_b"]["kind"], "harmless_helpful");
     assert_eq!(judged[5]["a_better"], 0.0);
 
+    // The input is never the output: its labels would be replaced.
+    let before = work.read("responses.jsonl");
+    let err = crate::helpers::assert_exit(
+        &work.cai(&[
+            "lab",
+            "judge",
+            "--input",
+            "responses.jsonl",
+            "--output",
+            "responses.jsonl",
+            "--labels",
+        ]),
+        1,
+    );
+    assert!(err.contains("also an input"), "{err}");
+    assert_eq!(work.read("responses.jsonl"), before);
+
     // Without --json: a table on stdout.
     let text = stdout(&work.cai_ok(&["lab", "judge", "--input", "responses.jsonl"]));
     assert!(

@@ -107,6 +107,11 @@ fn text_field<'a>(record: &'a Value, field: &str) -> Option<&'a str> {
 
 /// Run `cai lab judge`.
 pub fn run(args: JudgeArgs) -> anyhow::Result<()> {
+    let _claim = args
+        .output
+        .as_deref()
+        .map(|output| crate::resume::claim(output, &[&args.input]))
+        .transpose()?;
     let oracle = Oracle::new(&World::new(0));
     let records = read_jsonl_values(&args.input)?;
     let mut summary = Summary::default();
