@@ -77,6 +77,62 @@ pub(crate) fn resume_command() -> String {
         .join(" ")
 }
 
+/// This command line resuming at learning rate `lr`, allowing the change: `--resume
+/// --learning-rate LR --allow-config-change learning_rate` in place of any such flags given
+/// (other allowed changes are kept). `None` when this process runs other commands (`cai
+/// pipeline`): its resume command is its own.
+pub(crate) fn lower_rate_command(lr: f64) -> Option<String> {
+    if RESUME_HINT.get().is_some() {
+        return None;
+    }
+    Some(
+        with_lower_rate(std::env::args().skip(1), lr)
+            .iter()
+            .map(|w| shell_quote(w))
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}
+
+/// `cai` and `args` less `--overwrite`, `--resume`, `--learning-rate` and
+/// `--allow-config-change` (in either `--flag value` or `--flag=value` form), then
+/// `--resume --learning-rate lr --allow-config-change` with `learning_rate` added to the
+/// names given before.
+fn with_lower_rate(args: impl Iterator<Item = String>, lr: f64) -> Vec<String> {
+    let mut words = vec!["cai".to_owned()];
+    let mut allowed: Vec<String> = Vec::new();
+    let mut args = args.peekable();
+    while let Some(arg) = args.next() {
+        let (flag, inline) = match arg.split_once('=') {
+            Some((flag, value)) if flag.starts_with("--") => {
+                (flag.to_owned(), Some(value.to_owned()))
+            }
+            _ => (arg.clone(), None),
+        };
+        match flag.as_str() {
+            "--overwrite" | "--resume" => {}
+            "--learning-rate" | "--allow-config-change" => {
+                let value = inline.or_else(|| args.next()).unwrap_or_default();
+                if flag == "--allow-config-change" {
+                    allowed.extend(value.split(',').map(str::to_owned));
+                }
+            }
+            _ => words.push(arg),
+        }
+    }
+    if !allowed.iter().any(|a| a == "learning_rate") {
+        allowed.push("learning_rate".into());
+    }
+    words.extend([
+        "--resume".to_owned(),
+        "--learning-rate".to_owned(),
+        format!("{lr:e}"),
+        "--allow-config-change".to_owned(),
+        allowed.join(","),
+    ]);
+    words
+}
+
 /// `w` as one word for a POSIX shell.
 fn shell_quote(w: &str) -> String {
     let plain = !w.is_empty()
@@ -102,5 +158,41 @@ mod tests {
         assert_eq!(shell_quote("my data.jsonl"), "'my data.jsonl'");
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
         assert_eq!(shell_quote(""), "''");
+    }
+
+    #[test]
+    fn the_lower_rate_command_replaces_the_rate_and_keeps_other_allowances() {
+        let args = |words: &[&str]| words.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+        let words = with_lower_rate(
+            args(&[
+                "sft",
+                "--learning-rate",
+                "1e6",
+                "--resume",
+                "--data",
+                "d.jsonl",
+            ])
+            .into_iter(),
+            1e5,
+        );
+        assert_eq!(
+            words.join(" "),
+            "cai sft --data d.jsonl --resume --learning-rate 1e5 --allow-config-change \
+             learning_rate"
+        );
+        let words = with_lower_rate(
+            args(&[
+                "rl",
+                "--learning-rate=0.1",
+                "--allow-config-change=data",
+                "--overwrite",
+            ])
+            .into_iter(),
+            0.01,
+        );
+        assert_eq!(
+            words.join(" "),
+            "cai rl --resume --learning-rate 1e-2 --allow-config-change data,learning_rate"
+        );
     }
 }

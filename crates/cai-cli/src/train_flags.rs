@@ -35,12 +35,32 @@ pub struct RunFlags {
     /// Device to train on: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`)
     #[arg(long, default_value = "cpu", value_name = "DEVICE")]
     pub device: DeviceName,
-    /// Continue from the newest checkpoint in --output/checkpoints (same settings required)
+    /// Continue from the newest checkpoint in --output/checkpoints (same settings and data
+    /// required, except what --allow-config-change names)
     #[arg(long, conflicts_with = "overwrite")]
     pub resume: bool,
+    /// With --resume: let these settings differ from the checkpoint's (comma-separated:
+    /// learning_rate, schedule, warmup_steps, max_grad_norm, weight_decay, epochs,
+    /// max_steps, steps, save_every, keep_last, eval_every, sample_every), and `data` to
+    /// continue on input files that changed since the checkpoint
+    #[arg(
+        long,
+        value_name = "KEYS",
+        value_delimiter = ',',
+        requires = "resume",
+        value_parser = parse_changeable
+    )]
+    pub allow_config_change: Vec<String>,
     /// Start afresh, deleting what an earlier run wrote to --output
     #[arg(long)]
     pub overwrite: bool,
+}
+
+/// One `--allow-config-change` name: a setting a resume may change, or `data`.
+fn parse_changeable(s: &str) -> Result<String, String> {
+    let name = s.trim().to_owned();
+    cai_train::resume::validate_allow(std::slice::from_ref(&name)).map_err(|e| e.to_string())?;
+    Ok(name)
 }
 
 impl RunFlags {

@@ -5,9 +5,14 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use cai_core::lock::WriterLock;
 use cai_model::lora::{ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE};
 use cai_train::checkpoint::{latest_checkpoint, TRAINING_CONFIG_FILE};
+use cai_train::resume::CHANGEABLE;
+use cai_train::TrainError;
 use serde_json::Value;
+
+use crate::interrupt::lower_rate_command;
 
 use crate::usage::{ensure, UsageError};
 
@@ -30,12 +35,48 @@ pub(crate) struct TrainOutput<'a> {
     pub config_file: &'static str,
     /// Further files of the method, removed by `--overwrite` (`teacher_samples.jsonl`).
     pub extra_files: &'static [&'static str],
+    /// The settings (and `data`) a resume may change: `--allow-config-change`.
+    pub allow_changes: &'a [String],
 }
 
 impl TrainOutput<'_> {
-    /// Run `--resume`/`--overwrite` against the directory: see [`prepare_output`].
-    pub(crate) fn prepare(&self, earlier: Earlier) -> anyhow::Result<Plan> {
-        prepare_output(self, earlier)
+    /// Take the output directory's writer lock, held for the whole run (so a second
+    /// trainer on the same `--output` fails at once, naming this process), then run
+    /// `--resume`/`--overwrite` against the directory: see [`prepare_output`].
+    pub(crate) fn prepare(&self, earlier: Earlier) -> anyhow::Result<(Plan, WriterLock)> {
+        let lock = WriterLock::acquire(self.output).map_err(|e| match e {
+            cai_core::Error::Locked { .. } => anyhow::Error::new(UsageError(format!(
+                "{e}; wait for that run to end, or choose another --output"
+            ))),
+            other => anyhow::Error::new(other),
+        })?;
+        Ok((prepare_output(self, earlier)?, lock))
+    }
+}
+
+/// A trainer's error for the user: a divergence gets the command that resumes from the last
+/// good checkpoint at a lower learning rate than `lr`: the rate that checkpoint was trained
+/// with (read from its settings under `method`) when that was lower, else a tenth of `lr`.
+pub(crate) fn explain(err: TrainError, method: &str, lr: f64) -> anyhow::Error {
+    let TrainError::Diverged {
+        last_good: Some(dir),
+        ..
+    } = &err
+    else {
+        return err.into();
+    };
+    let trained_with = std::fs::read_to_string(dir.join(TRAINING_CONFIG_FILE))
+        .ok()
+        .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+        .and_then(|config| config.get(method)?.get("learning_rate")?.as_f64())
+        .filter(|&saved| saved < lr);
+    let (lower, why) = match trained_with {
+        Some(saved) => (saved, "at the rate that trained well"),
+        None => (lr / 10.0, "at a tenth of the rate"),
+    };
+    match lower_rate_command(lower) {
+        Some(command) => anyhow::anyhow!("{err}\nto resume {why}: {command}"),
+        None => err.into(),
     }
 }
 
@@ -162,17 +203,35 @@ fn check_same_settings(checkpoint: &Path, target: &TrainOutput) -> anyhow::Resul
     };
     let keys: BTreeSet<&String> = saved.keys().chain(now.keys()).collect();
     let show = |v: Option<&Value>| v.map_or_else(|| "unset".to_owned(), Value::to_string);
-    let differing: Vec<String> = keys
+    let differing: Vec<&String> = keys
         .into_iter()
         .filter(|k| saved.get(*k) != now.get(*k))
-        .map(|k| format!("{k} was {}, now {}", show(saved.get(k)), show(now.get(k))))
+        .filter(|k| !target.allow_changes.contains(k))
         .collect();
+    let changes: Vec<String> = differing
+        .iter()
+        .map(|k| format!("{k} was {}, now {}", show(saved.get(*k)), show(now.get(*k))))
+        .collect();
+    let changeable = differing.iter().all(|k| CHANGEABLE.contains(&k.as_str()));
     ensure(differing.is_empty(), || {
+        let names: Vec<&str> = differing.iter().map(|k| k.as_str()).collect();
+        let way = if changeable {
+            format!(
+                "resume with the flags and --config of the run, add --allow-config-change {} to \
+                 resume with the new values",
+                names.join(",")
+            )
+        } else {
+            format!(
+                "resume with the flags and --config of the run (a resume can change only {}, \
+                 with --allow-config-change)",
+                CHANGEABLE.join(", ")
+            )
+        };
         format!(
-            "{} was saved with other settings ({}); resume with the flags and --config of the \
-             run, or pass --overwrite to start again",
+            "{} was saved with other settings ({}); {way}, or pass --overwrite to start again",
             checkpoint.display(),
-            differing.join("; ")
+            changes.join("; ")
         )
     })?;
     Ok(())

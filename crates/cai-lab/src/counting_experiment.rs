@@ -181,6 +181,7 @@ pub fn run_counting(
         eval_data: None,
         output: sft_dir.clone(),
         resume: false,
+        allow_changes: Vec::new(),
         device: device.clone(),
     };
     let outcome = run_sft(&run, &sft, &stop, &mut |record, total_steps| {
@@ -210,6 +211,7 @@ pub fn run_counting(
         eval_data: None,
         output: distilled_dir.clone(),
         resume: false,
+        allow_changes: Vec::new(),
         device: device.clone(),
     };
     let outcome = run_distill(&run, &distill, &stop, &mut |event| {

@@ -339,6 +339,7 @@ fn train(
         eval_data: None,
         output: train_dir.to_owned(),
         resume: true,
+        allow_changes: Vec::new(),
         device: device.clone(),
     };
     progress(PretrainEvent::Step("training on the corpus"));

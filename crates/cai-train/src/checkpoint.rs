@@ -138,14 +138,28 @@ pub fn latest_checkpoint(dir: &Path) -> Result<Option<PathBuf>> {
 /// Write `dir/checkpoint-{state.step}/` and return its path.
 ///
 /// Everything is written into a hidden temporary directory, synced, then renamed into place,
-/// so a crash leaves either the complete checkpoint or none (temporaries of crashed saves
-/// are removed by the next save; one trainer writes to a directory at a time). A checkpoint
-/// of the same step is replaced. With `keep_last`, older checkpoints beyond the newest N are
-/// deleted after the new one is in place.
+/// so a crash leaves either the complete checkpoint or none. A save that fails (a full disk)
+/// removes its temporary directory; temporaries of killed runs are removed by the next save
+/// (only cai's own `.checkpoint-N.tmp` and `.checkpoint-N.old.tmp` names, and only in `dir`;
+/// one trainer writes to a directory at a time, under its writer lock). A checkpoint of the
+/// same step is replaced. With `keep_last`, older checkpoints beyond the newest N are deleted
+/// after the new one is in place.
 pub fn save_checkpoint(
     dir: &Path,
     checkpoint: &Checkpoint<'_>,
     options: &CheckpointOptions,
+) -> Result<PathBuf> {
+    save_checkpoint_with(dir, checkpoint, options, &|_| Ok(()))
+}
+
+/// [`save_checkpoint`], with `write_extra` writing further files (a tokenizer, an adapter's
+/// config, a value head) into the temporary directory before it is renamed into place, so
+/// that they are part of the atomic save too.
+pub fn save_checkpoint_with(
+    dir: &Path,
+    checkpoint: &Checkpoint<'_>,
+    options: &CheckpointOptions,
+    write_extra: &dyn Fn(&Path) -> Result<()>,
 ) -> Result<PathBuf> {
     fs::create_dir_all(dir).map_err(io(dir))?;
     remove_stale_temporaries(dir)?;
@@ -153,33 +167,25 @@ pub fn save_checkpoint(
     let target = dir.join(&name);
     let tmp = dir.join(format!(".{name}.tmp"));
     fs::create_dir(&tmp).map_err(io(&tmp))?;
-
-    let weights = tmp.join(&options.weights_file);
-    cai_model::checkpoint::save_safetensors(checkpoint.weights, &weights)?;
-    sync_path(&weights)?;
-    let optimizer = tmp.join(OPTIMIZER_FILE);
-    checkpoint.optimizer.save(&optimizer)?;
-    sync_path(&optimizer)?;
-    write_synced(
-        &tmp.join(TRAINING_CONFIG_FILE),
-        &pretty_json(checkpoint.config),
-    )?;
-    for (file, bytes) in checkpoint.extra_files {
-        write_synced(&tmp.join(file), bytes)?;
+    if let Err(e) = write_contents(&tmp, checkpoint, options, write_extra) {
+        // Leave nothing half-written behind (the error says why the save failed).
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
     }
-    write_synced(
-        &tmp.join(TRAINER_STATE_FILE),
-        &pretty_json(checkpoint.state),
-    )?;
-    sync_path(&tmp)?;
 
     if target.exists() {
         let old = dir.join(format!(".{name}.old.tmp"));
         fs::rename(&target, &old).map_err(io(&target))?;
-        fs::rename(&tmp, &target).map_err(io(&target))?;
+        if let Err(e) = fs::rename(&tmp, &target) {
+            // Put the old checkpoint back rather than lose it.
+            let _ = fs::rename(&old, &target);
+            let _ = fs::remove_dir_all(&tmp);
+            return Err(TrainError::io(&target, e));
+        }
         fs::remove_dir_all(&old).map_err(io(&old))?;
-    } else {
-        fs::rename(&tmp, &target).map_err(io(&target))?;
+    } else if let Err(e) = fs::rename(&tmp, &target) {
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(TrainError::io(&target, e));
     }
     sync_path(dir)?;
 
@@ -196,12 +202,52 @@ pub fn save_checkpoint(
     Ok(target)
 }
 
+/// Write a checkpoint's files into `tmp`, each synced; the trainer state last.
+fn write_contents(
+    tmp: &Path,
+    checkpoint: &Checkpoint<'_>,
+    options: &CheckpointOptions,
+    write_extra: &dyn Fn(&Path) -> Result<()>,
+) -> Result<()> {
+    let weights = tmp.join(&options.weights_file);
+    cai_model::checkpoint::save_safetensors(checkpoint.weights, &weights)?;
+    sync_path(&weights)?;
+    let optimizer = tmp.join(OPTIMIZER_FILE);
+    checkpoint.optimizer.save(&optimizer)?;
+    sync_path(&optimizer)?;
+    write_synced(
+        &tmp.join(TRAINING_CONFIG_FILE),
+        &pretty_json(checkpoint.config),
+    )?;
+    for (file, bytes) in checkpoint.extra_files {
+        write_synced(&tmp.join(file), bytes)?;
+    }
+    write_extra(tmp)?;
+    write_synced(
+        &tmp.join(TRAINER_STATE_FILE),
+        &pretty_json(checkpoint.state),
+    )?;
+    sync_path(tmp)
+}
+
+/// Whether `name` is one of [`save_checkpoint`]'s temporaries: `.checkpoint-{step}.tmp` or
+/// `.checkpoint-{step}.old.tmp`.
+fn is_temporary(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(&format!(".{CHECKPOINT_PREFIX}")) else {
+        return false;
+    };
+    let step = rest
+        .strip_suffix(".old.tmp")
+        .or_else(|| rest.strip_suffix(".tmp"));
+    step.is_some_and(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+}
+
 fn remove_stale_temporaries(dir: &Path) -> Result<()> {
     for entry in fs::read_dir(dir).map_err(io(dir))? {
         let entry = entry.map_err(io(dir))?;
         let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with(&format!(".{CHECKPOINT_PREFIX}")) && name.ends_with(".tmp") {
+        let is_dir = entry.file_type().map_err(io(dir))?.is_dir();
+        if is_dir && is_temporary(&name.to_string_lossy()) {
             let path = entry.path();
             fs::remove_dir_all(&path).map_err(io(&path))?;
         }
@@ -358,6 +404,97 @@ mod tests {
                 "checkpoint-best"
             ]
         );
+    }
+
+    #[test]
+    fn a_failed_save_leaves_no_temporary_and_stale_ones_go_only_if_ours() {
+        let tmp = tempfile::tempdir().unwrap();
+        save(tmp.path(), 1, None);
+        // A save that fails part-way (here the extra files' writer; a full disk alike).
+        let weights: BTreeMap<String, Tensor> = [(
+            "w".to_string(),
+            Tensor::new(&[2f32, 0.5], &Device::Cpu).unwrap(),
+        )]
+        .into();
+        let mut state = TrainerState::new(3);
+        state.step = 2;
+        let checkpoint = Checkpoint {
+            weights: &weights,
+            optimizer: &optimizer(),
+            state: &state,
+            config: &json!({}),
+            extra_files: &[],
+        };
+        let err = save_checkpoint_with(
+            tmp.path(),
+            &checkpoint,
+            &CheckpointOptions::default(),
+            &|dir| {
+                Err(TrainError::io(
+                    dir.join("tokenizer.json"),
+                    std::io::Error::other("No space left on device"),
+                ))
+            },
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("No space left"), "{err}");
+        assert_eq!(names(tmp.path()), ["checkpoint-1"]);
+
+        // A killed run's temporaries go at the next save; look-alikes stay.
+        for name in [".checkpoint-3.tmp", ".checkpoint-1.old.tmp"] {
+            fs::create_dir(tmp.path().join(name)).unwrap();
+        }
+        for name in [
+            ".checkpoint-notes.tmp",
+            ".checkpoint-.tmp",
+            "checkpoint-9.tmp",
+        ] {
+            fs::create_dir(tmp.path().join(name)).unwrap();
+        }
+        fs::write(tmp.path().join(".checkpoint-4.tmp-file"), "x").unwrap();
+        save(tmp.path(), 5, None);
+        assert_eq!(
+            names(tmp.path()),
+            [
+                ".checkpoint-.tmp",
+                ".checkpoint-4.tmp-file",
+                ".checkpoint-notes.tmp",
+                "checkpoint-1",
+                "checkpoint-5",
+                "checkpoint-9.tmp"
+            ]
+        );
+    }
+
+    #[test]
+    fn extra_files_are_inside_the_atomic_save() {
+        let tmp = tempfile::tempdir().unwrap();
+        let weights: BTreeMap<String, Tensor> = [(
+            "w".to_string(),
+            Tensor::new(&[2f32, 0.5], &Device::Cpu).unwrap(),
+        )]
+        .into();
+        let state = TrainerState::new(3);
+        let checkpoint = Checkpoint {
+            weights: &weights,
+            optimizer: &optimizer(),
+            state: &state,
+            config: &json!({}),
+            extra_files: &[],
+        };
+        let dir = save_checkpoint_with(
+            tmp.path(),
+            &checkpoint,
+            &CheckpointOptions::default(),
+            &|dir| {
+                // Written before the trainer state that marks the checkpoint complete.
+                assert!(!dir.join(TRAINER_STATE_FILE).exists());
+                assert!(dir.file_name().unwrap().to_string_lossy().ends_with(".tmp"));
+                write_synced(&dir.join("tokenizer.json"), b"{}")
+            },
+        )
+        .unwrap();
+        assert!(dir.join("tokenizer.json").is_file());
     }
 
     #[test]

@@ -22,11 +22,12 @@ use crate::distill_data::{
 };
 use crate::distill_teacher::{fingerprint, TargetSource, Teacher, TopKTable};
 use crate::kl::{distill_kl, top1_agreement};
+use crate::resume::{self, text_fingerprint, FINGERPRINT_KEY};
 use crate::sft_data::epoch_order;
 use crate::trainee::{write_json, Trainee};
 use crate::{
-    latest_checkpoint, load_checkpoint, AdamW, AdamWConfig, GradAccumulator, MetricRecord,
-    MetricsWriter, Result, Schedule, Split, TrainError, TrainerState,
+    divergence, latest_checkpoint, load_checkpoint, AdamW, AdamWConfig, GradAccumulator,
+    MetricRecord, MetricsWriter, Result, Schedule, Split, TrainError, TrainerState,
 };
 
 /// What to distil, from what, and where to write.
@@ -44,6 +45,9 @@ pub struct DistillRun {
     pub output: PathBuf,
     /// Continue from the newest checkpoint in `output/checkpoints` if there is one.
     pub resume: bool,
+    /// Settings a resume may change, and `"data"` for changed input data or context (see
+    /// [`crate::resume`]); anything else that differs from the checkpoint is refused.
+    pub allow_changes: Vec<String>,
     /// Device to train on.
     pub device: Device,
 }
@@ -133,21 +137,33 @@ pub fn run_distill(
         frozen.prepare_for_inference()?;
     }
     let context_ids = tokenizer.encode(&run.context, tokenizer.add_bos_token())?;
+    let skip = usize::from(tokenizer.add_bos_token() && tokenizer.bos_id().is_some());
+    // Checked before the teacher reads the context: a context past the window cannot be
+    // prefilled at all.
+    let window = frozen.config().max_position_embeddings;
+    let room = (window + skip).saturating_sub(context_ids.len());
+    if room < skip + 2 {
+        return Err(TrainError::ContextTooLong {
+            tokens: context_ids.len(),
+            window,
+            room: room.saturating_sub(skip),
+        });
+    }
     let teacher = Teacher::new(frozen.clone(), context_ids)?;
     progress(DistillEvent::Context {
         tokens: teacher.context_len(),
     });
     std::fs::create_dir_all(&run.output).map_err(|e| TrainError::io(&run.output, e))?;
 
-    let skip = usize::from(tokenizer.add_bos_token() && tokenizer.bos_id().is_some());
     let max_length = cfg.max_length.min(teacher.max_student_len(skip));
-    if max_length < skip + 2 {
-        return Err(TrainError::Config(format!(
-            "the context takes {} of the model's {} positions, leaving no room for the \
-             sequences to distil on; shorten the context",
+    if max_length < cfg.max_length {
+        tracing::warn!(
+            "the context takes {} of the model's {window} positions: sequences are cut to {} \
+             tokens (max_length is {})",
             teacher.context_len(),
-            frozen.config().max_position_embeddings
-        )));
+            max_length - skip,
+            cfg.max_length
+        );
     }
     let sampler = LocalModel::from_parts(
         run.model_dir.clone(),
@@ -237,6 +253,11 @@ pub fn run_distill(
     let total_steps = schedule.total_steps;
 
     let checkpoints = run.output.join("checkpoints");
+    let mut data_fingerprint = resume::fingerprint(&[
+        ("data", Some(run.data.as_path())),
+        ("eval_data", run.eval_data.as_deref()),
+    ])?;
+    data_fingerprint["context"] = text_fingerprint(&run.context);
     let config_json = serde_json::json!({
         "distill": cfg,
         "model": run.model_dir,
@@ -244,15 +265,20 @@ pub fn run_distill(
         "context_tokens": teacher.context_len(),
         "data": run.data,
         "eval_data": run.eval_data,
+        FINGERPRINT_KEY: data_fingerprint,
     });
     let metrics_path = run.output.join("metrics.jsonl");
     let mut state = TrainerState::new(cfg.seed);
     let mut metrics = match latest_checkpoint(&checkpoints)?.filter(|_| run.resume) {
         Some(dir) => {
             let loaded = load_checkpoint(&dir, trainee.weights_file(), &run.device)?;
-            if loaded.config.get("distill") != config_json.get("distill") {
-                return Err(TrainError::checkpoint(&dir, "was written with other distillation settings; rerun with those settings or start a new output directory"));
-            }
+            resume::check(
+                &dir,
+                "distill",
+                &loaded.config,
+                &config_json,
+                &run.allow_changes,
+            )?;
             trainee.restore(&loaded.weights, &dir)?;
             loaded.restore_optimizer(&mut optimizer)?;
             state = loaded.state;
@@ -267,6 +293,7 @@ pub fn run_distill(
         }
     };
     write_json(&run.output.join(DISTILL_CONFIG_FILE), &config_json)?;
+    divergence::start(&mut state, &optimizer)?;
     let save = |optimizer: &AdamW, state: &TrainerState| -> Result<PathBuf> {
         trainee.save_checkpoint(
             &checkpoints,
@@ -275,8 +302,12 @@ pub fn run_distill(
             &config_json,
             cfg.keep_last,
             &tokenizer,
+            &|_| Ok(()),
         )
     };
+    // A step's checkpoint is written once the next step's KL (computed with its weights) has
+    // passed the divergence check, so every checkpoint on disk is one that trained well.
+    let mut save_pending = false;
     let evaluate_now = |state: &mut TrainerState,
                         metrics: &mut MetricsWriter,
                         progress: &mut dyn FnMut(DistillEvent<'_>)|
@@ -312,6 +343,7 @@ pub fn run_distill(
             });
         }
         let started = Instant::now();
+        let before = save_pending.then(|| state.clone());
         // Batch: the step's micro-batches, in the epoch's seeded order.
         let mut micro: Vec<Vec<usize>> = Vec::with_capacity(cfg.grad_accum);
         for _ in 0..cfg.grad_accum {
@@ -351,20 +383,26 @@ pub fn run_distill(
             let kl = distill_kl(&logits, &teacher_targets)?;
             let kl_value = f64::from(kl.to_scalar::<f32>()?);
             if !kl_value.is_finite() {
-                return Err(TrainError::NonFinite {
-                    step: state.step + 1,
-                    what: "KL".into(),
-                });
+                let step = state.step + 1;
+                divergence::check_loss(&mut state, step, "KL", kl_value, true, &checkpoints)?;
             }
             let weight = n as f64 / total.max(1) as f64;
             step_kl += kl_value * weight;
             agree += top1_agreement(&logits, &teacher_targets)?;
             grads.add(&(kl * weight)?.backward()?, params)?;
         }
+        let step = state.step + 1;
+        divergence::check_loss(&mut state, step, "KL", step_kl, true, &checkpoints)?;
+        if let Some(before) = before {
+            save(&optimizer, &before)?;
+            save_pending = false;
+        }
         // Clip, check, step, schedule.
         let lr = schedule.lr_at(state.step, cfg.learning_rate);
-        let grad_norm =
-            optimizer.clip_and_step(&mut grads, cfg.max_grad_norm, lr, state.step + 1)?;
+        let grad_norm = optimizer
+            .clip_and_step(&mut grads, cfg.max_grad_norm, lr, step)
+            .map_err(|e| divergence::locate(e, &checkpoints))?;
+        divergence::check_weights(&state, step, &optimizer, &checkpoints)?;
         state.step += 1;
         state.tokens_seen += total as u64;
         state.last_train_loss = Some(step_kl);
@@ -392,7 +430,7 @@ pub fn run_distill(
             evaluate_now(&mut state, &mut metrics, progress)?;
         }
         if !last && cfg.save_every > 0 && state.step.is_multiple_of(cfg.save_every) {
-            save(&optimizer, &state)?;
+            save_pending = true;
         }
     }
     trainee.write(&run.output, &tokenizer)?;

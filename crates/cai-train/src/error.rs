@@ -25,16 +25,35 @@ pub enum TrainError {
     /// A tensor operation failed.
     #[error("tensor op: {0}")]
     Candle(#[from] candle_core::Error),
-    /// The loss or the gradients stopped being finite numbers.
+    /// Training diverged: the loss, the gradients or the weights stopped being finite, or the
+    /// loss or the weights grew far past their size at the start of the run. Nothing was
+    /// saved after the step that went wrong.
     #[error(
-        "non-finite {what} at step {step}: training stopped and the last good checkpoint is \
-         kept; lower the learning rate or enable gradient clipping (max_grad_norm), then resume"
+        "training diverged at step {step}: {what}. Stopped without saving it; {}",
+        diverged_advice(*step, last_good.as_deref())
     )]
-    NonFinite {
-        /// The optimiser step at which it happened.
+    Diverged {
+        /// The optimiser step at which it was seen (1-based).
         step: u64,
-        /// What was not finite ("loss", "gradient norm", …).
+        /// What went wrong, with the numbers.
         what: String,
+        /// The newest checkpoint, all of whose steps came before the divergence (`None`:
+        /// no checkpoint was saved before it).
+        last_good: Option<PathBuf>,
+    },
+    /// The context of a distillation run does not fit the model's window.
+    #[error(
+        "the context is {tokens} tokens but the model's window is {window} positions, \
+         leaving {room} for the sequences to distil on (at least 2 needed); shorten the context \
+         or use a model with a longer window"
+    )]
+    ContextTooLong {
+        /// Tokens of the context (with bos).
+        tokens: usize,
+        /// The model's `max_position_embeddings`.
+        window: usize,
+        /// Positions left for a sequence.
+        room: usize,
     },
     /// A checkpoint directory is incomplete or does not match the run.
     #[error("{path}: {message}")]
@@ -65,6 +84,21 @@ pub enum TrainError {
     Reward(String),
 }
 
+/// The second half of a divergence message: where to resume from, and how.
+fn diverged_advice(step: u64, last_good: Option<&std::path::Path>) -> String {
+    match last_good {
+        Some(dir) => format!(
+            "the last good checkpoint is {} (saved before step {step}). Lower the learning rate \
+             (or set max_grad_norm) and resume from it, allowing the change: \
+             --resume --learning-rate LOWER --allow-config-change learning_rate",
+            dir.display()
+        ),
+        None => "no checkpoint was saved before it. Start again with a lower learning rate \
+                 (or set max_grad_norm)"
+            .to_string(),
+    }
+}
+
 /// Result alias for cai-train.
 pub type Result<T> = std::result::Result<T, TrainError>;
 
@@ -91,14 +125,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn non_finite_message_says_what_to_do() {
-        let text = TrainError::NonFinite {
+    fn divergence_message_names_the_good_checkpoint_and_the_way_back() {
+        let text = TrainError::Diverged {
             step: 12,
-            what: "loss".into(),
+            what: "the loss is NaN".into(),
+            last_good: Some(PathBuf::from("out/checkpoints/checkpoint-10")),
         }
         .to_string();
-        assert!(text.starts_with("non-finite loss at step 12"), "{text}");
-        assert!(text.contains("last good checkpoint is kept"), "{text}");
-        assert!(text.contains("lower the learning rate"), "{text}");
+        assert!(
+            text.starts_with("training diverged at step 12: the loss is NaN"),
+            "{text}"
+        );
+        assert!(
+            text.contains("last good checkpoint is out/checkpoints/checkpoint-10"),
+            "{text}"
+        );
+        assert!(
+            text.contains("--allow-config-change learning_rate"),
+            "{text}"
+        );
+        let text = TrainError::Diverged {
+            step: 1,
+            what: "x".into(),
+            last_good: None,
+        }
+        .to_string();
+        assert!(text.contains("no checkpoint was saved before it"), "{text}");
     }
 }

@@ -8,7 +8,7 @@
 //! for micro-batch: logits = model.forward_train(ids, batch)
 //!                  (loss, n) = masked_cross_entropy(logits, targets, mask)
 //!                  accumulator.add(&(loss * n/total).backward()?, &params)
-//! accumulator.clip_to(max_grad_norm); if !accumulator.is_finite() -> stop
+//! accumulator.clip_to(max_grad_norm); if !accumulator.is_finite() -> stop (diverged)
 //! optimizer.step(&accumulator, schedule.lr_at(step, base_lr)); accumulator.clear()
 //! ```
 #![deny(missing_docs)]
@@ -21,6 +21,7 @@ pub mod distill_batch;
 pub mod distill_config;
 pub mod distill_data;
 pub mod distill_teacher;
+pub mod divergence;
 mod error;
 pub mod grads;
 pub mod kl;
@@ -33,6 +34,7 @@ pub mod pm_data;
 pub mod pm_eval;
 pub mod preference_loss;
 pub mod reliability_plot;
+pub mod resume;
 pub mod rl;
 pub mod rl_config;
 mod rl_dpo;

@@ -173,6 +173,25 @@ impl AdamW {
         self.slots.iter().map(|s| &s.param)
     }
 
+    /// The L2 norm of all the trained weights taken together (the f32 masters of bf16/f16
+    /// parameters), summed in f64 so that huge weights give a huge norm, not an overflow.
+    /// Non-finite if any weight is.
+    pub fn weight_norm(&self) -> Result<f64> {
+        let mut sum_sq = 0f64;
+        for slot in &self.slots {
+            let weights = match &slot.master {
+                Some(master) => master.clone(),
+                None => slot.param.var.as_tensor().detach(),
+            };
+            sum_sq += weights
+                .to_dtype(DType::F64)?
+                .sqr()?
+                .sum_all()?
+                .to_scalar::<f64>()?;
+        }
+        Ok(sum_sq.sqrt())
+    }
+
     /// The end of a training step: stop on non-finite gradients (naming `step`, 1-based),
     /// clip them to `max_grad_norm` (0: no clipping), take the AdamW step at `lr`, and clear
     /// them. Returns the global gradient norm before clipping.
@@ -185,9 +204,10 @@ impl AdamW {
     ) -> Result<f64> {
         let norm = grads.global_norm()?;
         if !norm.is_finite() || !grads.is_finite()? {
-            return Err(TrainError::NonFinite {
+            return Err(TrainError::Diverged {
                 step,
-                what: "gradient".into(),
+                what: format!("the gradient is not finite (norm {norm})"),
+                last_good: None,
             });
         }
         if max_grad_norm > 0.0 {

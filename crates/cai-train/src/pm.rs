@@ -16,13 +16,15 @@ use cai_model::weights::parse_dtype;
 use candle_core::{Device, Tensor};
 use serde_json::json;
 
+use crate::checkpoint::save_checkpoint_with;
 pub use crate::pm_config::PmConfig;
 use crate::pm_data::{load_pairs, mix, DataSource, PreferencePair};
 use crate::pm_eval::{collate_pairs, evaluate, margins, write_report, PmEval};
 use crate::preference_loss::soft_preference_loss;
+use crate::resume::{self, fingerprint, FINGERPRINT_KEY};
 use crate::sft_data::epoch_order;
 use crate::{
-    latest_checkpoint, load_checkpoint, save_checkpoint, AdamW, AdamWConfig, Checkpoint,
+    divergence, latest_checkpoint, load_checkpoint, AdamW, AdamWConfig, Checkpoint,
     CheckpointOptions, GradAccumulator, MetricRecord, MetricsWriter, Result, Schedule, Split,
     TrainError, TrainParam, TrainerState,
 };
@@ -40,6 +42,9 @@ pub struct PmRun {
     pub output: PathBuf,
     /// Continue from the newest checkpoint in `output/checkpoints` if there is one.
     pub resume: bool,
+    /// Settings a resume may change, and `"data"` for changed input data (see
+    /// [`crate::resume`]); anything else that differs from the checkpoint is refused.
+    pub allow_changes: Vec<String>,
     /// Device to train on.
     pub device: Device,
 }
@@ -130,11 +135,28 @@ pub fn run_pm(
     let total_steps = schedule.total_steps;
 
     let checkpoints = run.output.join("checkpoints");
+    let mut inputs: Vec<(String, Option<&Path>)> = run
+        .data
+        .iter()
+        .enumerate()
+        .map(|(i, source)| (format!("data[{i}]"), Some(source.path.as_path())))
+        .collect();
+    inputs.push(("eval_data".into(), run.eval_data.as_deref()));
+    let inputs: Vec<(&str, Option<&Path>)> = inputs
+        .iter()
+        .map(|(name, path)| (name.as_str(), *path))
+        .collect();
+    let mut data_fingerprint = fingerprint(&inputs)?;
+    // A file's mixture weight is part of what it contributes.
+    for (i, source) in run.data.iter().enumerate() {
+        data_fingerprint[format!("data[{i}]")]["weight"] = json!(source.weight);
+    }
     let config_json = json!({
         "pm": cfg,
         "model": run.model_dir,
         "data": run.data,
         "eval_data": run.eval_data,
+        FINGERPRINT_KEY: data_fingerprint,
     });
     std::fs::create_dir_all(&run.output).map_err(|e| TrainError::io(&run.output, e))?;
     let metrics_path = run.output.join("metrics.jsonl");
@@ -142,13 +164,7 @@ pub fn run_pm(
     let mut metrics = match latest_checkpoint(&checkpoints)?.filter(|_| run.resume) {
         Some(dir) => {
             let loaded = load_checkpoint(&dir, cai_model::checkpoint::SINGLE_FILE, &run.device)?;
-            if loaded.config.get("pm") != config_json.get("pm") {
-                return Err(TrainError::checkpoint(
-                    &dir,
-                    "was written with other preference-model settings; rerun with those \
-                     settings or start a new output directory",
-                ));
-            }
+            resume::check(&dir, "pm", &loaded.config, &config_json, &run.allow_changes)?;
             restore_weights(&params, &loaded.weights, &model, &dir)?;
             loaded.restore_optimizer(&mut optimizer)?;
             state = loaded.state;
@@ -166,6 +182,7 @@ pub fn run_pm(
     let text = serde_json::to_string_pretty(&config_json).expect("serialisable") + "\n";
     let path = run.output.join(PM_CONFIG_FILE);
     std::fs::write(&path, text).map_err(|e| TrainError::io(&path, e))?;
+    divergence::start(&mut state, &optimizer)?;
 
     let save = |model: &RewardModel, optimizer: &AdamW, state: &TrainerState| -> Result<PathBuf> {
         let weights = model.tensors(dtype)?;
@@ -180,18 +197,20 @@ pub fn run_pm(
             config: &config_json,
             extra_files: &extra,
         };
-        let dir = save_checkpoint(
+        // With the tokenizer beside the weights, a checkpoint loads as a preference model.
+        save_checkpoint_with(
             &checkpoints,
             &checkpoint,
             &CheckpointOptions {
                 weights_file: cai_model::checkpoint::SINGLE_FILE.into(),
                 keep_last: cfg.keep_last,
             },
-        )?;
-        // With the tokenizer beside the weights, a checkpoint loads as a preference model.
-        tokenizer.save(&dir)?;
-        Ok(dir)
+            &|dir| Ok(tokenizer.save(dir)?),
+        )
     };
+    // A step's checkpoint is written once the next step's loss (computed with its weights)
+    // has passed the divergence check, so every checkpoint on disk is one that trained well.
+    let mut save_pending = false;
     let eval_step = |model: &RewardModel, state: &mut TrainerState| -> Result<MetricRecord> {
         let eval = evaluate(
             model,
@@ -214,6 +233,7 @@ pub fn run_pm(
             });
         }
         let started = Instant::now();
+        let before = save_pending.then(|| state.clone());
         // Batch: the step's micro-batches, in the epoch's seeded order.
         let mut micro: Vec<Vec<&PreferencePair>> = Vec::with_capacity(cfg.grad_accum);
         for _ in 0..cfg.grad_accum {
@@ -238,10 +258,8 @@ pub fn run_pm(
             let loss = soft_preference_loss(&m, &labels)?;
             let value = f64::from(loss.to_scalar::<f32>()?);
             if !value.is_finite() {
-                return Err(TrainError::NonFinite {
-                    step: state.step + 1,
-                    what: "loss".into(),
-                });
+                let step = state.step + 1;
+                divergence::check_loss(&mut state, step, "loss", value, true, &checkpoints)?;
             }
             let share = batch.len() as f64 / total as f64;
             step_loss += value * share;
@@ -254,10 +272,18 @@ pub fn run_pm(
                 }
             }
         }
+        let step = state.step + 1;
+        divergence::check_loss(&mut state, step, "loss", step_loss, true, &checkpoints)?;
+        if let Some(before) = before {
+            save(&model, &optimizer, &before)?;
+            save_pending = false;
+        }
         // Clip, check, step, schedule.
         let lr = schedule.lr_at(state.step, cfg.learning_rate);
-        let grad_norm =
-            optimizer.clip_and_step(&mut grads, cfg.max_grad_norm, lr, state.step + 1)?;
+        let grad_norm = optimizer
+            .clip_and_step(&mut grads, cfg.max_grad_norm, lr, step)
+            .map_err(|e| divergence::locate(e, &checkpoints))?;
+        divergence::check_weights(&state, step, &optimizer, &checkpoints)?;
         state.step += 1;
         state.tokens_seen += tokens as u64;
         state.last_train_loss = Some(step_loss);
@@ -282,8 +308,11 @@ pub fn run_pm(
             progress(&record, total_steps);
         }
         if cfg.save_every > 0 && state.step.is_multiple_of(cfg.save_every) {
-            save(&model, &optimizer, &state)?;
+            save_pending = true;
         }
+    }
+    if save_pending {
+        save(&model, &optimizer, &state)?;
     }
     // The final report: on the eval data, else on the training pairs.
     let eval = if eval_pairs.is_empty() {
@@ -312,9 +341,11 @@ pub fn run_pm(
         }
         eval
     };
-    model.save(&run.output, dtype)?;
+    // The weights last: their presence marks a finished run, so a crash before them leaves
+    // a run to resume, never a "finished" one without its tokenizer or report.
     tokenizer.save(&run.output)?;
     write_report(&run.output, &eval)?;
+    model.save(&run.output, dtype)?;
     Ok(PmOutcome::Finished {
         steps: state.step,
         pairs: pairs.len(),

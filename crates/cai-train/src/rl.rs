@@ -17,6 +17,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::resume::{self, fingerprint, FINGERPRINT_KEY};
 use crate::rl_config::{Algo, RlConfig};
 use crate::rl_loss::{clipped_value_loss, ppo_policy_loss};
 use crate::rl_math::{explained_variance, gae, group_normalised, leave_one_out, mean_var, whiten};
@@ -24,8 +25,8 @@ use crate::rl_policy::{Policy, Sequence, VALUE_HEAD_FILE};
 use crate::rl_rollout::{rollout, PromptKind, PromptPool, RewardFn, Sample};
 use crate::trainee::write_json;
 use crate::{
-    latest_checkpoint, load_checkpoint, AdamW, AdamWConfig, GradAccumulator, MetricRecord,
-    MetricsWriter, Result, Schedule, Split, TrainError, TrainerState,
+    divergence, latest_checkpoint, load_checkpoint, AdamW, AdamWConfig, GradAccumulator,
+    MetricRecord, MetricsWriter, Result, Schedule, Split, TrainError, TrainerState,
 };
 
 /// The resolved config written beside the outputs.
@@ -54,6 +55,9 @@ pub struct RlRun {
     pub output: PathBuf,
     /// Continue from the newest checkpoint in `output/checkpoints`.
     pub resume: bool,
+    /// Settings a resume may change, and `"data"` for changed prompts or pairs (see
+    /// [`crate::resume`]); anything else that differs from the checkpoint is refused.
+    pub allow_changes: Vec<String>,
     /// Device to train on.
     pub device: Device,
 }
@@ -138,6 +142,9 @@ pub(crate) struct Session {
     checkpoints: PathBuf,
     output: PathBuf,
     keep_last: Option<usize>,
+    /// A checkpoint of the current step is due, to be written once the next step's loss has
+    /// passed the divergence check (just before its first update).
+    save_pending: bool,
 }
 
 impl Session {
@@ -175,6 +182,11 @@ impl Session {
             "helpful_prompts": run.helpful_prompts,
             "data": run.data,
             "reward": run.reward_name,
+            FINGERPRINT_KEY: fingerprint(&[
+                ("prompts", run.prompts.as_deref()),
+                ("helpful_prompts", run.helpful_prompts.as_deref()),
+                ("data", run.data.as_deref()),
+            ])?,
         });
         std::fs::create_dir_all(&run.output).map_err(|e| TrainError::io(&run.output, e))?;
         let checkpoints = run.output.join("checkpoints");
@@ -184,13 +196,7 @@ impl Session {
         let (metrics, samples) = match latest_checkpoint(&checkpoints)?.filter(|_| run.resume) {
             Some(dir) => {
                 let loaded = load_checkpoint(&dir, policy.trainee.weights_file(), &run.device)?;
-                if loaded.config.get("rl") != config_json.get("rl") {
-                    return Err(TrainError::checkpoint(
-                        &dir,
-                        "was written with other RL settings; rerun with those settings or \
-                         start a new output directory",
-                    ));
-                }
+                resume::check(&dir, "rl", &loaded.config, &config_json, &run.allow_changes)?;
                 policy.trainee.restore(&loaded.weights, &dir)?;
                 policy.restore_value_head(&dir)?;
                 loaded.restore_optimizer(&mut optimizer)?;
@@ -214,6 +220,7 @@ impl Session {
             }
         };
         write_json(&run.output.join(RL_CONFIG_FILE), &config_json)?;
+        divergence::start(&mut state, &optimizer)?;
         Ok(Self {
             policy,
             tokenizer,
@@ -226,27 +233,52 @@ impl Session {
             checkpoints,
             output: run.output.clone(),
             keep_last: cfg.keep_last,
+            save_pending: false,
         })
     }
 
     /// Save a resumable checkpoint (it loads as a model, or as an adapter with LoRA).
     pub fn save(&self) -> Result<PathBuf> {
-        let dir = self.policy.trainee.save_checkpoint(
+        let head = self.policy.value_head_json()?;
+        self.policy.trainee.save_checkpoint(
             &self.checkpoints,
             &self.optimizer,
             &self.state,
             &self.config_json,
             self.keep_last,
             &self.tokenizer,
-        )?;
-        if let Some(head) = self.policy.value_head_json()? {
-            write_json(&dir.join(VALUE_HEAD_FILE), &head)?;
-        }
-        Ok(dir)
+            &|dir| match &head {
+                Some(head) => write_json(&dir.join(VALUE_HEAD_FILE), head),
+                None => Ok(()),
+            },
+        )
     }
 
-    /// Clip the gradients, check them, and take an optimiser step at the scheduled rate.
-    /// Returns (gradient norm before clipping, learning rate).
+    /// After a step: a checkpoint is due every `save_every` steps. It is written by the next
+    /// [`update`](Self::update), once that step's loss has passed [`check_loss`](Self::check_loss)
+    /// (or by [`finish`](Self::finish)).
+    pub fn step_done(&mut self, save_every: u64) {
+        if save_every > 0 && self.state.step.is_multiple_of(save_every) {
+            self.save_pending = true;
+        }
+    }
+
+    /// Check a loss of the step being taken (see [`divergence::check_loss`]).
+    pub fn check_loss(&mut self, what: &str, value: f64, relative: bool) -> Result<()> {
+        let step = self.state.step + 1;
+        divergence::check_loss(
+            &mut self.state,
+            step,
+            what,
+            value,
+            relative,
+            &self.checkpoints,
+        )
+    }
+
+    /// Write a due checkpoint, clip the gradients, check them, take an optimiser step at the
+    /// scheduled rate and check the weights it made. Returns (gradient norm before
+    /// clipping, learning rate).
     pub fn update(
         &mut self,
         grads: &mut GradAccumulator,
@@ -254,15 +286,26 @@ impl Session {
         base_lr: f64,
         update_index: u64,
     ) -> Result<(f64, f64)> {
+        if self.save_pending {
+            self.save()?;
+            self.save_pending = false;
+        }
         let lr = self.schedule.lr_at(update_index, base_lr);
+        let step = self.state.step + 1;
         let norm = self
             .optimizer
-            .clip_and_step(grads, max_grad_norm, lr, self.state.step + 1)?;
+            .clip_and_step(grads, max_grad_norm, lr, step)
+            .map_err(|e| divergence::locate(e, &self.checkpoints))?;
+        divergence::check_weights(&self.state, step, &self.optimizer, &self.checkpoints)?;
         Ok((norm, lr))
     }
 
-    /// Write the finished policy to the output directory.
-    pub fn finish(&self) -> Result<()> {
+    /// Write a due checkpoint and the finished policy to the output directory.
+    pub fn finish(&mut self) -> Result<()> {
+        if self.save_pending {
+            self.save()?;
+            self.save_pending = false;
+        }
         self.policy.trainee.write(&self.output, &self.tokenizer)
     }
 }
@@ -300,12 +343,10 @@ fn run_online(
         let record = online_step(&mut session, &pool, cfg, reward, &mut grads, progress)?;
         progress(RlEvent::Metrics(&record, total_steps));
         last = Some(record);
-        if cfg.save_every > 0 && session.state.step.is_multiple_of(cfg.save_every) {
-            session.save()?;
-        }
+        session.step_done(cfg.save_every);
     }
-    session.finish()?;
     write_curves(&run.output, cfg)?;
+    session.finish()?;
     Ok(RlOutcome::Finished {
         steps: session.state.step,
         last,
@@ -451,12 +492,9 @@ fn online_step(
                     loss = (loss - (entropy * cfg.entropy_coef)?)?;
                 }
                 let value = f64::from(policy_loss.to_scalar::<f32>()?);
-                if !value.is_finite() {
-                    return Err(TrainError::NonFinite {
-                        step: step + 1,
-                        what: "loss".into(),
-                    });
-                }
+                // The clipped surrogate has no fixed scale to compare with: finiteness only
+                // (exploding weights are caught after the update).
+                session.check_loss("policy loss", value, false)?;
                 sums.policy_loss += value;
                 sums.clip_fraction += stats.clip_fraction * n_micro;
                 sums.approx_kl += stats.approx_kl * n_micro;

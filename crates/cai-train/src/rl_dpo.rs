@@ -218,10 +218,7 @@ pub(crate) fn run_dpo(
             let (loss, m) = dpo_loss(&policy_a, &policy_b, &ref_a, &ref_b, &p_a, cfg.dpo_beta)?;
             let value = f64::from(loss.to_scalar::<f32>()?);
             if !value.is_finite() {
-                return Err(TrainError::NonFinite {
-                    step: step + 1,
-                    what: "loss".into(),
-                });
+                session.check_loss("loss", value, true)?;
             }
             let weight = k as f64 / batch.len() as f64;
             loss_sum += value * weight;
@@ -234,6 +231,7 @@ pub(crate) fn run_dpo(
             }
             grads.add(&(loss * weight)?.backward()?, &params)?;
         }
+        session.check_loss("loss", loss_sum, true)?;
         let (grad_norm, lr) =
             session.update(&mut grads, cfg.max_grad_norm, cfg.learning_rate, step)?;
         session.state.step += 1;
@@ -269,9 +267,7 @@ pub(crate) fn run_dpo(
         session.metrics.write(&record)?;
         progress(RlEvent::Metrics(&record, total_steps));
         last = Some(record);
-        if cfg.save_every > 0 && session.state.step.is_multiple_of(cfg.save_every) {
-            session.save()?;
-        }
+        session.step_done(cfg.save_every);
     }
     session.finish()?;
     Ok(RlOutcome::Finished {

@@ -2,7 +2,7 @@
 //! bottom — batch → forward → loss → backward → clip → step → schedule → log → eval →
 //! checkpoint — with exact resume, a stop flag for Ctrl-C and a stop on non-finite numbers.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -15,11 +15,13 @@ use cai_model::weights::{load_decoder, parse_dtype};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::sft_data::{epoch_order, load_examples, mix_helpful, pack, Example};
+use crate::resume::{self, fingerprint, FINGERPRINT_KEY};
+use crate::sft_data::{epoch_order, load_examples, mix_helpful, pack, Example, LoadedExamples};
 use crate::trainee::{write_json, Trainee};
 use crate::{
-    latest_checkpoint, load_checkpoint, masked_cross_entropy, AdamW, AdamWConfig, GradAccumulator,
-    MetricRecord, MetricsWriter, Result, Schedule, ScheduleKind, Split, TrainError, TrainerState,
+    divergence, latest_checkpoint, load_checkpoint, masked_cross_entropy, AdamW, AdamWConfig,
+    GradAccumulator, MetricRecord, MetricsWriter, Result, Schedule, ScheduleKind, Split,
+    TrainError, TrainerState,
 };
 
 /// Settings of an SFT run. Defaults follow the CAI paper where it gives one (one epoch, a
@@ -122,6 +124,9 @@ pub struct SftRun {
     pub output: PathBuf,
     /// Continue from the newest checkpoint in `output/checkpoints` if there is one.
     pub resume: bool,
+    /// Settings a resume may change, and `"data"` for changed input data (see
+    /// [`crate::resume`]); anything else that differs from the checkpoint is refused.
+    pub allow_changes: Vec<String>,
     /// Device to train on.
     pub device: Device,
 }
@@ -166,15 +171,23 @@ pub fn run_sft(
     let ckpt = cai_model::checkpoint::Checkpoint::open_dir(&run.model_dir)?;
     let decoder = load_decoder(model_config, &ckpt, dtype, &run.device)?;
 
-    let mut examples = load_examples(
+    let mut examples = usable_examples(
         &run.data,
-        &tokenizer,
-        cfg.format,
+        load_examples(
+            &run.data,
+            &tokenizer,
+            cfg.format,
+            cfg.max_length,
+            cfg.revision_rounds,
+        )?,
         cfg.max_length,
-        cfg.revision_rounds,
     )?;
     if let Some(helpful) = &cfg.helpful {
-        let samples = load_examples(&helpful.data, &tokenizer, cfg.format, cfg.max_length, None)?;
+        let samples = usable_examples(
+            &helpful.data,
+            load_examples(&helpful.data, &tokenizer, cfg.format, cfg.max_length, None)?,
+            cfg.max_length,
+        )?;
         examples.extend(mix_helpful(
             examples.len(),
             samples,
@@ -185,23 +198,21 @@ pub fn run_sft(
     let rows = pack_if_asked(examples, cfg);
     let eval_rows = match &run.eval_data {
         Some(p) => pack_if_asked(
-            load_examples(
+            usable_examples(
                 p,
-                &tokenizer,
-                cfg.format,
+                load_examples(
+                    p,
+                    &tokenizer,
+                    cfg.format,
+                    cfg.max_length,
+                    cfg.revision_rounds,
+                )?,
                 cfg.max_length,
-                cfg.revision_rounds,
             )?,
             cfg,
         ),
         None => Vec::new(),
     };
-    if rows.is_empty() {
-        return Err(TrainError::Config(format!(
-            "{}: no training examples",
-            run.data.display()
-        )));
-    }
     let trainee = Trainee::new(decoder, cfg.lora.as_ref(), &run.model_dir)?;
     let (decoder, params) = (&trainee.decoder, &trainee.params);
     let mut optimizer = AdamW::new(
@@ -228,15 +239,24 @@ pub fn run_sft(
         "model": run.model_dir,
         "data": run.data,
         "eval_data": run.eval_data,
+        FINGERPRINT_KEY: fingerprint(&[
+            ("data", Some(run.data.as_path())),
+            ("eval_data", run.eval_data.as_deref()),
+            ("helpful", cfg.helpful.as_ref().map(|h| h.data.as_path())),
+        ])?,
     });
     std::fs::create_dir_all(&run.output).map_err(|e| TrainError::io(&run.output, e))?;
     let mut state = TrainerState::new(cfg.seed);
     let mut metrics = match latest_checkpoint(&checkpoints)?.filter(|_| run.resume) {
         Some(dir) => {
             let loaded = load_checkpoint(&dir, trainee.weights_file(), &run.device)?;
-            if loaded.config.get("sft") != config_json.get("sft") {
-                return Err(TrainError::checkpoint(&dir, "was written with other SFT settings; rerun with those settings or start a new output directory"));
-            }
+            resume::check(
+                &dir,
+                "sft",
+                &loaded.config,
+                &config_json,
+                &run.allow_changes,
+            )?;
             trainee.restore(&loaded.weights, &dir)?;
             loaded.restore_optimizer(&mut optimizer)?;
             state = loaded.state;
@@ -254,6 +274,7 @@ pub fn run_sft(
         }
     };
     write_json(&run.output.join(SFT_CONFIG_FILE), &config_json)?;
+    divergence::start(&mut state, &optimizer)?;
 
     let save = |optimizer: &AdamW, state: &TrainerState| -> Result<PathBuf> {
         trainee.save_checkpoint(
@@ -263,8 +284,12 @@ pub fn run_sft(
             &config_json,
             cfg.keep_last,
             &tokenizer,
+            &|_| Ok(()),
         )
     };
+    // A step's checkpoint is written once the next step's loss (computed with its weights)
+    // has passed the divergence check, so every checkpoint on disk is one that trained well.
+    let mut save_pending = false;
 
     let mut grads = GradAccumulator::new();
     let mut order = epoch_order(rows.len(), cfg.seed, state.epoch);
@@ -275,6 +300,7 @@ pub fn run_sft(
             });
         }
         let started = Instant::now();
+        let before = save_pending.then(|| state.clone());
         // Batch: the step's micro-batches, in the epoch's seeded order.
         let mut micro = Vec::with_capacity(cfg.grad_accum);
         for _ in 0..cfg.grad_accum {
@@ -312,10 +338,8 @@ pub fn run_sft(
             }
             let loss_value = f64::from(loss.to_scalar::<f32>()?);
             if !loss_value.is_finite() {
-                return Err(TrainError::NonFinite {
-                    step: state.step + 1,
-                    what: "loss".into(),
-                });
+                let step = state.step + 1;
+                divergence::check_loss(&mut state, step, "loss", loss_value, true, &checkpoints)?;
             }
             step_loss += loss_value * count as f64 / total.max(1) as f64;
             grads.add(
@@ -323,10 +347,18 @@ pub fn run_sft(
                 params,
             )?;
         }
+        let step = state.step + 1;
+        divergence::check_loss(&mut state, step, "loss", step_loss, true, &checkpoints)?;
+        if let Some(before) = before {
+            save(&optimizer, &before)?;
+            save_pending = false;
+        }
         // Clip, check, step, schedule.
         let lr = schedule.lr_at(state.step, cfg.learning_rate);
-        let grad_norm =
-            optimizer.clip_and_step(&mut grads, cfg.max_grad_norm, lr, state.step + 1)?;
+        let grad_norm = optimizer
+            .clip_and_step(&mut grads, cfg.max_grad_norm, lr, step)
+            .map_err(|e| divergence::locate(e, &checkpoints))?;
+        divergence::check_weights(&state, step, &optimizer, &checkpoints)?;
         state.step += 1;
         state.tokens_seen += total as u64;
         state.last_train_loss = Some(step_loss);
@@ -348,8 +380,11 @@ pub fn run_sft(
             progress(&record, total_steps);
         }
         if cfg.save_every > 0 && state.step.is_multiple_of(cfg.save_every) {
-            save(&optimizer, &state)?;
+            save_pending = true;
         }
+    }
+    if save_pending {
+        save(&optimizer, &state)?;
     }
     let evaluated_last_step = cfg.eval_every > 0 && state.step.is_multiple_of(cfg.eval_every);
     let eval_loss = if eval_rows.is_empty() {
@@ -402,10 +437,32 @@ fn validate(cfg: &SftConfig) -> Result<()> {
 
 fn pack_if_asked(examples: Vec<Example>, cfg: &SftConfig) -> Vec<Example> {
     if cfg.packing {
+        // A packed row holding only prompt tokens has nothing to learn.
         pack(&examples, cfg.max_length)
+            .into_iter()
+            .filter(|row| row.target_tokens() > 0)
+            .collect()
     } else {
         examples
     }
+}
+
+/// The examples of `path` that keep a target token: warn about those `max_length` left
+/// without one, and fail when that was every example.
+fn usable_examples(path: &Path, loaded: LoadedExamples, max_length: usize) -> Result<Vec<Example>> {
+    if let Some(warning) = loaded.warning(path, max_length) {
+        if loaded.examples.is_empty() {
+            return Err(TrainError::Config(format!(
+                "{}: every example loses all its target tokens to max_length {max_length} \
+                 (the first is {}), so there is nothing to train on; raise max_length \
+                 (--max-length) or shorten the prompts",
+                path.display(),
+                loaded.first_without.as_deref().unwrap_or("?"),
+            )));
+        }
+        tracing::warn!("{warning}");
+    }
+    Ok(loaded.examples)
 }
 
 /// Right-pad a micro-batch. Shapes: ids `[b, L]`, targets `[b, L]` (position t predicts

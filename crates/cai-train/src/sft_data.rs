@@ -60,8 +60,35 @@ impl Example {
     }
 }
 
+/// The examples of an SFT file, less those that `max_length` left without a target.
+#[derive(Debug, Clone, Default)]
+pub struct LoadedExamples {
+    /// The examples with at least one target token.
+    pub examples: Vec<Example>,
+    /// Examples left out because cutting them to `max_length` removed every target token
+    /// (the prompt alone filled the length): they would train on nothing.
+    pub without_targets: usize,
+    /// The first of those, as its record id (or line) in the file, for the warning.
+    pub first_without: Option<String>,
+}
+
+impl LoadedExamples {
+    /// A warning about the examples left out, naming `path` and one of them (`None` when
+    /// none was).
+    pub fn warning(&self, path: &Path, max_length: usize) -> Option<String> {
+        let first = self.first_without.as_deref()?;
+        Some(format!(
+            "{}: {} of {} examples lose every target token to max_length {max_length} and are              left out (the first is {first}); raise max_length or shorten their prompts",
+            path.display(),
+            self.without_targets,
+            self.without_targets + self.examples.len(),
+        ))
+    }
+}
+
 /// Read and tokenize an SFT file. A record with neither `messages` nor `prompt`+`completion`,
-/// or a dialogue without an assistant turn, is an error naming the file and line.
+/// or a dialogue without an assistant turn, is an error naming the file and line. Examples
+/// that `max_length` leaves without a target token are counted and left out.
 ///
 /// A `cai critique` record (with `rounds`) gives one example per round up to
 /// `revision_rounds` (`None`: every round, as in the CAI paper): its `messages` with the
@@ -72,9 +99,21 @@ pub fn load_examples(
     format: DialogueFormat,
     max_length: usize,
     revision_rounds: Option<usize>,
-) -> Result<Vec<Example>> {
+) -> Result<LoadedExamples> {
     let values = cai_core::jsonl::read_jsonl_values(path)?;
-    let mut out = Vec::with_capacity(values.len());
+    let mut out = LoadedExamples {
+        examples: Vec::with_capacity(values.len()),
+        ..LoadedExamples::default()
+    };
+    let mut keep = |example: Example, name: &dyn Fn() -> String| {
+        let example = truncate(example, max_length);
+        if example.target_tokens() > 0 {
+            out.examples.push(example);
+        } else {
+            out.without_targets += 1;
+            out.first_without.get_or_insert_with(name);
+        }
+    };
     for (line, value) in values {
         let bad = |message: String| TrainError::Data {
             path: path.to_path_buf(),
@@ -82,13 +121,18 @@ pub fn load_examples(
             message,
         };
         let record: SftRecord = serde_json::from_value(value).map_err(|e| bad(e.to_string()))?;
+        let name = || match &record.id {
+            Some(serde_json::Value::String(id)) => format!("id '{id}' (line {line})"),
+            Some(id) => format!("id {id} (line {line})"),
+            None => format!("line {line}"),
+        };
         if let Some(rounds) = &record.rounds {
-            for dialogue in revision_dialogues(record.messages.as_deref(), rounds, revision_rounds)
-                .map_err(bad)?
-            {
-                let example = tokenize_dialogue(&dialogue, tokenizer, format)
+            let dialogues = revision_dialogues(record.messages.as_deref(), rounds, revision_rounds)
+                .map_err(bad)?;
+            for (round, dialogue) in dialogues.iter().enumerate() {
+                let example = tokenize_dialogue(dialogue, tokenizer, format)
                     .map_err(|e| bad(e.to_string()))?;
-                out.push(truncate(example, max_length));
+                keep(example, &|| format!("{}, round {}", name(), round + 1));
             }
             continue;
         }
@@ -111,7 +155,7 @@ pub fn load_examples(
                 ))
             }
         };
-        out.push(truncate(example, max_length));
+        keep(example, &name);
     }
     Ok(out)
 }

@@ -27,6 +27,11 @@ pub struct TrainerState {
     pub last_eval_loss: Option<f64>,
     /// Lowest evaluation loss so far and the step it was reached at.
     pub best_eval: Option<(f64, u64)>,
+    /// The training loss of the run's first step: the divergence check's yardstick.
+    pub first_loss: Option<f64>,
+    /// The L2 norm of the trained weights when the run started: the divergence check's
+    /// yardstick for exploding weights.
+    pub first_weight_norm: Option<f64>,
 }
 
 impl TrainerState {

@@ -11,10 +11,8 @@ use cai_model::tokenizer::Tokenizer;
 use cai_model::weights::{hf_tensors, save_decoder};
 use candle_core::Tensor;
 
-use crate::{
-    save_checkpoint, AdamW, Checkpoint, CheckpointOptions, Result, TrainError, TrainParam,
-    TrainerState,
-};
+use crate::checkpoint::save_checkpoint_with;
+use crate::{AdamW, Checkpoint, CheckpointOptions, Result, TrainError, TrainParam, TrainerState};
 
 /// A decoder being trained, with the variables the optimiser updates.
 pub struct Trainee {
@@ -99,7 +97,9 @@ impl Trainee {
 
     /// Save a resumable checkpoint under `checkpoints` with the model's config, the tokenizer
     /// (and the adapter's config), so that a checkpoint directory loads as a model or adapter
-    /// of its own. Returns the checkpoint directory.
+    /// of its own; `more` writes further files into it. Everything is part of the atomic
+    /// save (see [`save_checkpoint_with`]). Returns the checkpoint directory.
+    #[allow(clippy::too_many_arguments)]
     pub fn save_checkpoint(
         &self,
         checkpoints: &Path,
@@ -108,6 +108,7 @@ impl Trainee {
         config: &serde_json::Value,
         keep_last: Option<usize>,
         tokenizer: &Tokenizer,
+        more: &dyn Fn(&Path) -> Result<()>,
     ) -> Result<PathBuf> {
         let weights = self.tensors()?;
         let extra = [(
@@ -121,25 +122,31 @@ impl Trainee {
             config,
             extra_files: &extra,
         };
-        let dir = save_checkpoint(
+        save_checkpoint_with(
             checkpoints,
             &checkpoint,
             &CheckpointOptions {
                 weights_file: self.weights_file().into(),
                 keep_last,
             },
-        )?;
-        tokenizer.save(&dir)?;
-        if let Some(lora) = &self.lora {
-            let config = adapter_config(&self.decoder, lora, &self.model_dir.display().to_string());
-            write_json(&dir.join(cai_model::lora::ADAPTER_CONFIG_FILE), &config)?;
-        }
-        Ok(dir)
+            &|dir| {
+                tokenizer.save(dir)?;
+                if let Some(lora) = &self.lora {
+                    let config =
+                        adapter_config(&self.decoder, lora, &self.model_dir.display().to_string());
+                    write_json(&dir.join(cai_model::lora::ADAPTER_CONFIG_FILE), &config)?;
+                }
+                more(dir)
+            },
+        )
     }
 
     /// Write the finished model to `output`: a full HF model directory (with the base model's
-    /// `generation_config.json`), or a PEFT adapter; plus the tokenizer.
+    /// `generation_config.json`), or a PEFT adapter; plus the tokenizer. The weights come
+    /// last: their presence marks a finished run, so a crash before them leaves a run to
+    /// resume, never a "finished" one without its tokenizer.
     pub fn write(&self, output: &Path, tokenizer: &Tokenizer) -> Result<()> {
+        tokenizer.save(output)?;
         match &self.lora {
             Some(lora) => save_adapter(
                 &self.decoder,
@@ -148,15 +155,14 @@ impl Trainee {
                 &self.model_dir.display().to_string(),
             )?,
             None => {
-                save_decoder(&self.decoder, output, self.decoder.dtype())?;
                 let generation = self.model_dir.join("generation_config.json");
                 if generation.exists() {
                     let target = output.join("generation_config.json");
                     std::fs::copy(&generation, &target).map_err(|e| TrainError::io(&target, e))?;
                 }
+                save_decoder(&self.decoder, output, self.decoder.dtype())?;
             }
         }
-        tokenizer.save(output)?;
         Ok(())
     }
 }

@@ -79,6 +79,7 @@ fn run(
         eval_data: eval.map(Path::to_path_buf),
         output: out.to_path_buf(),
         resume,
+        allow_changes: Vec::new(),
         device: Device::Cpu,
     };
     let outcome = run_distill(&spec, cfg, &stop, &mut |event| {
@@ -306,6 +307,7 @@ fn top_k_targets_are_kept_on_disk_and_reused() {
         eval_data: None,
         output: again.clone(),
         resume: false,
+        allow_changes: Vec::new(),
         device: Device::Cpu,
     };
     run_distill(&spec, &cfg, &stop, &mut |event| {

@@ -85,6 +85,7 @@ fn spec(model: &Path, data: Vec<DataSource>, eval: Option<PathBuf>, output: &Pat
         eval_data: eval,
         output: output.to_path_buf(),
         resume: false,
+        allow_changes: Vec::new(),
         device: Device::Cpu,
     }
 }

@@ -80,6 +80,7 @@ fn spec(policy: &Path, prompts: &Path, output: &Path) -> RlRun {
         reward_name: None,
         output: output.to_path_buf(),
         resume: false,
+        allow_changes: Vec::new(),
         device: Device::Cpu,
     }
 }

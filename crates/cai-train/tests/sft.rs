@@ -49,6 +49,19 @@ fn run(
     resume: bool,
     stop_after: Option<u64>,
 ) -> (Result<SftOutcome, TrainError>, Vec<MetricRecord>) {
+    run_allowing(model, data, output, cfg, resume, &[], stop_after)
+}
+
+/// [`run`], resuming with the changes `allow` names.
+fn run_allowing(
+    model: &Path,
+    data: &Path,
+    output: &Path,
+    cfg: &SftConfig,
+    resume: bool,
+    allow: &[&str],
+    stop_after: Option<u64>,
+) -> (Result<SftOutcome, TrainError>, Vec<MetricRecord>) {
     let stop = AtomicBool::new(false);
     let mut seen = Vec::new();
     let spec = SftRun {
@@ -57,6 +70,7 @@ fn run(
         eval_data: None,
         output: output.to_path_buf(),
         resume,
+        allow_changes: allow.iter().map(|a| a.to_string()).collect(),
         device: Device::Cpu,
     };
     let outcome = run_sft(&spec, cfg, &stop, &mut |r, _| {
@@ -66,6 +80,34 @@ fn run(
         }
     });
     (outcome, seen)
+}
+
+/// The checkpoint steps in `out/checkpoints`.
+fn checkpoint_steps(out: &Path) -> Vec<u64> {
+    cai_train::checkpoint::list_checkpoints(&out.join("checkpoints"))
+        .unwrap()
+        .into_iter()
+        .map(|(step, _)| step)
+        .collect()
+}
+
+/// The largest absolute weight of a checkpoint.
+fn max_weight(dir: &Path) -> f32 {
+    let loaded = cai_train::load_checkpoint(dir, "model.safetensors", &Device::Cpu).unwrap();
+    loaded
+        .weights
+        .values()
+        .map(|t| {
+            t.abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        })
+        .fold(0.0, f32::max)
 }
 
 fn train_losses(path: &Path) -> Vec<(u64, f64)> {
@@ -217,31 +259,180 @@ fn a_resumed_run_reproduces_the_uninterrupted_losses_bit_for_bit() {
 }
 
 #[test]
-fn a_non_finite_loss_stops_training_and_keeps_the_last_checkpoint() {
+fn an_absurd_learning_rate_stops_at_the_first_step_and_saves_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tiny_model(tmp.path());
     let data = toy_data(tmp.path());
-    let out = tmp.path().join("nan");
-    // An absurd learning rate blows the weights up after the first update.
-    let cfg = SftConfig {
-        learning_rate: 1e30,
-        max_grad_norm: 0.0,
+    // 1e30 makes the weights huge at once; 1e6 kept them finite (5e6) with zero gradients
+    // and ran to the end.
+    for lr in [1e30, 1e6] {
+        let out = tmp.path().join(format!("lr{lr}"));
+        let cfg = SftConfig {
+            learning_rate: lr,
+            max_grad_norm: 0.0,
+            save_every: 1,
+            ..quick()
+        };
+        let (outcome, records) = run(&model, &data, &out, &cfg, false, None);
+        let err = outcome.unwrap_err();
+        let TrainError::Diverged {
+            step, last_good, ..
+        } = &err
+        else {
+            panic!("lr {lr}: {err}")
+        };
+        assert_eq!((*step, last_good), (1, &None), "lr {lr}: {err}");
+        let text = err.to_string();
+        assert!(text.contains("training diverged at step 1"), "{text}");
+        assert!(text.contains("no checkpoint was saved before it"), "{text}");
+        assert!(records.is_empty(), "a diverged step is not logged");
+        assert_eq!(checkpoint_steps(&out), Vec::<u64>::new(), "lr {lr}");
+        assert!(
+            !out.join("model.safetensors").exists(),
+            "no final model after a failed run"
+        );
+    }
+}
+
+#[test]
+fn divergence_names_a_good_checkpoint_and_resuming_with_a_lower_rate_works() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let data = toy_data(tmp.path());
+    let out = tmp.path().join("out");
+    let good = SftConfig {
+        max_steps: Some(6),
         save_every: 1,
+        keep_last: None,
+        max_grad_norm: 0.0,
         ..quick()
     };
-    let (outcome, _) = run(&model, &data, &out, &cfg, false, None);
-    let err = outcome.unwrap_err();
-    assert!(matches!(err, TrainError::NonFinite { .. }), "{err}");
-    assert!(err.to_string().contains("last good checkpoint"), "{err}");
-    let latest = cai_train::latest_checkpoint(&out.join("checkpoints"))
-        .unwrap()
-        .expect("a checkpoint");
-    let loaded = cai_train::load_checkpoint(&latest, "model.safetensors", &Device::Cpu).unwrap();
-    assert!(loaded.state.step >= 1);
+    // Two good steps, then a learning rate that blows the run up at step 3.
+    let (first, _) = run(&model, &data, &out, &good, false, Some(2));
+    assert!(matches!(first.unwrap(), SftOutcome::Interrupted { .. }));
+    assert_eq!(checkpoint_steps(&out), [1, 2]);
+    let bad = SftConfig {
+        learning_rate: 1e6,
+        ..good.clone()
+    };
+    let (diverged, _) = run_allowing(&model, &data, &out, &bad, true, &["learning_rate"], None);
+    let err = diverged.unwrap_err();
+    let good_dir = out.join("checkpoints/checkpoint-2");
     assert!(
-        !out.join("model.safetensors").exists(),
-        "no final model after a failed run"
+        matches!(&err, TrainError::Diverged { step: 3, last_good: Some(d), .. } if *d == good_dir),
+        "{err}"
     );
+    let text = err.to_string();
+    assert!(
+        text.contains("--allow-config-change learning_rate"),
+        "{text}"
+    );
+    assert_eq!(checkpoint_steps(&out), [1, 2], "nothing saved after step 2");
+    assert!(
+        max_weight(&good_dir) < 10.0,
+        "checkpoint-2 holds good weights"
+    );
+
+    // The advice works: a lower rate, allowed explicitly (without it, the change is refused).
+    let lower = SftConfig {
+        learning_rate: 1e-3,
+        ..good.clone()
+    };
+    let (refused, _) = run(&model, &data, &out, &lower, true, None);
+    let text = refused.unwrap_err().to_string();
+    assert!(
+        text.contains("learning_rate was 0.003, now 0.001"),
+        "{text}"
+    );
+    assert!(
+        text.contains("--allow-config-change learning_rate"),
+        "{text}"
+    );
+    let (resumed, records) =
+        run_allowing(&model, &data, &out, &lower, true, &["learning_rate"], None);
+    let SftOutcome::Finished { steps, .. } = resumed.unwrap() else {
+        panic!("not finished")
+    };
+    assert_eq!(steps, 6);
+    assert_eq!(
+        records.first().map(|r| (r.step, r.lr)),
+        Some((3, Some(1e-3)))
+    );
+    assert!(max_weight(&out.join("checkpoints/checkpoint-6")) < 10.0);
+}
+
+#[test]
+fn resuming_on_changed_data_is_refused_unless_allowed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let data = toy_data(tmp.path());
+    let out = tmp.path().join("out");
+    let cfg = SftConfig {
+        max_steps: Some(4),
+        save_every: 2,
+        ..quick()
+    };
+    let (first, _) = run(&model, &data, &out, &cfg, false, Some(2));
+    assert!(matches!(first.unwrap(), SftOutcome::Interrupted { .. }));
+    // The data file shrinks from 8 records to 5.
+    let text = std::fs::read_to_string(&data).unwrap();
+    let kept: Vec<&str> = text.lines().take(5).collect();
+    std::fs::write(&data, kept.join("\n") + "\n").unwrap();
+    let (refused, _) = run(&model, &data, &out, &cfg, true, None);
+    let text = refused.unwrap_err().to_string();
+    assert!(text.contains("checkpoint-2"), "{text}");
+    assert!(text.contains("input data changed"), "{text}");
+    assert!(text.contains("(8 records), now"), "{text}");
+    assert!(text.contains("(5 records)"), "{text}");
+    assert!(text.contains("--allow-config-change data"), "{text}");
+    let (resumed, _) = run_allowing(&model, &data, &out, &cfg, true, &["data"], None);
+    assert!(matches!(
+        resumed.unwrap(),
+        SftOutcome::Finished { steps: 4, .. }
+    ));
+}
+
+#[test]
+fn examples_cut_to_no_target_are_counted_and_none_left_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let tok = Tokenizer::from_dir(&model).unwrap();
+    let long_prompt = "how do I bake bread for my sister? ".repeat(8);
+    let record = |id: &str, prompt: &str| {
+        serde_json::json!({"id": id, "prompt": prompt, "completion": " Mix flour."}).to_string()
+    };
+    let data = write_data(
+        tmp.path(),
+        &[
+            record("short", "bake?"),
+            record("long-1", &long_prompt),
+            record("long-2", &long_prompt),
+        ],
+    );
+    let loaded =
+        cai_train::sft_data::load_examples(&data, &tok, DialogueFormat::Auto, 16, None).unwrap();
+    assert_eq!((loaded.examples.len(), loaded.without_targets), (1, 2));
+    let warning = loaded.warning(&data, 16).unwrap();
+    assert!(
+        warning.contains("2 of 3 examples lose every target token to max_length 16"),
+        "{warning}"
+    );
+    assert!(warning.contains("id 'long-1' (line 2)"), "{warning}");
+
+    // Only long ones: nothing to train on is an error, not a run on zero tokens.
+    let data = write_data(tmp.path(), &[record("long-1", &long_prompt)]);
+    let cfg = SftConfig {
+        max_length: 16,
+        ..quick()
+    };
+    let (outcome, records) = run(&model, &data, &tmp.path().join("cut"), &cfg, false, None);
+    let text = outcome.unwrap_err().to_string();
+    assert!(
+        text.contains("every example loses all its target tokens to max_length 16"),
+        "{text}"
+    );
+    assert!(text.contains("id 'long-1'"), "{text}");
+    assert!(records.is_empty());
 }
 
 #[test]
@@ -325,6 +516,7 @@ fn the_final_evaluation_is_logged_once_and_checkpoints_load_as_models() {
         eval_data: Some(data.clone()),
         output: out.clone(),
         resume: false,
+        allow_changes: Vec::new(),
         device: Device::Cpu,
     };
     let outcome = run_sft(&spec, &cfg, &AtomicBool::new(false), &mut |_, _| {}).unwrap();
@@ -371,8 +563,9 @@ fn text_records_train_on_every_token() {
     let tok = Tokenizer::from_dir(&model).unwrap();
     let line = serde_json::json!({"text": "Mix flour and water."}).to_string();
     let data = write_data(tmp.path(), &[line]);
-    let examples =
-        cai_train::sft_data::load_examples(&data, &tok, DialogueFormat::Auto, 64, None).unwrap();
+    let examples = cai_train::sft_data::load_examples(&data, &tok, DialogueFormat::Auto, 64, None)
+        .unwrap()
+        .examples;
     let ex = &examples[0];
     // bos + text + eos, and every token after bos is a target.
     assert_eq!(ex.ids.first(), tok.bos_id().as_ref());
@@ -405,6 +598,7 @@ fn critique_records_give_one_example_per_selected_revision() {
     let load = |rounds| {
         cai_train::sft_data::load_examples(&data, &tok, DialogueFormat::Transcript, 128, rounds)
             .unwrap()
+            .examples
     };
     let targets = |ex: &cai_train::sft_data::Example| {
         let ids: Vec<u32> = ex

@@ -13,7 +13,7 @@ use cai_train::distill::{
     TEACHER_SAMPLES_FILE, TEACHER_TOPK_FILE,
 };
 use cai_train::distill_data::TeacherSampling;
-use cai_train::Split;
+use cai_train::{Split, TrainError};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
@@ -22,7 +22,7 @@ use crate::interrupt::{resume_command, stop_on_ctrl_c, INTERRUPTED};
 use crate::model_args::{self, DeviceName};
 use crate::progress;
 use crate::train_flags::RunFlags;
-use crate::train_output::{Earlier, Plan, TrainOutput, CHECKPOINTS_DIR, METRICS_FILE};
+use crate::train_output::{explain, Earlier, Plan, TrainOutput, CHECKPOINTS_DIR, METRICS_FILE};
 use crate::train_progress::ShownMetrics;
 use crate::usage::UsageError;
 
@@ -156,7 +156,7 @@ pub struct DistillCommandConfig {
 
 impl DistillCommandConfig {
     /// Check the arguments, read `--config`, and resolve every setting.
-    fn from_args(args: DistillArgs) -> anyhow::Result<(Self, Earlier)> {
+    fn from_args(args: DistillArgs) -> anyhow::Result<(Self, Earlier, Vec<String>)> {
         let model_dir = crate::lab_models::resolve_model_dir(&args.model)?;
         let mut d = match &args.run.config {
             Some(path) => {
@@ -221,6 +221,7 @@ impl DistillCommandConfig {
             lora.validate().map_err(|e| UsageError(e.to_string()))?;
         }
         let earlier = args.run.earlier();
+        let allow = args.run.allow_config_change.clone();
         let config = Self {
             model: args.model,
             model_dir,
@@ -231,13 +232,13 @@ impl DistillCommandConfig {
             device: args.run.device,
             distill: d,
         };
-        Ok((config, earlier))
+        Ok((config, earlier, allow))
     }
 }
 
 /// Run `cai distill`. Exits 130 after Ctrl-C, once the checkpoint is saved.
 pub fn run(args: DistillArgs) -> anyhow::Result<ExitCode> {
-    let (config, earlier) = DistillCommandConfig::from_args(args)?;
+    let (config, earlier, allow) = DistillCommandConfig::from_args(args)?;
     let context = model_args::read_context(&config.context)?;
     let target = TrainOutput {
         output: &config.output,
@@ -246,8 +247,10 @@ pub fn run(args: DistillArgs) -> anyhow::Result<ExitCode> {
         settings: serde_json::to_value(&config.distill)?,
         config_file: DISTILL_CONFIG_FILE,
         extra_files: EXTRA_FILES,
+        allow_changes: &allow,
     };
-    if let Plan::AlreadyFinished(weights) = target.prepare(earlier)? {
+    let (plan, _lock) = target.prepare(earlier)?;
+    if let Plan::AlreadyFinished(weights) = plan {
         eprintln!(
             "{} already holds the distilled model ({weights}); nothing to resume. Pass \
              --overwrite to train again",
@@ -264,6 +267,7 @@ pub fn run(args: DistillArgs) -> anyhow::Result<ExitCode> {
         eval_data: config.eval_data.clone(),
         output: config.output.clone(),
         resume: earlier == Earlier::Resume,
+        allow_changes: allow.clone(),
         device,
     };
     let bar = progress::spinner("loading the model and prefilling the context");
@@ -295,7 +299,15 @@ pub fn run(args: DistillArgs) -> anyhow::Result<ExitCode> {
         }
     });
     bar.finish_and_clear();
-    let outcome = outcome.with_context(|| format!("distilling {}", config.model))?;
+    let outcome = outcome
+        .map_err(|e| match e {
+            // Which file is too long, not only how long.
+            TrainError::ContextTooLong { .. } => {
+                anyhow::anyhow!("the context file {}: {e}", config.context.display())
+            }
+            e => explain(e, "distill", config.distill.learning_rate),
+        })
+        .with_context(|| format!("distilling {}", config.model))?;
     match outcome {
         DistillOutcome::Finished {
             steps,

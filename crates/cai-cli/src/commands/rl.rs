@@ -24,7 +24,7 @@ use crate::human;
 use crate::interrupt::{resume_command, stop_on_ctrl_c, INTERRUPTED};
 use crate::progress;
 use crate::train_flags::RunFlags;
-use crate::train_output::{Earlier, Plan, TrainOutput};
+use crate::train_output::{explain, Earlier, Plan, TrainOutput};
 use crate::train_progress::ShownMetrics;
 use crate::usage::UsageError;
 
@@ -335,8 +335,10 @@ pub fn run(args: RlArgs) -> anyhow::Result<ExitCode> {
         settings: serde_json::to_value(&rl)?,
         config_file: RL_CONFIG_FILE,
         extra_files: &[SAMPLES_FILE, CURVES_FILE, "reference_logps.json"],
+        allow_changes: &args.run.allow_config_change,
     };
-    if let Plan::AlreadyFinished(weights) = target.prepare(earlier)? {
+    let (plan, _lock) = target.prepare(earlier)?;
+    if let Plan::AlreadyFinished(weights) = plan {
         eprintln!(
             "{} already holds the finished policy ({weights}); nothing to resume. Pass \
              --overwrite to train again",
@@ -381,6 +383,7 @@ pub fn run(args: RlArgs) -> anyhow::Result<ExitCode> {
         reward_name: args.reward.as_ref().map(|p| p.display().to_string()),
         output: args.output.clone(),
         resume: earlier == Earlier::Resume,
+        allow_changes: args.run.allow_config_change.clone(),
         device,
     };
     let stop = stop_on_ctrl_c(bar.clone())?;
@@ -405,7 +408,9 @@ pub fn run(args: RlArgs) -> anyhow::Result<ExitCode> {
         },
     );
     bar.finish_and_clear();
-    let outcome = outcome.with_context(|| format!("RL on {}", args.policy))?;
+    let outcome = outcome
+        .map_err(|e| explain(e, "rl", rl.learning_rate))
+        .with_context(|| format!("RL on {}", args.policy))?;
     match outcome {
         RlOutcome::Finished { steps, last } => {
             println!(

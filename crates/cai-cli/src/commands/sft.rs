@@ -17,7 +17,7 @@ use crate::interrupt::{resume_command, stop_on_ctrl_c, INTERRUPTED};
 use crate::model_args::DeviceName;
 use crate::progress;
 use crate::train_flags::RunFlags;
-use crate::train_output::{Earlier, Plan, TrainOutput, CHECKPOINTS_DIR, METRICS_FILE};
+use crate::train_output::{explain, Earlier, Plan, TrainOutput, CHECKPOINTS_DIR, METRICS_FILE};
 use crate::train_progress::ShownMetrics;
 use crate::usage::UsageError;
 
@@ -181,7 +181,7 @@ pub struct SftCommandConfig {
 
 impl SftCommandConfig {
     /// Check the arguments, read `--config`, and resolve every setting.
-    fn from_args(args: SftArgs) -> anyhow::Result<(Self, Earlier)> {
+    fn from_args(args: SftArgs) -> anyhow::Result<(Self, Earlier, Vec<String>)> {
         let model_dir = crate::lab_models::resolve_model_dir(&args.model)?;
         let (mut sft, file_lora) = match &args.run.config {
             Some(path) => read_config_file(path)?,
@@ -218,6 +218,7 @@ impl SftCommandConfig {
         sft.lora = resolve_lora(&args, sft.lora.take(), &file_lora, sft.seed, &model_dir)?;
 
         let earlier = args.run.earlier();
+        let allow = args.run.allow_config_change.clone();
         let config = Self {
             model: args.model,
             model_dir,
@@ -227,7 +228,7 @@ impl SftCommandConfig {
             device: args.run.device,
             sft,
         };
-        Ok((config, earlier))
+        Ok((config, earlier, allow))
     }
 }
 
@@ -361,7 +362,7 @@ fn resolve_lora(
 
 /// Run `cai sft`. Exits 130 after Ctrl-C, once the checkpoint is saved.
 pub fn run(args: SftArgs) -> anyhow::Result<ExitCode> {
-    let (config, earlier) = SftCommandConfig::from_args(args)?;
+    let (config, earlier, allow) = SftCommandConfig::from_args(args)?;
     let target = TrainOutput {
         output: &config.output,
         model_dir: &config.model_dir,
@@ -369,8 +370,10 @@ pub fn run(args: SftArgs) -> anyhow::Result<ExitCode> {
         settings: serde_json::to_value(&config.sft)?,
         config_file: SFT_CONFIG_FILE,
         extra_files: &[],
+        allow_changes: &allow,
     };
-    if let Plan::AlreadyFinished(weights) = target.prepare(earlier)? {
+    let (plan, _lock) = target.prepare(earlier)?;
+    if let Plan::AlreadyFinished(weights) = plan {
         eprintln!(
             "{} already holds the finished model ({weights}); nothing to resume. Pass \
              --overwrite to train again",
@@ -386,6 +389,7 @@ pub fn run(args: SftArgs) -> anyhow::Result<ExitCode> {
         eval_data: config.eval_data.clone(),
         output: config.output.clone(),
         resume: earlier == Earlier::Resume,
+        allow_changes: allow.clone(),
         device,
     };
     let bar = progress::spinner("loading the model and data");
@@ -403,7 +407,9 @@ pub fn run(args: SftArgs) -> anyhow::Result<ExitCode> {
         shown.update(&bar, record, total_steps);
     });
     bar.finish_and_clear();
-    let outcome = outcome.with_context(|| format!("fine-tuning {}", config.model))?;
+    let outcome = outcome
+        .map_err(|e| explain(e, "sft", config.sft.learning_rate))
+        .with_context(|| format!("fine-tuning {}", config.model))?;
 
     match outcome {
         SftOutcome::Finished {

@@ -17,7 +17,7 @@ use crate::human;
 use crate::interrupt::{resume_command, stop_on_ctrl_c, INTERRUPTED};
 use crate::progress;
 use crate::train_flags::RunFlags;
-use crate::train_output::{Earlier, Plan, TrainOutput};
+use crate::train_output::{explain, Earlier, Plan, TrainOutput};
 use crate::train_progress::ShownMetrics;
 use crate::usage::UsageError;
 
@@ -173,8 +173,10 @@ pub fn run(args: TrainPmArgs) -> anyhow::Result<ExitCode> {
         settings: serde_json::to_value(&pm)?,
         config_file: PM_CONFIG_FILE,
         extra_files: &[PM_EVAL_FILE, RELIABILITY_PLOT_FILE],
+        allow_changes: &args.run.allow_config_change,
     };
-    if let Plan::AlreadyFinished(weights) = target.prepare(earlier)? {
+    let (plan, _lock) = target.prepare(earlier)?;
+    if let Plan::AlreadyFinished(weights) = plan {
         eprintln!(
             "{} already holds the finished preference model ({weights}); nothing to resume. \
              Pass --overwrite to train again",
@@ -190,6 +192,7 @@ pub fn run(args: TrainPmArgs) -> anyhow::Result<ExitCode> {
         eval_data: args.eval_data.clone(),
         output: args.output.clone(),
         resume: earlier == Earlier::Resume,
+        allow_changes: args.run.allow_config_change.clone(),
         device,
     };
     let bar = progress::spinner("loading the model and the pairs");
@@ -202,7 +205,10 @@ pub fn run(args: TrainPmArgs) -> anyhow::Result<ExitCode> {
         shown.update(&bar, record, total_steps);
     });
     bar.finish_and_clear();
-    match outcome.with_context(|| format!("training a preference model from {}", args.model))? {
+    let outcome = outcome
+        .map_err(|e| explain(e, "pm", pm.learning_rate))
+        .with_context(|| format!("training a preference model from {}", args.model))?;
+    match outcome {
         PmOutcome::Finished {
             steps,
             pairs,

@@ -156,3 +156,32 @@ fn sampling_flags_need_sample_and_an_empty_context_is_refused() {
     let err = assert_exit(&work.cai(&args), 1);
     assert!(err.contains("empty.txt is empty"), "{err}");
 }
+
+#[test]
+fn a_context_longer_than_the_window_is_named_with_its_size() {
+    let work = Workdir::new();
+    let model = setup(&work);
+    // The tiny model has 256 positions.
+    work.write("long.txt", &CONTEXT.repeat(20));
+    let output = work.cai(&[
+        "distill",
+        "--model",
+        model,
+        "--context",
+        "long.txt",
+        "--data",
+        "train.jsonl",
+        "--output",
+        "out",
+    ]);
+    let err = assert_exit(&output, 1);
+    assert!(err.contains("the context file long.txt"), "{err}");
+    assert!(err.contains("the model's window is 256 positions"), "{err}");
+    let tokens: usize = err
+        .split("the context is ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no token count in:\n{err}"));
+    assert!(tokens > 256, "{err}");
+}

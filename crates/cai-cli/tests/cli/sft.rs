@@ -541,3 +541,178 @@ fn bad_settings_are_usage_errors() {
     assert!(err.contains("is the --model directory"), "{err}");
     assert!(!work.path("out").exists());
 }
+
+#[cfg(unix)]
+#[test]
+fn a_second_trainer_on_the_same_output_fails_at_once_naming_the_pid() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    let work = Workdir::new();
+    let model = work.tiny_model();
+    work.write("data.jsonl", &toy_data());
+    let mut args = sft_args(model, "out", "1000000", &[]);
+    let epochs = args.iter().position(|a| *a == "--epochs").unwrap() + 1;
+    args[epochs] = "1000000";
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cai"))
+        .args(&args)
+        .current_dir(work.path(""))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running cai");
+    let metrics = work.path("out/metrics.jsonl");
+    let start = Instant::now();
+    while std::fs::read_to_string(&metrics).map_or(0, |t| t.lines().count()) < 2 {
+        assert!(start.elapsed() < Duration::from_secs(60), "no step in 60 s");
+        assert!(child.try_wait().unwrap().is_none(), "the first run ended");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // --overwrite would delete the first run's files; the lock refuses before that.
+    let mut second = sft_args(model, "out", "2", &["--overwrite"]);
+    second[epochs] = "1";
+    let started = Instant::now();
+    let err = assert_exit(&work.cai(&second), 2);
+    let pid = child.id();
+    assert!(
+        err.contains(&format!(
+            "out is being written by another cai process (PID {pid})"
+        )),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30), "not at once");
+    assert!(metrics.is_file(), "the first run's metrics were deleted");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the first run was disturbed"
+    );
+    let killed = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    child.wait().unwrap();
+    // The lock died with its holder: the output can be taken over.
+    work.cai_ok(&second);
+}
+
+#[test]
+fn a_diverging_rate_stops_and_its_resume_advice_works() {
+    let work = Workdir::new();
+    let model = work.tiny_model();
+    work.write("data.jsonl", &toy_data());
+    // From the start, 1e6 diverges at step 1: nothing is saved, no model is written.
+    let flags = [
+        "--learning-rate",
+        "1e6",
+        "--save-every",
+        "1",
+        "--max-grad-norm",
+        "0",
+    ];
+    let err = assert_exit(&work.cai(&sft_args(model, "fresh", "6", &flags)), 1);
+    assert!(err.contains("training diverged at step 1"), "{err}");
+    assert!(err.contains("no checkpoint was saved before it"), "{err}");
+    assert!(!work.path("fresh/checkpoints/checkpoint-1").exists());
+    assert!(!work.path("fresh/model.safetensors").exists());
+
+    // Two good steps, as if stopped there, then resumed at 1e6.
+    let good = [
+        "--learning-rate",
+        "1e-3",
+        "--save-every",
+        "2",
+        "--keep-last",
+        "all",
+        "--max-grad-norm",
+        "0",
+    ];
+    work.cai_ok(&sft_args(model, "out", "6", &good));
+    std::fs::remove_file(work.path("out/model.safetensors")).unwrap();
+    for step in [4, 6] {
+        std::fs::remove_dir_all(work.path(&format!("out/checkpoints/checkpoint-{step}"))).unwrap();
+    }
+    let mut bad = sft_args(model, "out", "6", &good);
+    let lr = bad.iter().position(|a| *a == "1e-3").unwrap();
+    bad[lr] = "1e6";
+    // Without asking, the new rate is refused, and the message says how to ask.
+    let mut plain = bad.clone();
+    plain.push("--resume");
+    let err = assert_exit(&work.cai(&plain), 2);
+    assert!(
+        err.contains("learning_rate was 0.001, now 1000000.0"),
+        "{err}"
+    );
+    assert!(err.contains("--allow-config-change learning_rate"), "{err}");
+    bad.extend(["--resume", "--allow-config-change", "learning_rate"]);
+    let output = work.cai(&bad);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(
+            "resuming out/checkpoints/checkpoint-2 with a changed setting: \
+             learning_rate was 0.001, now 1000000.0"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("training diverged at step 3"), "{err}");
+    assert!(
+        err.contains("the last good checkpoint is out/checkpoints/checkpoint-2"),
+        "{err}"
+    );
+    assert!(!work.path("out/checkpoints/checkpoint-3").exists());
+    let advice = err
+        .lines()
+        .find_map(|l| l.split_once("to resume at the rate that trained well: "))
+        .map(|(_, command)| command.to_owned())
+        .unwrap_or_else(|| panic!("no resume command in:\n{err}"));
+    assert!(
+        advice.ends_with("--resume --learning-rate 1e-3 --allow-config-change learning_rate"),
+        "{advice}"
+    );
+    // The advice, run as printed, finishes the run.
+    let words: Vec<&str> = advice.split(' ').collect();
+    assert_eq!(words[0], "cai");
+    let output = work.cai_ok(&words[1..]);
+    assert!(
+        stdout(&output).contains("trained 6 steps"),
+        "{}",
+        stdout(&output)
+    );
+    let records = train_records(&work.path("out/metrics.jsonl"));
+    assert_eq!(records.len(), 6);
+    assert_eq!(records[2]["lr"], 1e-3);
+}
+
+#[test]
+fn examples_cut_to_no_target_are_warned_about_and_none_left_fails() {
+    let work = Workdir::new();
+    let model = work.tiny_model();
+    let long = "The assistant should be helpful, honest and harmless. ".repeat(6);
+    let record = |id: &str, prompt: &str| {
+        serde_json::json!({"id": id, "prompt": prompt, "completion": " Yes."}).to_string()
+    };
+    work.write(
+        "data.jsonl",
+        &format!("{}\n{}\n", record("short", "Hi?"), record("long", &long)),
+    );
+    let output = work.cai_ok(&sft_args(model, "out", "2", &["--max-length", "16"]));
+    let err = stderr(&output);
+    assert!(
+        err.contains("data.jsonl: 1 of 2 examples lose every target token to max_length 16"),
+        "{err}"
+    );
+    assert!(err.contains("id 'long' (line 2)"), "{err}");
+
+    work.write("data.jsonl", &format!("{}\n", record("long", &long)));
+    let err = assert_exit(
+        &work.cai(&sft_args(model, "none", "2", &["--max-length", "16"])),
+        1,
+    );
+    assert!(
+        err.contains("every example loses all its target tokens to max_length 16"),
+        "{err}"
+    );
+    assert!(err.contains("--max-length"), "{err}");
+    assert!(!work.path("none/model.safetensors").exists());
+}
