@@ -145,7 +145,7 @@ verdict() {
   for r in "${SHOWN[@]}"; do describe "$r"; done | short
 }
 # Paths print as $W/… (W, the work directory, is printed first), so that lines stay readable.
-short() { sed "s|$WORK|\$W|g"; }
+short() { sed -e "s|$WORK|\$W|g" -e 's/\x1b\[[0-9;]*m//g'; }
 skip() { SKIPPED=$((SKIPPED + 1)); echo "SKIP  $CASE: $1" | short; }
 
 # describe NAME: a run's command, exit status, time, RSS and stderr's last lines.
@@ -275,7 +275,7 @@ two_writers() {
 # ------------------------------------------------------------------ shared inputs
 
 S=$WORK/shared
-GEN=()    # the quick generation run (2000 prompts × 64 tokens, ~3 s on one core)
+GEN_OPTS=() GEN=()    # the quick generation run (2000 prompts × 64 tokens, ~3 s on one core)
 SFT=()    # the quick fine-tuning run (750 steps, ~3 s), without --output and --resume
 setup() {
   begin_case "setup"
@@ -295,7 +295,8 @@ EOF
   ((RC == 0)) || { problem "cai init-model failed"; show init; verdict ""; exit 1; }
   "${HELPER[@]}" make-prompts "$S/prompts.jsonl" 2000 "$SEED"
   "${HELPER[@]}" make-sft "$S/sft.jsonl" 200 "$SEED"
-  GEN=(generate --model "$S/model" --input "$S/prompts.jsonl" --max-new-tokens 64 --batch-size 2 --seed "$SEED")
+  GEN_OPTS=(--input "$S/prompts.jsonl" --max-new-tokens 64 --batch-size 2 --seed "$SEED")
+  GEN=(generate --model "$S/model" "${GEN_OPTS[@]}")
   SFT=(sft --model "$S/model" --data "$S/sft.jsonl" --epochs 15 --save-every 10 --batch-size 4 --seed "$SEED")
   snapshot "$S" > "$WORK/shared.snapshot"
   REG_SNAPS+=("$S|$WORK/shared.snapshot")
@@ -359,7 +360,7 @@ kill_loop() {
 
 case_kill_generate() {
   local out=$CASE_DIR/gen.jsonl n=$((1 + RANDOM % 3))
-  kill_loop run "$n" 50 2500 "${GEN[@]}" --output "$out"
+  kill_loop run "$n" 50 2000 "${GEN[@]}" --output "$out"
   run_cai final 120 "${GEN[@]}" --output "$out"
   ((RC == 0)) || { problem "the rerun after the kills failed (exit $RC)"; show final; }
   check_jsonl "$out" "$S/prompts.jsonl"
@@ -573,6 +574,91 @@ case_truncated_model() {
   verdict "model.safetensors cut to $keep of $size bytes: $REFUSAL_MSG"
 }
 
+# A JSONL that cai did not write with these settings is never taken as progress.
+case_foreign_output() {
+  local variant out=$CASE_DIR/out.jsonl
+  head -n 100 "$S/prompts.jsonl" > "$CASE_DIR/p.jsonl"
+  local small=(generate --model "$S/model" --input "$CASE_DIR/p.jsonl" --max-new-tokens 8 --seed "$SEED")
+  pick user-jsonl no-sidecar other-settings; variant=$PICK
+  case $variant in
+    user-jsonl)   # the user's own file whose ids match the input's
+      python3 -c 'import json, sys
+for line in open(sys.argv[1]):
+    print(json.dumps({"id": json.loads(line)["id"], "completion": "mine", "note": "my own work"}))' \
+        "$CASE_DIR/p.jsonl" > "$out" ;;
+    no-sidecar|other-settings)   # cai's finished output, rerun with other settings
+      run_cai first 60 "${small[@]}" --output "$out"
+      ((RC == 0)) || { problem "the first run failed (exit $RC)"; show first; }
+      [[ $variant == no-sidecar ]] && rm -f "$CASE_DIR"/out.config.json ;;
+  esac
+  small=(generate --model "$S/model" --input "$CASE_DIR/p.jsonl" --max-new-tokens 32 --seed "$SEED")
+  quick_refusal refused 'out\.jsonl' "${small[@]}" --output "$out"
+  verdict "$variant: $REFUSAL_MSG"
+}
+
+# Training that blows up stops with an error, and every checkpoint it kept is sane; a run that
+# ends with exit 0 must not have blown up (its last loss within 2× its first, sane weights).
+case_divergence() {
+  local lr out=$CASE_DIR/out check losses first worst last
+  pick 30 100 1e4 1e6 1e30; lr=$PICK
+  run_cai run 60 sft --model "$S/model" --data "$S/sft.jsonl" --output "$out" --learning-rate "$lr" \
+    --max-steps 40 --save-every 5 --batch-size 4 --seed "$SEED"
+  check="nothing kept"
+  if [[ -d $out ]]; then
+    check=$("${HELPER[@]}" check-finite "$out" 100 2>&1) || problem "kept weights are not sane: $(echo "$check" | head -n 2 | tr '\n' ' ')"
+  fi
+  if [[ ${RCS[run]} == 0 ]]; then
+    losses=$(python3 -c 'import json, sys
+l = [r["loss"] for r in map(json.loads, open(sys.argv[1])) if r.get("split") == "train"]
+print(f"{l[0]:.4g} {max(l):.4g} {l[-1]:.4g}")' "$out/metrics.jsonl" 2>/dev/null)
+    read -r first worst last <<< "${losses:-0 0 0}"
+    if awk -v f="$first" -v l="$last" -v w="$worst" 'BEGIN { exit !(l > 2 * f || w > 100 * f || l != l) }'; then
+      problem "exit 0 although the loss went $first → max $worst → $last"
+    fi
+    ((${#PROBLEMS[@]})) && show run
+    verdict "--learning-rate $lr did not diverge (loss $first → $last); $(echo "$check" | tail -n 1 | short)"
+  else
+    clean_failure run "sft --learning-rate $lr"
+    grep -qi 'diverg' "$CASE_DIR/run.err" || { problem "the error does not say the training diverged"; show run; }
+    verdict "--learning-rate $lr: exit ${RCS[run]}: $(err_line run 110); $(echo "$check" | tail -n 1 | short)"
+  fi
+}
+
+# A served model restarting (SIGKILL, then up again on the same port within a second) does
+# not fail a remote generation.
+case_remote_restart() {
+  local port out=$CASE_DIR/gen.jsonl d
+  port=$("${HELPER[@]}" free-port)
+  serve_on() { # serve_on NAME: cai serve on $port, ready
+    start_cai "$1" 120 serve --model "$S/model" --port "$port"
+    SRV_BG=$BG SRV=$CPID
+    local _
+    for _ in $(seq 100); do
+      "${HELPER[@]}" serve-port "$CASE_DIR/$1.err" "$CASE_DIR/$1.out" > /dev/null 2>&1 && return 0
+      sleep 0.1
+    done
+    return 1
+  }
+  serve_on serve1 || { problem "cai serve did not start"; show serve1; verdict ""; kill -KILL "$SRV" 2>/dev/null; return; }
+  d=$((200 + RANDOM % 1000))
+  start_cai gen 120 generate --model "http://127.0.0.1:$port/v1" "${GEN_OPTS[@]}" --output "$out"
+  local gen_bg=$BG
+  sleep "$(ms $d)"
+  kill -KILL "$SRV"; finish_bg serve1 "$SRV_BG"
+  serve_on serve2 || { problem "cai serve did not start again on port $port"; show serve2; }
+  finish_bg gen "$gen_bg"
+  if ((RCS[gen] != 0)); then
+    problem "generation against the restarted server failed (exit ${RCS[gen]})"; show gen
+    # The records written so far must still resume to a complete output.
+    run_cai resume 120 generate --model "http://127.0.0.1:$port/v1" "${GEN_OPTS[@]}" --output "$out"
+    ((RC == 0)) || { problem "resuming it failed too (exit $RC)"; show resume; }
+  fi
+  kill -TERM "$SRV" 2>/dev/null; finish_bg serve2 "$SRV_BG"
+  check_jsonl "$out" "$S/prompts.jsonl"
+  REG_JSONL+=("$out|$S/prompts.jsonl")
+  verdict "server SIGKILLed ${d} ms into a remote generation and restarted: $CHECK_MSG"
+}
+
 case_user_run_dir() {
   local proj=$CASE_DIR/proj variant
   "${HELPER[@]}" make-user-dir "$proj" "$RANDOM"
@@ -656,6 +742,7 @@ case_broken_pipe_run() {
   echo "cai ${args[*]} $([[ $redirect == both ]] && echo '2>&1 ')| head -c1" > "$CASE_DIR/run.cmd"
   : > "$CASE_DIR/run.err"
   if [[ $redirect == both ]]; then
+    echo "(stderr went into the closed pipe too)" > "$CASE_DIR/run.err"
     timeout -k 5 "$(clip 240)" nice -n 10 "$CAI_BIN" "${args[@]}" 2>&1 | head -c1 > /dev/null
   else
     timeout -k 5 "$(clip 240)" nice -n 10 "$CAI_BIN" "${args[@]}" 2>"$CASE_DIR/run.err" | head -c1 > /dev/null
@@ -733,12 +820,15 @@ declare -A COST=(
   [kill_pipeline]=60 [disk_full]=30 [huge_line]=10 [binary_input]=5 [empty_input]=5
   [same_input_output]=5 [huge_positions]=5 [huge_init]=5 [truncated_model]=5
   [user_run_dir]=10 [server_abuse]=70 [broken_pipe_status]=10 [broken_pipe_run]=20
+  [foreign_output]=5 [divergence]=5 [remote_restart]=15
 )
 KINDS=(concurrent_generate concurrent_pipeline kill_generate kill_sft kill_pipeline disk_full
   huge_line binary_input empty_input same_input_output huge_positions huge_init truncated_model
-  user_run_dir server_abuse broken_pipe_status broken_pipe_run)
+  user_run_dir server_abuse broken_pipe_status broken_pipe_run foreign_output divergence
+  remote_restart)
+# Extra rounds: the kinds whose outcome depends on timing.
 REPEATABLE=(concurrent_generate concurrent_pipeline kill_generate kill_sft kill_pipeline disk_full
-  broken_pipe_run huge_line same_input_output truncated_model)
+  broken_pipe_run remote_restart)
 if [[ -n $ONLY ]]; then
   IFS=, read -r -a KINDS <<< "$ONLY"
   for k in "${KINDS[@]}"; do [[ -n ${COST[$k]:-} ]] || { echo "torture.sh: unknown kind '$k'" >&2; exit 2; }; done

@@ -13,6 +13,9 @@ Only the Python standard library is used; network traffic goes to 127.0.0.1 only
   check-metrics DIR [N]            DIR/metrics.jsonl: train steps 1..N, each once
   check-run-dir DIR [--stages S]   a cai pipeline run directory: the stages S finished,
                                    none left running, every dataset holds each input id once
+  check-finite DIR LIMIT           every model.safetensors under DIR: finite F32 weights,
+                                   none larger than LIMIT
+  free-port                        a free TCP port on 127.0.0.1
   serve-port FILE...               the port that `cai serve --port 0` printed into a FILE
   http-ok PORT                     a normal completion request is answered 200
   http-abuse PORT PID SEED         abuse the server at PORT (process PID), then http-ok
@@ -248,6 +251,52 @@ def check_run_dir(args):
         print(f"{run}: {len(stages)} stages finished, none running, {checked} datasets "
               f"hold each input id once, no torn line")
     return 1 if problems else 0
+
+
+def check_finite(root, limit):
+    """Every model.safetensors under root: F32 weights finite and at most limit in size."""
+    import array
+    import math
+    import struct
+    problems, files = [], 0
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            if name != "model.safetensors":
+                continue
+            path = os.path.join(dirpath, name)
+            files += 1
+            with open(path, "rb") as f:
+                (n,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(n))
+                base = 8 + n
+                worst = 0.0
+                for tensor, meta in header.items():
+                    if tensor == "__metadata__" or meta.get("dtype") != "F32":
+                        continue
+                    start, end = meta["data_offsets"]
+                    f.seek(base + start)
+                    values = array.array("f")
+                    values.frombytes(f.read(end - start))
+                    for v in values:
+                        if not math.isfinite(v):
+                            problems.append(f"{path}: {tensor} holds {v}")
+                            break
+                        worst = max(worst, abs(v))
+                if worst > float(limit):
+                    problems.append(f"{path}: a weight of size {worst:.3g} (limit {limit})")
+    for p in problems[:5]:
+        print(p)
+    if not problems:
+        print(f"{files} model.safetensors under {root}: finite, every weight within {limit}")
+    return 1 if problems else 0
+
+
+def free_port():
+    s = socket.socket()
+    s.bind((HOST, 0))
+    print(s.getsockname()[1])
+    s.close()
+    return 0
 
 
 def serve_port(*paths):
@@ -639,6 +688,10 @@ def main(argv):
         return check_metrics(*args)
     if cmd == "check-run-dir":
         return check_run_dir(args)
+    if cmd == "check-finite":
+        return check_finite(*args)
+    if cmd == "free-port":
+        return free_port()
     if cmd == "serve-port":
         return serve_port(*args)
     if cmd == "http-ok":
