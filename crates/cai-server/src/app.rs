@@ -1,6 +1,6 @@
-//! The `Router`: routes, shared state, the bearer-token check, request logs, the body limit,
-//! a JSON extractor whose failures are OpenAI-style errors, and the small routes
-//! (`/v1/models`, `/health`).
+//! The `Router`: routes, shared state, the bearer-token check, request logs, the body limit
+//! and timeout, a JSON extractor whose failures are OpenAI-style errors naming the field at
+//! fault, and the small routes (`/v1/models`, `/health`).
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -29,6 +29,9 @@ pub(crate) struct AppState {
     /// A preference model's scalar head `[1, hidden]`: the engine's decoder is then the
     /// preference model's, `/v1/score` answers rewards and generation is refused.
     pub reward_head: Option<candle_core::Tensor>,
+    /// Bytes of the longest vocabulary entry: no token covers more text than this (twice
+    /// it, for normalisers that shorten text), which bounds the text a context can hold.
+    pub max_token_bytes: usize,
 }
 
 pub(crate) type Shared = Arc<AppState>;
@@ -50,11 +53,30 @@ impl AppState {
 
     /// Refuse a request for another model.
     pub fn check_model(&self, model: &str) -> Result<(), ApiError> {
-        if model == self.options.model_name {
+        if self.options.names().any(|n| n == model) {
             Ok(())
         } else {
-            Err(ApiError::unknown_model(model, &self.options.model_name))
+            let names: Vec<&str> = self.options.names().collect();
+            Err(ApiError::unknown_model(model, &names))
         }
+    }
+
+    /// Refuse text longer than the model's context can hold before tokenizing it, so that a
+    /// body of megabytes never becomes a tokenizer's gigabyte: `what` names the field.
+    pub fn check_text_fits(&self, what: &str, bytes: usize) -> Result<(), ApiError> {
+        let context = self.context();
+        let most = context
+            .saturating_mul(2 * self.max_token_bytes)
+            .saturating_add(1024);
+        if bytes > most {
+            return Err(ApiError::invalid(format!(
+                "{what} is {bytes} bytes of text: more than this model's context of {context} \
+                 tokens can hold (at most {most} bytes); shorten it"
+            ))
+            .param(what.split(['[', '.', ' ']).next().unwrap_or(what))
+            .code("context_length_exceeded"));
+        }
+        Ok(())
     }
 
     /// Refuse generation when the served model is a preference model.
@@ -96,11 +118,18 @@ fn build(
 ) -> Result<Router, ServerError> {
     options.validate()?;
     let limit = options.max_body_bytes;
+    let tokenizer = engine.model().tokenizer();
+    let max_token_bytes = (0..tokenizer.vocab_size() as u32)
+        .filter_map(|id| tokenizer.id_to_token(id).map(|t| t.len()))
+        .max()
+        .unwrap_or(1)
+        .max(1);
     let state: Shared = Arc::new(AppState {
         engine,
         options,
         created: unix_now(),
         reward_head,
+        max_token_bytes,
     });
     Ok(Router::new()
         .route("/v1/models", get(models))
@@ -123,16 +152,21 @@ pub(crate) fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// One card per name the server answers to, the model's own id first.
 async fn models(State(state): State<Shared>) -> Json<ModelList> {
     Json(ModelList {
         object: "list".into(),
-        data: vec![ModelCard {
-            id: state.options.model_name.clone(),
-            object: "model".into(),
-            created: state.created,
-            owned_by: "cai".into(),
-            max_model_len: Some(state.context()),
-        }],
+        data: state
+            .options
+            .names()
+            .map(|name| ModelCard {
+                id: name.to_owned(),
+                object: "model".into(),
+                created: state.created,
+                owned_by: "cai".into(),
+                max_model_len: Some(state.context()),
+            })
+            .collect(),
     })
 }
 
@@ -171,12 +205,24 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Bodies at least this large hand the memory their parsing took back to the system once
+/// answered.
+const LARGE_BODY: u64 = 1 << 20;
+
 /// One log line per request: method, path, status and time taken.
 async fn log_request(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    let large = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|n| n >= LARGE_BODY);
     let started = Instant::now();
     let response = next.run(request).await;
+    if large {
+        tokio::task::spawn_blocking(release_freed_memory);
+    }
     let status = response.status().as_u16();
     let ms = started.elapsed().as_secs_f64() * 1e3;
     if status >= 500 {
@@ -187,28 +233,85 @@ async fn log_request(request: Request, next: Next) -> Response {
     response
 }
 
-/// A JSON body whose every failure (too large, unreadable, not JSON, wrong fields) is an
-/// OpenAI-style error.
+/// A JSON body whose every failure (too large, too slow, unreadable, not JSON, wrong fields)
+/// is an OpenAI-style error. A declared length over the limit is refused before the body is
+/// read, and the body must arrive within the body timeout.
 pub(crate) struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<Shared> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &Shared) -> Result<Self, Self::Rejection> {
-        let bytes = Bytes::from_request(request, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::too_large(state.options.max_body_bytes)
-            } else {
-                ApiError::invalid(format!(
-                    "Could not read the request body: {}",
-                    e.body_text()
-                ))
-            }
-        })?;
-        serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| {
-            ApiError::invalid(format!(
-                "The body is not a valid request: {e}; expected a JSON object as in OpenAI's API"
-            ))
-        })
+        let limit = state.options.max_body_bytes;
+        let declared = request
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(ApiError::too_large(limit));
+        }
+        let timeout = state.options.body_timeout;
+        let bytes = tokio::time::timeout(timeout, Bytes::from_request(request, state))
+            .await
+            .map_err(|_| ApiError::body_timeout(timeout.as_secs_f64()))?
+            .map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::too_large(limit)
+                } else {
+                    ApiError::invalid(format!(
+                        "Could not read the request body: {}",
+                        e.body_text()
+                    ))
+                }
+            })?;
+        parse(&bytes).map(ApiJson)
+    }
+}
+
+/// Deserialise a request straight from its bytes (no intermediate JSON tree); a wrong field
+/// is named by its path (`messages[0].content: invalid type: integer `12`, expected a string
+/// or a list of content parts`) with the top-level field as the error's `param`.
+pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let syntax = |e: serde_json::Error| {
+        ApiError::invalid(format!(
+            "The body is not a valid request: {e}; expected a JSON object as in OpenAI's API"
+        ))
+    };
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let param = e.path().iter().next().and_then(|segment| match segment {
+            serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+            _ => None,
+        });
+        let inner = e.into_inner();
+        if !inner.is_data() {
+            return syntax(inner);
+        }
+        let at = if path == "." {
+            String::new()
+        } else {
+            format!("{path}: ")
+        };
+        let error = ApiError::invalid(format!(
+            "The body is not a valid request: {at}{inner}; see OpenAI's API for the fields"
+        ));
+        match param {
+            Some(p) => error.param(&p),
+            None => error,
+        }
+    })?;
+    de.end().map_err(syntax)?;
+    Ok(value)
+}
+
+/// Return freed heap memory to the system. glibc keeps what a thread freed in that thread's
+/// arena, so the megabytes a large body took to parse would stay resident for good.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of the allocator's own heaps to the system.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

@@ -76,7 +76,7 @@ fn finish_reason(output: &GenOutput) -> String {
 /// Handle `POST /v1/chat/completions`.
 pub(crate) async fn handle(
     State(state): State<Shared>,
-    ApiJson(request): ApiJson<ChatRequest>,
+    ApiJson(mut request): ApiJson<ChatRequest>,
 ) -> Result<Response, ApiError> {
     state.check_model(&request.model)?;
     state.check_generates()?;
@@ -85,7 +85,20 @@ pub(crate) async fn handle(
     let timeout_s = state.options.request_timeout.as_secs_f64();
     let model = state.engine.model();
     let tk = model.tokenizer();
-    let messages = dialogue(request.messages)?;
+    let messages = dialogue(std::mem::take(&mut request.messages))?;
+    // Before rendering and tokenizing: every message takes at least one token, and the text
+    // must fit the context.
+    let context = state.context();
+    if messages.len() > context {
+        return Err(ApiError::invalid(format!(
+            "messages: {} messages cannot fit this model's context of {context} tokens",
+            messages.len()
+        ))
+        .param("messages")
+        .code("context_length_exceeded"));
+    }
+    let text: usize = messages.iter().map(|m| m.content.len()).sum();
+    state.check_text_fits("messages", text)?;
     let prompt = tk
         .render_dialogue(&messages, true, DialogueFormat::Auto)
         .map_err(|e| ApiError::invalid(format!("Could not render the dialogue: {e}")))?;
@@ -102,7 +115,7 @@ pub(crate) async fn handle(
     let room = state.context().saturating_sub(tokens.len()).max(1);
     let mut params = generation::params(
         &state,
-        request.sampling,
+        request.take_sampling(),
         1,
         request.max_completion_tokens.or(request.max_tokens),
         room,

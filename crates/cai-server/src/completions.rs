@@ -41,6 +41,15 @@ fn tokenize(state: &Shared, prompt: Prompt) -> Result<Prompts, ApiError> {
     };
     let from_ids = |tokens: Vec<Vec<u32>>| -> Result<Prompts, ApiError> {
         let vocab = state.engine.model().decoder().config().vocab_size;
+        let context = state.context();
+        if let Some((i, long)) = tokens.iter().enumerate().find(|(_, t)| t.len() >= context) {
+            return Err(ApiError::invalid(format!(
+                "prompt[{i}] has {} tokens; this model's context is {context} tokens",
+                long.len()
+            ))
+            .param("prompt")
+            .code("context_length_exceeded"));
+        }
         if let Some(bad) = tokens.iter().flatten().find(|&&id| id as usize >= vocab) {
             return Err(ApiError::invalid(format!(
                 "Token id {bad} is outside the model's vocabulary of {vocab}"
@@ -68,24 +77,35 @@ fn tokenize(state: &Shared, prompt: Prompt) -> Result<Prompts, ApiError> {
 /// Handle `POST /v1/completions`.
 pub(crate) async fn handle(
     State(state): State<Shared>,
-    ApiJson(request): ApiJson<CompletionRequest>,
+    ApiJson(mut request): ApiJson<CompletionRequest>,
 ) -> Result<Response, ApiError> {
     state.check_model(&request.model)?;
     state.check_generates()?;
     let started = Instant::now();
     let deadline = started + state.options.request_timeout;
     let timeout_s = state.options.request_timeout.as_secs_f64();
-    let prompts = tokenize(&state, request.prompt)?;
     let echo = request.echo.unwrap_or(false);
     let logprobs = request.logprobs;
+    // Every check that needs no tokens comes first, so that a body of many or long prompts
+    // is refused before the tokenizer sees it.
     let params = generation::params(
         &state,
-        request.sampling,
-        prompts.tokens.len(),
+        request.take_sampling(),
+        request.prompt.count(),
         request.max_tokens,
         state.options.default_max_tokens,
         logprobs.unwrap_or(0),
     )?;
+    match &request.prompt {
+        Prompt::Text(t) => state.check_text_fits("prompt", t.len())?,
+        Prompt::Texts(ts) => {
+            for (i, t) in ts.iter().enumerate() {
+                state.check_text_fits(&format!("prompt[{i}]"), t.len())?;
+            }
+        }
+        Prompt::Tokens(_) | Prompt::TokenLists(_) => {}
+    }
+    let prompts = tokenize(&state, request.prompt)?;
     for p in &prompts.tokens {
         generation::check_fits(&state, p.len(), params.max_tokens)?;
     }

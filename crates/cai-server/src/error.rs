@@ -73,12 +73,18 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, "authentication_error", message).code("invalid_api_key")
     }
 
-    /// 404: the model the request names is not served here.
-    pub fn unknown_model(asked: &str, served: &str) -> Self {
+    /// 404: the model the request names is not served here; `served` are the names it
+    /// answers to.
+    pub fn unknown_model(asked: &str, served: &[&str]) -> Self {
+        let served = served
+            .iter()
+            .map(|n| format!("'{n}'"))
+            .collect::<Vec<_>>()
+            .join(" or ");
         Self::new(
             StatusCode::NOT_FOUND,
             "invalid_request_error",
-            format!("The model '{asked}' does not exist; this server serves '{served}'"),
+            format!("The model '{asked}' does not exist; this server serves {served}"),
         )
         .param("model")
         .code("model_not_found")
@@ -111,6 +117,19 @@ impl ApiError {
             StatusCode::REQUEST_TIMEOUT,
             "timeout_error",
             format!("The request took longer than the server's limit of {seconds} s"),
+        )
+        .code("timeout")
+    }
+
+    /// 408: the body did not arrive within the server's body timeout.
+    pub fn body_timeout(seconds: f64) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout_error",
+            format!(
+                "The request body did not arrive within the server's limit of {seconds} s \
+                 after its headers; send the whole body at once"
+            ),
         )
         .code("timeout")
     }

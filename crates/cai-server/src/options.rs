@@ -11,8 +11,12 @@ use crate::error::ServerError;
 /// that a wrapper can log or store it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServerOptions {
-    /// The model id clients must send in `model` and that `/v1/models` lists.
+    /// The model id clients send in `model`, first in `/v1/models` and echoed in answers.
     pub model_name: String,
+    /// Other names clients may send in `model` (the name the server was started with, when
+    /// it differs from the model's id); `/v1/models` lists them after `model_name`.
+    #[serde(default)]
+    pub aliases: Vec<String>,
     /// When set, every route but `/health` needs `Authorization: Bearer <api_key>`.
     pub api_key: Option<String>,
     /// Largest request body accepted, in bytes: 4 MiB holds prompts far longer than any
@@ -28,27 +32,42 @@ pub struct ServerOptions {
     pub request_timeout: Duration,
     /// Most rows (prompts × `n`) one request may add.
     pub max_rows_per_request: usize,
+    /// A connection has this long to send a request's headers, and an idle keep-alive
+    /// connection is closed after it: 30 s (hyper's default) outlasts any live client, and a
+    /// client that opens connections and sends nothing cannot hold them.
+    #[serde(with = "seconds")]
+    pub header_timeout: Duration,
+    /// After its headers, a request's body must arrive within this long: 60 s carries the
+    /// 4 MiB default limit over a 1 Mbit/s link with room to spare.
+    #[serde(with = "seconds")]
+    pub body_timeout: Duration,
 }
+
+/// The header timeout of [`ServerOptions::new`].
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl ServerOptions {
     /// Defaults for a model served as `model_name`.
     pub fn new(model_name: impl Into<String>) -> Self {
         Self {
             model_name: model_name.into(),
+            aliases: Vec::new(),
             api_key: None,
             max_body_bytes: 4 << 20,
             max_tokens_cap: None,
             default_max_tokens: 16,
             request_timeout: Duration::from_secs(600),
             max_rows_per_request: 128,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            body_timeout: Duration::from_secs(60),
         }
     }
 
     /// Check the options.
     pub fn validate(&self) -> Result<(), ServerError> {
         let fail = |m: &str| Err(ServerError::Options(m.into()));
-        if self.model_name.trim().is_empty() {
-            return fail("the served model name is empty");
+        if self.names().any(|n| n.trim().is_empty()) {
+            return fail("a served model name is empty");
         }
         if self.api_key.as_deref().is_some_and(str::is_empty) {
             return fail("the API key is empty; give a key or none");
@@ -59,10 +78,23 @@ impl ServerOptions {
         if self.max_tokens_cap == Some(0) || self.default_max_tokens == 0 {
             return fail("the max_tokens cap and default must be at least 1");
         }
-        if self.request_timeout.is_zero() {
-            return fail("the request timeout must be longer than 0 s");
+        for (what, timeout) in [
+            ("request", self.request_timeout),
+            ("header", self.header_timeout),
+            ("body", self.body_timeout),
+        ] {
+            if timeout.is_zero() {
+                return Err(ServerError::Options(format!(
+                    "the {what} timeout must be longer than 0 s"
+                )));
+            }
         }
         Ok(())
+    }
+
+    /// Every name clients may send in `model`: `model_name`, then the aliases.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.model_name.as_str()).chain(self.aliases.iter().map(String::as_str))
     }
 }
 

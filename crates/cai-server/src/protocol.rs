@@ -7,8 +7,12 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+mod shapes;
+
+pub use shapes::MAX_STOP_STRINGS;
+
 /// A prompt as OpenAI's completions API takes it: text, texts, token ids, or lists of ids.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Prompt {
     /// One text.
@@ -21,14 +25,25 @@ pub enum Prompt {
     TokenLists(Vec<Vec<u32>>),
 }
 
-/// Stop strings: one or several.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Stop strings: one or several (at most [`MAX_STOP_STRINGS`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Stop {
     /// One string.
     One(String),
     /// Several.
     Many(Vec<String>),
+}
+
+impl Prompt {
+    /// How many prompts.
+    pub fn count(&self) -> usize {
+        match self {
+            Prompt::Text(_) | Prompt::Tokens(_) => 1,
+            Prompt::Texts(v) => v.len(),
+            Prompt::TokenLists(v) => v.len(),
+        }
+    }
 }
 
 impl Stop {
@@ -41,7 +56,9 @@ impl Stop {
     }
 }
 
-/// Sampling fields shared by completions and chat completions.
+/// Sampling fields shared by completions and chat completions. The requests carry them as
+/// their own fields (not flattened: serde buffers a flattened struct's unknown fields, and
+/// loses the path of a wrong one) and hand them over with `take_sampling`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SamplingFields {
     /// Softmax temperature, 0 for greedy [default 1].
@@ -88,9 +105,38 @@ pub struct CompletionRequest {
     /// New tokens per choice [default: the server's, OpenAI's 16].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_tokens: Option<usize>,
-    /// Sampling.
-    #[serde(flatten)]
-    pub sampling: SamplingFields,
+    /// Softmax temperature, 0 for greedy [default 1].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    /// Nucleus mass in (0, 1] [default 1].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
+    /// Keep only the k most likely tokens; 0 or -1 turns it off (vLLM's extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<i64>,
+    /// Choices per prompt [default 1].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<usize>,
+    /// Stop strings; the text returned ends before the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<Stop>,
+    /// Seed of the sampler: the same seed gives the same text whatever else is running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Stream the answer as server-sent events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+    /// Generate past end-of-sequence tokens, to `max_tokens` or a stop string (vLLM's
+    /// extension; for benchmarks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_eos: Option<bool>,
+    /// Not supported unless 0; present so that a request asking for it is refused, not
+    /// silently answered without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence_penalty: Option<f32>,
+    /// As `presence_penalty`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frequency_penalty: Option<f32>,
     /// Return token log-probabilities with this many alternatives per position (0: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<usize>,
@@ -103,6 +149,24 @@ pub struct CompletionRequest {
     /// vLLM: tokens in log-probs as `token_id:<id>` instead of their text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub return_tokens_as_token_ids: Option<bool>,
+}
+
+impl CompletionRequest {
+    /// The sampling fields, moved out of the request.
+    pub fn take_sampling(&mut self) -> SamplingFields {
+        SamplingFields {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            n: self.n,
+            stop: self.stop.take(),
+            seed: self.seed,
+            stream: self.stream,
+            ignore_eos: self.ignore_eos,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+        }
+    }
 }
 
 /// Log-probabilities in the completions format.
@@ -183,7 +247,7 @@ pub struct CompletionResponse {
 }
 
 /// A chat message's content: text, or OpenAI's list of typed parts (text parts only).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Content {
     /// Plain text.
@@ -225,15 +289,62 @@ pub struct ChatRequest {
     /// OpenAI's newer name for `max_tokens`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_completion_tokens: Option<usize>,
-    /// Sampling.
-    #[serde(flatten)]
-    pub sampling: SamplingFields,
+    /// Softmax temperature, 0 for greedy [default 1].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
+    /// Nucleus mass in (0, 1] [default 1].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f32>,
+    /// Keep only the k most likely tokens; 0 or -1 turns it off (vLLM's extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<i64>,
+    /// Choices per prompt [default 1].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n: Option<usize>,
+    /// Stop strings; the text returned ends before the first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<Stop>,
+    /// Seed of the sampler: the same seed gives the same text whatever else is running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Stream the answer as server-sent events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<bool>,
+    /// Generate past end-of-sequence tokens, to `max_tokens` or a stop string (vLLM's
+    /// extension; for benchmarks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ignore_eos: Option<bool>,
+    /// Not supported unless 0; present so that a request asking for it is refused, not
+    /// silently answered without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presence_penalty: Option<f32>,
+    /// As `presence_penalty`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frequency_penalty: Option<f32>,
     /// Return each generated token's log-probability.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub logprobs: Option<bool>,
     /// With `logprobs`, this many alternatives per position.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_logprobs: Option<usize>,
+}
+
+impl ChatRequest {
+    /// The sampling fields, moved out of the request.
+    pub fn take_sampling(&mut self) -> SamplingFields {
+        SamplingFields {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            n: self.n,
+            stop: self.stop.take(),
+            seed: self.seed,
+            stream: self.stream,
+            ignore_eos: self.ignore_eos,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+        }
+    }
 }
 
 /// A token and its log-probability in the chat format.

@@ -23,6 +23,18 @@ pub(crate) async fn handle(
     if request.items.is_empty() {
         return Err(ApiError::invalid("items: expected at least one pair").param("items"));
     }
+    let most = state.options.max_rows_per_request;
+    if request.items.len() > most {
+        return Err(ApiError::invalid(format!(
+            "items: {} pairs; expected at most {most} per request",
+            request.items.len()
+        ))
+        .param("items"));
+    }
+    for (i, item) in request.items.iter().enumerate() {
+        let bytes = item.prefix.len() + item.prompt.len() + item.continuation.len();
+        state.check_text_fits(&format!("items[{i}]"), bytes)?;
+    }
     if request.top_logprobs > MAX_TOP_LOGPROBS {
         return Err(ApiError::invalid(format!(
             "top_logprobs {}: at most {MAX_TOP_LOGPROBS}",

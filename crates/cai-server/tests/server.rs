@@ -16,3 +16,6 @@ mod chat;
 
 #[path = "server/batching.rs"]
 mod batching;
+
+#[path = "server/limits.rs"]
+mod limits;

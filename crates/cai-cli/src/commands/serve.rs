@@ -21,10 +21,17 @@ pub struct ServeArgs {
     /// Port to listen on (0: any free port; the address is printed)
     #[arg(long, default_value_t = 8000)]
     pub port: u16,
-    /// Require `Authorization: Bearer <KEY>` on every route but /health
+    /// Require `Authorization: Bearer <KEY>` on every route but /health. The key is taken
+    /// from --api-key, else --api-key-file, else the CAI_API_KEY environment variable; none of
+    /// them: no key. A key on the command line is visible to other users in `ps`: prefer the
+    /// file or the variable
     #[arg(long, value_name = "KEY")]
     pub api_key: Option<String>,
-    /// The model id clients send and /v1/models lists [default: the model directory's name]
+    /// Read the API key from this file (its first line; surrounding whitespace is dropped)
+    #[arg(long, value_name = "PATH", conflicts_with = "api_key")]
+    pub api_key_file: Option<std::path::PathBuf>,
+    /// The model id clients send and /v1/models lists [default: the name given to --model,
+    /// and the model directory's name too when it differs]
     #[arg(long, value_name = "NAME")]
     pub served_model_name: Option<String>,
     /// Largest max_tokens a request may ask for [default: the model's context length]
@@ -39,6 +46,76 @@ pub struct ServeArgs {
     /// Largest request body in bytes
     #[arg(long, default_value_t = 4 << 20, value_name = "BYTES")]
     pub max_body_bytes: usize,
+    /// Seconds a connection may take to send a request's headers; an idle keep-alive
+    /// connection is closed after as long
+    #[arg(long, default_value_t = 30.0, value_name = "S")]
+    pub header_timeout: f64,
+    /// Seconds a request's body may take to arrive after its headers (then 408)
+    #[arg(long, default_value_t = 60.0, value_name = "S")]
+    pub body_timeout: f64,
+}
+
+/// Where the API key came from, for the startup line.
+enum KeySource {
+    Flag,
+    File(std::path::PathBuf),
+    Env,
+}
+
+/// The API key by precedence: --api-key, --api-key-file, CAI_API_KEY.
+fn api_key(args: &ServeArgs) -> anyhow::Result<Option<(String, KeySource)>> {
+    if let Some(key) = &args.api_key {
+        eprintln!(
+            "warning: --api-key is visible to other users of this machine (ps); prefer \
+             --api-key-file or the CAI_API_KEY environment variable"
+        );
+        return Ok(Some((key.clone(), KeySource::Flag)));
+    }
+    if let Some(path) = &args.api_key_file {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            anyhow::Error::new(UsageError(format!(
+                "--api-key-file {}: cannot read it ({e}); give a file holding the key",
+                path.display()
+            )))
+        })?;
+        let key = text.lines().next().unwrap_or("").trim().to_owned();
+        ensure(!key.is_empty(), || {
+            format!(
+                "--api-key-file {}: the file's first line is empty; write the key there",
+                path.display()
+            )
+        })?;
+        return Ok(Some((key, KeySource::File(path.clone()))));
+    }
+    Ok(std::env::var("CAI_API_KEY")
+        .ok()
+        .filter(|k| !k.trim().is_empty())
+        .map(|k| (k.trim().to_owned(), KeySource::Env)))
+}
+
+/// The names the server answers to: the name given to --model as typed (unless it is a
+/// path), then the model directory's name when it differs (`lab` and `lab-f7f86bff…`), or
+/// only --served-model-name when given.
+fn served_names(args: &ServeArgs, dir: &std::path::Path) -> Vec<String> {
+    if let Some(name) = &args.served_model_name {
+        return vec![name.clone()];
+    }
+    let spec = &args.model.model;
+    let dir_name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+    let is_path = std::path::Path::new(spec).is_dir();
+    let mut names = Vec::new();
+    if !is_path {
+        names.push(spec.clone());
+    }
+    if let Some(d) = dir_name {
+        if !names.contains(&d) {
+            names.push(d);
+        }
+    }
+    if names.is_empty() {
+        names.push(spec.clone());
+    }
+    names
 }
 
 /// Run `cai serve`.
@@ -46,12 +123,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     ensure(args.max_batch > 0, || {
         "--max-batch 0: expected at least 1".into()
     })?;
-    ensure(args.timeout.is_finite() && args.timeout > 0.0, || {
-        format!(
-            "--timeout {}: expected a positive number of seconds",
-            args.timeout
-        )
-    })?;
+    for (flag, seconds) in [
+        ("--timeout", args.timeout),
+        ("--header-timeout", args.header_timeout),
+        ("--body-timeout", args.body_timeout),
+    ] {
+        ensure(seconds.is_finite() && seconds > 0.0, || {
+            format!("{flag} {seconds}: expected a positive number of seconds")
+        })?;
+    }
+    let key = api_key(&args)?;
     ensure(!cai_remote::is_remote_spec(&args.model.model), || {
         format!(
             "--model {}: cai serve needs a local model (a directory, a cached model id or \
@@ -67,17 +148,30 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         (args.model.load()?.into_local("cai serve")?, None)
     };
-    let name = args.served_model_name.clone().unwrap_or_else(|| {
-        model.dir().file_name().map_or_else(
-            || args.model.model.clone(),
-            |n| n.to_string_lossy().into_owned(),
-        )
-    });
+    let mut names = served_names(&args, model.dir());
+    let name = names.remove(0);
+    let key_note = match &key {
+        None => String::new(),
+        Some((_, KeySource::Flag)) => ", API key required (from --api-key)".into(),
+        Some((_, KeySource::File(path))) => {
+            format!(", API key required (from {})", path.display())
+        }
+        Some((_, KeySource::Env)) => ", API key required (from CAI_API_KEY)".into(),
+    };
+    let also = if names.is_empty() {
+        String::new()
+    } else {
+        format!(" (also answers to {})", names.join(", "))
+    };
+    let header_timeout = Duration::from_secs_f64(args.header_timeout);
     let options = ServerOptions {
-        api_key: args.api_key.clone(),
+        aliases: names,
+        api_key: key.map(|(k, _)| k),
         max_body_bytes: args.max_body_bytes,
         max_tokens_cap: args.max_tokens_cap,
         request_timeout: Duration::from_secs_f64(args.timeout),
+        header_timeout,
+        body_timeout: Duration::from_secs_f64(args.body_timeout),
         ..ServerOptions::new(name.clone())
     };
     options
@@ -91,9 +185,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         },
     );
     let what = if reward_head.is_some() {
-        format!("the preference model '{name}' (rewards at POST …/score; no generation;")
+        format!("the preference model '{name}'{also} (rewards at POST …/score; no generation;")
     } else {
-        format!("'{name}' (")
+        format!("'{name}'{also} (")
     };
     let app = match reward_head {
         Some(head) => reward_router(engine, options, head)?,
@@ -111,14 +205,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("binding {addr}"))?;
         let bound = listener.local_addr().context("reading the bound address")?;
         eprintln!(
-            "serving {what}context {context} tokens) on http://{bound}/v1{}; Ctrl-C stops",
-            if args.api_key.is_some() {
-                ", API key required"
-            } else {
-                ""
-            }
+            "serving {what}context {context} tokens) on http://{bound}/v1{key_note}; Ctrl-C stops"
         );
-        serve(listener, app, shutdown_signal()).await?;
+        serve(listener, app, header_timeout, shutdown_signal()).await?;
         eprintln!("stopped");
         anyhow::Ok(())
     })

@@ -2,9 +2,10 @@
 //! completions, `cai critique` runs end to end against a server, a dead endpoint is reported
 //! by name while the run completes on the others, and what endpoints cannot do is refused.
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -25,10 +26,20 @@ impl Drop for Server {
 
 /// Start `cai serve --model MODEL --port 0` in the work directory and read its address.
 pub(crate) fn serve(work: &Workdir, model: &str) -> Server {
+    serve_with(work, &["--model", model], &[])
+}
+
+/// Start `cai serve --port 0 ARGS…` with the environment variables `env` and read its address.
+pub(crate) fn serve_with(work: &Workdir, args: &[&str], env: &[(&str, &str)]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_cai"))
-        .args(["serve", "--model", model, "--port", "0"])
+        .arg("serve")
+        .args(args)
+        .args(["--port", "0"])
         .current_dir(work.path("."))
         .env_remove("RUST_LOG")
+        .env_remove("CAI_API_KEY")
+        .env("CAI_CACHE", work.path(".cai-cache"))
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -181,4 +192,113 @@ fn endpoints_cannot_be_served_or_render_chat_templates() {
     args.extend(["--format", "chat-template"]);
     let err = assert_exit(&work.cai(&args), 2);
     assert!(err.contains("chat template"), "{err}");
+}
+
+/// One HTTP/1.1 request to the server at `url` (`http://ADDR/v1`) over a plain socket: the
+/// status and the body.
+fn http(url: &str, method: &str, path: &str, key: Option<&str>, body: &str) -> (u16, String) {
+    let addr = url.trim_start_matches("http://").trim_end_matches("/v1");
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let auth = key.map_or(String::new(), |k| format!("Authorization: Bearer {k}\r\n"));
+    write!(
+        stream,
+        "{method} /v1{path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{auth}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let status = answer[9..12].parse().unwrap();
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, body.to_owned())
+}
+
+#[test]
+fn a_model_served_by_its_short_name_answers_to_it() {
+    let work = Workdir::new();
+    let server = serve_with(&work, &["--model", "lab-small"], &[]);
+    let (status, models) = http(&server.url, "GET", "/models", None, "");
+    assert_eq!(status, 200, "{models}");
+    let models: Value = serde_json::from_str(&models).unwrap();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids[0], "lab-small", "{ids:?}");
+    assert!(
+        ids.len() == 2 && ids[1].starts_with("lab-small-"),
+        "the directory's id still answers: {ids:?}"
+    );
+    for id in &ids {
+        let body = format!(r#"{{"model": "{id}", "prompt": "Hello", "max_tokens": 2}}"#);
+        let (status, answer) = http(&server.url, "POST", "/completions", None, &body);
+        assert_eq!(status, 200, "{id}: {answer}");
+    }
+}
+
+#[test]
+fn the_api_key_comes_from_the_environment_or_a_file() {
+    let work = Workdir::new();
+    let model = model(&work);
+    work.write("key.txt", "from-file\n");
+    for (args, env, key) in [
+        (
+            vec!["--model", model],
+            vec![("CAI_API_KEY", "from-env")],
+            "from-env",
+        ),
+        (
+            vec!["--model", model, "--api-key-file", "key.txt"],
+            vec![("CAI_API_KEY", "from-env")],
+            "from-file",
+        ),
+    ] {
+        let server = serve_with(&work, &args, &env);
+        assert_eq!(http(&server.url, "GET", "/models", None, "").0, 401);
+        assert_eq!(
+            http(&server.url, "GET", "/models", Some("wrong"), "").0,
+            401
+        );
+        let (status, text) = http(&server.url, "GET", "/models", Some(key), "");
+        assert_eq!(status, 200, "{key}: {text}");
+    }
+    work.write("empty.txt", "\n");
+    let err = assert_exit(
+        &work.cai(&["serve", "--model", model, "--api-key-file", "empty.txt"]),
+        2,
+    );
+    assert!(err.contains("empty.txt") && err.contains("empty"), "{err}");
+    let err = assert_exit(
+        &work.cai(&["serve", "--model", model, "--api-key-file", "missing.txt"]),
+        2,
+    );
+    assert!(err.contains("missing.txt"), "{err}");
+}
+
+#[test]
+fn a_connection_that_sends_half_a_header_is_closed() {
+    let work = Workdir::new();
+    let model = model(&work);
+    let server = serve_with(&work, &["--model", model, "--header-timeout", "0.3"], &[]);
+    let addr = server
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches("/v1");
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(b"GET /v1/models HTTP/1.1\r\nHo").unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 512];
+    let closed =
+        matches!(stream.read(&mut buf), Ok(0)) || started.elapsed() < Duration::from_secs(4);
+    assert!(closed, "still open after {:?}", started.elapsed());
+    assert_eq!(http(&server.url, "GET", "/models", None, "").0, 200);
 }

@@ -85,7 +85,13 @@ pub fn serve_model(positions: usize, change: impl FnOnce(&mut ServerOptions)) ->
     let mut options = ServerOptions::new(NAME);
     change(&mut options);
     let engine = Engine::start(load(&model), EngineOptions::default());
-    let server = BackgroundServer::start(router(engine, options).unwrap(), "127.0.0.1:0").unwrap();
+    let header_timeout = options.header_timeout;
+    let server = BackgroundServer::start_with(
+        router(engine, options).unwrap(),
+        "127.0.0.1:0",
+        header_timeout,
+    )
+    .unwrap();
     Served {
         server,
         model,

@@ -130,3 +130,81 @@ fn a_body_over_the_limit_is_413_and_unknown_routes_404_and_405() {
     let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_error(status, &answer, 405, "invalid_request_error");
 }
+
+#[test]
+fn a_field_of_the_wrong_shape_is_named_with_what_was_expected() {
+    let s = serve();
+    for (path, body, field, expected) in [
+        (
+            "/chat/completions",
+            json!({"model": NAME, "messages": [{"role": "user", "content": 12}]}),
+            "messages[0].content",
+            "expected a string or a list of content parts",
+        ),
+        (
+            "/completions",
+            json!({"model": NAME, "prompt": {"text": "hi"}}),
+            "prompt",
+            "expected a string, a list of strings, a list of token ids, or a list of token-id lists",
+        ),
+        (
+            "/completions",
+            json!({"model": NAME, "prompt": "hi", "stop": 3}),
+            "stop",
+            "expected a string or a list of strings",
+        ),
+        (
+            "/completions",
+            json!({"model": NAME, "prompt": "hi", "temperature": "hot"}),
+            "temperature",
+            "expected f32",
+        ),
+        (
+            "/score",
+            json!({"model": NAME, "items": [{"prompt": "a", "continuation": 1}]}),
+            "items[0].continuation",
+            "expected a string",
+        ),
+    ] {
+        let (status, answer) = post(&s.url(), path, &body);
+        let e = assert_error(status, &answer, 400, "invalid_request_error");
+        let message = e["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("{field}: ")) && message.contains(expected),
+            "{path} {body}: {message}"
+        );
+        let top = field.split(['[', '.']).next().unwrap();
+        assert_eq!(e["param"], top, "{e}");
+    }
+}
+
+#[test]
+fn every_name_the_server_answers_to_is_accepted_and_listed() {
+    let s = serve_with(|o| o.aliases = vec!["lab".into()]);
+    let (status, text) = get(&format!("{}/models", s.url()), None);
+    assert_eq!(status, 200, "{text}");
+    let list: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [NAME, "lab"]);
+    for name in [NAME, "lab"] {
+        let (status, answer) = post(
+            &s.url(),
+            "/completions",
+            &json!({"model": name, "prompt": "Human: hi", "max_tokens": 1}),
+        );
+        assert_eq!(status, 200, "{name}: {answer}");
+    }
+    let (status, answer) = post(
+        &s.url(),
+        "/completions",
+        &json!({"model": "lab-f7f8", "prompt": "Human: hi", "max_tokens": 1}),
+    );
+    let e = assert_error(status, &answer, 404, "invalid_request_error");
+    let message = e["message"].as_str().unwrap();
+    assert!(message.contains("'tiny' or 'lab'"), "{message}");
+}
