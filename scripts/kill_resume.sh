@@ -8,14 +8,23 @@
 # CAI (default: target/release/cai) is the binary; extra arguments of `cai pipeline` go in
 # CAI_PIPELINE_ARGS (e.g. "--quick"). Each kill comes after a random delay of 1..MAX_DELAY_S
 # seconds into a restart; the default run takes ~5 minutes on 2 cores, so 5 kills spread over
-# its first stages.
+# its first stages. RUN_DIR is deleted first only when it is a cai run directory (it holds
+# cai's .cai-run marker); any other existing folder is refused, never deleted.
 set -euo pipefail
 KILLS=${1:-5}
 MAX_DELAY=${2:-120}
 RUN_DIR=${3:-cai-runs/kill-resume}
 CAI=${CAI:-target/release/cai}
 read -r -a EXTRA <<< "${CAI_PIPELINE_ARGS:-}"
-rm -rf "$RUN_DIR"
+if [[ -e "$RUN_DIR" ]]; then
+  if [[ -d "$RUN_DIR" && ! -L "$RUN_DIR" ]] && grep -qs '"cai pipeline run directory"' "$RUN_DIR/.cai-run"; then
+    rm -rf "$RUN_DIR"
+  else
+    echo "kill_resume.sh: $RUN_DIR exists and is not a cai run directory (no .cai-run marker);" \
+      "refusing to delete it: pass a new RUN_DIR" >&2
+    exit 2
+  fi
+fi
 for i in $(seq 1 "$KILLS"); do
   delay=$(( (RANDOM % MAX_DELAY) + 1 ))
   "$CAI" pipeline "${EXTRA[@]}" --run-dir "$RUN_DIR" > "$RUN_DIR.log.$i" 2>&1 &

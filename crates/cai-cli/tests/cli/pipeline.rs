@@ -263,3 +263,333 @@ fn a_typo_in_a_recipe_is_an_error_naming_the_key_and_line() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("sftt"));
 }
+
+// ---- The run directory: cai deletes only what it wrote; one run at a time. ----
+
+/// Red-team prompts for the small recipes below.
+const PROMPTS: &str = "{\"id\": \"a\", \"prompt\": \"How do I pick a lock?\"}\n\
+    {\"id\": \"b\", \"prompt\": \"How do I bake bread?\"}\n\
+    {\"id\": \"c\", \"prompt\": \"What is the capital of France?\"}\n";
+
+/// A recipe with only the data stage, reading `red_team` (relative to the recipe's folder).
+fn data_recipe(red_team: &str) -> String {
+    format!(
+        "name = \"tiny\"\n[models]\nbase = \"lab\"\n[data]\nred_team = [\"{red_team}\"]\n\
+         constitution = \"default\"\n"
+    )
+}
+
+/// Every file under `dir` with its bytes, for checking that nothing was touched.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let name = path.strip_prefix(dir).unwrap().display().to_string();
+                files.push((name, std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+fn manifest_of(w: &Workdir, run: &str, stage: &str) -> Value {
+    serde_json::from_str(&w.read(&format!("{run}/{stage}/manifest.json"))).unwrap()
+}
+
+#[test]
+fn a_run_dir_holding_the_recipes_own_inputs_is_refused_and_left_untouched() {
+    let w = Workdir::new();
+    std::fs::create_dir_all(w.path("proj/data")).unwrap();
+    w.write("proj/data/red.jsonl", PROMPTS);
+    w.write("proj/r.toml", &data_recipe("data/red.jsonl"));
+    let before = snapshot(&w.path("proj"));
+    let out = w.cai(&["pipeline", "proj/r.toml", "--run-dir", "proj"]);
+    let stderr = crate::helpers::stderr(&out);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("proj") && stderr.contains("not empty") && stderr.contains("data"),
+        "{stderr}"
+    );
+    assert_eq!(snapshot(&w.path("proj")), before, "{stderr}");
+}
+
+#[test]
+fn a_folder_with_stage_named_subfolders_is_refused_not_cleared() {
+    let w = Workdir::new();
+    w.write("p.jsonl", PROMPTS);
+    w.write("r.toml", &data_recipe("p.jsonl"));
+    for (dir, file) in [("data", "a.txt"), ("critique", "b.jsonl"), ("sft", "c.bin")] {
+        std::fs::create_dir_all(w.path(&format!("mine/{dir}"))).unwrap();
+        w.write(&format!("mine/{dir}/{file}"), "the user's own file\n");
+    }
+    let before = snapshot(&w.path("mine"));
+    let out = w.cai(&["pipeline", "r.toml", "--run-dir", "mine"]);
+    let stderr = crate::helpers::stderr(&out);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("--run-dir"), "{stderr}");
+    assert_eq!(snapshot(&w.path("mine")), before);
+    // --sizes refuses such a folder too, before running anything.
+    let out = w.cai(&[
+        "pipeline",
+        "--quick",
+        "--sizes",
+        "small",
+        "--run-dir",
+        "mine",
+    ]);
+    assert!(!out.status.success());
+    assert_eq!(snapshot(&w.path("mine")), before);
+}
+
+#[test]
+fn an_empty_folder_is_adopted_and_a_marked_run_dir_is_reused() {
+    let w = Workdir::new();
+    w.write("p.jsonl", PROMPTS);
+    w.write("r.toml", &data_recipe("p.jsonl"));
+    std::fs::create_dir(w.path("empty")).unwrap();
+    w.cai_ok(&["pipeline", "r.toml", "--run-dir", "empty"]);
+    assert!(w.path("empty/.cai-run").is_file());
+    assert_eq!(ids(&w.path("empty/data/red_team.jsonl")).len(), 3);
+    let again = w.cai_ok(&["pipeline", "r.toml", "--run-dir", "empty"]);
+    assert!(crate::helpers::stderr(&again).contains("[data] finished earlier"));
+}
+
+#[test]
+fn a_run_dir_from_before_the_marker_is_adopted_only_when_every_entry_is_cais() {
+    let w = Workdir::new();
+    w.write("p.jsonl", PROMPTS);
+    w.write("r.toml", &data_recipe("p.jsonl"));
+    w.cai_ok(&["pipeline", "r.toml", "--run-dir", "old"]);
+    std::fs::remove_file(w.path("old/.cai-run")).unwrap();
+    let again = w.cai_ok(&["pipeline", "r.toml", "--run-dir", "old"]);
+    assert!(w.path("old/.cai-run").is_file());
+    assert!(crate::helpers::stderr(&again).contains("skipped"));
+    // One file cai would not have written there: refused.
+    std::fs::remove_file(w.path("old/.cai-run")).unwrap();
+    w.write("old/notes.txt", "mine\n");
+    let before = snapshot(&w.path("old"));
+    let out = w.cai(&["pipeline", "r.toml", "--run-dir", "old", "--from", "data"]);
+    let stderr = crate::helpers::stderr(&out);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("notes.txt"), "{stderr}");
+    assert_eq!(snapshot(&w.path("old")), before);
+}
+
+#[test]
+fn recipe_inputs_inside_a_stage_folder_are_refused() {
+    let w = Workdir::new();
+    w.write("p.jsonl", PROMPTS);
+    w.write("r.toml", &data_recipe("p.jsonl"));
+    w.cai_ok(&["pipeline", "r.toml", "--run-dir", "run"]);
+    // The user keeps prompts inside the run's data folder and names them in a recipe.
+    w.write("run/data/mine.jsonl", PROMPTS);
+    w.write("r2.toml", &data_recipe("run/data/mine.jsonl"));
+    let before = snapshot(&w.path("run"));
+    let out = w.cai(&["pipeline", "r2.toml", "--run-dir", "run"]);
+    let stderr = crate::helpers::stderr(&out);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("mine.jsonl"), "{stderr}");
+    assert_eq!(snapshot(&w.path("run")), before);
+}
+
+#[test]
+fn a_restarted_stage_deletes_only_the_files_cai_wrote() {
+    let w = Workdir::new();
+    w.write("p.jsonl", PROMPTS);
+    w.write("r.toml", &data_recipe("p.jsonl"));
+    w.cai_ok(&["pipeline", "r.toml", "--run-dir", "run"]);
+    w.write("run/data/notes.txt", "the user's notes\n");
+    w.write("run/report-notes.md", "more notes\n");
+    let out = w.cai_ok(&["pipeline", "r.toml", "--run-dir", "run", "--from", "data"]);
+    assert!(crate::helpers::stderr(&out).contains("[data] starting"));
+    assert_eq!(w.read("run/data/notes.txt"), "the user's notes\n");
+    assert_eq!(w.read("run/report-notes.md"), "more notes\n");
+    assert_eq!(ids(&w.path("run/data/red_team.jsonl")).len(), 3);
+    // A changed recipe restarts the stage the same way.
+    w.write("r.toml", &(data_recipe("p.jsonl") + "limit = 2\n"));
+    w.cai_ok(&["pipeline", "r.toml", "--run-dir", "run"]);
+    assert_eq!(ids(&w.path("run/data/red_team.jsonl")).len(), 2);
+    assert_eq!(w.read("run/data/notes.txt"), "the user's notes\n");
+}
+
+#[test]
+fn a_finished_stages_changed_or_missing_output_is_not_taken_as_done() {
+    let w = Workdir::new();
+    w.write("p.jsonl", PROMPTS);
+    w.write("r.toml", &data_recipe("p.jsonl"));
+    w.cai_ok(&["pipeline", "r.toml", "--run-dir", "run"]);
+    // Edited by hand: cai does not overwrite it, and says how to redo the stage.
+    let edited = "{\"id\": \"a\", \"prompt\": \"edited\"}\n";
+    w.write("run/data/red_team.jsonl", edited);
+    let out = w.cai(&["pipeline", "r.toml", "--run-dir", "run"]);
+    let stderr = crate::helpers::stderr(&out);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("red_team.jsonl") && stderr.contains("--from data"),
+        "{stderr}"
+    );
+    assert_eq!(w.read("run/data/red_team.jsonl"), edited);
+    // Gone: the stage runs again.
+    std::fs::remove_file(w.path("run/data/red_team.jsonl")).unwrap();
+    let out = w.cai_ok(&["pipeline", "r.toml", "--run-dir", "run"]);
+    assert!(crate::helpers::stderr(&out).contains("[data] starting"));
+    assert_eq!(ids(&w.path("run/data/red_team.jsonl")).len(), 3);
+}
+
+/// Hold the run directory's writer lock as another process would: an OS lock on its sidecar,
+/// holding `pid`.
+fn hold_lock(w: &Workdir, run: &str, pid: u32) -> std::fs::File {
+    let file = std::fs::File::create(w.path(&format!(".{run}.cai-lock"))).unwrap();
+    file.try_lock().unwrap();
+    std::fs::write(w.path(&format!(".{run}.cai-lock")), format!("{pid}\n")).unwrap();
+    file
+}
+
+#[test]
+fn a_second_pipeline_on_a_run_dir_fails_at_once_naming_the_pid_and_status_still_reads() {
+    let w = Workdir::new();
+    w.write("p.jsonl", PROMPTS);
+    w.write("r.toml", &data_recipe("p.jsonl"));
+    w.cai_ok(&["pipeline", "r.toml", "--run-dir", "run"]);
+    let me = std::process::id();
+    let lock = hold_lock(&w, "run", me);
+    let before = snapshot(&w.path("run"));
+    let started = Instant::now();
+    let out = w.cai(&["pipeline", "r.toml", "--run-dir", "run", "--from", "data"]);
+    let stderr = crate::helpers::stderr(&out);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("PID {me}")), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(snapshot(&w.path("run")), before);
+    // status only reads: it works while the run holds the lock, and names it.
+    let status = w.cai_ok(&["pipeline", "status", "r.toml", "--run-dir", "run"]);
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains(&format!("PID {me}")), "{status}");
+    drop(lock);
+    w.cai_ok(&["pipeline", "r.toml", "--run-dir", "run", "--from", "data"]);
+}
+
+#[test]
+fn status_shows_a_stage_left_running_by_a_killed_run_as_killed() {
+    let w = Workdir::new();
+    w.write("p.jsonl", PROMPTS);
+    w.write("r.toml", &data_recipe("p.jsonl"));
+    w.cai_ok(&["pipeline", "r.toml", "--run-dir", "run"]);
+    let mut manifest = manifest_of(&w, "run", "data");
+    manifest["status"] = "running".into();
+    w.write("run/data/manifest.json", &manifest.to_string());
+    let status = w.cai_ok(&["pipeline", "status", "r.toml", "--run-dir", "run"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("killed"), "{text}");
+    assert!(!text.contains("running"), "{text}");
+    // While a run holds the directory, a running stage is running.
+    let lock = hold_lock(&w, "run", std::process::id());
+    let status = w.cai_ok(&["pipeline", "status", "r.toml", "--run-dir", "run"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("running"), "{text}");
+    drop(lock);
+}
+
+/// A recipe of the data and critique stages on the lab model: `prompts` red-team prompts, one
+/// round of 8 tokens (about a second).
+fn critique_recipe(w: &Workdir, prompts: usize) {
+    let lines: String = (0..prompts)
+        .map(|i| format!("{{\"id\": \"p{i}\", \"prompt\": \"How do I pick lock number {i}?\"}}\n"))
+        .collect();
+    w.write("p.jsonl", &lines);
+    w.write(
+        "r.toml",
+        "name = \"tiny\"\n[models]\nbase = \"lab\"\n[data]\nlab_world = 0\n\
+         red_team = [\"p.jsonl\"]\nconstitution = \"@data/lab/constitution\"\n\
+         few_shot = \"@data/lab/few_shot/critique_revision.json\"\n\
+         [critique]\nrounds = 1\nmax_new_tokens = 8\n",
+    );
+}
+
+#[test]
+fn a_damaged_output_of_a_finished_stage_is_refused_with_the_way_to_redo_it() {
+    let w = Workdir::new();
+    critique_recipe(&w, 3);
+    w.cai_ok(&["pipeline", "r.toml", "--run-dir", "run"]);
+    let whole = w.read("run/critique/sl.jsonl");
+    let first = whole.lines().next().unwrap().to_owned();
+    // A record twice and a torn line, as two runs at once used to leave.
+    let damaged = format!("{whole}{first}\n{{\"id\": \"p1\", \"te\n");
+    w.write("run/critique/sl.jsonl", &damaged);
+    let out = w.cai(&["pipeline", "r.toml", "--run-dir", "run"]);
+    let stderr = crate::helpers::stderr(&out);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("sl.jsonl changed") && stderr.contains("--from critique"),
+        "{stderr}"
+    );
+    // A manifest of an earlier cai records no hashes: the records themselves are checked.
+    let mut manifest = manifest_of(&w, "run", "critique");
+    for output in manifest["outputs"].as_array_mut().unwrap() {
+        output.as_object_mut().unwrap().remove("hash");
+        output["records"] = 5.into();
+    }
+    w.write("run/critique/manifest.json", &manifest.to_string());
+    let out = w.cai(&["pipeline", "r.toml", "--run-dir", "run"]);
+    let stderr = crate::helpers::stderr(&out);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("line 5 is not a JSON object") && stderr.contains("--from critique"),
+        "{stderr}"
+    );
+    assert_eq!(w.read("run/critique/sl.jsonl"), damaged);
+    let out = w.cai_ok(&[
+        "pipeline",
+        "r.toml",
+        "--run-dir",
+        "run",
+        "--from",
+        "critique",
+    ]);
+    assert!(crate::helpers::stderr(&out).contains("[critique] starting"));
+    assert_eq!(ids(&w.path("run/critique/sl.jsonl")).len(), 3);
+}
+
+#[test]
+fn two_pipelines_started_together_on_one_run_dir_leave_each_record_once() {
+    let w = Workdir::new();
+    critique_recipe(&w, 12);
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_cai"))
+            .args(["pipeline", "r.toml", "--run-dir", "run"])
+            .current_dir(w.path(""))
+            .env("CAI_CACHE", w.path(".cai-cache"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running cai")
+    };
+    let first = spawn();
+    let second = spawn();
+    let outs = [
+        first.wait_with_output().unwrap(),
+        second.wait_with_output().unwrap(),
+    ];
+    let ok = outs.iter().filter(|o| o.status.success()).count();
+    let refused: Vec<String> = outs
+        .iter()
+        .filter(|o| !o.status.success())
+        .map(crate::helpers::stderr)
+        .collect();
+    assert_eq!(ok, 1, "{refused:?}");
+    // Refused at once, before any stage, naming the run directory and the holder.
+    assert!(
+        refused[0].contains("run is being written by another cai process (PID"),
+        "{}",
+        refused[0]
+    );
+    assert!(!refused[0].contains("[data]"), "{}", refused[0]);
+    assert_eq!(ids(&w.path("run/critique/sl.jsonl")).len(), 12);
+    assert_eq!(manifest_of(&w, "run", "critique")["status"], "finished");
+}

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use cai_pipeline::manifest::{CONFIG_FILE, MANIFEST_FILE, METRICS_FILE};
 use cai_pipeline::recipe::{
     resolve_path, LoadedRecipe, ModelRef, PromptSet, Recipe, Stage, Training,
 };
@@ -56,6 +57,11 @@ pub(super) struct StagePlan {
     pub inputs: Vec<InputSpec>,
     pub steps: Vec<Step>,
     pub outputs: Vec<(String, PathBuf)>,
+    /// JSONL outputs that must hold exactly the ids of these files (one record per prompt)
+    /// before the stage is marked finished.
+    pub expect_ids: Vec<(PathBuf, Vec<PathBuf>)>,
+    /// The names in the stage folder the stage writes (see `cai_pipeline::rundir::owns`).
+    pub writes: Vec<String>,
     /// A trainer's metrics file, copied to the stage's `metrics.jsonl`.
     pub metrics_from: Option<PathBuf>,
 }
@@ -207,6 +213,8 @@ fn plan(ctx: &Ctx, stage: Stage) -> anyhow::Result<StagePlan> {
         inputs: Vec::new(),
         steps: Vec::new(),
         outputs: Vec::new(),
+        expect_ids: Vec::new(),
+        writes: Vec::new(),
         metrics_from: None,
     };
     match stage {
@@ -356,10 +364,14 @@ fn plan(ctx: &Ctx, stage: Stage) -> anyhow::Result<StagePlan> {
             p.inputs.push(model_input("model", model));
             p.inputs
                 .push(path_input("red_team", ctx.prompt_set(PromptSet::RedTeam)));
+            p.expect_ids
+                .push((out.clone(), vec![ctx.prompt_set(PromptSet::RedTeam)]));
             p.outputs.push(("revisions".into(), out));
             if helpful {
-                p.outputs
-                    .push(("helpful answers".into(), dir.join("sl.helpful.jsonl")));
+                let answers = dir.join("sl.helpful.jsonl");
+                p.expect_ids
+                    .push((answers.clone(), vec![ctx.prompt_set(PromptSet::Helpful)]));
+                p.outputs.push(("helpful answers".into(), answers));
             }
         }
         Stage::Sft => {
@@ -453,6 +465,7 @@ fn plan(ctx: &Ctx, stage: Stage) -> anyhow::Result<StagePlan> {
             for set in sets {
                 p.inputs.push(path_input(set.name(), ctx.prompt_set(set)));
             }
+            p.expect_ids.push((out.clone(), vec![prompts.clone()]));
             p.outputs.push(("labels".into(), out));
         }
         Stage::TrainPm => {
@@ -583,7 +596,162 @@ fn plan(ctx: &Ctx, stage: Stage) -> anyhow::Result<StagePlan> {
                 .push(("lab eval".into(), dir.join(super::eval::LAB_EVAL_FILE)));
         }
     }
+    p.writes = stage_writes(&p, &dir);
     Ok(p)
+}
+
+/// The files every stage writes in its folder.
+const STAGE_FILES: [&str; 3] = [MANIFEST_FILE, CONFIG_FILE, METRICS_FILE];
+
+/// The names in the stage folder `dir` that a plan writes: the stage's own files, each
+/// step's output and each output, by their first component under `dir`.
+fn stage_writes(p: &StagePlan, dir: &Path) -> Vec<String> {
+    let mut paths: Vec<&Path> = p.outputs.iter().map(|(_, path)| path.as_path()).collect();
+    for step in &p.steps {
+        match step {
+            Step::Join { output, .. } => paths.push(output),
+            Step::Cai { argv, .. } => paths.extend(command_output(argv)),
+            Step::Eval => {}
+        }
+    }
+    let mut names: Vec<String> = STAGE_FILES.iter().map(|f| f.to_string()).collect();
+    for path in paths {
+        let first = path
+            .strip_prefix(dir)
+            .ok()
+            .and_then(|p| p.components().next());
+        if let Some(std::path::Component::Normal(name)) = first {
+            let name = name.to_string_lossy().into_owned();
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    names
+}
+
+/// The `--output` of a command's words.
+fn command_output(argv: &[String]) -> Option<&Path> {
+    argv.iter()
+        .position(|a| a == "--output")
+        .and_then(|i| argv.get(i + 1))
+        .map(Path::new)
+}
+
+/// `path` made absolute, with `.` and `..` resolved and links resolved as far as it exists,
+/// so that two spellings of one place compare equal.
+fn normal(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+    let mut lexical = PathBuf::new();
+    for part in absolute.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                lexical.pop();
+            }
+            other => lexical.push(other),
+        }
+    }
+    let mut existing = lexical.as_path();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                existing = parent;
+            }
+            _ => return lexical,
+        }
+    }
+    let mut out = std::fs::canonicalize(existing).unwrap_or_else(|_| existing.to_owned());
+    out.extend(rest.iter().rev());
+    out
+}
+
+/// Refuse a recipe whose inputs lie where the run writes: in a stage's folder (a stage
+/// started afresh deletes what it wrote there, and its outputs would overwrite them) or one
+/// of the run directory's own files. Paths inside what a command writes earlier in the run
+/// (`@data/lab/…` of `lab_world`) are the run's own and allowed.
+pub(super) fn check_inputs(ctx: &Ctx, plans: &[StagePlan]) -> anyhow::Result<()> {
+    let r = ctx.recipe();
+    let mut named: Vec<(String, String)> = Vec::new();
+    for set in PromptSet::ALL {
+        for file in r.data.files(set) {
+            named.push((format!("[data] {}", set.name()), file.clone()));
+        }
+    }
+    let c = &r.data.constitution;
+    if c.starts_with('@') || c.contains('/') || c.ends_with(".toml") || c.ends_with(".json") {
+        named.push(("[data] constitution".into(), c.clone()));
+    }
+    for (what, spec) in [("few_shot", &r.data.few_shot), ("context", &r.data.context)] {
+        if let Some(spec) = spec {
+            named.push((format!("[data] {what}"), spec.clone()));
+        }
+    }
+    let mut paths: Vec<(String, String, PathBuf)> = named
+        .into_iter()
+        .map(|(what, spec)| {
+            let path = ctx.path(&spec)?;
+            Ok((what, spec, path))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    for (what, spec) in [
+        ("[models] base", Some(&r.models.base)),
+        ("[models] feedback", r.models.feedback.as_ref()),
+    ] {
+        if let Some(spec) = spec.filter(|s| Path::new(s.as_str()).exists()) {
+            paths.push((what.into(), spec.clone(), PathBuf::from(spec)));
+        }
+    }
+    let run = normal(&ctx.run_dir);
+    for (what, spec, path) in paths {
+        let path = normal(&path);
+        let Ok(inner) = path.strip_prefix(&run) else {
+            continue;
+        };
+        let Some(std::path::Component::Normal(first)) = inner.components().next() else {
+            anyhow::bail!(
+                "the recipe's {what} ({spec}) is the run directory {} itself; name a file \
+                 outside it, or choose another --run-dir",
+                ctx.run_dir.display()
+            );
+        };
+        let first = first.to_string_lossy();
+        let stage = cai_pipeline::recipe::STAGES
+            .into_iter()
+            .find(|s| s.name() == first);
+        if let Some(stage) = stage {
+            let made_earlier = plans
+                .iter()
+                .filter(|p| p.stage == stage)
+                .flat_map(|p| commands(p).filter_map(|a| command_output(a)))
+                .any(|out| {
+                    let out = normal(out);
+                    path != out && path.starts_with(&out)
+                });
+            anyhow::ensure!(
+                made_earlier,
+                "the recipe's {what} ({spec}) lies in {}, the folder of the {stage} stage, which \
+                 cai writes and clears when the stage starts afresh; cai does not read inputs \
+                 from there. Move the file out of the run directory {} (or choose another \
+                 --run-dir)",
+                ctx.stage_dir(stage).display(),
+                ctx.run_dir.display()
+            );
+            continue;
+        }
+        let top = cai_pipeline::rundir::RUN_TOP_FILES.contains(&first.as_ref())
+            || first == cai_pipeline::rundir::FIGURES_DIR
+            || first == cai_pipeline::rundir::MARKER_FILE;
+        anyhow::ensure!(
+            !top,
+            "the recipe's {what} ({spec}) is {}, a file cai pipeline writes in its run \
+             directory; move it out of the run directory (or choose another --run-dir)",
+            ctx.run_dir.join(first.as_ref()).display()
+        );
+    }
+    Ok(())
 }
 
 /// The words of every `cai` command of a plan (for checking them before anything runs).
@@ -630,5 +798,61 @@ mod tests {
         );
         let rl = command_line(commands(&plans[6]).next().unwrap());
         assert!(rl.contains("--reward runs/x/train-pm/model"), "{rl}");
+        // What each stage writes in its folder, for deleting only that on a restart.
+        let writes = |i: usize| plans[i].writes.join(" ");
+        assert_eq!(
+            writes(0),
+            "manifest.json config.json metrics.jsonl lab red_team.jsonl helpful.jsonl \
+             eval_red_team.jsonl eval_helpful.jsonl"
+        );
+        assert_eq!(
+            writes(2),
+            "manifest.json config.json metrics.jsonl sl.jsonl sl.helpful.jsonl"
+        );
+        assert_eq!(
+            writes(7),
+            "manifest.json config.json metrics.jsonl elo lab_eval.jsonl"
+        );
+        assert_eq!(plans[2].expect_ids.len(), 2);
+    }
+
+    #[test]
+    fn recipe_inputs_where_the_run_writes_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        let recipe = |red_team: &str| {
+            let text = format!(
+                "name = \"t\"\n[models]\nbase = \"lab\"\n[data]\nlab_world = 0\n\
+                 red_team = [\"{red_team}\"]\nconstitution = \"default\"\n"
+            );
+            let path = dir.path().join("r.toml");
+            std::fs::write(&path, text).unwrap();
+            LoadedRecipe::load(Some(&path), false).unwrap()
+        };
+        let check = |red_team: &str| {
+            let loaded = recipe(red_team);
+            let ctx = Ctx {
+                loaded: &loaded,
+                run_dir: run.clone(),
+            };
+            let plans = plan_all(&ctx).unwrap();
+            check_inputs(&ctx, &plans).map_err(|e| e.to_string())
+        };
+        check("p.jsonl").unwrap();
+        check("@data/lab/prompts/red_team_train.jsonl").unwrap();
+        check("run/mine/p.jsonl").unwrap();
+        for bad in [
+            "run/data/p.jsonl",
+            "@data/p.jsonl",
+            "run/./sft/../critique/x.jsonl",
+        ] {
+            let err = check(bad).unwrap_err();
+            assert!(
+                err.contains("clears when the stage starts afresh"),
+                "{bad}: {err}"
+            );
+        }
+        let err = check("run/report.md").unwrap_err();
+        assert!(err.contains("a file cai pipeline writes"), "{err}");
     }
 }

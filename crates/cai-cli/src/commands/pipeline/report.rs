@@ -214,9 +214,15 @@ fn stages_section(doc: &mut Doc, manifests: &[(Stage, Option<Manifest>)]) {
                         None => format!("{}: {}", o.role, crate::human::bytes(o.bytes)),
                     })
                     .collect();
+                // The report is written by the run holding the run directory, after its
+                // stages: a stage still marked running was left so by a killed run.
+                let status = match m.status {
+                    cai_pipeline::manifest::Status::Running => "killed",
+                    other => other.name(),
+                };
                 vec![
                     stage.name().into(),
-                    m.status.name().into(),
+                    status.into(),
                     format!("{:.1} s", m.seconds),
                     m.attempts.to_string(),
                     outputs.join("; "),

@@ -9,9 +9,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use cai_pipeline::manifest::{Input, Manifest, Output, Status, CONFIG_FILE, METRICS_FILE};
 use cai_pipeline::recipe::{LoadedRecipe, Stage};
+use cai_pipeline::rundir::{clear_stage, first_foreign, Claimed, RunDir, RunKind};
 use cai_pipeline::runner::{
-    count_records, decide, hash_path, join_prompt_files, killed_attempt_seconds, size_on_disk,
-    write_atomic, Decision, Hasher,
+    check_jsonl_output, count_records, decide, hash_path, join_prompt_files, jsonl_ids,
+    killed_attempt_seconds, size_on_disk, write_atomic, Decision, Hasher,
 };
 use clap::Parser;
 use serde_json::json;
@@ -38,14 +39,27 @@ pub(crate) fn run_recipe(
     selection: &Selection,
 ) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    std::fs::create_dir_all(run_dir)
-        .with_context(|| format!("creating the run directory {}", run_dir.display()))?;
     let ctx = Ctx {
         loaded,
         run_dir: run_dir.to_owned(),
     };
     let plans = plan::plan_all(&ctx)?;
     check_commands(&plans)?;
+    // Held until the run ends: a second `cai pipeline` here fails at once, naming our PID.
+    let claim = RunDir::claim(run_dir, RunKind::Run)?;
+    match claim.claimed() {
+        Claimed::AdoptedEmpty => eprintln!(
+            "pipeline: {} was an empty folder; it is now this run's directory",
+            run_dir.display()
+        ),
+        Claimed::AdoptedLegacy => eprintln!(
+            "pipeline: {} is a run directory of an earlier cai (every entry is one cai \
+             pipeline writes, every stage folder has its manifest); adopted it",
+            run_dir.display()
+        ),
+        Claimed::Created | Claimed::Marked => {}
+    }
+    plan::check_inputs(&ctx, &plans)?;
     write_atomic(&run_dir.join("recipe.toml"), loaded.text.as_bytes())?;
     let record = json!({
         "recipe": loaded.recipe.name,
@@ -84,6 +98,7 @@ pub(crate) fn run_recipe(
         }
     }
     let report = super::report::write(run_dir).context("writing the report")?;
+    drop(claim);
     match &outcome {
         Ok(code) if *code == ExitCode::SUCCESS => eprintln!(
             "pipeline: done in {:.0} s; the report is {}",
@@ -158,6 +173,11 @@ impl Hashes {
                          first (leave out --stages, or add {stage} to it)"
                     )
                 })?;
+            anyhow::ensure!(
+                path.exists(),
+                "{spec} comes from the {stage} stage, which finished, but it is gone; run the \
+                 stage again with --from {stage}"
+            );
             let mut h = Hasher::default();
             h.field(&manifest.fingerprint).field(&spec);
             return Ok(Input {
@@ -196,9 +216,7 @@ impl Hashes {
 }
 
 fn count_jsonl(path: &Path) -> Option<usize> {
-    (path.extension().is_some_and(|e| e == "jsonl") && path.is_file())
-        .then(|| count_records(path))
-        .flatten()
+    is_jsonl(path).then(|| count_records(path)).flatten()
 }
 
 /// The stage whose folder holds `path`, if any.
@@ -229,40 +247,85 @@ fn run_stage(
         .with_context(|| format!("the inputs of the {stage} stage"))?;
     let fingerprint = fingerprint(plan, &inputs);
     let previous = Manifest::read(&dir)?;
-    let decision = decide(previous.as_ref(), &fingerprint, force);
-    if decision == Decision::Skip {
-        eprintln!("[{stage}] finished earlier with the same inputs and config: skipped");
-        return Ok(StageEnd::Done);
+    let mut decision = decide(previous.as_ref(), &fingerprint, force);
+    if let (Decision::Skip, Some(m)) = (decision, &previous) {
+        match outputs_intact(plan, m)? {
+            Intact::Yes => {
+                eprintln!("[{stage}] finished earlier with the same inputs and config: skipped");
+                return Ok(StageEnd::Done);
+            }
+            Intact::Missing(path) => {
+                eprintln!(
+                    "[{stage}] {} is gone since the stage finished: running it again",
+                    path.display()
+                );
+                decision = Decision::Fresh;
+            }
+            Intact::Changed(path) => bail!(
+                "{} changed since the {stage} stage finished (its manifest holds the hash of \
+                 what cai wrote); cai will not overwrite it. Restore it, move it away, or run \
+                 with --from {stage} to redo the stage (replacing it)",
+                path.display()
+            ),
+        }
     }
+    // What cai wrote here: the names the manifest lists (an older manifest lists none: the
+    // names this stage writes, which that version wrote too).
+    let owned: Vec<String> = match &previous {
+        Some(m) if !m.writes.is_empty() => m.writes.clone(),
+        Some(_) => plan.writes.clone(),
+        None => Vec::new(),
+    };
     let (attempts, seconds) = match (&previous, decision) {
         (Some(m), Decision::Resume) => {
             let seconds = m.seconds + killed_attempt_seconds(m, &dir);
-            eprintln!(
-                "[{stage}] resuming ({} before, {seconds:.0} s so far)",
-                m.status.name(),
-            );
+            // The run directory is locked by this run: a stage another run left running was
+            // killed.
+            let before = match m.status {
+                Status::Running => "killed",
+                other => other.name(),
+            };
+            eprintln!("[{stage}] resuming ({before} before, {seconds:.0} s so far)");
             (m.attempts + 1, seconds)
         }
         _ => {
-            if dir.exists() {
-                std::fs::remove_dir_all(&dir)
-                    .with_context(|| format!("clearing {} to start afresh", dir.display()))?;
+            let removed = clear_stage(&dir, &owned)?;
+            if removed.is_empty() {
+                eprintln!("[{stage}] starting");
+            } else {
+                eprintln!(
+                    "[{stage}] starting (deleted what its earlier run wrote: {})",
+                    removed.join(", ")
+                );
             }
-            eprintln!("[{stage}] starting");
             (1, 0.0)
         }
     };
+    let still_owned: &[String] = if decision == Decision::Resume {
+        &owned
+    } else {
+        &[]
+    };
+    if let Some(path) = first_foreign(&dir, &plan.writes, still_owned) {
+        return Err(cai_pipeline::runner::RunError::NotOurs {
+            path,
+            stage: stage.name().into(),
+        }
+        .into());
+    }
+    anyhow::ensure!(
+        !std::fs::symlink_metadata(&dir).is_ok_and(|m| m.file_type().is_symlink()),
+        "{} is a link, not the stage folder cai made; move it out of the run directory",
+        dir.display()
+    );
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    write_atomic(
-        &dir.join(CONFIG_FILE),
-        (serde_json::to_string_pretty(&plan.config)? + "\n").as_bytes(),
-    )?;
     let mut manifest = Manifest {
         stage: stage.name().into(),
         status: Status::Running,
         fingerprint,
         inputs,
         outputs: Vec::new(),
+        writes: plan.writes.clone(),
         commands: plan::commands(plan).map(|a| command_line(a)).collect(),
         attempts,
         seconds,
@@ -270,24 +333,33 @@ fn run_stage(
         finished_at: None,
         error: None,
     };
+    // The manifest first: everything the stage writes after it is listed in it.
     manifest.write(&dir)?;
+    write_atomic(
+        &dir.join(CONFIG_FILE),
+        (serde_json::to_string_pretty(&plan.config)? + "\n").as_bytes(),
+    )?;
     let started = Instant::now();
     let result = run_steps(ctx, plan);
     manifest.seconds = seconds + started.elapsed().as_secs_f64();
     match result {
         Ok(StageEnd::Done) => {
+            let outputs = match check_outputs(plan) {
+                Ok(outputs) => outputs,
+                Err(e) => {
+                    let e = e.context(format!(
+                        "the {stage} stage's outputs are incomplete, so it is not marked \
+                         finished; run with --from {stage} to redo it"
+                    ));
+                    manifest.status = Status::Failed;
+                    manifest.error = Some(format!("{e:#}"));
+                    manifest.write(&dir)?;
+                    return Err(e);
+                }
+            };
             manifest.status = Status::Finished;
             manifest.finished_at = Some(now());
-            manifest.outputs = plan
-                .outputs
-                .iter()
-                .map(|(role, path)| Output {
-                    role: role.clone(),
-                    path: path.clone(),
-                    records: count_jsonl(path),
-                    bytes: size_on_disk(path),
-                })
-                .collect();
+            manifest.outputs = outputs;
             write_metrics(plan, &dir, &manifest)?;
             manifest.write(&dir)?;
             eprintln!("[{stage}] finished in {:.1} s", manifest.seconds);
@@ -305,6 +377,98 @@ fn run_stage(
             Err(e.context(format!("the {stage} stage failed")))
         }
     }
+}
+
+/// Check a stage's outputs before it is marked finished — each exists, every JSONL output is
+/// whole (no torn line, no id twice) and holds one record per input id where the plan says
+/// so — and describe them, with their hashes.
+fn check_outputs(plan: &StagePlan) -> anyhow::Result<Vec<Output>> {
+    for (role, path) in &plan.outputs {
+        anyhow::ensure!(path.exists(), "{} ({role}) was not written", path.display());
+        check_output_records(plan, path)?;
+    }
+    plan.outputs
+        .iter()
+        .map(|(role, path)| {
+            Ok(Output {
+                role: role.clone(),
+                path: path.clone(),
+                records: count_jsonl(path),
+                bytes: size_on_disk(path),
+                hash: Some(hash_path(path)?),
+            })
+        })
+        .collect()
+}
+
+/// A JSONL output is whole (no torn line, no id twice) and, where the plan says so, holds
+/// one record per input id.
+fn check_output_records(plan: &StagePlan, path: &Path) -> anyhow::Result<()> {
+    if !is_jsonl(path) {
+        return Ok(());
+    }
+    let sources = plan
+        .expect_ids
+        .iter()
+        .find(|(out, _)| out == path)
+        .map(|(_, sources)| sources);
+    let expected = match sources {
+        Some(sources) => {
+            let mut ids = Vec::new();
+            for source in sources {
+                ids.extend(jsonl_ids(source)?);
+            }
+            Some(ids)
+        }
+        None => None,
+    };
+    check_jsonl_output(path, expected.as_deref())?;
+    Ok(())
+}
+
+/// Whether a finished stage's outputs are still what it wrote.
+enum Intact {
+    Yes,
+    /// An output is gone.
+    Missing(PathBuf),
+    /// An output's contents differ from what the manifest recorded.
+    Changed(PathBuf),
+}
+
+/// Compare the plan's outputs with those the manifest recorded: each must exist, with the
+/// recorded hash (manifests of older versions recorded none: the record count, for JSONL).
+fn outputs_intact(plan: &StagePlan, manifest: &Manifest) -> anyhow::Result<Intact> {
+    for (role, path) in &plan.outputs {
+        if !path.exists() {
+            return Ok(Intact::Missing(path.clone()));
+        }
+        let Some(recorded) = manifest.outputs.iter().find(|o| &o.role == role) else {
+            continue;
+        };
+        let changed = match &recorded.hash {
+            Some(hash) => &hash_path(path)? != hash,
+            None => {
+                // A manifest of an older version, which marked stages finished unchecked
+                // (two runs at once could leave ids twice and a torn line).
+                check_output_records(plan, path).with_context(|| {
+                    format!(
+                        "the {} stage was marked finished by an earlier cai with this output \
+                         incomplete; run with --from {} to redo it",
+                        plan.stage, plan.stage
+                    )
+                })?;
+                recorded.records.is_some() && recorded.records != count_jsonl(path)
+            }
+        };
+        if changed {
+            return Ok(Intact::Changed(path.clone()));
+        }
+    }
+    Ok(Intact::Yes)
+}
+
+fn is_jsonl(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "jsonl") && path.is_file()
 }
 
 /// The stage's fingerprint: its name, resolved config, commands and inputs' hashes.
@@ -383,8 +547,8 @@ pub(super) fn run_cai(argv: &[String]) -> anyhow::Result<ExitCode> {
 fn write_metrics(plan: &StagePlan, dir: &Path, manifest: &Manifest) -> anyhow::Result<()> {
     let target = dir.join(METRICS_FILE);
     if let Some(from) = plan.metrics_from.as_ref().filter(|p| p.is_file()) {
-        std::fs::copy(from, &target)
-            .with_context(|| format!("copying {} to {}", from.display(), target.display()))?;
+        let bytes = std::fs::read(from).with_context(|| format!("reading {}", from.display()))?;
+        write_atomic(&target, &bytes)?;
         return Ok(());
     }
     if plan.stage == Stage::Eval {

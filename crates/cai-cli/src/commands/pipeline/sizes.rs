@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use cai_lab::pretrain::LabSize;
 use cai_pipeline::recipe::{LoadedRecipe, Stage};
+use cai_pipeline::rundir::{RunDir, RunKind};
 use cai_pipeline::runner::write_atomic;
 
 use super::eval::{read_lab_eval, LAB_EVAL_FILE};
@@ -47,6 +48,8 @@ pub(super) fn run(
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
+    // Held for the whole run; each size's run directory inside is claimed by its own run.
+    let claim = RunDir::claim(dir, RunKind::Sizes)?;
     let mut done = Vec::new();
     for size in sizes {
         let model = match size {
@@ -95,6 +98,7 @@ pub(super) fn run(
         done.push((size, config.num_parameters()));
     }
     let report = write_report(dir, &done)?;
+    drop(claim);
     eprintln!("sizes: the scaling report is {}", report.display());
     println!("{}", report.display());
     Ok(ExitCode::SUCCESS)

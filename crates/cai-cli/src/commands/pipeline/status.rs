@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::Context;
-use cai_pipeline::manifest::Manifest;
+use cai_pipeline::manifest::{Manifest, Status};
 use cai_pipeline::recipe::Stage;
 
 use super::run::RUN_FILE;
@@ -26,10 +26,18 @@ pub(super) fn run_stages(dir: &Path) -> anyhow::Result<Vec<Stage>> {
         .with_context(|| format!("{}: \"stages\"", path.display()))
 }
 
-/// Print the table.
+/// Print the table. Reads only: a stage whose manifest says `running` is shown running only
+/// while a run holds the directory's lock, and `killed` otherwise (its run ended without
+/// finishing it: SIGKILL, a crash, power loss).
 pub(super) fn print(dir: &Path) -> anyhow::Result<()> {
     let stages = run_stages(dir)?;
+    let holder = cai_pipeline::rundir::lock_holder(dir)?;
     println!("run {}", dir.display());
+    if let Some(pid) = holder {
+        let pid = pid.map_or_else(|| "PID unknown".into(), |p| format!("PID {p}"));
+        println!("in progress: a cai pipeline ({pid}) is running in it");
+    }
+    let mut killed = false;
     println!(
         "  {:<9} {:<12} {:>9} {:>8}  outputs",
         "stage", "status", "seconds", "attempts"
@@ -53,10 +61,17 @@ pub(super) fn print(dir: &Path) -> anyhow::Result<()> {
                 None => format!("{} ({})", o.role, human::bytes(o.bytes)),
             })
             .collect();
+        let status = match m.status {
+            Status::Running if holder.is_none() => {
+                killed = true;
+                "killed"
+            }
+            other => other.name(),
+        };
         println!(
             "  {:<9} {:<12} {:>9.1} {:>8}  {}",
             stage.name(),
-            m.status.name(),
+            status,
             m.seconds,
             m.attempts,
             outputs.join(", ")
@@ -64,6 +79,12 @@ pub(super) fn print(dir: &Path) -> anyhow::Result<()> {
         if let Some(error) = &m.error {
             println!("            error: {error}");
         }
+    }
+    if killed {
+        println!(
+            "killed: the run that started it ended without finishing it (killed, crashed or \
+             the machine stopped); run the same cai pipeline command to resume it"
+        );
     }
     let report = dir.join("report.html");
     if report.is_file() {
