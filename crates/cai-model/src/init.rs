@@ -164,12 +164,13 @@ pub fn init_bytes(config: &ModelConfig, dtype: DType) -> u128 {
 /// memory than is available, before anything is allocated or written.
 pub fn check_init_memory(shape: &ModelShape, dtype: DType) -> Result<ModelConfig> {
     let config = shape.config()?;
-    crate::memory::check(&Device::Cpu, init_bytes(&config, dtype), || {
-        format!(
-            "{} (drawn in f32, written in {})",
+    crate::memory::check(&Device::Cpu, init_bytes(&config, dtype), || match dtype {
+        DType::F32 => format!("{}, drawn in f32,", config.describe()),
+        other => format!(
+            "{}, drawn in f32 and written in {},",
             config.describe(),
-            crate::weights::dtype_short_name(dtype)
-        )
+            crate::weights::dtype_short_name(other)
+        ),
     })?;
     Ok(config)
 }

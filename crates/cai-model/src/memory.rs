@@ -99,12 +99,16 @@ pub fn check_against(needed: u128, room: Available, what: impl FnOnce() -> Strin
     })
 }
 
-/// Bytes as decimal gigabytes with one decimal (`"40.0 GB"`); megabytes below one gigabyte.
+/// Bytes in decimal units with one decimal: `"40.0 GB"`, megabytes below a gigabyte,
+/// terabytes from a thousand gigabytes.
 pub fn gigabytes(bytes: u128) -> String {
-    if bytes < 1_000_000_000 {
-        format!("{:.1} MB", bytes as f64 / 1e6)
+    let b = bytes as f64;
+    if b < 1e9 {
+        format!("{:.1} MB", b / 1e6)
+    } else if b < 1e12 {
+        format!("{:.1} GB", b / 1e9)
     } else {
-        format!("{:.1} GB", bytes as f64 / 1e9)
+        format!("{:.1} TB", b / 1e12)
     }
 }
 
@@ -134,6 +138,7 @@ mod tests {
              choose smaller sizes or a smaller dtype, or free memory"
         );
         assert_eq!(gigabytes(5_500_000), "5.5 MB");
+        assert_eq!(gigabytes(16_126_237_200_000), "16.1 TB");
     }
 
     #[test]
