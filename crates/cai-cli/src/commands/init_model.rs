@@ -4,9 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use cai_core::lock::WriterLock;
 use cai_model::config::{Architecture, SUPPORTED_MODEL_TYPES};
-use cai_model::init::{init_model, ModelShape, TokenizerSource};
+use cai_model::init::{check_init_memory, init_model, ModelShape, TokenizerSource};
 use cai_model::tokenizer::Tokenizer;
+use cai_model::write_atomic;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{ArgGroup, Args};
 use serde::{Deserialize, Serialize};
@@ -143,6 +145,20 @@ impl InitModelConfig {
             ),
             _ => unreachable!("clap requires exactly one tokenizer source"),
         };
+        for (flag, value) in [
+            ("--hidden-size", args.hidden_size),
+            ("--layers", args.layers),
+            ("--heads", args.heads),
+            ("--kv-heads", args.kv_heads),
+            ("--intermediate-size", args.intermediate_size),
+            ("--vocab-size", args.vocab_size),
+            ("--max-positions", args.max_positions),
+            ("--sliding-window", args.sliding_window),
+        ] {
+            ensure(value != Some(0), || {
+                format!("{flag} 0: expected at least 1")
+            })?;
+        }
         let bench = ModelShape::default();
         let shape = ModelShape {
             architecture: arch,
@@ -160,6 +176,7 @@ impl InitModelConfig {
             sliding_window: args.sliding_window,
             ..bench
         };
+        check_heads(&shape)?;
         shape
             .config()
             .map_err(|e| UsageError(format!("invalid model shape: {e}")))?;
@@ -174,11 +191,43 @@ impl InitModelConfig {
     }
 }
 
+/// The heads must split the width evenly (and into even halves for rotary embeddings), and
+/// the key/value heads must split the query heads: said in the flags' terms.
+fn check_heads(shape: &ModelShape) -> Result<(), UsageError> {
+    let (hidden, heads) = (shape.hidden_size, shape.num_heads);
+    ensure(hidden.is_multiple_of(heads), || {
+        format!("--heads {heads}: --hidden-size {hidden} must be a multiple of the number of heads")
+    })?;
+    if let Some(kv) = shape.num_kv_heads {
+        ensure(heads.is_multiple_of(kv), || {
+            format!("--kv-heads {kv}: --heads {heads} must be a multiple of the key/value heads")
+        })?;
+    }
+    let width = hidden / heads;
+    ensure(
+        shape.architecture == Architecture::Gpt2 || width.is_multiple_of(2),
+        || {
+            format!(
+                "--hidden-size {hidden} over --heads {heads} gives heads {width} wide; {}'s rotary \
+                 embeddings need an even width",
+                shape.architecture.model_type()
+            )
+        },
+    )
+}
+
 /// Run `cai init-model`.
 pub fn run(args: InitModelArgs) -> anyhow::Result<()> {
     let force = args.force;
     let (config, tokenizer) = InitModelConfig::from_args(args)?;
     let dir = &config.output;
+    // Before anything is allocated or written: a model larger than memory is refused.
+    check_init_memory(&config.shape, config.dtype.to_candle()).context(
+        "this model would not fit in memory; pass a smaller --hidden-size, --layers, \
+         --intermediate-size or --vocab-size",
+    )?;
+    // One writer per model folder: two runs would mix their files.
+    let _lock = WriterLock::acquire(dir)?;
     anyhow::ensure!(
         force || !dir.join("config.json").exists(),
         "{} already holds a model (config.json); pass --force to replace it",
@@ -194,7 +243,7 @@ pub fn run(args: InitModelArgs) -> anyhow::Result<()> {
     .with_context(|| format!("writing a new model to {}", dir.display()))?;
     let record = dir.join(INIT_CONFIG_FILE);
     let json = serde_json::to_string_pretty(&config).expect("configs serialise") + "\n";
-    std::fs::write(&record, json).with_context(|| format!("writing {}", record.display()))?;
+    write_atomic(&record, json.as_bytes())?;
 
     let tokens = Tokenizer::from_dir(dir)?.vocab_size();
     let shape = &config.shape;
