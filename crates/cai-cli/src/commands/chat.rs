@@ -6,13 +6,14 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
 use anyhow::Context;
-use cai_core::dialogue::{transcript_stop_strings, Message};
+use cai_core::dialogue::{transcript_stop_strings, Message, Role};
 use cai_core::rng::derive_seed;
 use cai_core::{GenerateRequest, LanguageModel};
 use cai_model::tokenizer::DialogueFormat;
 use clap::Args;
 use serde::{Deserialize, Serialize};
 
+use crate::backend::Backend;
 use crate::model_args::{self, ModelArgs, SamplingArgs, SamplingConfig};
 
 /// Raw `cai chat` arguments.
@@ -121,9 +122,14 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
             _ => {}
         }
         dialogue.push(Message::user(text));
-        let prompt = model
-            .render_dialogue(&dialogue, true, config.format)
-            .context("rendering the dialogue")?;
+        let prompt = fit_to_context(
+            &model,
+            &context,
+            &mut dialogue,
+            opening.len(),
+            max_new_tokens,
+            config.format,
+        )?;
         let request = GenerateRequest {
             prefix: context.clone(),
             prompt,
@@ -156,4 +162,58 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
         dialogue.push(Message::assistant(reply));
     }
     Ok(())
+}
+
+/// Render the dialogue for the next reply, first dropping its oldest turns (a user message
+/// and the reply to it) while the context, the dialogue and a full reply of
+/// `max_new_tokens` do not fit the model's context; the `kept` opening messages (the system
+/// message) and the context file stay. Says on stderr what was dropped. The newest message
+/// always stays: when it alone leaves too little room the model makes what room allows, or
+/// says that nothing fits. Endpoints count no tokens here, so nothing is dropped for them.
+fn fit_to_context(
+    model: &Backend,
+    context: &str,
+    dialogue: &mut Vec<Message>,
+    kept: usize,
+    max_new_tokens: usize,
+    format: DialogueFormat,
+) -> anyhow::Result<String> {
+    let mut dropped = 0usize;
+    let prompt = loop {
+        let prompt = model
+            .render_dialogue(dialogue, true, format)
+            .context("rendering the dialogue")?;
+        let room = model
+            .room_after(context, &prompt)
+            .context("counting the dialogue's tokens")?;
+        if room.is_none_or(|room| room >= max_new_tokens) || dialogue.len() <= kept + 1 {
+            break prompt;
+        }
+        // The oldest user message, and the reply to it when there is one.
+        dialogue.remove(kept);
+        if dialogue.len() > kept + 1 && dialogue[kept].role == Role::Assistant {
+            dialogue.remove(kept);
+        }
+        dropped += 1;
+    };
+    if dropped > 0 {
+        let size = model
+            .local()
+            .map(|m| m.decoder().config().max_position_embeddings);
+        let turns = match dropped {
+            1 => "turn".to_string(),
+            n => format!("{n} turns"),
+        };
+        let still = match (kept > 0, !context.is_empty()) {
+            (true, true) => "; the system message and the context are kept",
+            (true, false) => "; the system message is kept",
+            (false, true) => "; the context is kept",
+            (false, false) => "",
+        };
+        eprintln!(
+            "(the dialogue filled the model's context{}: dropped the oldest {turns}{still})",
+            size.map_or_else(String::new, |n| format!(" of {n} tokens")),
+        );
+    }
+    Ok(prompt)
 }

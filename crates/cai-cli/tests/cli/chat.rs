@@ -48,3 +48,52 @@ fn runs_to_end_of_input_with_context_and_system_message() {
     let output = work.cai_with_stdin(&args, "hello\nand again\n");
     assert_success(&output, &args);
 }
+
+#[test]
+fn a_dialogue_that_fills_the_context_drops_its_oldest_turns() {
+    // A 64-token context: a few turns fill it. Every line still gets a reply, the oldest
+    // turns are dropped (said on stderr) and the session ends normally.
+    let work = Workdir::new();
+    work.write("corpus.txt", crate::helpers::CORPUS);
+    let model = work.tiny_model_with("llama", "model", "corpus.txt", 64);
+    let args = [
+        "chat",
+        "--model",
+        model,
+        "--system",
+        "Be kind.",
+        "--format",
+        "transcript",
+        "--temperature",
+        "0",
+        "--max-new-tokens",
+        "6",
+    ];
+    let lines: Vec<String> = (0..12)
+        .map(|i| format!("How do I bake bread, question {i}?"))
+        .collect();
+    let output = work.cai_with_stdin(&args, &(lines.join("\n") + "\n"));
+    assert_success(&output, &args);
+    let err = crate::helpers::stderr(&output);
+    assert!(err.contains("dropped the oldest"), "{err}");
+    assert!(err.contains("64"), "{err}");
+    assert!(!err.contains("error"), "{err}");
+    let replies = stdout(&output).lines().count();
+    assert!(
+        replies >= lines.len(),
+        "{replies} reply lines for {} messages",
+        lines.len()
+    );
+}
+
+#[test]
+fn a_message_too_long_for_the_context_is_an_error_naming_the_context() {
+    let work = Workdir::new();
+    work.write("corpus.txt", crate::helpers::CORPUS);
+    let model = work.tiny_model_with("llama", "model", "corpus.txt", 64);
+    let args = ["chat", "--model", model, "--max-new-tokens", "4"];
+    let long = "bread ".repeat(200);
+    let output = work.cai_with_stdin(&args, &format!("{long}\n"));
+    let err = crate::helpers::assert_exit(&output, 1);
+    assert!(err.contains("context of 64"), "{err}");
+}
