@@ -360,7 +360,11 @@ pub fn clear_stage(stage_dir: &Path, writes: &[String]) -> Result<Vec<String>, R
         });
     }
     let mut removed = Vec::new();
-    for name in entry_names(stage_dir)? {
+    let mut names = entry_names(stage_dir)?;
+    // The manifest goes last: a run killed half-way through still has the list of what the
+    // stage wrote, and the next run deletes the rest.
+    names.sort_by_key(|n| n == MANIFEST_FILE);
+    for name in names {
         if is_lock_file(&name) || !writes.iter().any(|w| owns(w, &name)) {
             continue;
         }
@@ -539,6 +543,8 @@ mod tests {
         touch(&stage.join(".sl.jsonl.cai-lock"));
         let writes = ["sl.jsonl", "manifest.json", "model"].map(String::from);
         let mut removed = clear_stage(&stage, &writes).unwrap();
+        // The manifest last, so that a run killed half-way still lists what is left.
+        assert_eq!(removed.last().unwrap(), "manifest.json");
         removed.sort();
         assert_eq!(
             removed,
