@@ -96,6 +96,9 @@ pub fn run_pm(
     let mut sources = Vec::with_capacity(run.data.len());
     for source in &run.data {
         let loaded = load_pairs(&source.path, &tokenizer, cfg.format, cfg.max_length)?;
+        if let Some(warning) = loaded.warning(&source.path, cfg.max_length) {
+            tracing::warn!("{warning}");
+        }
         too_long += loaded.too_long;
         sources.push((loaded.pairs, source.weight));
     }
@@ -107,7 +110,19 @@ pub fn run_pm(
         )));
     }
     let eval_pairs = match &run.eval_data {
-        Some(path) => load_pairs(path, &tokenizer, cfg.format, cfg.max_length)?.pairs,
+        Some(path) => {
+            let loaded = load_pairs(path, &tokenizer, cfg.format, cfg.max_length)?;
+            if let Some(warning) = loaded.warning(path, cfg.max_length) {
+                if loaded.pairs.is_empty() {
+                    // An evaluation on no pairs would report numbers about nothing.
+                    return Err(TrainError::Config(format!(
+                        "{warning}; none is left to evaluate on"
+                    )));
+                }
+                tracing::warn!("{warning}");
+            }
+            loaded.pairs
+        }
         None => Vec::new(),
     };
 

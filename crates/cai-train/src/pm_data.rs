@@ -48,6 +48,23 @@ pub struct LoadedPairs {
     pub pairs: Vec<PreferencePair>,
     /// Pairs with a dialogue longer than the limit (left out, as TRL's reward trainer does).
     pub too_long: usize,
+    /// The first of those, as its record id (or line) in the file, for the warning.
+    pub first_too_long: Option<String>,
+}
+
+impl LoadedPairs {
+    /// A warning about the pairs left out for their length, naming `path` and one of them
+    /// (`None` when none was).
+    pub fn warning(&self, path: &Path, max_length: usize) -> Option<String> {
+        let first = self.first_too_long.as_deref()?;
+        Some(format!(
+            "{}: {} of {} pairs have a dialogue longer than max_length {max_length} and are \
+             left out (the first is {first}); raise max_length to train on them",
+            path.display(),
+            self.too_long,
+            self.too_long + self.pairs.len(),
+        ))
+    }
 }
 
 /// Read and tokenize a preference file. Each line is one of:
@@ -66,6 +83,7 @@ pub fn load_pairs(
     let mut loaded = LoadedPairs {
         pairs: Vec::new(),
         too_long: 0,
+        first_too_long: None,
     };
     for (line, value) in read_jsonl_values(path)? {
         let bad = |message: String| TrainError::Data {
@@ -84,6 +102,13 @@ pub fn load_pairs(
         let (ids_a, ids_b) = (tokens(&a)?, tokens(&b)?);
         if ids_a.len() > max_length || ids_b.len() > max_length {
             loaded.too_long += 1;
+            loaded
+                .first_too_long
+                .get_or_insert_with(|| match object.get("id") {
+                    Some(Value::String(id)) => format!("id '{id}' (line {line})"),
+                    Some(id) => format!("id {id} (line {line})"),
+                    None => format!("line {line}"),
+                });
             continue;
         }
         loaded.pairs.push(PreferencePair { ids_a, ids_b, p_a });

@@ -368,3 +368,95 @@ fn the_teacher_answers_prompts_once_and_a_resumed_run_matches() {
         "the same seed gives the same answers"
     );
 }
+
+/// `run_distill` with `context`, without unwrapping its result.
+fn try_run(
+    model: &Path,
+    data: &Path,
+    out: &Path,
+    context: &str,
+    cfg: &DistillConfig,
+    resume: bool,
+    stop_after: Option<u64>,
+) -> cai_train::Result<DistillOutcome> {
+    let stop = AtomicBool::new(false);
+    let spec = DistillRun {
+        model_dir: model.to_path_buf(),
+        context: context.into(),
+        data: data.to_path_buf(),
+        eval_data: None,
+        output: out.to_path_buf(),
+        resume,
+        allow_changes: Vec::new(),
+        device: Device::Cpu,
+    };
+    run_distill(&spec, cfg, &stop, &mut |event| {
+        if let DistillEvent::Metric { record, .. } = event {
+            if record.split == Split::Train && Some(record.step) == stop_after {
+                stop.store(true, Ordering::SeqCst);
+            }
+        }
+    })
+}
+
+#[test]
+fn divergence_too_long_a_context_and_a_changed_context_are_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let data = texts(tmp.path(), "train.jsonl", &TRAIN);
+    let wild = DistillConfig {
+        learning_rate: 1e6,
+        max_grad_norm: 0.0,
+        save_every: 1,
+        ..quick()
+    };
+    let out = tmp.path().join("wild");
+    let err = try_run(&model, &data, &out, CONTEXT, &wild, false, None).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            cai_train::TrainError::Diverged {
+                step: 1,
+                last_good: None,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(cai_train::latest_checkpoint(&out.join("checkpoints"))
+        .unwrap()
+        .is_none());
+
+    let window = ModelConfig::from_file(&model.join("config.json"))
+        .unwrap()
+        .max_position_embeddings;
+    let long = CONTEXT.repeat(window);
+    let err = try_run(
+        &model,
+        &data,
+        &tmp.path().join("long"),
+        &long,
+        &quick(),
+        false,
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, cai_train::TrainError::ContextTooLong { window: w, .. } if w == window),
+        "{err}"
+    );
+
+    let cfg = DistillConfig {
+        save_every: 2,
+        max_steps: Some(4),
+        ..quick()
+    };
+    let out = tmp.path().join("ctx");
+    let stopped = try_run(&model, &data, &out, CONTEXT, &cfg, false, Some(2)).unwrap();
+    assert!(matches!(stopped, DistillOutcome::Interrupted { .. }));
+    let err = try_run(&model, &data, &out, "the cat.", &cfg, true, None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("input data changed"), "{err}");
+    assert!(err.contains("context was"), "{err}");
+}

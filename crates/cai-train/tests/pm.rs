@@ -11,7 +11,7 @@ use cai_model::reward_model::{is_preference_model, RewardModel};
 use cai_train::pm::{run_pm, PmConfig, PmOutcome, PmRun};
 use cai_train::pm_data::DataSource;
 use cai_train::schedule::ScheduleKind;
-use cai_train::{MetricRecord, Split};
+use cai_train::{MetricRecord, Split, TrainError};
 use candle_core::{DType, Device};
 use serde_json::{json, Value};
 
@@ -298,4 +298,115 @@ fn an_interrupted_run_resumes_to_the_same_numbers() {
         std::fs::read(whole_out.join("model.safetensors")).unwrap(),
         std::fs::read(out.join("model.safetensors")).unwrap()
     );
+}
+
+/// `run_pm` without unwrapping its result.
+fn try_run(spec: &PmRun, cfg: &PmConfig, stop_after: Option<u64>) -> cai_train::Result<PmOutcome> {
+    let stop = AtomicBool::new(false);
+    run_pm(spec, cfg, &stop, &mut |r, _| {
+        if r.split == Split::Train && Some(r.step) == stop_after {
+            stop.store(true, Ordering::SeqCst);
+        }
+    })
+}
+
+#[test]
+fn pairs_too_long_are_named_and_an_eval_set_left_empty_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let tokenizer = cai_model::tokenizer::Tokenizer::from_dir(&model).unwrap();
+    let mut pairs = toy_pairs(&TRAIN, None);
+    pairs[1]["prompt"] = json!("how do I steal a bike? ".repeat(30));
+    let train = write(dir.path(), "train.jsonl", &pairs);
+    let loaded = cai_train::pm_data::load_pairs(
+        &train,
+        &tokenizer,
+        cai_model::tokenizer::DialogueFormat::Auto,
+        64,
+    )
+    .unwrap();
+    assert_eq!((loaded.pairs.len(), loaded.too_long), (5, 1));
+    let warning = loaded.warning(&train, 64).unwrap();
+    assert!(
+        warning.contains("1 of 6 pairs have a dialogue longer than max_length 64"),
+        "{warning}"
+    );
+    assert!(warning.contains("the first is id 1 (line 2)"), "{warning}");
+
+    let long_eval = write(dir.path(), "eval.jsonl", &pairs[1..2]);
+    let cfg = PmConfig {
+        max_length: 64,
+        max_steps: Some(1),
+        ..config()
+    };
+    let out = dir.path().join("pm");
+    let err = try_run(
+        &spec(&model, vec![source(&train, 1.0)], Some(long_eval), &out),
+        &cfg,
+        None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("eval.jsonl: 1 of 1 pairs"), "{err}");
+    assert!(err.contains("none is left to evaluate on"), "{err}");
+}
+
+#[test]
+fn a_diverging_pm_saves_nothing_and_a_changed_mixture_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let train = write(dir.path(), "train.jsonl", &toy_pairs(&TRAIN, None));
+    let other = write(dir.path(), "other.jsonl", &toy_pairs(&HELD_OUT, None));
+    let wild = PmConfig {
+        learning_rate: 1e6,
+        max_grad_norm: 0.0,
+        save_every: 1,
+        ..config()
+    };
+    let out = dir.path().join("wild");
+    let err = try_run(
+        &spec(&model, vec![source(&train, 1.0)], None, &out),
+        &wild,
+        None,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TrainError::Diverged {
+                step: 1,
+                last_good: None,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(cai_train::latest_checkpoint(&out.join("checkpoints"))
+        .unwrap()
+        .is_none());
+
+    let cfg = PmConfig {
+        save_every: 2,
+        max_steps: Some(4),
+        ..config()
+    };
+    let out = dir.path().join("mix");
+    let mix = |w: f64| vec![source(&train, 1.0), source(&other, w)];
+    let stopped = try_run(&spec(&model, mix(1.0), None, &out), &cfg, Some(2)).unwrap();
+    assert!(matches!(stopped, PmOutcome::Interrupted { .. }));
+    let reweighted = PmRun {
+        resume: true,
+        ..spec(&model, mix(3.0), None, &out)
+    };
+    let err = try_run(&reweighted, &cfg, None).unwrap_err().to_string();
+    assert!(err.contains("input data changed"), "{err}");
+    assert!(err.contains("data[1]"), "{err}");
+    let same = PmRun {
+        resume: true,
+        ..spec(&model, mix(1.0), None, &out)
+    };
+    assert!(matches!(
+        try_run(&same, &cfg, None).unwrap(),
+        PmOutcome::Finished { steps: 4, .. }
+    ));
 }

@@ -373,3 +373,86 @@ fn dpo_learns_the_labelled_order() {
     assert!(out.join("reference_logps.json").is_file());
     assert!(out.join("model.safetensors").is_file());
 }
+
+/// `run_rl` without unwrapping its result.
+fn try_train(
+    run: &RlRun,
+    cfg: &RlConfig,
+    reward: Option<&dyn RewardFn>,
+    stop_after: Option<u64>,
+) -> cai_train::Result<RlOutcome> {
+    let stop = AtomicBool::new(false);
+    run_rl(run, cfg, reward, &stop, &mut |event| {
+        if let RlEvent::Metrics(r, _) = event {
+            if Some(r.step) == stop_after {
+                stop.store(true, Ordering::SeqCst);
+            }
+        }
+    })
+}
+
+#[test]
+fn a_diverging_ppo_run_keeps_only_good_checkpoints_and_changed_prompts_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let prompts = prompts(dir.path());
+    let quick = RlConfig {
+        steps: Some(4),
+        batch_size: 6,
+        save_every: 1,
+        ..bandit_config(Algo::Ppo)
+    };
+    let wild = RlConfig {
+        learning_rate: 1e6,
+        max_grad_norm: 0.0,
+        ..quick.clone()
+    };
+    let out = dir.path().join("wild");
+    let err = try_train(
+        &spec(&model, &prompts, &out),
+        &wild,
+        Some(&LetterReward),
+        None,
+    )
+    .unwrap_err();
+    // The first step may leave the weights as they were (equal rewards give no advantage);
+    // whichever step blows them up, every checkpoint kept predates it.
+    let cai_train::TrainError::Diverged {
+        step, last_good, ..
+    } = &err
+    else {
+        panic!("{err}")
+    };
+    let kept = cai_train::checkpoint::list_checkpoints(&out.join("checkpoints")).unwrap();
+    assert!(
+        kept.iter().all(|(s, _)| s < step),
+        "{kept:?} at step {step}"
+    );
+    assert_eq!(last_good.as_ref(), kept.last().map(|(_, p)| p), "{err}");
+    assert!(*step <= 2, "{err}");
+    let out = dir.path().join("rl");
+    let stopped = try_train(
+        &spec(&model, &prompts, &out),
+        &quick,
+        Some(&LetterReward),
+        Some(2),
+    )
+    .unwrap();
+    assert!(matches!(stopped, RlOutcome::Interrupted { .. }));
+    std::fs::write(&prompts, "{\"id\": 0, \"prompt\": \"how do I fix it?\"}\n").unwrap();
+    let resume = RlRun {
+        resume: true,
+        ..spec(&model, &prompts, &out)
+    };
+    let err = try_train(&resume, &quick, Some(&LetterReward), None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("input data changed"), "{err}");
+    assert!(err.contains("prompts was"), "{err}");
+    let allowed = RlRun {
+        allow_changes: vec!["data".into()],
+        ..resume
+    };
+    let done = try_train(&allowed, &quick, Some(&LetterReward), None).unwrap();
+    assert!(matches!(done, RlOutcome::Finished { steps: 4, .. }));
+}

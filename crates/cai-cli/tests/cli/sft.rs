@@ -716,3 +716,75 @@ fn examples_cut_to_no_target_are_warned_about_and_none_left_fails() {
     assert!(err.contains("--max-length"), "{err}");
     assert!(!work.path("none/model.safetensors").exists());
 }
+
+/// After a SIGKILL (at whatever point of a step or a save it lands) and `--resume`, the
+/// losses, gradient norms and final weights are those of an uninterrupted run, bit for bit.
+#[cfg(unix)]
+#[test]
+fn a_run_killed_and_resumed_matches_the_uninterrupted_run_bit_for_bit() {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    let work = Workdir::new();
+    let model = work.tiny_model();
+    work.write("data.jsonl", &toy_data());
+    let flags = [
+        "--learning-rate",
+        "1e-3",
+        "--save-every",
+        "3",
+        "--keep-last",
+        "2",
+        "--grad-accum",
+        "2",
+    ];
+    work.cai_ok(&sft_args(model, "full", "60", &flags));
+    let args = sft_args(model, "out", "60", &flags);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cai"))
+        .args(&args)
+        .current_dir(work.path(""))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("running cai");
+    let start = Instant::now();
+    while !work.path("out/checkpoints/checkpoint-6").is_dir() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no checkpoint in 60 s"
+        );
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = Command::new("kill")
+        .args(["-KILL", &child.id().to_string()])
+        .status();
+    child.wait().unwrap();
+    if work.path("out/model.safetensors").exists() {
+        // It finished before the signal: cut it back to checkpoint 6 as a kill would have.
+        std::fs::remove_file(work.path("out/model.safetensors")).unwrap();
+        for dir in std::fs::read_dir(work.path("out/checkpoints")).unwrap() {
+            let dir = dir.unwrap().path();
+            if dir.file_name().unwrap() != "checkpoint-6" {
+                std::fs::remove_dir_all(dir).unwrap();
+            }
+        }
+    }
+    let mut resume = args.clone();
+    resume.push("--resume");
+    work.cai_ok(&resume);
+    let full = train_records(&work.path("full/metrics.jsonl"));
+    let resumed = train_records(&work.path("out/metrics.jsonl"));
+    assert_eq!(full.len(), 60);
+    assert_eq!(resumed.len(), 60);
+    for (a, b) in full.iter().zip(&resumed) {
+        for field in ["step", "loss", "grad_norm", "lr"] {
+            assert_eq!(a[field], b[field], "{field}: {a} vs {b}");
+        }
+    }
+    let a = std::fs::read(work.path("full/model.safetensors")).unwrap();
+    let b = std::fs::read(work.path("out/model.safetensors")).unwrap();
+    assert!(a == b, "the resumed model differs");
+}
