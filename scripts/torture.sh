@@ -218,7 +218,8 @@ why_crashed() {
   local rc=${RCS[$1]}
   case $rc in
     124|137) echo "timed out (exit $rc)" ;;
-    *) echo "crashed (exit $rc: $(grep -m1 -oE 'panicked at.*|memory allocation of .* failed' "$CASE_DIR/$1.err" | cut -c1-120))" ;;
+    *) local m; m=$(grep -m1 -oE 'panicked at.*|memory allocation of .* failed' "$CASE_DIR/$1.err" | cut -c1-120)
+       echo "crashed (exit $rc${m:+: $m})" ;;
   esac
 }
 
@@ -346,10 +347,10 @@ kill_loop() {
     if [[ -n $c ]] && kill -0 "$c" 2>/dev/null; then
       kill -KILL "$c"
       finish_bg "$name$i" "$bg"
-      KILL_LOG+="${d}ms "
+      KILL_LOG+="killed at ${d}ms, "
     else
       finish_bg "$name$i" "$bg"
-      KILL_LOG+="(ended before ${d}ms, exit $RC) "
+      KILL_LOG+="ended by itself before ${d}ms (exit $RC), "
       if ((RC != 0)); then
         problem "run $i before its kill failed (exit $RC)"
         show "$name$i"
@@ -366,7 +367,7 @@ case_kill_generate() {
   check_jsonl "$out" "$S/prompts.jsonl"
   no_tmp "$CASE_DIR" "after the rerun"
   REG_JSONL+=("$out|$S/prompts.jsonl")
-  verdict "SIGKILL at ${KILL_LOG% }; rerun: $CHECK_MSG"
+  verdict "${KILL_LOG%, }; rerun: $CHECK_MSG"
 }
 
 # sft_to_end NAME OUT: `cai sft --resume` until done; a run killed before its first checkpoint
@@ -395,7 +396,7 @@ case_kill_sft() {
   sft_to_end final "$out"
   check_sft_out "$out"
   no_tmp "$CASE_DIR" "after the rerun"
-  verdict "SIGKILL at ${KILL_LOG% }; the rerun finished 750 steps, each logged once$NOTE"
+  verdict "${KILL_LOG%, }; the rerun finished 750 steps, each logged once$NOTE"
 }
 
 case_kill_pipeline() {
@@ -409,7 +410,7 @@ case_kill_pipeline() {
   run_cai status 30 pipeline status --quick --run-dir "$run"
   ((RC == 0)) || { problem "pipeline status failed (exit $RC)"; show status; }
   REG_RUNDIRS+=("$run")
-  verdict "--stages $stages, SIGKILL at ${KILL_LOG% }; the rerun finished, each id once"
+  verdict "--stages $stages, ${KILL_LOG%, }; the rerun finished, each id once"
 }
 
 # clean_failure NAME WHAT: the run failed with a non-zero status and an error, no crash.
@@ -664,10 +665,10 @@ case_user_run_dir() {
   "${HELPER[@]}" make-user-dir "$proj" "$RANDOM"
   snapshot "$proj" > "$CASE_DIR/proj.snapshot"
   REG_SNAPS+=("$proj|$CASE_DIR/proj.snapshot")
-  pick lab-recipe own-recipe from-data; variant=$PICK
+  pick lab-recipe own-recipe data-only; variant=$PICK
   case $variant in
     lab-recipe) run_cai run 120 pipeline --quick --run-dir "$proj" --stages data,critique ;;
-    from-data) run_cai run 120 pipeline --quick --run-dir "$proj" --from data --stages data ;;
+    data-only) run_cai run 120 pipeline --quick --run-dir "$proj" --stages data ;;
     own-recipe)
       # The issue's case: the recipe's inputs sit in proj/data/, the run directory is proj.
       sed -e "s|^red_team = .*|red_team = [\"$proj/data/red_team.jsonl\"]|" \
@@ -690,7 +691,13 @@ case_user_run_dir() {
 }
 
 case_server_abuse() {
-  start_cai serve $(( $(left) + 60 )) serve --model "$S/model" --port 0
+  # With --header-timeout/--body-timeout (issue 15's fix) they are set short, so that the slow
+  # connections are seen closed quickly; else the defaults (30 s, 60 s) are waited out.
+  local timeouts=() slow_window=75
+  if "$CAI_BIN" serve --help | grep -q -- '--body-timeout'; then
+    timeouts=(--header-timeout 5 --body-timeout 8); slow_window=25
+  fi
+  start_cai serve $(( $(left) + 60 )) serve --model "$S/model" --port 0 "${timeouts[@]}"
   SERVER_BG=$BG SERVER_PID=$CPID SERVER_DIR=$CASE_DIR
   local _
   for _ in $(seq 150); do
@@ -703,7 +710,7 @@ case_server_abuse() {
     problem "cai serve did not print its address"; show serve; verdict ""
     kill -KILL "$SERVER_PID" 2>/dev/null; SERVER_PID=""; return
   fi
-  timeout 90 "${HELPER[@]}" slow-conns "$SERVER_PORT" 40 > "$CASE_DIR/slow.out" 2>&1 &
+  timeout $((slow_window + 30)) "${HELPER[@]}" slow-conns "$SERVER_PORT" "$slow_window" > "$CASE_DIR/slow.out" 2>&1 &
   SLOW_PID=$!
   timeout "$(clip 300)" "${HELPER[@]}" http-abuse "$SERVER_PORT" "$SERVER_PID" "$RANDOM" > "$CASE_DIR/abuse.out" 2>&1
   local rc=$? n; n=$(grep -c '^ok' "$CASE_DIR/abuse.out")
@@ -732,18 +739,23 @@ case_broken_pipe_status() {
 
 case_broken_pipe_run() {
   pick pipeline generate; local what=$PICK
-  pick stdout both; local redirect=$PICK
+  pick stdout stderr both; local redirect=$PICK
   local run=$CASE_DIR/run out=$CASE_DIR/gen.jsonl args
   if [[ $what == pipeline ]]; then
     args=(pipeline --quick --run-dir "$run" --stages data,distill,critique)
   else
     args=("${GEN[@]}" --output "$out")
   fi
-  echo "cai ${args[*]} $([[ $redirect == both ]] && echo '2>&1 ')| head -c1" > "$CASE_DIR/run.cmd"
+  local redir=""
+  case $redirect in both) redir='2>&1 ' ;; stderr) redir='2>&1 >/dev/null ' ;; esac
+  echo "cai ${args[*]} $redir| head -c1" > "$CASE_DIR/run.cmd"
   : > "$CASE_DIR/run.err"
   if [[ $redirect == both ]]; then
-    echo "(stderr went into the closed pipe too)" > "$CASE_DIR/run.err"
+    echo "(stderr went into the closed pipe)" > "$CASE_DIR/run.err"
     timeout -k 5 "$(clip 240)" nice -n 10 "$CAI_BIN" "${args[@]}" 2>&1 | head -c1 > /dev/null
+  elif [[ $redirect == stderr ]]; then
+    echo "(stderr went into the closed pipe)" > "$CASE_DIR/run.err"
+    timeout -k 5 "$(clip 240)" nice -n 10 "$CAI_BIN" "${args[@]}" 2>&1 >/dev/null | head -c1 > /dev/null
   else
     timeout -k 5 "$(clip 240)" nice -n 10 "$CAI_BIN" "${args[@]}" 2>"$CASE_DIR/run.err" | head -c1 > /dev/null
   fi
@@ -808,7 +820,7 @@ final_checks() {
     kill -0 "$SERVER_PID" 2>/dev/null && problem "still running 10 s after SIGTERM"
     wait "$SERVER_BG" 2>/dev/null
     grep -q 'panicked' "$SERVER_DIR/serve.err" && problem "the server panicked: $(grep -m1 panicked "$SERVER_DIR/serve.err")"
-    verdict "$(grep -h '^ok' "$SERVER_DIR/slow.out" | sed 's/^ok *//' | tr '\n' ';') it answers a normal request and stops on SIGTERM"
+    verdict "$(grep -h '^ok' "$SERVER_DIR/slow.out" | sed 's/^ok *//' | tr '\n' ';' | sed 's/;/; /g') it answers a normal request and stops on SIGTERM"
     [[ -z ${PROBLEMS[*]} ]] || tail -n 5 "$SERVER_DIR/serve.err" | sed 's/^/      | /'
   fi
 }
@@ -819,7 +831,7 @@ declare -A COST=(
   [concurrent_generate]=12 [concurrent_pipeline]=30 [kill_generate]=15 [kill_sft]=20
   [kill_pipeline]=60 [disk_full]=30 [huge_line]=10 [binary_input]=5 [empty_input]=5
   [same_input_output]=5 [huge_positions]=5 [huge_init]=5 [truncated_model]=5
-  [user_run_dir]=10 [server_abuse]=70 [broken_pipe_status]=10 [broken_pipe_run]=20
+  [user_run_dir]=10 [server_abuse]=80 [broken_pipe_status]=10 [broken_pipe_run]=20
   [foreign_output]=5 [divergence]=5 [remote_restart]=15
 )
 KINDS=(concurrent_generate concurrent_pipeline kill_generate kill_sft kill_pipeline disk_full
