@@ -624,3 +624,52 @@ fn critique_records_give_one_example_per_selected_revision() {
         .to_string();
     assert!(err.contains("data.jsonl:2: a critique record"), "{err}");
 }
+
+/// A loss that explodes is computed with the weights of the step before: that step's
+/// checkpoint is never written (it is written only once the next loss passed the check).
+#[test]
+fn the_checkpoint_of_weights_whose_loss_exploded_is_never_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let data = toy_data(tmp.path());
+    let mut by_loss = 0;
+    for lr in [3.0, 10.0, 30.0] {
+        let out = tmp.path().join(format!("lr{lr}"));
+        let cfg = SftConfig {
+            learning_rate: lr,
+            max_grad_norm: 0.0,
+            save_every: 1,
+            keep_last: None,
+            ..quick()
+        };
+        let err = run(&model, &data, &out, &cfg, false, None).0.unwrap_err();
+        let TrainError::Diverged {
+            step,
+            what,
+            last_good,
+        } = &err
+        else {
+            panic!("lr {lr}: {err}")
+        };
+        // The loss of step t is that of the weights after step t - 1.
+        let first_bad = if what.contains("loss rose") {
+            by_loss += 1;
+            step - 1
+        } else {
+            *step
+        };
+        let kept = checkpoint_steps(&out);
+        assert!(
+            kept.iter().all(|&k| k < first_bad),
+            "lr {lr}: {kept:?} kept, {err}"
+        );
+        assert_eq!(
+            last_good
+                .as_ref()
+                .map(|d| d.file_name().unwrap().to_owned()),
+            kept.last().map(|k| format!("checkpoint-{k}").into()),
+            "{err}"
+        );
+    }
+    assert!(by_loss > 0, "no run diverged by its loss");
+}
