@@ -22,6 +22,10 @@ use crate::{ModelError, Result};
 /// A row's next token, its log-probability and the top alternatives.
 type Pick = (u32, f32, Vec<(u32, f32)>);
 
+/// The most cache slots reserved ahead for tokens not yet made; beyond them the cache grows
+/// as they come. The papers' responses (≤ 128 tokens) never grow it.
+const KV_ROOM_STEP: usize = 256;
+
 /// Rows from which the next tokens are picked on several threads.
 const PARALLEL_PICKS: usize = 4;
 
@@ -128,12 +132,15 @@ impl<'a> DecodeBatch<'a> {
             .map(|(_, j)| j.max_new_tokens)
             .max()
             .unwrap_or(0);
+        // Room for what is made, not what is allowed: the cache grows (doubling) as tokens
+        // come, so a budget of millions reserves nothing it does not use.
+        let room = budget.min(KV_ROOM_STEP);
         let mut cache = match prefix {
-            Some(pre) => pre.cache.expand(b, p + l + budget)?,
+            Some(pre) => pre.cache.expand(b, p + l + room)?,
             None => KvCache::new(
                 decoder.config(),
                 b,
-                p + l + budget,
+                p + l + room,
                 decoder.dtype(),
                 decoder.device(),
             )?,
@@ -172,7 +179,8 @@ impl<'a> DecodeBatch<'a> {
                     .map(|r| r.job.max_new_tokens - r.tokens.len())
                     .chain([budget])
                     .max()
-                    .unwrap_or(0);
+                    .unwrap_or(0)
+                    .min(KV_ROOM_STEP);
                 KvCache::concat_rows(&[&running, &cache], spare)?
             }
         });
@@ -356,4 +364,61 @@ fn finish(row: &Row, reason: FinishReason, stopping: Stopping<'_>) -> Result<Gen
         text,
         finish: reason,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::init::ModelShape;
+    use crate::weights::random_decoder;
+    use cai_core::Sampling;
+    use candle_core::Device;
+
+    fn job(max_new_tokens: usize) -> GenJob {
+        GenJob {
+            prompt: vec![5, 17, 3],
+            max_new_tokens,
+            sampling: Sampling::greedy(),
+            stop: Vec::new(),
+            seed: 1,
+            top_logprobs: 0,
+            ignore_eos: true,
+        }
+    }
+
+    #[test]
+    fn a_huge_budget_reserves_cache_for_tokens_made_not_tokens_allowed() {
+        // A model that declares 10¹² positions and rows allowed 10⁹ new tokens: a cache
+        // sized to the budget would need 64 GB per tensor before the first token.
+        let shape = ModelShape {
+            hidden_size: 16,
+            num_layers: 1,
+            num_heads: 2,
+            intermediate_size: 32,
+            vocab_size: 64,
+            max_position_embeddings: 1_000_000_000_000,
+            ..ModelShape::default()
+        };
+        let decoder = random_decoder(shape.config().unwrap(), 3, DType::F32, &Device::Cpu).unwrap();
+        let stopping = Stopping {
+            tokenizer: None,
+            eos: &[],
+        };
+        let capacity = |b: &DecodeBatch| b.cache.as_ref().unwrap().capacity();
+        let mut batch = DecodeBatch::new(&decoder);
+        batch.add(None, vec![(0, job(1_000_000_000))]).unwrap();
+        assert!(capacity(&batch) <= 3 + KV_ROOM_STEP, "{}", capacity(&batch));
+        // It grows as tokens are made, and a row joining a running batch adds little.
+        for _ in 0..KV_ROOM_STEP + 10 {
+            batch.step(stopping).unwrap();
+        }
+        batch.add(None, vec![(1, job(1_000_000_000))]).unwrap();
+        assert_eq!(batch.len(), 2);
+        let cap = capacity(&batch);
+        assert!(
+            cap > KV_ROOM_STEP + 10 && cap <= 2 * (3 + KV_ROOM_STEP + 10) + KV_ROOM_STEP,
+            "{cap}"
+        );
+        batch.step(stopping).unwrap();
+    }
 }

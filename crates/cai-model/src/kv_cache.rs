@@ -61,7 +61,8 @@ impl KvCache {
         self.len == 0
     }
 
-    fn capacity(&self) -> usize {
+    /// Slots allocated (filled or not).
+    pub(crate) fn capacity(&self) -> usize {
         self.layers.first().map(|(k, _)| k.dims()[2]).unwrap_or(0)
     }
 
