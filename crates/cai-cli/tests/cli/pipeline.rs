@@ -593,3 +593,30 @@ fn two_pipelines_started_together_on_one_run_dir_leave_each_record_once() {
     assert_eq!(ids(&w.path("run/critique/sl.jsonl")).len(), 12);
     assert_eq!(manifest_of(&w, "run", "critique")["status"], "finished");
 }
+
+#[test]
+fn a_stage_does_not_read_an_earlier_stages_output_that_changed_since() {
+    let w = Workdir::new();
+    critique_recipe(&w, 3);
+    w.cai_ok(&["pipeline", "r.toml", "--run-dir", "run", "--stages", "data"]);
+    let edited = w
+        .read("run/data/red_team.jsonl")
+        .replace("lock number 1", "lock number 9");
+    w.write("run/data/red_team.jsonl", &edited);
+    let out = w.cai(&[
+        "pipeline",
+        "r.toml",
+        "--run-dir",
+        "run",
+        "--stages",
+        "critique",
+    ]);
+    let stderr = crate::helpers::stderr(&out);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("red_team.jsonl changed") && stderr.contains("--from data"),
+        "{stderr}"
+    );
+    assert!(!w.path("run/critique/sl.jsonl").exists());
+    assert_eq!(w.read("run/data/red_team.jsonl"), edited);
+}

@@ -1,7 +1,7 @@
 //! Running a recipe's stages in a run directory: fingerprints, the skip/resume/restart
 //! decision, the stage commands run in-process, manifests and metrics, then the report.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -85,7 +85,7 @@ pub(crate) fn run_recipe(
             continue;
         }
         let force = selection.force.contains(&plan.stage);
-        match run_stage(&ctx, plan, force, &mut hashes) {
+        match run_stage(&ctx, &plans, plan, force, &mut hashes) {
             Ok(StageEnd::Done) => {}
             Ok(StageEnd::Interrupted) => {
                 outcome = Ok(ExitCode::from(INTERRUPTED));
@@ -154,12 +154,16 @@ fn rl_available() -> bool {
 
 /// Content hashes of inputs, computed once per run.
 #[derive(Default)]
-struct Hashes(HashMap<String, String>);
+struct Hashes {
+    files: HashMap<String, String>,
+    /// Stages whose outputs were found to be what they wrote (or were written) in this run.
+    intact: HashSet<Stage>,
+}
 
 impl Hashes {
     /// The hash of an input: the fingerprint of the stage that made it (with its path inside
     /// the stage), else the hash of its contents, else of its name (endpoints).
-    fn of(&mut self, ctx: &Ctx, input: &InputSpec) -> anyhow::Result<Input> {
+    fn of(&mut self, ctx: &Ctx, plans: &[StagePlan], input: &InputSpec) -> anyhow::Result<Input> {
         let (role, path, spec) = match input {
             InputSpec::Path { role, path } => (role, path.clone(), path.display().to_string()),
             InputSpec::Model { role, spec } => (role, PathBuf::from(spec), spec.clone()),
@@ -178,6 +182,26 @@ impl Hashes {
                 "{spec} comes from the {stage} stage, which finished, but it is gone; run the \
                  stage again with --from {stage}"
             );
+            // Read as that stage's output only while it is what the stage wrote.
+            let producer = plans.iter().find(|p| p.stage == stage);
+            if let (false, Some(producer)) = (self.intact.contains(&stage), producer) {
+                match outputs_intact(producer, &manifest)? {
+                    Intact::Yes => {
+                        self.intact.insert(stage);
+                    }
+                    Intact::Missing(gone) => bail!(
+                        "{spec} comes from the {stage} stage, which finished, but its output {} \
+                         is gone; run the stage again with --from {stage}",
+                        gone.display()
+                    ),
+                    Intact::Changed(changed) => bail!(
+                        "{} changed since the {stage} stage finished (its manifest holds the \
+                         hash of what cai wrote), so it is not read as that stage's output; \
+                         restore it, or run with --from {stage} to redo the stage (replacing it)",
+                        changed.display()
+                    ),
+                }
+            }
             let mut h = Hasher::default();
             h.field(&manifest.fingerprint).field(&spec);
             return Ok(Input {
@@ -187,7 +211,7 @@ impl Hashes {
                 records: count_jsonl(&path),
             });
         }
-        if let Some(hash) = self.0.get(&spec) {
+        if let Some(hash) = self.files.get(&spec) {
             return Ok(Input {
                 role: role.clone(),
                 path: spec.clone(),
@@ -205,7 +229,7 @@ impl Hashes {
         } else {
             bail!("{spec} does not exist (an input of the recipe)");
         };
-        self.0.insert(spec.clone(), hash.clone());
+        self.files.insert(spec.clone(), hash.clone());
         Ok(Input {
             role: role.clone(),
             path: spec,
@@ -233,6 +257,7 @@ enum StageEnd {
 
 fn run_stage(
     ctx: &Ctx,
+    plans: &[StagePlan],
     plan: &StagePlan,
     force: bool,
     hashes: &mut Hashes,
@@ -242,7 +267,7 @@ fn run_stage(
     let inputs = plan
         .inputs
         .iter()
-        .map(|i| hashes.of(ctx, i))
+        .map(|i| hashes.of(ctx, plans, i))
         .collect::<anyhow::Result<Vec<_>>>()
         .with_context(|| format!("the inputs of the {stage} stage"))?;
     let fingerprint = fingerprint(plan, &inputs);
@@ -251,6 +276,7 @@ fn run_stage(
     if let (Decision::Skip, Some(m)) = (decision, &previous) {
         match outputs_intact(plan, m)? {
             Intact::Yes => {
+                hashes.intact.insert(stage);
                 eprintln!("[{stage}] finished earlier with the same inputs and config: skipped");
                 return Ok(StageEnd::Done);
             }
@@ -357,6 +383,7 @@ fn run_stage(
                     return Err(e);
                 }
             };
+            hashes.intact.insert(stage);
             manifest.status = Status::Finished;
             manifest.finished_at = Some(now());
             manifest.outputs = outputs;
