@@ -7,11 +7,13 @@
 # Each attack is a small case of its own, run in a fresh temporary work directory with a tiny
 # model (`cai init-model`, hidden 32) and the lab's shipped model for the pipeline:
 #   concurrent_generate   two `cai generate` on one --output, started 0–0.5 s apart
+#   concurrent_sft        two `cai sft --resume` on one --output folder, the same way
 #   concurrent_pipeline   two `cai pipeline --quick` on one --run-dir, started 0–0.5 s apart
 #                         (for both: exactly one proceeds, the other fails non-zero naming the
 #                         PID of the first; the output holds every id once)
 #   kill_generate, kill_sft, kill_pipeline
-#                         SIGKILL at 1–3 random moments, then a rerun must complete
+#                         SIGKILL at 1–3 random moments, then a rerun must complete (and keep
+#                         every complete record a kill left, unchanged)
 #   disk_full             a small tmpfs as the output location (generate, sft or the pipeline):
 #                         a clean failure; after the tmpfs grows, a rerun completes
 #   huge_line, binary_input, empty_input, same_input_output, huge_positions, huge_init,
@@ -318,6 +320,18 @@ case_concurrent_generate() {
   verdict "second writer ${delay} ms later: $WINNER_MSG; $CHECK_MSG"
 }
 
+case_concurrent_sft() {
+  local out=$CASE_DIR/sft delay=$((RANDOM % 501))
+  start_cai first 90 "${SFT[@]}" --output "$out" --resume; local b1=$BG c1=$CPID
+  sleep "$(ms $delay)"
+  start_cai second 90 "${SFT[@]}" --output "$out" --resume; local b2=$BG c2=$CPID
+  finish_bg first "$b1"; finish_bg second "$b2"
+  WINNER_MSG=""
+  two_writers first second "$c1" "$c2"
+  check_sft_out "$out"
+  verdict "second run ${delay} ms later: $WINNER_MSG; 750 steps logged once each"
+}
+
 case_concurrent_pipeline() {
   local run=$CASE_DIR/run delay=$((RANDOM % 501)) stages=data,distill,critique
   start_cai first 240 pipeline --quick --run-dir "$run" --stages "$stages"; local b1=$BG c1=$CPID
@@ -348,6 +362,7 @@ kill_loop() {
       kill -KILL "$c"
       finish_bg "$name$i" "$bg"
       KILL_LOG+="killed at ${d}ms, "
+      [[ -n ${KEEP_FILE:-} && -f $KEEP_FILE ]] && cp "$KEEP_FILE" "$CASE_DIR/left-by-kill-$i.jsonl"
     else
       finish_bg "$name$i" "$bg"
       KILL_LOG+="ended by itself before ${d}ms (exit $RC), "
@@ -360,14 +375,20 @@ kill_loop() {
 }
 
 case_kill_generate() {
-  local out=$CASE_DIR/gen.jsonl n=$((1 + RANDOM % 3))
+  local out=$CASE_DIR/gen.jsonl n=$((1 + RANDOM % 3)) kept
+  KEEP_FILE=$out
   kill_loop run "$n" 50 2000 "${GEN[@]}" --output "$out"
+  KEEP_FILE=""
   run_cai final 120 "${GEN[@]}" --output "$out"
   ((RC == 0)) || { problem "the rerun after the kills failed (exit $RC)"; show final; }
   check_jsonl "$out" "$S/prompts.jsonl"
+  # Every complete record a kill left behind is in the final output, unchanged.
+  if compgen -G "$CASE_DIR/left-by-kill-*.jsonl" > /dev/null; then
+    kept=$("${HELPER[@]}" check-kept "$out" "$CASE_DIR"/left-by-kill-*.jsonl 2>&1) || problem "$kept"
+  fi
   no_tmp "$CASE_DIR" "after the rerun"
   REG_JSONL+=("$out|$S/prompts.jsonl")
-  verdict "${KILL_LOG%, }; rerun: $CHECK_MSG"
+  verdict "${KILL_LOG%, }; rerun: $CHECK_MSG; ${kept:-nothing written before the kills}"
 }
 
 # sft_to_end NAME OUT: `cai sft --resume` until done; a run killed before its first checkpoint
@@ -829,17 +850,17 @@ final_checks() {
 
 declare -A COST=(
   [concurrent_generate]=12 [concurrent_pipeline]=30 [kill_generate]=15 [kill_sft]=20
-  [kill_pipeline]=60 [disk_full]=30 [huge_line]=10 [binary_input]=5 [empty_input]=5
+  [kill_pipeline]=60 [disk_full]=30 [concurrent_sft]=12 [huge_line]=10 [binary_input]=5 [empty_input]=5
   [same_input_output]=5 [huge_positions]=5 [huge_init]=5 [truncated_model]=5
   [user_run_dir]=10 [server_abuse]=80 [broken_pipe_status]=10 [broken_pipe_run]=20
   [foreign_output]=5 [divergence]=5 [remote_restart]=15
 )
-KINDS=(concurrent_generate concurrent_pipeline kill_generate kill_sft kill_pipeline disk_full
+KINDS=(concurrent_generate concurrent_sft concurrent_pipeline kill_generate kill_sft kill_pipeline disk_full
   huge_line binary_input empty_input same_input_output huge_positions huge_init truncated_model
   user_run_dir server_abuse broken_pipe_status broken_pipe_run foreign_output divergence
   remote_restart)
 # Extra rounds: the kinds whose outcome depends on timing.
-REPEATABLE=(concurrent_generate concurrent_pipeline kill_generate kill_sft kill_pipeline disk_full
+REPEATABLE=(concurrent_generate concurrent_sft concurrent_pipeline kill_generate kill_sft kill_pipeline disk_full
   broken_pipe_run remote_restart)
 if [[ -n $ONLY ]]; then
   IFS=, read -r -a KINDS <<< "$ONLY"

@@ -10,6 +10,7 @@ Only the Python standard library is used; network traffic goes to 127.0.0.1 only
   make-user-dir DIR SEED           a user's own folder with data/, critique/, sft/ files
   check-jsonl FILE [--expect F...] each line a JSON object, no torn line; with --expect,
                                    the ids are exactly those of the files F, each once
+  check-kept FINAL EARLIER...      every complete record of the EARLIER copies is in FINAL
   check-metrics DIR [N]            DIR/metrics.jsonl: train steps 1..N, each once
   check-run-dir DIR [--stages S]   a cai pipeline run directory: the stages S finished,
                                    none left running, every dataset holds each input id once
@@ -167,6 +168,31 @@ def check_jsonl(args):
         print(p)
     if not problems:
         print(f"{path}: {len(records)} records, each id once, no torn line")
+    return 1 if problems else 0
+
+
+def check_kept(final, *earlier):
+    """Every complete record of the earlier snapshots is in final, unchanged."""
+    records, _ = read_records(final)
+    now = {str(r.get("id")): r for r in records}
+    total, problems = 0, []
+    for path in earlier:
+        with open(path, "rb") as f:
+            lines = f.read().split(b"\n")[:-1]   # the part after the last newline is torn
+        for line in lines:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            total += 1
+            got = now.get(str(rec.get("id")))
+            if got != rec:
+                problems.append(f"{path}: record {rec.get('id')} " +
+                                ("lost" if got is None else "changed") + f" in {final}")
+    for p in problems[:3]:
+        print(p)
+    if not problems:
+        print(f"{total} records left by the kills kept unchanged")
     return 1 if problems else 0
 
 
@@ -684,6 +710,8 @@ def main(argv):
         return make_user_dir(*args)
     if cmd == "check-jsonl":
         return check_jsonl(args)
+    if cmd == "check-kept":
+        return check_kept(*args)
     if cmd == "check-metrics":
         return check_metrics(*args)
     if cmd == "check-run-dir":
