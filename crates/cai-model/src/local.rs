@@ -66,10 +66,31 @@ impl GenerationDefaults {
             return Ok(Self::default());
         }
         let text = std::fs::read_to_string(&path).map_err(|e| ModelError::io(&path, e))?;
-        serde_json::from_str(&text).map_err(|e| ModelError::Config {
-            path,
+        let defaults: Self = serde_json::from_str(&text).map_err(|e| ModelError::Config {
+            path: path.clone(),
             message: e.to_string(),
-        })
+        })?;
+        defaults
+            .validate()
+            .map_err(|message| ModelError::Config { path, message })?;
+        Ok(defaults)
+    }
+
+    /// Values that sample sensibly: a negative temperature would favour the least likely
+    /// tokens, and a zero budget would make every completion empty.
+    fn validate(&self) -> std::result::Result<(), String> {
+        if let Some(t) = self.temperature.filter(|t| !(t.is_finite() && *t >= 0.0)) {
+            return Err(format!(
+                "`temperature` is {t}; expected a number ≥ 0 (0 is greedy)"
+            ));
+        }
+        if let Some(p) = self.top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
+            return Err(format!("`top_p` is {p}; expected a probability in (0, 1]"));
+        }
+        if self.max_new_tokens == Some(0) {
+            return Err("`max_new_tokens` is 0; expected at least 1 (or no field)".into());
+        }
+        Ok(())
     }
 
     /// The model's preferred sampling (plain sampling at T = 1 where it states nothing).

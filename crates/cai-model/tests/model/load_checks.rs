@@ -245,3 +245,33 @@ fn nan_and_infinite_weights_are_named() {
     assert!(msg.contains(name) && msg.contains("f16"), "{msg}");
     load(&dir.path, Some(DType::BF16)).expect("bf16 holds 1e6");
 }
+
+#[test]
+fn generation_defaults_out_of_range_are_named() {
+    let dir = model_dir(&tiny_shape(Architecture::Llama), 65);
+    for (field, value) in [
+        ("temperature", json!(-1.0)),
+        ("top_p", json!(0.0)),
+        ("top_p", json!(1.5)),
+        ("max_new_tokens", json!(0)),
+    ] {
+        std::fs::write(
+            dir.path.join("generation_config.json"),
+            json!({ field: value }).to_string(),
+        )
+        .unwrap();
+        let err = load(&dir.path, None).err().expect("out of range");
+        assert!(matches!(err, ModelError::Config { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("generation_config.json") && msg.contains(&format!("`{field}`")),
+            "{field} = {value}: {msg}"
+        );
+    }
+    std::fs::write(
+        dir.path.join("generation_config.json"),
+        json!({"temperature": 0.7, "top_p": 1.0, "top_k": 0, "max_new_tokens": 5}).to_string(),
+    )
+    .unwrap();
+    load(&dir.path, None).expect("in range");
+}
