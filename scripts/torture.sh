@@ -93,7 +93,6 @@ RANDOM=$SEED
 PASSED=0 FAILED=0 SKIPPED=0
 FAIL_LINES=()
 MOUNTS=()             # tmpfs mounts to undo
-BG_PIDS=()            # background children (their `timeout` processes)
 REG_JSONL=()          # "FILE|EXPECTED_IDS_FILE ..." checked again at the end
 REG_SNAPS=()          # "DIR|SNAPSHOT_FILE": a user's files, unchanged at the end
 REG_RUNDIRS=()        # run directories: no stage left running at the end
@@ -109,8 +108,10 @@ clip() { local l; l=$(( $(left) + 30 )); ((l < 10)) && l=10; (($1 < l)) && echo 
 
 cleanup() {
   local p
-  for p in "${BG_PIDS[@]}"; do kill -KILL -- "-$p" 2>/dev/null; kill -KILL "$p" 2>/dev/null; done
-  [[ -n $SLOW_PID ]] && kill "$SLOW_PID" 2>/dev/null
+  # Only children not yet waited for: their PIDs cannot have been reused. A `timeout` child
+  # leads its own process group, which holds the cai under it.
+  for p in $(jobs -p); do kill -KILL -- "-$p" 2>/dev/null; kill -KILL "$p" 2>/dev/null; done
+  wait 2>/dev/null
   for p in "${MOUNTS[@]}"; do umount -l "$p" 2>/dev/null; done
   if ((FAILED > 0 || KEEP)); then
     echo "work directory kept: $WORK"
@@ -200,7 +201,6 @@ start_cai() {
   echo "cai $*" > "$f.cmd"
   timeout -k 5 "$t" nice -n 10 "$CAI_BIN" "$@" >"$f.out" 2>"$f.err" &
   BG=$!
-  BG_PIDS+=("$BG")
   CPID=""
   local _
   for _ in $(seq 100); do
@@ -211,6 +211,12 @@ start_cai() {
 }
 # finish_bg NAME BG: wait for a background run; its exit status in RC and RCS[NAME].
 finish_bg() { wait "$2" 2>/dev/null; RC=$?; RCS[$1]=$RC; }
+# signal_cai SIGNAL PID PARENT: signal a cai started here, if it still runs under its `timeout`
+# (so that a PID reused by another process is never hit).
+signal_cai() {
+  [[ -n $2 ]] && [[ $(awk '/^PPid:/ { print $2 }' "/proc/$2/status" 2>/dev/null) == "$3" ]] &&
+    kill "-$1" "$2" 2>/dev/null
+}
 
 crashed() { # crashed NAME: a panic, an abort or a timeout
   local rc=${RCS[$1]}
@@ -358,8 +364,7 @@ kill_loop() {
     start_cai "$name$i" 120 "$@"
     local bg=$BG c=$CPID
     sleep "$(ms "$d")"
-    if [[ -n $c ]] && kill -0 "$c" 2>/dev/null; then
-      kill -KILL "$c"
+    if signal_cai KILL "$c" "$bg"; then
       finish_bg "$name$i" "$bg"
       KILL_LOG+="killed at ${d}ms, "
       [[ -n ${KEEP_FILE:-} && -f $KEEP_FILE ]] && cp "$KEEP_FILE" "$CASE_DIR/left-by-kill-$i.jsonl"
@@ -661,12 +666,12 @@ case_remote_restart() {
     done
     return 1
   }
-  serve_on serve1 || { problem "cai serve did not start"; show serve1; verdict ""; kill -KILL "$SRV" 2>/dev/null; return; }
+  serve_on serve1 || { problem "cai serve did not start"; show serve1; verdict ""; signal_cai KILL "$SRV" "$SRV_BG"; return; }
   d=$((200 + RANDOM % 1000))
   start_cai gen 120 generate --model "http://127.0.0.1:$port/v1" "${GEN_OPTS[@]}" --output "$out"
   local gen_bg=$BG
   sleep "$(ms $d)"
-  kill -KILL "$SRV"; finish_bg serve1 "$SRV_BG"
+  signal_cai KILL "$SRV" "$SRV_BG"; finish_bg serve1 "$SRV_BG"
   serve_on serve2 || { problem "cai serve did not start again on port $port"; show serve2; }
   finish_bg gen "$gen_bg"
   if ((RCS[gen] != 0)); then
@@ -675,7 +680,7 @@ case_remote_restart() {
     run_cai resume 120 generate --model "http://127.0.0.1:$port/v1" "${GEN_OPTS[@]}" --output "$out"
     ((RC == 0)) || { problem "resuming it failed too (exit $RC)"; show resume; }
   fi
-  kill -TERM "$SRV" 2>/dev/null; finish_bg serve2 "$SRV_BG"
+  signal_cai TERM "$SRV" "$SRV_BG"; finish_bg serve2 "$SRV_BG"
   check_jsonl "$out" "$S/prompts.jsonl"
   REG_JSONL+=("$out|$S/prompts.jsonl")
   verdict "server SIGKILLed ${d} ms into a remote generation and restarted: $CHECK_MSG"
@@ -729,7 +734,7 @@ case_server_abuse() {
   if [[ -z $SERVER_PORT ]]; then
     RCS[serve]=?
     problem "cai serve did not print its address"; show serve; verdict ""
-    kill -KILL "$SERVER_PID" 2>/dev/null; SERVER_PID=""; return
+    signal_cai KILL "$SERVER_PID" "$SERVER_BG"; SERVER_PID=""; return
   fi
   timeout $((slow_window + 30)) "${HELPER[@]}" slow-conns "$SERVER_PORT" "$slow_window" > "$CASE_DIR/slow.out" 2>&1 &
   SLOW_PID=$!
@@ -737,7 +742,7 @@ case_server_abuse() {
   local rc=$? n; n=$(grep -c '^ok' "$CASE_DIR/abuse.out")
   while IFS= read -r l; do problem "${l#FAIL }"; done < <(grep -v '^ok' "$CASE_DIR/abuse.out")
   ((rc == 0)) || ((${#PROBLEMS[@]})) || problem "the abuse helper failed (exit $rc)"
-  kill -0 "$SERVER_PID" 2>/dev/null || problem "the server process is gone"
+  signal_cai 0 "$SERVER_PID" "$SERVER_BG" || problem "the server process is gone"
   verdict "$n abuses answered or refused on 127.0.0.1:$SERVER_PORT; the server still answers"
 }
 
@@ -835,10 +840,10 @@ final_checks() {
       while IFS= read -r l; do [[ $l == FAIL* ]] && problem "${l#FAIL }"; done < "$SERVER_DIR/slow.out"
     fi
     out=$("${HELPER[@]}" http-ok "$SERVER_PORT" 2>&1) || problem "after every case: $out"
-    kill -TERM "$SERVER_PID" 2>/dev/null
+    signal_cai TERM "$SERVER_PID" "$SERVER_BG"
     local i
-    for i in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.2; done
-    kill -0 "$SERVER_PID" 2>/dev/null && problem "still running 10 s after SIGTERM"
+    for i in $(seq 50); do signal_cai 0 "$SERVER_PID" "$SERVER_BG" || break; sleep 0.2; done
+    signal_cai 0 "$SERVER_PID" "$SERVER_BG" && problem "still running 10 s after SIGTERM"
     wait "$SERVER_BG" 2>/dev/null
     grep -q 'panicked' "$SERVER_DIR/serve.err" && problem "the server panicked: $(grep -m1 panicked "$SERVER_DIR/serve.err")"
     verdict "$(grep -h '^ok' "$SERVER_DIR/slow.out" | sed 's/^ok *//' | tr '\n' ';' | sed 's/;/; /g') it answers a normal request and stops on SIGTERM"
@@ -855,6 +860,8 @@ declare -A COST=(
   [user_run_dir]=10 [server_abuse]=80 [broken_pipe_status]=10 [broken_pipe_run]=20
   [foreign_output]=5 [divergence]=5 [remote_restart]=15
 )
+# The server case waits for its slow connections to be closed: short with the timeout flags.
+"$CAI_BIN" serve --help | grep -q -- '--body-timeout' && COST[server_abuse]=45
 KINDS=(concurrent_generate concurrent_sft concurrent_pipeline kill_generate kill_sft kill_pipeline disk_full
   huge_line binary_input empty_input same_input_output huge_positions huge_init truncated_model
   user_run_dir server_abuse broken_pipe_status broken_pipe_run foreign_output divergence
