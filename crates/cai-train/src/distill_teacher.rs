@@ -246,7 +246,7 @@ impl TopKTable {
         };
         let sidecar = path.with_extension("json");
         let text = serde_json::to_string_pretty(&key).expect("serialisable") + "\n";
-        std::fs::write(&sidecar, text).map_err(|e| TrainError::io(&sidecar, e))
+        Ok(cai_model::write_atomic(&sidecar, text.as_bytes())?)
     }
 
     /// The table saved at `path` if it was computed for `k` and `fingerprint`, else `None`.

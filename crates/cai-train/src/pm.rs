@@ -196,7 +196,7 @@ pub fn run_pm(
     };
     let text = serde_json::to_string_pretty(&config_json).expect("serialisable") + "\n";
     let path = run.output.join(PM_CONFIG_FILE);
-    std::fs::write(&path, text).map_err(|e| TrainError::io(&path, e))?;
+    cai_model::write_atomic(&path, text.as_bytes())?;
     divergence::start(&mut state, &optimizer)?;
 
     let save = |model: &RewardModel, optimizer: &AdamW, state: &TrainerState| -> Result<PathBuf> {

@@ -127,9 +127,9 @@ pub fn evaluate(
 pub fn write_report(dir: &Path, eval: &PmEval) -> Result<()> {
     let path = dir.join(PM_EVAL_FILE);
     let text = serde_json::to_string_pretty(eval).expect("serialisable") + "\n";
-    std::fs::write(&path, text).map_err(|e| TrainError::io(&path, e))?;
+    cai_model::write_atomic(&path, text.as_bytes())?;
     let title = format!("preference model on {} pairs", eval.split);
     let svg = reliability_svg(&eval.calibration, &title).map_err(TrainError::Config)?;
     let path = dir.join(RELIABILITY_PLOT_FILE);
-    std::fs::write(&path, svg).map_err(|e| TrainError::io(&path, e))
+    Ok(cai_model::write_atomic(&path, svg.as_bytes())?)
 }

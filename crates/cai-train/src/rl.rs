@@ -366,7 +366,7 @@ pub fn write_curves(output: &Path, cfg: &RlConfig) -> Result<()> {
     );
     let svg = crate::rl_plot::rl_curves_svg(&records, &title).map_err(TrainError::Config)?;
     let path = output.join(CURVES_FILE);
-    std::fs::write(&path, svg).map_err(|e| TrainError::io(&path, e))
+    Ok(cai_model::write_atomic(&path, svg.as_bytes())?)
 }
 
 /// Per-token advantages and returns of a rollout (returns are empty for RLOO).

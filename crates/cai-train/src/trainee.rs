@@ -170,5 +170,5 @@ impl Trainee {
 /// Write `value` as pretty JSON with a final newline.
 pub fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
     let text = serde_json::to_string_pretty(value).expect("serialisable") + "\n";
-    std::fs::write(path, text).map_err(|e| TrainError::io(path, e))
+    Ok(cai_model::write_atomic(path, text.as_bytes())?)
 }
