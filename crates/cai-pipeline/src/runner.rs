@@ -358,6 +358,63 @@ pub fn check_jsonl_output(path: &Path, expected: Option<&[String]>) -> Result<us
     Ok(records.len())
 }
 
+/// Check a model folder a training stage wrote before the stage is marked finished: a
+/// `config.json` that parses, and a `model.safetensors` whose header is whole and whose
+/// size matches what the header describes (a truncated or missing weights file fails), or
+/// a shard index that parses.
+pub fn check_model_output(dir: &Path) -> Result<(), RunError> {
+    let bad = |path: PathBuf, message: String| RunError::BadOutput { path, message };
+    let config = dir.join("config.json");
+    let text = std::fs::read_to_string(&config).map_err(io(&config))?;
+    serde_json::from_str::<serde_json::Value>(&text)
+        .map_err(|e| bad(config.clone(), format!("not valid JSON: {e}")))?;
+    let weights = dir.join("model.safetensors");
+    let index = dir.join("model.safetensors.index.json");
+    if !weights.exists() && index.is_file() {
+        // Sharded weights: the shards are checked when the model is loaded.
+        let text = std::fs::read_to_string(&index).map_err(io(&index))?;
+        serde_json::from_str::<serde_json::Value>(&text)
+            .map_err(|e| bad(index.clone(), format!("not valid JSON: {e}")))?;
+        return Ok(());
+    }
+    let mut file = std::fs::File::open(&weights).map_err(io(&weights))?;
+    let size = file.metadata().map_err(io(&weights))?.len();
+    let mut len = [0u8; 8];
+    std::io::Read::read_exact(&mut file, &mut len)
+        .map_err(|_| bad(weights.clone(), "shorter than a safetensors header".into()))?;
+    let header_len = u64::from_le_bytes(len);
+    if header_len > size.saturating_sub(8) {
+        return Err(bad(
+            weights,
+            format!("its header claims {header_len} bytes, but the file has {size}"),
+        ));
+    }
+    let mut header = vec![0u8; header_len as usize];
+    std::io::Read::read_exact(&mut file, &mut header).map_err(io(&weights))?;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&header)
+        .map_err(|e| {
+            bad(
+                weights.clone(),
+                format!("its header is not valid JSON: {e}"),
+            )
+        })?;
+    let data_end = header
+        .values()
+        .filter_map(|t| t.get("data_offsets")?.as_array()?.get(1)?.as_u64())
+        .max()
+        .unwrap_or(0);
+    if 8 + header_len + data_end != size {
+        return Err(bad(
+            weights,
+            format!(
+                "{size} bytes, but its header describes {} (a truncated or damaged file)",
+                8 + header_len + data_end
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Join JSONL prompt files into `output` (atomically), keeping at most `limit` records spread
 /// evenly over them. A record without an `id` gets `<file stem>-<line index>`; two records
 /// with the same id are an error naming the second. Returns the records written.
@@ -545,6 +602,27 @@ mod tests {
             assert_eq!(std::fs::read_to_string(&out).unwrap(), "three");
             assert_eq!(std::fs::read_to_string(&theirs).unwrap(), "keep");
         }
+    }
+
+    #[test]
+    fn a_model_output_needs_its_config_and_whole_weights() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = check_model_output(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("config.json"), "{err}");
+        std::fs::write(dir.path().join("config.json"), "{}").unwrap();
+        let header = br#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#;
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header);
+        bytes.extend_from_slice(&[0u8; 8]);
+        let weights = dir.path().join("model.safetensors");
+        std::fs::write(&weights, &bytes).unwrap();
+        check_model_output(dir.path()).unwrap();
+        std::fs::write(&weights, &bytes[..bytes.len() - 3]).unwrap();
+        let err = check_model_output(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("truncated"), "{err}");
+        std::fs::write(&weights, &bytes[..20]).unwrap();
+        let err = check_model_output(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("header claims"), "{err}");
     }
 
     #[test]

@@ -11,8 +11,8 @@ use cai_pipeline::manifest::{Input, Manifest, Output, Status, CONFIG_FILE, METRI
 use cai_pipeline::recipe::{LoadedRecipe, Stage};
 use cai_pipeline::rundir::{clear_stage, first_foreign, Claimed, RunDir, RunKind};
 use cai_pipeline::runner::{
-    check_jsonl_output, count_records, decide, hash_path, join_prompt_files, jsonl_ids,
-    killed_attempt_seconds, size_on_disk, write_atomic, Decision, Hasher,
+    check_jsonl_output, check_model_output, count_records, decide, hash_path, join_prompt_files,
+    jsonl_ids, killed_attempt_seconds, size_on_disk, write_atomic, Decision, Hasher,
 };
 use clap::Parser;
 use serde_json::json;
@@ -413,6 +413,9 @@ fn check_outputs(plan: &StagePlan) -> anyhow::Result<Vec<Output>> {
     for (role, path) in &plan.outputs {
         anyhow::ensure!(path.exists(), "{} ({role}) was not written", path.display());
         check_output_records(plan, path)?;
+        if MODEL_ROLES.contains(&role.as_str()) {
+            check_model_output(path)?;
+        }
     }
     plan.outputs
         .iter()
@@ -427,6 +430,9 @@ fn check_outputs(plan: &StagePlan) -> anyhow::Result<Vec<Output>> {
         })
         .collect()
 }
+
+/// The roles of outputs that are model folders (config and weights).
+const MODEL_ROLES: [&str; 2] = ["model", "preference model"];
 
 /// A JSONL output is whole (no torn line, no id twice) and, where the plan says so, holds
 /// one record per input id.
