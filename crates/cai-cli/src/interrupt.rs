@@ -77,16 +77,17 @@ pub(crate) fn resume_command() -> String {
         .join(" ")
 }
 
-/// This command line resuming at learning rate `lr`, allowing the change: `--resume
-/// --learning-rate LR --allow-config-change learning_rate` in place of any such flags given
-/// (other allowed changes are kept). `None` when this process runs other commands (`cai
-/// pipeline`): its resume command is its own.
-pub(crate) fn lower_rate_command(lr: f64) -> Option<String> {
+/// This command line at learning rate `lr`: resuming, allowing the change (`--resume
+/// --learning-rate LR --allow-config-change learning_rate` in place of any such flags
+/// given; other allowed changes are kept), or starting again (`--overwrite --learning-rate
+/// LR`). `None` when this process runs other commands (`cai pipeline`): its resume command is
+/// its own.
+pub(crate) fn lower_rate_command(lr: f64, resume: bool) -> Option<String> {
     if RESUME_HINT.get().is_some() {
         return None;
     }
     Some(
-        with_lower_rate(std::env::args().skip(1), lr)
+        with_lower_rate(std::env::args().skip(1), lr, resume)
             .iter()
             .map(|w| shell_quote(w))
             .collect::<Vec<_>>()
@@ -97,8 +98,8 @@ pub(crate) fn lower_rate_command(lr: f64) -> Option<String> {
 /// `cai` and `args` less `--overwrite`, `--resume`, `--learning-rate` and
 /// `--allow-config-change` (in either `--flag value` or `--flag=value` form), then
 /// `--resume --learning-rate lr --allow-config-change` with `learning_rate` added to the
-/// names given before.
-fn with_lower_rate(args: impl Iterator<Item = String>, lr: f64) -> Vec<String> {
+/// names given before (or, not resuming, `--overwrite --learning-rate lr`).
+fn with_lower_rate(args: impl Iterator<Item = String>, lr: f64, resume: bool) -> Vec<String> {
     let mut words = vec!["cai".to_owned()];
     let mut allowed: Vec<String> = Vec::new();
     let mut args = args.peekable();
@@ -119,6 +120,14 @@ fn with_lower_rate(args: impl Iterator<Item = String>, lr: f64) -> Vec<String> {
             }
             _ => words.push(arg),
         }
+    }
+    if !resume {
+        words.extend([
+            "--overwrite".to_owned(),
+            "--learning-rate".to_owned(),
+            format!("{lr:e}"),
+        ]);
+        return words;
     }
     if !allowed.iter().any(|a| a == "learning_rate") {
         allowed.push("learning_rate".into());
@@ -163,33 +172,33 @@ mod tests {
     #[test]
     fn the_lower_rate_command_replaces_the_rate_and_keeps_other_allowances() {
         let args = |words: &[&str]| words.iter().map(|w| w.to_string()).collect::<Vec<_>>();
-        let words = with_lower_rate(
-            args(&[
-                "sft",
-                "--learning-rate",
-                "1e6",
-                "--resume",
-                "--data",
-                "d.jsonl",
-            ])
-            .into_iter(),
-            1e5,
-        );
+        let sft = args(&[
+            "sft",
+            "--learning-rate",
+            "1e6",
+            "--resume",
+            "--data",
+            "d.jsonl",
+        ]);
+        let words = with_lower_rate(sft.clone().into_iter(), 1e5, true);
         assert_eq!(
             words.join(" "),
             "cai sft --data d.jsonl --resume --learning-rate 1e5 --allow-config-change \
              learning_rate"
         );
-        let words = with_lower_rate(
-            args(&[
-                "rl",
-                "--learning-rate=0.1",
-                "--allow-config-change=data",
-                "--overwrite",
-            ])
-            .into_iter(),
-            0.01,
+        // Without a checkpoint: start again.
+        let words = with_lower_rate(sft.into_iter(), 1e5, false);
+        assert_eq!(
+            words.join(" "),
+            "cai sft --data d.jsonl --overwrite --learning-rate 1e5"
         );
+        let rl = args(&[
+            "rl",
+            "--learning-rate=0.1",
+            "--allow-config-change=data",
+            "--overwrite",
+        ]);
+        let words = with_lower_rate(rl.into_iter(), 0.01, true);
         assert_eq!(
             words.join(" "),
             "cai rl --resume --learning-rate 1e-2 --allow-config-change data,learning_rate"

@@ -54,16 +54,21 @@ impl TrainOutput<'_> {
     }
 }
 
-/// A trainer's error for the user: a divergence gets the command that resumes from the last
-/// good checkpoint at a lower learning rate than `lr`: the rate that checkpoint was trained
-/// with (read from its settings under `method`) when that was lower, else a tenth of `lr`.
+/// A trainer's error for the user: a divergence gets the command that goes on at a lower
+/// learning rate than `lr`. From the last good checkpoint, that is the rate the checkpoint was
+/// trained with (read from its settings under `method`) when that was lower, else a tenth of
+/// `lr`; without one, the command starts again at a tenth of `lr`.
 pub(crate) fn explain(err: TrainError, method: &str, lr: f64) -> anyhow::Error {
-    let TrainError::Diverged {
-        last_good: Some(dir),
-        ..
-    } = &err
-    else {
+    let TrainError::Diverged { last_good, .. } = &err else {
         return err.into();
+    };
+    let Some(dir) = last_good else {
+        return match lower_rate_command(lr / 10.0, false) {
+            Some(command) => {
+                anyhow::anyhow!("{err}\nto start again at a tenth of the rate: {command}")
+            }
+            None => err.into(),
+        };
     };
     let trained_with = std::fs::read_to_string(dir.join(TRAINING_CONFIG_FILE))
         .ok()
@@ -74,7 +79,7 @@ pub(crate) fn explain(err: TrainError, method: &str, lr: f64) -> anyhow::Error {
         Some(saved) => (saved, "at the rate that trained well"),
         None => (lr / 10.0, "at a tenth of the rate"),
     };
-    match lower_rate_command(lower) {
+    match lower_rate_command(lower, true) {
         Some(command) => anyhow::anyhow!("{err}\nto resume {why}: {command}"),
         None => err.into(),
     }

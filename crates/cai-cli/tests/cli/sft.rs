@@ -615,6 +615,21 @@ fn a_diverging_rate_stops_and_its_resume_advice_works() {
     assert!(err.contains("no checkpoint was saved before it"), "{err}");
     assert!(!work.path("fresh/checkpoints/checkpoint-1").exists());
     assert!(!work.path("fresh/model.safetensors").exists());
+    let again = err
+        .lines()
+        .find_map(|l| l.split_once("to start again at a tenth of the rate: "))
+        .map(|(_, command)| command.to_owned())
+        .unwrap_or_else(|| panic!("no command in:\n{err}"));
+    assert!(
+        again.ends_with("--overwrite --learning-rate 1e5"),
+        "{again}"
+    );
+    // The command is taken (the folder the failed run left is no obstacle); 1e5 still
+    // diverges, and says so.
+    let words: Vec<&str> = again.split(' ').collect();
+    let err = assert_exit(&work.cai(&words[1..]), 1);
+    assert!(err.contains("training diverged at step 1"), "{err}");
+    assert!(err.contains("--overwrite --learning-rate 1e4"), "{err}");
 
     // Two good steps, as if stopped there, then resumed at 1e6.
     let good = [
