@@ -130,7 +130,10 @@ pub fn open_remote(spec: &str) -> anyhow::Result<RemoteModel> {
 }
 
 /// Remote settings: `CAI_API_KEY` (else `OPENAI_API_KEY`), `CAI_REMOTE_MODEL`,
-/// `CAI_REMOTE_CONCURRENCY`, `CAI_REMOTE_TIMEOUT` (seconds), `CAI_REMOTE_ATTEMPTS`.
+/// `CAI_REMOTE_CONCURRENCY`, `CAI_REMOTE_ATTEMPTS`, and in seconds `CAI_REMOTE_TIMEOUT` (a
+/// whole request), `CAI_REMOTE_CONNECT_TIMEOUT`, `CAI_REMOTE_FIRST_BYTE_TIMEOUT` (an
+/// endpoint's first answer when opened), `CAI_REMOTE_BACKOFF` (the first wait before a
+/// retry) and `CAI_REMOTE_PROGRESS` (between progress lines while requests wait).
 pub fn remote_options() -> anyhow::Result<RemoteOptions> {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
     let number = |name: &str| -> anyhow::Result<Option<f64>> {
@@ -160,7 +163,20 @@ pub fn remote_options() -> anyhow::Result<RemoteOptions> {
         options.request_timeout = Duration::from_secs_f64(s);
     }
     if let Some(n) = number("CAI_REMOTE_ATTEMPTS")? {
-        options.attempts = n as u32;
+        options.attempts = (n as u32).max(1);
+    }
+    for (name, field) in [
+        ("CAI_REMOTE_CONNECT_TIMEOUT", &mut options.connect_timeout),
+        (
+            "CAI_REMOTE_FIRST_BYTE_TIMEOUT",
+            &mut options.first_byte_timeout,
+        ),
+        ("CAI_REMOTE_BACKOFF", &mut options.backoff),
+        ("CAI_REMOTE_PROGRESS", &mut options.progress_interval),
+    ] {
+        if let Some(s) = number(name)? {
+            *field = Duration::from_secs_f64(s);
+        }
     }
     Ok(options)
 }

@@ -20,6 +20,33 @@ pub fn is_remote_spec(spec: &str) -> bool {
     spec.starts_with("http://") || spec.starts_with("https://")
 }
 
+/// Open one endpoint; a refused or cut connection (a server restarting) is tried again after
+/// a back-off, up to the attempts setting. A silent endpoint already had the first-byte
+/// timeout and is not waited on again.
+fn open_with_retries(url: &str, options: &RemoteOptions) -> Result<Endpoint, Failure> {
+    let mut attempt = 1;
+    loop {
+        match Endpoint::open(url, options) {
+            Err(Failure::Connect(m)) if attempt < options.attempts => {
+                let wait = options.backoff_after(attempt);
+                tracing::warn!(
+                    endpoint = url,
+                    "{url} does not answer ({m}); trying again in {:.1} s (attempt {} of {})",
+                    wait.as_secs_f64(),
+                    attempt + 1,
+                    options.attempts
+                );
+                std::thread::sleep(wait);
+                attempt += 1;
+            }
+            Err(Failure::Connect(m)) => {
+                return Err(Failure::Connect(format!("{m}; {attempt} attempts")));
+            }
+            other => return other,
+        }
+    }
+}
+
 impl RemoteModel {
     /// Open the endpoints of `spec` (`URL` or `URL1,URL2,…`): each one's `/models` is read
     /// for the model id. An endpoint that does not answer is reported and left out; one that
@@ -32,14 +59,14 @@ impl RemoteModel {
                  several separated by commas"
             )));
         }
-        if options.concurrency == 0 || options.attempts == 0 || options.dead_after == 0 {
+        if options.concurrency == 0 || options.attempts == 0 {
             return Err(RemoteError::Spec(
-                "the concurrency, attempts and dead-after settings must be at least 1".into(),
+                "the concurrency and attempts settings must be at least 1".into(),
             ));
         }
         let mut slots = Vec::with_capacity(urls.len());
         for url in urls {
-            match Endpoint::open(url, &options) {
+            match open_with_retries(url, &options) {
                 Ok(endpoint) => {
                     tracing::info!(endpoint = url, model = %endpoint.model, server = %endpoint.owned_by, "endpoint ready");
                     slots.push(Slot::live(endpoint));

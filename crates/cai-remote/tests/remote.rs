@@ -10,3 +10,6 @@ mod equivalence;
 
 #[path = "remote/endpoints.rs"]
 mod endpoints;
+
+#[path = "remote/failures.rs"]
+mod failures;

@@ -302,3 +302,102 @@ fn a_connection_that_sends_half_a_header_is_closed() {
     assert!(closed, "still open after {:?}", started.elapsed());
     assert_eq!(http(&server.url, "GET", "/models", None, "").0, 200);
 }
+
+/// Run `cai ARGS…` in the work directory with the environment variables `env`.
+fn cai_env(work: &Workdir, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_cai"))
+        .args(args)
+        .current_dir(work.path("."))
+        .env_remove("RUST_LOG")
+        .env("CAI_CACHE", work.path(".cai-cache"))
+        .envs(env.iter().copied())
+        .output()
+        .expect("running cai")
+}
+
+/// A fake endpoint on 127.0.0.1 that answers `GET /v1/models` and holds every other request
+/// without an answer (it keeps the connections until the test ends).
+fn endpoint_that_never_completes() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for mut stream in listener.incoming().flatten() {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|n| n == 1) {
+                head.push(byte[0]);
+            }
+            if head.starts_with(b"GET /v1/models") {
+                let body = r#"{"object": "list", "data": [{"id": "m", "object": "model"}]}"#;
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+            held.push(stream);
+        }
+    });
+    url
+}
+
+#[test]
+fn an_endpoint_that_accepts_and_never_answers_fails_in_the_time_set() {
+    let work = Workdir::new();
+    work.write("in.jsonl", PROMPTS);
+    let silent = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/v1", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let held: Vec<_> = listener.incoming().flatten().collect();
+            drop(held);
+        });
+        url
+    };
+    let started = std::time::Instant::now();
+    let out = cai_env(
+        &work,
+        &generate(&silent, "out.jsonl"),
+        &[("CAI_REMOTE_FIRST_BYTE_TIMEOUT", "0.5")],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        err.contains(&silent)
+            && err.contains("0.5 s")
+            && err.contains("CAI_REMOTE_FIRST_BYTE_TIMEOUT"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_request_left_unanswered_shows_progress_then_names_the_timeout() {
+    let work = Workdir::new();
+    work.write("in.jsonl", PROMPTS);
+    let url = endpoint_that_never_completes();
+    let out = cai_env(
+        &work,
+        &generate(&url, "out.jsonl"),
+        &[
+            ("CAI_REMOTE_TIMEOUT", "2"),
+            ("CAI_REMOTE_PROGRESS", "0.5"),
+            ("CAI_REMOTE_ATTEMPTS", "1"),
+        ],
+    );
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("waiting for {url}: ")) && err.contains("3 request(s) in flight"),
+        "{err}"
+    );
+    assert!(
+        err.contains("request timeout of 2 s") && err.contains("CAI_REMOTE_TIMEOUT"),
+        "{err}"
+    );
+}

@@ -1,6 +1,7 @@
 //! Several endpoints: work is spread over them; an endpoint that does not answer at the start
-//! is reported and left out; one killed mid-run is reported by name and its requests are
-//! re-run on the others; a refused request fails at once with the server's message.
+//! is reported and left out; one killed mid-run has its requests re-run on the others and is
+//! declared dead, by name, once it has failed its attempts; a refused request fails at once
+//! with the server's message.
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -111,9 +112,18 @@ fn an_endpoint_killed_mid_run_is_reported_and_its_work_rerun_on_the_others() {
             "request {i}"
         );
     }
+    // The dead endpoint is tried again after each back-off while the live one answers, and
+    // declared dead once it has failed its attempts.
+    for _ in 0..50 {
+        if !remote.dead_endpoints().is_empty() {
+            break;
+        }
+        assert_eq!(remote.generate(&requests[..4]).unwrap().len(), 4);
+    }
     let dead = remote.dead_endpoints();
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0].0, b_url);
+    assert!(dead[0].1.contains("4 attempts"), "{dead:?}");
     // Later calls go to the live endpoint only.
     assert_eq!(remote.generate(&requests[..4]).unwrap().len(), 4);
 }
