@@ -393,6 +393,15 @@ impl ModelConfig {
             .saturating_mul(dtype.size_in_bytes() as u128)
     }
 
+    /// Bytes a decoder of this config holds in `dtype`: its weights, plus the blocks that
+    /// hold them (a struct of tensor handles per layer, which only a config of millions of
+    /// tiny layers makes count).
+    pub fn memory_bytes(&self, dtype: DType) -> u128 {
+        (self.num_layers as u128)
+            .saturating_mul(LAYER_OVERHEAD_BYTES)
+            .saturating_add(self.weight_bytes(dtype))
+    }
+
     /// The `config.json` Hugging Face transformers reads for this model.
     pub fn to_hf_json(&self) -> Value {
         let dtype = self.torch_dtype.clone().unwrap_or_else(|| "float32".into());
@@ -495,6 +504,10 @@ impl ModelConfig {
         v
     }
 }
+
+/// Memory of one decoder block besides its weights: the block's struct and its tensors'
+/// handles (under 1 KiB each as built; a generous bound).
+const LAYER_OVERHEAD_BYTES: u128 = 8 * 1024;
 
 /// The largest size of one dimension: token ids, positions and tensor indices are 32-bit.
 pub const MAX_SIZE: usize = u32::MAX as usize;

@@ -129,7 +129,7 @@ impl Decoder {
         fill: &mut dyn FnMut(&ParamSpec) -> Result<Tensor>,
     ) -> Result<Self> {
         let cfg = &config;
-        crate::memory::check(device, cfg.weight_bytes(dtype), || {
+        crate::memory::check(device, cfg.memory_bytes(dtype), || {
             format!(
                 "{} in {}",
                 cfg.describe(),

@@ -152,7 +152,7 @@ const INIT_FILES: [&str; 5] = [
 /// Bytes [`init_model`] holds at once: the weights in f32 as they are drawn, plus their copy
 /// in the dtype on disk when that is another.
 pub fn init_bytes(config: &ModelConfig, dtype: DType) -> u128 {
-    let f32_bytes = config.weight_bytes(DType::F32);
+    let f32_bytes = config.memory_bytes(DType::F32);
     if dtype == DType::F32 {
         f32_bytes
     } else {

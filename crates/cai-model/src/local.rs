@@ -133,7 +133,7 @@ impl LocalModel {
                 (Device::Cpu, _) | (_, None) => DType::F32,
                 (_, Some(name)) => parse_dtype(name).unwrap_or(DType::F32),
             });
-        crate::memory::check(&options.device, config.weight_bytes(dtype), || {
+        crate::memory::check(&options.device, config.memory_bytes(dtype), || {
             format!(
                 "{}: {} in {}",
                 config_path.display(),

@@ -275,3 +275,28 @@ fn generation_defaults_out_of_range_are_named() {
     .unwrap();
     load(&dir.path, None).expect("in range");
 }
+
+#[test]
+fn a_billion_tiny_layers_are_refused_before_allocating() {
+    // Few weights per layer but 10⁸ layers: the blocks themselves (each a struct of tensor
+    // handles) need hundreds of gigabytes, counted with the weights.
+    let dir = model_dir(&tiny_shape(Architecture::Llama), 66);
+    edit_config(&dir, |c| {
+        for (field, value) in [
+            ("hidden_size", 2),
+            ("num_attention_heads", 1),
+            ("num_key_value_heads", 1),
+            ("head_dim", 2),
+            ("intermediate_size", 1),
+            ("num_hidden_layers", 100_000_000),
+        ] {
+            c.insert(field.into(), json!(value));
+        }
+    });
+    let err = load(&dir.path, None).err().expect("too many layers");
+    assert!(matches!(err, ModelError::Memory { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("num_hidden_layers 100000000"),
+        "{err}"
+    );
+}
