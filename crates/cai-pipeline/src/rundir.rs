@@ -264,11 +264,16 @@ fn legacy_problem(
             Ok(None)
         }
         RunKind::Sizes => {
+            // A size's run directory made first on its own (`--run-dir DIR/base`) leaves its
+            // lock file here when that run was killed.
             let is_cai = |n: &str| {
                 SIZES_ENTRIES.contains(&n)
                     || n == FIGURES_DIR
                     || n == "report.html"
                     || n == "report.md"
+                    || n.strip_prefix('.')
+                        .and_then(|n| n.strip_suffix(".cai-lock"))
+                        .is_some_and(|n| SIZES_ENTRIES.contains(&n))
             };
             if let Some(other) = names.iter().find(|n| !is_cai(n) && !tmp_of(n, &is_cai)) {
                 return Ok(Some(format!("cai pipeline --sizes does not write {other}")));
@@ -486,6 +491,9 @@ mod tests {
         assert!(RunDir::claim(&sizes, RunKind::Sizes).is_err());
         std::fs::remove_file(sizes.join("small/mine.txt")).unwrap();
         touch(&sizes.join("report.md"));
+        // `--run-dir DIR/base` run first (and killed: its lock file stays), then `--sizes`.
+        RunDir::claim(&sizes.join("base"), RunKind::Run).unwrap();
+        touch(&sizes.join(".base.cai-lock"));
         assert_eq!(
             RunDir::claim(&sizes, RunKind::Sizes).unwrap().claimed(),
             Claimed::AdoptedLegacy
