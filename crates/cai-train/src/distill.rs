@@ -197,7 +197,16 @@ pub fn run_distill(
                 }
             }
         };
-        tokenize(&records, &answers, &tokenizer, cfg.format, max_length)
+        let examples = tokenize(&records, &answers, &tokenizer, cfg.format, max_length)?;
+        if examples.len() < records.len() {
+            tracing::warn!(
+                "{}: {} of {} records have fewer than 2 tokens to compare and are left out",
+                path.display(),
+                records.len() - examples.len(),
+                records.len()
+            );
+        }
+        Ok(examples)
     };
     let examples = load(&run.data, Split::Train)?;
     let eval_examples = match &run.eval_data {

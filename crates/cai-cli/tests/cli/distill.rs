@@ -185,3 +185,32 @@ fn a_context_longer_than_the_window_is_named_with_its_size() {
         .unwrap_or_else(|| panic!("no token count in:\n{err}"));
     assert!(tokens > 256, "{err}");
 }
+
+#[test]
+fn records_with_nothing_to_compare_are_counted() {
+    let work = Workdir::new();
+    let model = setup(&work);
+    texts(
+        &work,
+        "short.jsonl",
+        &["", "The assistant should be helpful, honest and harmless."],
+    );
+    let output = work.cai_ok(&[
+        "distill",
+        "--model",
+        model,
+        "--context",
+        "context.txt",
+        "--data",
+        "short.jsonl",
+        "--output",
+        "out",
+        "--max-steps",
+        "1",
+    ]);
+    let err = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(
+        err.contains("short.jsonl: 1 of 2 records have fewer than 2 tokens to compare"),
+        "{err}"
+    );
+}
