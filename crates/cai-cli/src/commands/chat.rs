@@ -165,8 +165,8 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
 }
 
 /// Render the dialogue for the next reply, first dropping its oldest turns (a user message
-/// and the reply to it) while the context, the dialogue and a full reply of
-/// `max_new_tokens` do not fit the model's context; the `kept` opening messages (the system
+/// and the reply to it) while the context, the dialogue and the room a reply wants
+/// ([`reply_room`]) do not fit the model's context; the `kept` opening messages (the system
 /// message) and the context file stay. Says on stderr what was dropped. The newest message
 /// always stays: when it alone leaves too little room the model makes what room allows, or
 /// says that nothing fits. Endpoints count no tokens here, so nothing is dropped for them.
@@ -178,6 +178,10 @@ fn fit_to_context(
     max_new_tokens: usize,
     format: DialogueFormat,
 ) -> anyhow::Result<String> {
+    let size = model
+        .local()
+        .map(|m| m.decoder().config().max_position_embeddings);
+    let wanted = reply_room(max_new_tokens, size);
     let mut dropped = 0usize;
     let prompt = loop {
         let prompt = model
@@ -186,7 +190,7 @@ fn fit_to_context(
         let room = model
             .room_after(context, &prompt)
             .context("counting the dialogue's tokens")?;
-        if room.is_none_or(|room| room >= max_new_tokens) || dialogue.len() <= kept + 1 {
+        if room.is_none_or(|room| room >= wanted) || dialogue.len() <= kept + 1 {
             break prompt;
         }
         // The oldest user message, and the reply to it when there is one.
@@ -197,9 +201,6 @@ fn fit_to_context(
         dropped += 1;
     };
     if dropped > 0 {
-        let size = model
-            .local()
-            .map(|m| m.decoder().config().max_position_embeddings);
         let turns = match dropped {
             1 => "turn".to_string(),
             n => format!("{n} turns"),
@@ -216,4 +217,22 @@ fn fit_to_context(
         );
     }
     Ok(prompt)
+}
+
+/// The room kept for a reply: the whole `max_new_tokens`, but never more than half of the
+/// model's context, so a budget as large as the context still leaves the dialogue half.
+fn reply_room(max_new_tokens: usize, context: Option<usize>) -> usize {
+    context.map_or(max_new_tokens, |n| max_new_tokens.min(n / 2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_keeps_its_budget_up_to_half_the_context() {
+        assert_eq!(reply_room(128, Some(2048)), 128);
+        assert_eq!(reply_room(5000, Some(2048)), 1024);
+        assert_eq!(reply_room(5000, None), 5000);
+    }
 }
