@@ -20,18 +20,22 @@ pub fn is_remote_spec(spec: &str) -> bool {
     spec.starts_with("http://") || spec.starts_with("https://")
 }
 
-/// Open one endpoint; a refused or cut connection (a server restarting) is tried again after
-/// a back-off, up to the attempts setting. A silent endpoint already had the first-byte
-/// timeout and is not waited on again.
+/// Open one endpoint; a refused or cut connection (a server restarting) or an answer that
+/// may pass (503 while a server loads its model, 429) is tried again after a back-off, up to
+/// the attempts setting. A silent endpoint already had the first-byte timeout and is not
+/// waited on again.
 fn open_with_retries(url: &str, options: &RemoteOptions) -> Result<Endpoint, Failure> {
     let mut attempt = 1;
     loop {
         match Endpoint::open(url, options) {
-            Err(Failure::Connect(m)) if attempt < options.attempts => {
+            Err(f @ (Failure::Connect(_) | Failure::Status { .. }))
+                if f.may_pass() && attempt < options.attempts =>
+            {
                 let wait = options.backoff_after(attempt);
                 tracing::warn!(
                     endpoint = url,
-                    "{url} does not answer ({m}); trying again in {:.1} s (attempt {} of {})",
+                    "{url} is not ready ({}); trying again in {:.1} s (attempt {} of {})",
+                    f.describe(),
                     wait.as_secs_f64(),
                     attempt + 1,
                     options.attempts

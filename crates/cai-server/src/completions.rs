@@ -14,7 +14,7 @@ use cai_model::score::ScoreOutput;
 
 use crate::app::{unix_now, ApiJson, Shared};
 use crate::error::ApiError;
-use crate::generation::{self, GenParams};
+use crate::generation::{self, GenParams, MAX_TOP_LOGPROBS};
 use crate::logprobs::{self, char_offsets, LogprobsBuilder};
 use crate::protocol::{
     CompletionChoice, CompletionLogprobs, CompletionRequest, CompletionResponse, Prompt, Usage,
@@ -96,6 +96,14 @@ pub(crate) async fn handle(
         state.options.default_max_tokens,
         logprobs.unwrap_or(0),
     )?;
+    // Each position answers this many alternatives: unbounded, a long prompt over a large
+    // vocabulary would answer the whole vocabulary at every position.
+    if let Some(k) = request.prompt_logprobs.filter(|&k| k > MAX_TOP_LOGPROBS) {
+        return Err(ApiError::invalid(format!(
+            "prompt_logprobs {k}: at most {MAX_TOP_LOGPROBS} alternatives per position"
+        ))
+        .param("prompt_logprobs"));
+    }
     match &request.prompt {
         Prompt::Text(t) => state.check_text_fits("prompt", t.len())?,
         Prompt::Texts(ts) => {

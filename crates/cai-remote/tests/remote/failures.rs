@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::Request;
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use cai_core::{GenerateRequest, LanguageModel, Sampling};
 use cai_remote::{RemoteModel, RemoteOptions};
@@ -183,4 +183,38 @@ fn a_request_that_is_never_answered_fails_after_the_request_timeout() {
         "{err}"
     );
     server.kill();
+}
+
+#[test]
+fn a_server_still_starting_is_waited_for_when_opened() {
+    let (_dir, path) = tiny_model();
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counter = asked.clone();
+    let starting = app(&path).layer(middleware::from_fn(move |request: Request, next: Next| {
+        let counter = counter.clone();
+        async move {
+            if request.uri().path().ends_with("/models")
+                && counter.fetch_add(1, Ordering::SeqCst) < 2
+            {
+                return axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response();
+            }
+            next.run(request).await
+        }
+    }));
+    let server = BackgroundServer::start(starting, "127.0.0.1:0").unwrap();
+    let remote = RemoteModel::open(&server.url(), options()).unwrap();
+    assert_eq!(asked.load(Ordering::SeqCst), 3);
+    assert_eq!(remote.generate(&requests(1)).unwrap().len(), 1);
+    // A refusal that waiting cannot cure fails at once.
+    let err = RemoteModel::open(
+        &server.url(),
+        RemoteOptions {
+            model: Some("gpt-4".into()),
+            ..options()
+        },
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("does not serve the model 'gpt-4'"), "{err}");
 }

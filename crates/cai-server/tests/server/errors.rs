@@ -30,6 +30,7 @@ fn malformed_and_invalid_requests_are_400() {
         ("top_k", json!(-5)),
         ("presence_penalty", json!(0.5)),
         ("logprobs", json!(21)),
+        ("prompt_logprobs", json!(1_000_000)),
     ] {
         let mut body = json!({"model": NAME, "prompt": "Human: hi", "max_tokens": 2});
         body[field] = value;
