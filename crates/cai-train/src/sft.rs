@@ -1,6 +1,6 @@
 //! Supervised fine-tuning (`cai sft`): the config, and the training loop that reads top to
 //! bottom — batch → forward → loss → backward → clip → step → schedule → log → eval →
-//! checkpoint — with exact resume, a stop flag for Ctrl-C and a stop on non-finite numbers.
+//! checkpoint — with exact resume, a stop flag for Ctrl-C and a stop on divergence.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
