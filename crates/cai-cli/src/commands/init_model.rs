@@ -113,6 +113,20 @@ impl InitModelConfig {
     /// Check the arguments and fill in defaults. A `--tokenizer` file is read here, since an
     /// unset `--vocab-size` is its size; the loaded tokenizer is returned for reuse.
     pub fn from_args(args: InitModelArgs) -> anyhow::Result<(Self, TokenizerSource)> {
+        for (flag, value) in [
+            ("--hidden-size", args.hidden_size),
+            ("--layers", args.layers),
+            ("--heads", args.heads),
+            ("--kv-heads", args.kv_heads),
+            ("--intermediate-size", args.intermediate_size),
+            ("--vocab-size", args.vocab_size),
+            ("--max-positions", args.max_positions),
+            ("--sliding-window", args.sliding_window),
+        ] {
+            ensure(value != Some(0), || {
+                format!("{flag} 0: expected at least 1")
+            })?;
+        }
         let arch = args.arch;
         let has_window = matches!(
             arch,
@@ -145,20 +159,6 @@ impl InitModelConfig {
             ),
             _ => unreachable!("clap requires exactly one tokenizer source"),
         };
-        for (flag, value) in [
-            ("--hidden-size", args.hidden_size),
-            ("--layers", args.layers),
-            ("--heads", args.heads),
-            ("--kv-heads", args.kv_heads),
-            ("--intermediate-size", args.intermediate_size),
-            ("--vocab-size", args.vocab_size),
-            ("--max-positions", args.max_positions),
-            ("--sliding-window", args.sliding_window),
-        ] {
-            ensure(value != Some(0), || {
-                format!("{flag} 0: expected at least 1")
-            })?;
-        }
         let bench = ModelShape::default();
         let shape = ModelShape {
             architecture: arch,
