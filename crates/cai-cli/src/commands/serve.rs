@@ -85,6 +85,19 @@ fn api_key(args: &ServeArgs) -> anyhow::Result<Option<(String, KeySource)>> {
                 path.display()
             )
         })?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(path).map_or(0, |m| m.permissions().mode());
+            if mode & 0o077 != 0 {
+                eprintln!(
+                    "warning: --api-key-file {}: other users may read it (mode {:o}); \
+                     `chmod 600` it",
+                    path.display(),
+                    mode & 0o777
+                );
+            }
+        }
         return Ok(Some((key, KeySource::File(path.clone()))));
     }
     Ok(std::env::var("CAI_API_KEY")
@@ -123,6 +136,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     ensure(args.max_batch > 0, || {
         "--max-batch 0: expected at least 1".into()
     })?;
+    let key = api_key(&args)?;
     for (flag, seconds) in [
         ("--timeout", args.timeout),
         ("--header-timeout", args.header_timeout),
@@ -132,7 +146,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             format!("{flag} {seconds}: expected a positive number of seconds")
         })?;
     }
-    let key = api_key(&args)?;
     ensure(!cai_remote::is_remote_spec(&args.model.model), || {
         format!(
             "--model {}: cai serve needs a local model (a directory, a cached model id or \

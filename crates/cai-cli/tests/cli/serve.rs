@@ -268,6 +268,42 @@ fn the_api_key_comes_from_the_environment_or_a_file() {
         let (status, text) = http(&server.url, "GET", "/models", Some(key), "");
         assert_eq!(status, 200, "{key}: {text}");
     }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let key_file = work.path("key.txt");
+        let mode = |m| std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(m));
+        mode(0o644).unwrap();
+        let out = work.cai(&[
+            "serve",
+            "--model",
+            model,
+            "--api-key-file",
+            "key.txt",
+            "--timeout",
+            "0",
+        ]);
+        assert!(
+            stderr(&out).contains("other users may read it (mode 644)"),
+            "{}",
+            stderr(&out)
+        );
+        mode(0o600).unwrap();
+        let out = work.cai(&[
+            "serve",
+            "--model",
+            model,
+            "--api-key-file",
+            "key.txt",
+            "--timeout",
+            "0",
+        ]);
+        assert!(
+            !stderr(&out).contains("other users may read it"),
+            "{}",
+            stderr(&out)
+        );
+    }
     work.write("empty.txt", "\n");
     let err = assert_exit(
         &work.cai(&["serve", "--model", model, "--api-key-file", "empty.txt"]),
