@@ -174,7 +174,8 @@ impl AdamW {
     }
 
     /// The L2 norm of all the trained weights taken together (the f32 masters of bf16/f16
-    /// parameters), summed in f64 so that huge weights give a huge norm, not an overflow.
+    /// parameters). Each tensor's sum of squares is taken in f32, and again in f64 when that
+    /// overflows, so that huge but finite weights give a huge norm rather than infinity.
     /// Non-finite if any weight is.
     pub fn weight_norm(&self) -> Result<f64> {
         let mut sum_sq = 0f64;
@@ -183,11 +184,17 @@ impl AdamW {
                 Some(master) => master.clone(),
                 None => slot.param.var.as_tensor().detach(),
             };
-            sum_sq += weights
-                .to_dtype(DType::F64)?
-                .sqr()?
-                .sum_all()?
-                .to_scalar::<f64>()?;
+            let weights = weights.to_dtype(DType::F32)?;
+            let sum = f64::from(weights.sqr()?.sum_all()?.to_scalar::<f32>()?);
+            sum_sq += if sum.is_finite() {
+                sum
+            } else {
+                weights
+                    .to_dtype(DType::F64)?
+                    .sqr()?
+                    .sum_all()?
+                    .to_scalar::<f64>()?
+            };
         }
         Ok(sum_sq.sqrt())
     }
