@@ -166,7 +166,8 @@ impl Checkpoint {
 }
 
 fn shard_files(index_path: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(index_path).map_err(|e| ModelError::io(index_path, e))?;
+    let text = crate::read_limits::read_text(index_path, crate::read_limits::CONFIG_LIMIT)
+        .map_err(|e| ModelError::io(index_path, e))?;
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::Config {
         path: index_path.to_path_buf(),
         message: format!("not valid JSON: {e}"),

@@ -180,7 +180,8 @@ pub struct ModelConfig {
 impl ModelConfig {
     /// Read `config.json` from a file.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
+        let text = crate::read_limits::read_text(path, crate::read_limits::CONFIG_LIMIT)
+            .map_err(|e| ModelError::io(path, e))?;
         let value: Value = serde_json::from_str(&text).map_err(|e| ModelError::Config {
             path: path.to_path_buf(),
             message: format!("not valid JSON: {e}"),

@@ -26,6 +26,7 @@ pub mod lora;
 pub mod mask;
 pub mod memory;
 pub mod prefix;
+mod read_limits;
 pub mod reward_model;
 pub mod rms_norm;
 pub mod sampling;

@@ -65,7 +65,8 @@ impl GenerationDefaults {
         if !path.exists() {
             return Ok(Self::default());
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| ModelError::io(&path, e))?;
+        let text = crate::read_limits::read_text(&path, crate::read_limits::CONFIG_LIMIT)
+            .map_err(|e| ModelError::io(&path, e))?;
         let defaults: Self = serde_json::from_str(&text).map_err(|e| ModelError::Config {
             path: path.clone(),
             message: e.to_string(),

@@ -37,7 +37,7 @@ pub struct RewardModel {
 /// Whether the model directory holds a preference model (its `config.json` names a
 /// `*ForSequenceClassification` class).
 pub fn is_preference_model(dir: &Path) -> bool {
-    std::fs::read_to_string(dir.join("config.json"))
+    crate::read_limits::read_text(&dir.join("config.json"), crate::read_limits::CONFIG_LIMIT)
         .ok()
         .and_then(|text| serde_json::from_str::<Value>(&text).ok())
         .and_then(|config| {
@@ -68,11 +68,12 @@ impl RewardModel {
         let mut config = ModelConfig::from_file(&config_path)?;
         let tie_word_embeddings = config.tie_word_embeddings;
         config.tie_word_embeddings = true;
-        let pad_token_id = std::fs::read_to_string(&config_path)
-            .ok()
-            .and_then(|text| serde_json::from_str::<Value>(&text).ok())
-            .and_then(|v| v.get("pad_token_id")?.as_u64())
-            .map(|id| id as u32);
+        let pad_token_id =
+            crate::read_limits::read_text(&config_path, crate::read_limits::CONFIG_LIMIT)
+                .ok()
+                .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+                .and_then(|v| v.get("pad_token_id")?.as_u64())
+                .map(|id| id as u32);
         let ckpt = Checkpoint::open_dir(dir)?;
         let hidden = config.hidden_size;
         let decoder = load_decoder(config, &ckpt, dtype, device)?;

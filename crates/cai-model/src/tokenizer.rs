@@ -89,7 +89,8 @@ impl Tokenizer {
         let jinja_path = dir.join("chat_template.jinja");
         if template.is_none() && jinja_path.is_file() {
             template = Some(
-                std::fs::read_to_string(&jinja_path).map_err(|e| ModelError::io(&jinja_path, e))?,
+                crate::read_limits::read_text(&jinja_path, crate::read_limits::CONFIG_LIMIT)
+                    .map_err(|e| ModelError::io(&jinja_path, e))?,
             );
         }
         specials.read_model_config_ids(dir)?;
@@ -388,7 +389,8 @@ fn tokenizer_error(path: &Path, message: impl Into<String>) -> ModelError {
 
 /// Parse a `tokenizer.json`.
 fn load_tokenizer_json(path: &Path) -> Result<tokenizers::Tokenizer> {
-    let bytes = std::fs::read(path).map_err(|e| ModelError::io(path, e))?;
+    let bytes = crate::read_limits::read_bounded(path, crate::read_limits::TOKENIZER_LIMIT)
+        .map_err(|e| ModelError::io(path, e))?;
     tokenizers::Tokenizer::from_bytes(bytes).map_err(|e| {
         tokenizer_error(
             path,
@@ -399,7 +401,7 @@ fn load_tokenizer_json(path: &Path) -> Result<tokenizers::Tokenizer> {
 
 /// A JSON file, or `None` if it does not exist.
 fn read_json(path: &Path) -> Result<Option<Value>> {
-    match std::fs::read_to_string(path) {
+    match crate::read_limits::read_text(path, crate::read_limits::CONFIG_LIMIT) {
         Ok(text) => serde_json::from_str(&text)
             .map(Some)
             .map_err(|e| ModelError::Config {

@@ -155,7 +155,8 @@ struct PeftConfigFile {
 }
 
 fn read_peft_config(path: &Path) -> Result<PeftConfigFile> {
-    let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
+    let text = crate::read_limits::read_text(path, crate::read_limits::CONFIG_LIMIT)
+        .map_err(|e| ModelError::io(path, e))?;
     let bad = |message: String| ModelError::Config {
         path: path.to_path_buf(),
         message,

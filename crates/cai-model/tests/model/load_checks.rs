@@ -300,3 +300,19 @@ fn a_billion_tiny_layers_are_refused_before_allocating() {
         "{err}"
     );
 }
+
+#[test]
+fn an_oversized_config_file_is_refused_before_reading_it() {
+    // 17 MiB named config.json (a wrong file; real configs are kilobytes): refused by its
+    // size, before it is read into memory.
+    let dir = model_dir(&tiny_shape(Architecture::Llama), 67);
+    let text = std::fs::read_to_string(dir.path.join("config.json")).unwrap();
+    let padded = " ".repeat(17 << 20) + &text;
+    std::fs::write(dir.path.join("config.json"), padded).unwrap();
+    let err = load(&dir.path, None).err().expect("oversized");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("config.json") && msg.contains("at most") && msg.contains("MB"),
+        "{msg}"
+    );
+}
