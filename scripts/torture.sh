@@ -18,7 +18,15 @@
 #                         a clean failure; after the tmpfs grows, a rerun completes
 #   huge_line, binary_input, empty_input, same_input_output, huge_positions, huge_init,
 #   truncated_model       garbage in: exit non-zero within 5 s and 512 MiB, naming the file,
-#                         every existing file untouched
+#                         every existing file untouched (a config with max_position_embeddings
+#                         1e12 may also run, if it does so within the limits)
+#   foreign_output        --output at a JSONL cai did not write with these settings (the user's
+#                         file with matching ids, a deleted .config.json sidecar, other
+#                         settings): refused the same way, the file untouched
+#   divergence            sft at a learning rate that blows up: an error that says so, and
+#                         every checkpoint kept finite and bounded (|w| ≤ 100)
+#   remote_restart        a served model SIGKILLed during a remote `cai generate` and restarted
+#                         on its port: the generation finishes (else a resume must complete it)
 #   user_run_dir          --run-dir at a folder of the user's own (data/, critique/, sft/):
 #                         refused, nothing deleted or changed
 #   server_abuse          `cai serve` on 127.0.0.1 (a free port): oversized and chunked bodies,
@@ -29,7 +37,8 @@
 #                         `cai pipeline status … | true`, `cai pipeline … | head -c1` and the
 #                         like: no panic, the run's stages finish
 # Every kind runs once, in an order drawn from the seed; while budget is left, more rounds of
-# the repeatable kinds (concurrency, kills, disk full, broken pipe) follow (not with --once).
+# the kinds whose outcome depends on timing (concurrency, kills, disk full, broken pipe, remote
+# restart) follow (not with --once). --only runs the kinds listed (a kind may be repeated).
 # Afterwards: every JSONL output holds each id once and no torn line, every user file is
 # unchanged (checksums), no stage is left `running`, no `.tmp` leftovers, no cai process left,
 # the server still answers. One line per case (PASS/FAIL/SKIP and the reason; a FAIL shows the
@@ -44,7 +53,8 @@
 # the attacks (delays, kill moments, sizes), not the machine's timing, so the moment a kill
 # lands in the program varies with load. disk_full needs `mount -t tmpfs` (root); without it
 # the case is skipped with a note. The work directory is deleted at the end unless a case
-# failed or --keep is given. Needs bash, coreutils, python3 (scripts/torture_helper.py),
+# failed (then only the failed cases' folders and the shared inputs are kept) or --keep is
+# given. Needs bash, coreutils, python3 (scripts/torture_helper.py),
 # GNU time (/usr/bin/time) for the RSS limits (without it RSS is not checked).
 set -uo pipefail
 
@@ -92,6 +102,7 @@ RANDOM=$SEED
 
 PASSED=0 FAILED=0 SKIPPED=0
 FAIL_LINES=()
+PASSED_DIRS=()        # folders of passed cases, deleted at the end even when others failed
 MOUNTS=()             # tmpfs mounts to undo
 REG_JSONL=()          # "FILE|EXPECTED_IDS_FILE ..." checked again at the end
 REG_SNAPS=()          # "DIR|SNAPSHOT_FILE": a user's files, unchanged at the end
@@ -113,8 +124,12 @@ cleanup() {
   for p in $(jobs -p); do kill -KILL -- "-$p" 2>/dev/null; kill -KILL "$p" 2>/dev/null; done
   wait 2>/dev/null
   for p in "${MOUNTS[@]}"; do umount -l "$p" 2>/dev/null; done
-  if ((FAILED > 0 || KEEP)); then
+  if ((KEEP)); then
     echo "work directory kept: $WORK"
+  elif ((FAILED > 0)); then
+    # What the failures need: their case folders and the shared inputs.
+    rm -rf "$WORK/bin" "$WORK/.cai-cache" "${PASSED_DIRS[@]}"
+    echo "work directory kept with the failed cases: $WORK ($(du -sh "$WORK" | cut -f1))"
   else
     rm -rf "$WORK"
   fi
@@ -136,6 +151,7 @@ show() { local r; for r in "$@"; do [[ " ${SHOWN[*]} " == *" $r "* ]] || SHOWN+=
 verdict() {
   if ((${#PROBLEMS[@]} == 0)); then
     PASSED=$((PASSED + 1))
+    [[ $CASE == final* ]] || PASSED_DIRS+=("$CASE_DIR")
     echo "PASS  $CASE: $1" | short
     return
   fi
