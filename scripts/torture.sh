@@ -329,45 +329,55 @@ EOF
 
 # ------------------------------------------------------------------ attacks
 
-case_concurrent_generate() {
-  local out=$CASE_DIR/gen.jsonl delay=$((RANDOM % 501))
-  start_cai first 90 "${GEN[@]}" --output "$out"; local b1=$BG c1=$CPID
-  sleep "$(ms $delay)"
-  start_cai second 90 "${GEN[@]}" --output "$out"; local b2=$BG c2=$CPID
+# race DELAY_MS TIMEOUT ARGS...: `cai ARGS` twice ("first", "second"), the second DELAY_MS
+# later; then two_writers. RACE_MSG says how it went; a first run that ended before the second
+# started makes the case inconclusive (RACE_MSG says so, nothing is judged).
+race() {
+  local delay=$1 t=$2; shift 2
+  start_cai first "$t" "$@"; local b1=$BG c1=$CPID
+  sleep "$(ms "$delay")"
+  if ! kill -0 "$b1" 2>/dev/null; then
+    finish_bg first "$b1"
+    RACE_MSG="inconclusive: the first run ended (exit $RC) before the second started ${delay} ms later"
+    return 1
+  fi
+  local t0 t2=""; t0=$(date +%s%N)
+  start_cai second "$t" "$@"; local b2=$BG c2=$CPID
+  while kill -0 "$b1" 2>/dev/null && kill -0 "$b2" 2>/dev/null; do sleep 0.05; done
+  t2=$(( ($(date +%s%N) - t0) / 1000000 ))   # when the first of the two ended
   finish_bg first "$b1"; finish_bg second "$b2"
   WINNER_MSG=""
   two_writers first second "$c1" "$c2"
+  if ((${#PROBLEMS[@]} == 0 && t2 > 10000)); then
+    problem "the refused writer took ${t2} ms to fail (not at once)"
+  fi
+  RACE_MSG="second run ${delay} ms later: $WINNER_MSG (it ended ${t2} ms after the second start)"
+}
+
+case_concurrent_generate() {
+  local out=$CASE_DIR/gen.jsonl
+  race $((RANDOM % 501)) 90 "${GEN[@]}" --output "$out"
   check_jsonl "$out" "$S/prompts.jsonl"
   REG_JSONL+=("$out|$S/prompts.jsonl")
-  verdict "second writer ${delay} ms later: $WINNER_MSG; $CHECK_MSG"
+  verdict "$RACE_MSG; $CHECK_MSG"
 }
 
 case_concurrent_sft() {
-  local out=$CASE_DIR/sft delay=$((RANDOM % 501))
-  start_cai first 90 "${SFT[@]}" --output "$out" --resume; local b1=$BG c1=$CPID
-  sleep "$(ms $delay)"
-  start_cai second 90 "${SFT[@]}" --output "$out" --resume; local b2=$BG c2=$CPID
-  finish_bg first "$b1"; finish_bg second "$b2"
-  WINNER_MSG=""
-  two_writers first second "$c1" "$c2"
+  local out=$CASE_DIR/sft
+  race $((RANDOM % 501)) 90 "${SFT[@]}" --output "$out" --resume
   check_sft_out "$out"
-  verdict "second run ${delay} ms later: $WINNER_MSG; 750 steps logged once each"
+  verdict "$RACE_MSG; 750 steps logged once each"
 }
 
 case_concurrent_pipeline() {
-  local run=$CASE_DIR/run delay=$((RANDOM % 501)) stages=data,distill,critique
-  start_cai first 240 pipeline --quick --run-dir "$run" --stages "$stages"; local b1=$BG c1=$CPID
-  sleep "$(ms $delay)"
-  start_cai second 240 pipeline --quick --run-dir "$run" --stages "$stages"; local b2=$BG c2=$CPID
-  finish_bg first "$b1"; finish_bg second "$b2"
-  WINNER_MSG=""
-  two_writers first second "$c1" "$c2"
+  local run=$CASE_DIR/run stages=data,distill,critique
+  race $((RANDOM % 501)) 240 pipeline --quick --run-dir "$run" --stages "$stages"
   check_run_dir "$run" "$stages"
   run_cai again 120 pipeline --quick --run-dir "$run" --stages "$stages"
   ((RC == 0)) || { problem "a rerun after both ended failed (exit $RC)"; show again; }
   check_run_dir "$run" "$stages"
   REG_RUNDIRS+=("$run")
-  verdict "second run ${delay} ms later: $WINNER_MSG; stages $stages finished, each id once; a rerun exits 0"
+  verdict "$RACE_MSG; stages $stages finished, each id once; a rerun exits 0"
 }
 
 # kill_loop NAME N MIN_MS SPAN_MS ARGS...: N times, start cai ARGS and SIGKILL it after a random
