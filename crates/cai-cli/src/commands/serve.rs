@@ -22,9 +22,9 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 8000)]
     pub port: u16,
     /// Require `Authorization: Bearer <KEY>` on every route but /health. The key is taken
-    /// from --api-key, else --api-key-file, else the CAI_API_KEY environment variable; none of
-    /// them: no key. A key on the command line is visible to other users in `ps`: prefer the
-    /// file or the variable
+    /// from --api-key or --api-key-file (one of the two), else from the CAI_API_KEY
+    /// environment variable; none of them: no key. A key on the command line is visible to
+    /// other users in `ps`: prefer the file or the variable
     #[arg(long, value_name = "KEY")]
     pub api_key: Option<String>,
     /// Read the API key from this file (its first line; surrounding whitespace is dropped)
@@ -62,7 +62,8 @@ enum KeySource {
     Env,
 }
 
-/// The API key by precedence: --api-key, --api-key-file, CAI_API_KEY.
+/// The API key by precedence: --api-key or --api-key-file (clap refuses both), then
+/// CAI_API_KEY.
 fn api_key(args: &ServeArgs) -> anyhow::Result<Option<(String, KeySource)>> {
     if let Some(key) = &args.api_key {
         eprintln!(
