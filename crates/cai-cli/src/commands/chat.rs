@@ -3,7 +3,7 @@
 //! Reads lines until end of input, so it can be driven from a pipe.
 
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use cai_core::dialogue::{transcript_stop_strings, Message, Role};
@@ -146,12 +146,12 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
                 eprintln!(
                     "error: {:#}
 (/reset starts a new dialogue)",
-                    anyhow::Error::new(e)
+                    anyhow::Error::new(e).context(failed_reply(config.context.as_deref()))
                 );
                 dialogue.pop();
                 continue;
             }
-            Err(e) => return Err(e).context("generating a reply"),
+            Err(e) => return Err(e).context(failed_reply(config.context.as_deref())),
         };
         let reply = reply.text.trim().to_owned();
         writeln!(stdout, "{reply}")?;
@@ -217,6 +217,15 @@ fn fit_to_context(
         );
     }
     Ok(prompt)
+}
+
+/// What failed when a reply could not be made, naming the context file in front of the
+/// dialogue (its tokens count against the model's context too).
+fn failed_reply(context: Option<&Path>) -> String {
+    match context {
+        Some(path) => format!("generating a reply after the context {}", path.display()),
+        None => "generating a reply".into(),
+    }
 }
 
 /// The room kept for a reply: the whole `max_new_tokens`, but never more than half of the

@@ -97,3 +97,30 @@ fn a_message_too_long_for_the_context_is_an_error_naming_the_context() {
     let err = crate::helpers::assert_exit(&output, 1);
     assert!(err.contains("context of 64"), "{err}");
 }
+
+#[test]
+fn a_message_that_does_not_fit_after_the_context_names_the_context_file() {
+    let work = Workdir::new();
+    work.write("corpus.txt", crate::helpers::CORPUS);
+    let model = work.tiny_model_with("llama", "model", "corpus.txt", 64);
+    work.write("hhh.txt", "\n\nHuman: Hi\n\nAssistant: Hello!");
+    let args = [
+        "chat",
+        "--model",
+        model,
+        "--context",
+        "hhh.txt",
+        "--max-new-tokens",
+        "4",
+    ];
+    let long = "bread ".repeat(200);
+    let output = work.cai_with_stdin(&args, &format!("{long}\n"));
+    // stderr starts with the context's length, then the error.
+    let err = crate::helpers::stderr(&output);
+    assert_eq!(output.status.code(), Some(1), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("error: ") && last.contains("hhh.txt") && last.contains("context of 64"),
+        "{err}"
+    );
+}
