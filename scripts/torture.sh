@@ -12,8 +12,9 @@
 #                         (for both: exactly one proceeds, the other fails non-zero naming the
 #                         PID of the first; the output holds every id once)
 #   kill_generate, kill_sft, kill_pipeline
-#                         SIGKILL at 1–3 random moments, then a rerun must complete (and keep
-#                         every complete record a kill left, unchanged)
+#                         SIGKILL (sometimes SIGINT or SIGTERM, which must end it within 15 s
+#                         without a crash) at 1–3 random moments, then a rerun must complete
+#                         (and keep every complete record a kill left, unchanged)
 #   disk_full             a small tmpfs as the output location (generate, sft or the pipeline):
 #                         a clean failure; after the tmpfs grows, a rerun completes
 #   huge_line, binary_input, empty_input, same_input_output, huge_positions, huge_init,
@@ -380,19 +381,32 @@ case_concurrent_pipeline() {
   verdict "$RACE_MSG; stages $stages finished, each id once; a rerun exits 0"
 }
 
-# kill_loop NAME N MIN_MS SPAN_MS ARGS...: N times, start cai ARGS and SIGKILL it after a random
-# delay; KILL_LOG says when each kill landed.
+# kill_loop NAME N MIN_MS SPAN_MS ARGS...: N times, start cai ARGS and signal it after a random
+# delay: SIGKILL, or one of SIGNALS (KILL by default) drawn from the seed. A SIGINT or SIGTERM
+# must end it within 15 s without a crash. KILL_LOG says when each signal landed.
+SIGNALS=(KILL)
 kill_loop() {
-  local name=$1 n=$2 min=$3 span=$4 i d; shift 4
+  local name=$1 n=$2 min=$3 span=$4 i d sig j; shift 4
   KILL_LOG=""
   for ((i = 1; i <= n; i++)); do
     d=$((min + RANDOM % span))
+    pick "${SIGNALS[@]}"; sig=$PICK
     start_cai "$name$i" 120 "$@"
     local bg=$BG c=$CPID
     sleep "$(ms "$d")"
-    if signal_cai KILL "$c" "$bg"; then
+    if signal_cai "$sig" "$c" "$bg"; then
+      if [[ $sig != KILL ]]; then
+        for ((j = 0; j < 150; j++)); do kill -0 "$bg" 2>/dev/null || break; sleep 0.1; done
+        if kill -0 "$bg" 2>/dev/null; then
+          problem "run $i still running 15 s after SIG$sig"
+          signal_cai KILL "$c" "$bg"
+        fi
+      fi
       finish_bg "$name$i" "$bg"
-      KILL_LOG+="killed at ${d}ms, "
+      KILL_LOG+="SIG$sig at ${d}ms$([[ $sig != KILL ]] && echo " (exit $RC)"), "
+      if [[ $sig != KILL ]] && crashed "$name$i"; then
+        problem "run $i $(why_crashed "$name$i") after SIG$sig"; show "$name$i"
+      fi
       [[ -n ${KEEP_FILE:-} && -f $KEEP_FILE ]] && cp "$KEEP_FILE" "$CASE_DIR/left-by-kill-$i.jsonl"
     else
       finish_bg "$name$i" "$bg"
@@ -407,9 +421,9 @@ kill_loop() {
 
 case_kill_generate() {
   local out=$CASE_DIR/gen.jsonl n=$((1 + RANDOM % 3)) kept
-  KEEP_FILE=$out
+  KEEP_FILE=$out SIGNALS=(KILL KILL KILL TERM)
   kill_loop run "$n" 50 2000 "${GEN[@]}" --output "$out"
-  KEEP_FILE=""
+  KEEP_FILE="" SIGNALS=(KILL)
   run_cai final 120 "${GEN[@]}" --output "$out"
   ((RC == 0)) || { problem "the rerun after the kills failed (exit $RC)"; show final; }
   check_jsonl "$out" "$S/prompts.jsonl"
@@ -444,7 +458,9 @@ check_sft_out() { # check_sft_out DIR: a finished model, 750 train steps logged 
 case_kill_sft() {
   local out=$CASE_DIR/sft n=$((1 + RANDOM % 3))
   NOTE=""
-  kill_loop run "$n" 300 3000 "${SFT[@]}" --output "$out" --resume
+  SIGNALS=(KILL KILL KILL INT TERM)
+  kill_loop run "$n" 200 2500 "${SFT[@]}" --output "$out" --resume
+  SIGNALS=(KILL)
   sft_to_end final "$out"
   check_sft_out "$out"
   no_tmp "$CASE_DIR" "after the rerun"
@@ -454,7 +470,9 @@ case_kill_sft() {
 case_kill_pipeline() {
   local run=$CASE_DIR/run n=$((1 + RANDOM % 3))
   pick data,distill,critique data,critique,sft data,critique,sft,label; local stages=$PICK
+  SIGNALS=(KILL KILL KILL INT TERM)
   kill_loop run "$n" 300 9000 pipeline --quick --run-dir "$run" --stages "$stages"
+  SIGNALS=(KILL)
   run_cai final 300 pipeline --quick --run-dir "$run" --stages "$stages"
   ((RC == 0)) || { problem "the rerun after the kills failed (exit $RC)"; show final; }
   check_run_dir "$run" "$stages"
