@@ -20,6 +20,12 @@ pub fn write_atomic_with(
     write: impl FnOnce(&mut BufWriter<File>) -> std::io::Result<()>,
 ) -> Result<()> {
     let tmp = temp_path(path)?;
+    if let (Some(dir), Some(name)) = (path.parent(), path.file_name()) {
+        let mut prefix = std::ffi::OsString::from(".");
+        prefix.push(name);
+        prefix.push(".tmp.");
+        remove_stale(dir, &prefix.to_string_lossy(), |p| std::fs::remove_file(p));
+    }
     let result = (|| {
         let file = File::create(&tmp).map_err(|e| ModelError::io(&tmp, e))?;
         let mut out = BufWriter::with_capacity(1 << 20, file);
@@ -36,6 +42,43 @@ pub fn write_atomic_with(
         return result;
     }
     sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// Remove what a killed cai left in `dir` under `{prefix}{pid}` (a temporary file or folder
+/// named for its target and its writer's process id) with `remove`: only where that process
+/// is provably gone (Linux's `/proc` has no entry for it), so a running writer's file and a
+/// name that merely looks alike under another system are kept. Best effort: a failure to
+/// clean up never fails the write.
+pub(crate) fn remove_stale(
+    dir: &Path,
+    prefix: &str,
+    remove: impl Fn(&Path) -> std::io::Result<()>,
+) {
+    let proc = Path::new("/proc");
+    if !proc.join("self").exists() {
+        return;
+    }
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(prefix))
+            .filter(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()))
+        else {
+            continue;
+        };
+        if pid != std::process::id().to_string() && !proc.join(pid).exists() {
+            let _ = remove(&entry.path());
+        }
+    }
 }
 
 /// `.{name}.tmp.{pid}` beside `path`: hidden, and unique to this process.
@@ -82,5 +125,23 @@ mod tests {
         assert_eq!(names.len(), 1, "{names:?}");
         write_atomic(&path, b"new").unwrap();
         assert_eq!(std::fs::read(&path).unwrap(), b"new");
+    }
+
+    #[test]
+    fn a_write_removes_the_temporaries_of_killed_writers_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("model.safetensors");
+        // A process id above Linux's largest (2^22) is never running; ours is.
+        let dead = tmp.path().join(".model.safetensors.tmp.99999999");
+        let running = tmp.path().join(".model.safetensors.tmp.1");
+        let not_a_pid = tmp.path().join(".model.safetensors.tmp.notapid");
+        let other = tmp.path().join(".config.json.tmp.99999999");
+        for p in [&dead, &running, &not_a_pid, &other] {
+            std::fs::write(p, "x").unwrap();
+        }
+        write_atomic(&path, b"weights").unwrap();
+        assert!(!dead.exists(), "a dead writer's temporary is removed");
+        assert!(running.exists(), "PID 1 is running: its file stays");
+        assert!(not_a_pid.exists() && other.exists(), "other names stay");
     }
 }

@@ -149,6 +149,10 @@ const INIT_FILES: [&str; 5] = [
     "config.json",
 ];
 
+/// The hidden folder in the model folder that [`init_model`] writes into first, followed by
+/// its process id.
+const STAGING_PREFIX: &str = ".cai-init.tmp.";
+
 /// Bytes [`init_model`] holds at once: the weights in f32 as they are drawn, plus their copy
 /// in the dtype on disk when that is another.
 pub fn init_bytes(config: &ModelConfig, dtype: DType) -> u128 {
@@ -204,7 +208,24 @@ pub fn init_model(
     config.eos_token_ids = tokenizer.eos_ids().to_vec();
     let decoder = random_decoder(config.clone(), seed, DType::F32, &Device::Cpu)?;
     std::fs::create_dir_all(dir).map_err(|e| ModelError::io(dir, e))?;
-    let staging = dir.join(format!(".cai-init.tmp.{}", std::process::id()));
+    // A killed init left its staging folder: remove it when it holds only the files an init
+    // writes there (and their temporaries), which proves it is one.
+    crate::atomic_file::remove_stale(dir, STAGING_PREFIX, |stale| {
+        let ours = std::fs::read_dir(stale)?.all(|e| {
+            e.is_ok_and(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                INIT_FILES
+                    .iter()
+                    .any(|f| name == *f || name.starts_with(&format!(".{f}.tmp.")))
+            })
+        });
+        if ours {
+            std::fs::remove_dir_all(stale)
+        } else {
+            Ok(())
+        }
+    });
+    let staging = dir.join(format!("{STAGING_PREFIX}{}", std::process::id()));
     let written = write_model_files(&decoder, tokenizer, dtype, &staging)
         .and_then(|()| move_into_place(&staging, dir));
     // Best effort: the folder is ours; the error being returned matters more.

@@ -147,3 +147,33 @@ fn a_failed_init_leaves_the_model_already_there() {
     left.retain(|n| n.starts_with('.'));
     assert!(left.is_empty(), "temporary files left: {left:?}");
 }
+
+#[test]
+fn a_killed_init_leaves_nothing_a_later_init_keeps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = write_corpus(tmp.path());
+    let model = tmp.path().join("model");
+    // What a SIGKILL during init leaves (its process id above Linux's largest, so never
+    // running), and a folder of the same form that holds a file init never writes.
+    let killed = model.join(".cai-init.tmp.99999999");
+    std::fs::create_dir_all(&killed).unwrap();
+    std::fs::write(killed.join("config.json"), "{}").unwrap();
+    std::fs::write(killed.join(".model.safetensors.tmp.99999999"), "half").unwrap();
+    let lookalike = model.join(".cai-init.tmp.99999998");
+    std::fs::create_dir_all(&lookalike).unwrap();
+    std::fs::write(lookalike.join("notes.txt"), "mine").unwrap();
+    let shape = tiny_shape(Architecture::Llama);
+    init_model(
+        &shape,
+        TokenizerSource::Train(corpus),
+        3,
+        DType::F32,
+        &model,
+    )
+    .unwrap();
+    assert!(!killed.exists(), "the killed init's folder is removed");
+    assert_eq!(
+        std::fs::read_to_string(lookalike.join("notes.txt")).unwrap(),
+        "mine"
+    );
+}
