@@ -35,4 +35,4 @@ pub use app::{reward_router, router};
 pub use engine::{Engine, EngineOptions};
 pub use error::{ApiError, ServerError};
 pub use options::ServerOptions;
-pub use serve::{serve, BackgroundServer};
+pub use serve::{serve, BackgroundServer, ConnectionTimeouts};

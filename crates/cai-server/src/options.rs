@@ -41,10 +41,11 @@ pub struct ServerOptions {
     /// 4 MiB default limit over a 1 Mbit/s link with room to spare.
     #[serde(with = "seconds")]
     pub body_timeout: Duration,
+    /// A client that takes none of the answer for this long — a stream it no longer reads —
+    /// is disconnected and its rows leave the batch: 60 s, as for the body.
+    #[serde(with = "seconds")]
+    pub write_timeout: Duration,
 }
-
-/// The header timeout of [`ServerOptions::new`].
-pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl ServerOptions {
     /// Defaults for a model served as `model_name`.
@@ -58,8 +59,9 @@ impl ServerOptions {
             default_max_tokens: 16,
             request_timeout: Duration::from_secs(600),
             max_rows_per_request: 128,
-            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(60),
         }
     }
 
@@ -82,6 +84,7 @@ impl ServerOptions {
             ("request", self.request_timeout),
             ("header", self.header_timeout),
             ("body", self.body_timeout),
+            ("write", self.write_timeout),
         ] {
             if timeout.is_zero() {
                 return Err(ServerError::Options(format!(

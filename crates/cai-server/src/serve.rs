@@ -1,30 +1,61 @@
 //! Running a router: [`serve`] on a listener until a shutdown signal (in-flight requests
 //! finish first), each connection with a header-read timeout that also closes idle
-//! keep-alive connections; and [`BackgroundServer`], a server on its own thread and runtime
-//! for tests, benchmarks and programs that embed one.
+//! keep-alive connections and a write timeout that cuts a client that stopped reading; and
+//! [`BackgroundServer`], a server on its own thread and runtime for tests, benchmarks and
+//! programs that embed one.
 
 use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{pin, Pin};
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
+use tokio::time::Sleep;
 
 use crate::error::ServerError;
-use crate::options::DEFAULT_HEADER_TIMEOUT;
+use crate::options::ServerOptions;
+
+/// How long a connection may keep the server waiting.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ConnectionTimeouts {
+    /// For a request's head; an idle keep-alive connection is closed after as long.
+    pub header: Duration,
+    /// For the client to take any of an answer (a stream it stopped reading).
+    pub write: Duration,
+}
+
+impl ConnectionTimeouts {
+    /// The timeouts of `options`.
+    pub fn of(options: &ServerOptions) -> Self {
+        Self {
+            header: options.header_timeout,
+            write: options.write_timeout,
+        }
+    }
+}
+
+impl Default for ConnectionTimeouts {
+    fn default() -> Self {
+        Self::of(&ServerOptions::new("default"))
+    }
+}
 
 /// Serve `router` on `listener` until `shutdown` completes; requests already running are
 /// answered before this returns. A connection that has not sent a whole request head within
-/// `header_timeout` — a slow client, or an idle keep-alive connection — is closed.
+/// `timeouts.header` — a slow client, or an idle keep-alive connection — is closed, and so is
+/// one that takes none of an answer for `timeouts.write`.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    header_timeout: Duration,
+    timeouts: ConnectionTimeouts,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     // Every connection task holds a receiver; the sender's `closed` tells when all are done.
@@ -50,8 +81,9 @@ pub async fn serve(
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
                 .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout);
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
+                .header_read_timeout(timeouts.header);
+            let io = TokioIo::new(WriteTimeout::new(stream, timeouts.write));
+            let connection = builder.serve_connection(io, service);
             let mut connection = pin!(connection);
             loop {
                 tokio::select! {
@@ -91,17 +123,16 @@ pub struct BackgroundServer {
 
 impl BackgroundServer {
     /// Bind `addr` (`127.0.0.1:0` picks a free port) and serve `router` there with the
-    /// default header timeout.
+    /// default connection timeouts.
     pub fn start(router: Router, addr: &str) -> Result<Self, ServerError> {
-        Self::start_with(router, addr, DEFAULT_HEADER_TIMEOUT)
+        Self::start_with(router, addr, ConnectionTimeouts::default())
     }
 
-    /// As [`BackgroundServer::start`], closing connections that send no request head within
-    /// `header_timeout`.
+    /// As [`BackgroundServer::start`], with these connection timeouts.
     pub fn start_with(
         router: Router,
         addr: &str,
-        header_timeout: Duration,
+        timeouts: ConnectionTimeouts,
     ) -> Result<Self, ServerError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -128,7 +159,7 @@ impl BackgroundServer {
             .name("cai-server".into())
             .spawn(move || {
                 let result = runtime.block_on(async move {
-                    let graceful = serve(listener, router, header_timeout, async move {
+                    let graceful = serve(listener, router, timeouts, async move {
                         let _ = stopped.await;
                     });
                     tokio::select! {
@@ -191,5 +222,90 @@ impl BackgroundServer {
 impl Drop for BackgroundServer {
     fn drop(&mut self) {
         let _ = self.finish(false);
+    }
+}
+
+/// A connection whose writes fail once the peer has taken nothing for `limit`: hyper has no
+/// write timeout, and an answer nobody reads would otherwise hold its connection, and its
+/// rows in the batch, for good.
+struct WriteTimeout<S> {
+    inner: S,
+    limit: Duration,
+    /// Running while a write waits on the peer.
+    stalled: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S> WriteTimeout<S> {
+    fn new(inner: S, limit: Duration) -> Self {
+        Self {
+            inner,
+            limit,
+            stalled: None,
+        }
+    }
+
+    /// `poll`'s result, or a timeout error once the peer has stalled for the limit.
+    fn watch<T>(&mut self, cx: &mut Context<'_>, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if poll.is_ready() {
+            self.stalled = None;
+            return poll;
+        }
+        let limit = self.limit;
+        let timer = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if timer.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the client took none of the answer for {} s",
+                    limit.as_secs_f64()
+                ),
+            )));
+        }
+        Poll::Pending
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteTimeout<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteTimeout<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.watch(cx, poll)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.watch(cx, poll)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.inner).poll_flush(cx);
+        self.watch(cx, poll)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

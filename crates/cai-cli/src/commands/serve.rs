@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use cai_server::{reward_router, router, serve, Engine, EngineOptions, ServerOptions};
+use cai_server::{
+    reward_router, router, serve, ConnectionTimeouts, Engine, EngineOptions, ServerOptions,
+};
 use clap::Args;
 
 use crate::model_args::ModelArgs;
@@ -53,6 +55,10 @@ pub struct ServeArgs {
     /// Seconds a request's body may take to arrive after its headers (then 408)
     #[arg(long, default_value_t = 60.0, value_name = "S")]
     pub body_timeout: f64,
+    /// Seconds a client may take none of an answer (a stream it stopped reading) before it is
+    /// disconnected and its rows leave the batch
+    #[arg(long, default_value_t = 60.0, value_name = "S")]
+    pub write_timeout: f64,
 }
 
 /// Where the API key came from, for the startup line.
@@ -142,6 +148,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         ("--timeout", args.timeout),
         ("--header-timeout", args.header_timeout),
         ("--body-timeout", args.body_timeout),
+        ("--write-timeout", args.write_timeout),
     ] {
         ensure(seconds.is_finite() && seconds > 0.0, || {
             format!("{flag} {seconds}: expected a positive number of seconds")
@@ -177,17 +184,18 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     } else {
         format!(" (also answers to {})", names.join(", "))
     };
-    let header_timeout = Duration::from_secs_f64(args.header_timeout);
     let options = ServerOptions {
         aliases: names,
         api_key: key.map(|(k, _)| k),
         max_body_bytes: args.max_body_bytes,
         max_tokens_cap: args.max_tokens_cap,
         request_timeout: Duration::from_secs_f64(args.timeout),
-        header_timeout,
+        header_timeout: Duration::from_secs_f64(args.header_timeout),
         body_timeout: Duration::from_secs_f64(args.body_timeout),
+        write_timeout: Duration::from_secs_f64(args.write_timeout),
         ..ServerOptions::new(name.clone())
     };
+    let timeouts = ConnectionTimeouts::of(&options);
     options
         .validate()
         .map_err(|e| anyhow::Error::new(UsageError(e.to_string())))?;
@@ -221,7 +229,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         eprintln!(
             "serving {what}context {context} tokens) on http://{bound}/v1{key_note}; Ctrl-C stops"
         );
-        serve(listener, app, header_timeout, shutdown_signal()).await?;
+        serve(listener, app, timeouts, shutdown_signal()).await?;
         eprintln!("stopped");
         anyhow::Ok(())
     })

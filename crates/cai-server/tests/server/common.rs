@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use cai_model::init::{init_model, ModelShape, TokenizerSource};
 use cai_model::local::{LoadOptions, LocalModel};
 use cai_model::weights::{random_decoder, save_decoder};
-use cai_server::{router, BackgroundServer, Engine, EngineOptions, ServerOptions};
+use cai_server::{
+    router, BackgroundServer, ConnectionTimeouts, Engine, EngineOptions, ServerOptions,
+};
 use candle_core::{DType, Device};
 use serde_json::Value;
 use tempfile::TempDir;
@@ -85,13 +87,10 @@ pub fn serve_model(positions: usize, change: impl FnOnce(&mut ServerOptions)) ->
     let mut options = ServerOptions::new(NAME);
     change(&mut options);
     let engine = Engine::start(load(&model), EngineOptions::default());
-    let header_timeout = options.header_timeout;
-    let server = BackgroundServer::start_with(
-        router(engine, options).unwrap(),
-        "127.0.0.1:0",
-        header_timeout,
-    )
-    .unwrap();
+    let timeouts = ConnectionTimeouts::of(&options);
+    let server =
+        BackgroundServer::start_with(router(engine, options).unwrap(), "127.0.0.1:0", timeouts)
+            .unwrap();
     Served {
         server,
         model,

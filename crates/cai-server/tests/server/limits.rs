@@ -99,3 +99,58 @@ fn a_body_that_trickles_in_is_answered_408_after_the_body_timeout() {
     assert!(answer.contains("did not arrive within"), "{answer}");
     assert!(took < Duration::from_secs(3), "{took:?}");
 }
+
+#[test]
+fn a_client_that_stops_reading_a_stream_is_cut_after_the_write_timeout() {
+    let s = crate::common::serve_model(256, |o| o.write_timeout = Duration::from_millis(300));
+    let mut stream = connect(&s.url());
+    // A small receive window, so that the answer backs up into the server soon.
+    set_receive_buffer(&stream, 4096);
+    // 64 choices of 200 tokens with 20 alternatives each: about 6 MB of events, more than
+    // the largest send buffer the kernel gives a socket (4 MB).
+    let body = serde_json::json!({
+        "model": crate::common::NAME, "prompt": "Human: hi", "max_tokens": 200, "n": 64,
+        "logprobs": 20, "ignore_eos": true, "stream": true, "seed": 1,
+    })
+    .to_string();
+    write!(
+        stream,
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    // The client reads nothing for a while, then everything the server sent.
+    std::thread::sleep(Duration::from_secs(2));
+    set_receive_buffer(&stream, 4 << 20);
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let (answer, _) = read_to_close(&mut stream);
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "{}",
+        &answer[..200.min(answer.len())]
+    );
+    assert!(
+        !answer.contains("data: [DONE]"),
+        "the whole stream waited for a client that read nothing ({} bytes)",
+        answer.len()
+    );
+}
+
+/// Set a socket's receive buffer (its TCP window) to `bytes`.
+fn set_receive_buffer(stream: &TcpStream, bytes: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: setsockopt on a socket this test owns, with a c_int option value.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+}
