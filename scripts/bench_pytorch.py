@@ -1,4 +1,4 @@
-"""PyTorch + transformers on BENCH.md's `bench-6m` workloads, to compare with `cai bench` side by
+"""PyTorch + transformers on docs/BENCH.md's `bench-6m` workloads, to compare with `cai bench` side by
 side on one machine. Not a dependency of cai: run it from a virtualenv with torch and
 transformers installed.
 

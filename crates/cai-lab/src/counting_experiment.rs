@@ -1,4 +1,4 @@
-//! The seed's counting experiment (DESIGN.md §1, context distillation). The context C holds
+//! The seed's counting experiment (docs/DESIGN.md §1, context distillation). The context C holds
 //! counting sequences that all stop at 63. A model prompted with C still continues
 //! "1 … 63" with 64, as pre-training taught it; a model fine-tuned on C learns that sequences
 //! end at 63 and gives 64 a low probability; a model context-distilled from C — trained to

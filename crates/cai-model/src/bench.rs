@@ -1,4 +1,4 @@
-//! The `bench-6m` workloads of BENCH.md: batched greedy generation with a KV cache and
+//! The `bench-6m` workloads of docs/BENCH.md: batched greedy generation with a KV cache and
 //! log-prob scoring, timed on a random Llama model of the reference shape.
 
 use std::time::Instant;

@@ -28,7 +28,7 @@ pub struct ContextWorkload {
 }
 
 impl Default for ContextWorkload {
-    /// A 1,000-token context before four calls of BENCH.md's generate workload (batch 8,
+    /// A 1,000-token context before four calls of docs/BENCH.md's generate workload (batch 8,
     /// prompt 32, 64 new tokens).
     fn default() -> Self {
         Self {

@@ -14,7 +14,7 @@ use crate::tokenizer::{BpeStyle, Tokenizer};
 use crate::weights::{random_decoder, save_decoder, torch_dtype_name};
 use crate::{ModelError, Result};
 
-/// The shape of a new model. Defaults are `bench-6m` from BENCH.md (Llama, hidden 256,
+/// The shape of a new model. Defaults are `bench-6m` from docs/BENCH.md (Llama, hidden 256,
 /// 4 layers, 4 heads, intermediate 1024, vocab 4096, untied, θ = 10 000, ε = 1e-5).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]

@@ -1,7 +1,7 @@
-//! Serving throughput on `bench-6m` (BENCH.md): new tokens per second that clients get from
+//! Serving throughput on `bench-6m` (docs/BENCH.md): new tokens per second that clients get from
 //! an in-process server when one client sends requests one after another, and when 16
 //! clients send at once — continuous batching should turn the concurrency into batch rows.
-//! Each request is BENCH.md's generate job: 32 random prompt tokens, 64 greedy new tokens,
+//! Each request is docs/BENCH.md's generate job: 32 random prompt tokens, 64 greedy new tokens,
 //! end-of-sequence ignored. The engine's own decode rate at batch 1 and 16 is printed beside.
 //!
 //! ```text

@@ -1,4 +1,4 @@
-//! The `bench-6m` train workload of BENCH.md: batch 8 × 256 tokens, forward, backward,
+//! The `bench-6m` train workload of docs/BENCH.md: batch 8 × 256 tokens, forward, backward,
 //! gradient clipping and an AdamW step, timed on the reference model.
 
 use std::time::Instant;
@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use crate::{masked_cross_entropy, AdamW, AdamWConfig, GradAccumulator, Result, TrainParam};
 
 /// One optimiser step per run on `batch` random sequences of `len` tokens of a random model
-/// of `config` (BENCH.md: `bench-6m`, 8 × 256); best of `runs` after one warm-up step.
+/// of `config` (docs/BENCH.md: `bench-6m`, 8 × 256); best of `runs` after one warm-up step.
 pub fn bench_train(
     config: ModelConfig,
     batch: usize,

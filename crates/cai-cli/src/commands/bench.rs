@@ -1,5 +1,5 @@
-//! `cai bench`: the BENCH.md workloads on the `bench-6m` model, each in its own child process
-//! so that its peak resident memory is its own; a table with BENCH.md's anchors, or JSON.
+//! `cai bench`: the docs/BENCH.md workloads on the `bench-6m` model, each in its own child process
+//! so that its peak resident memory is its own; a table with docs/BENCH.md's anchors, or JSON.
 
 use std::process::Command;
 
@@ -49,7 +49,7 @@ pub struct BenchArgs {
     pub tiny: bool,
 }
 
-/// One BENCH.md workload. A new one (BENCH.md's `train`) is a variant here plus its arms in
+/// One docs/BENCH.md workload. A new one (docs/BENCH.md's `train`) is a variant here plus its arms in
 /// `run`, `label`, `anchor` and `select`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -77,14 +77,14 @@ pub enum Workload {
     ContextRecompute,
 }
 
-/// Prompt and new tokens of the generate workloads (BENCH.md: prompt 32 tokens, 64 new
+/// Prompt and new tokens of the generate workloads (docs/BENCH.md: prompt 32 tokens, 64 new
 /// tokens, greedy, KV cache).
 const PROMPT_TOKENS: usize = 32;
 const NEW_TOKENS: usize = 64;
-/// Sequences and tokens per sequence of the score workload (BENCH.md: 32 × 256).
+/// Sequences and tokens per sequence of the score workload (docs/BENCH.md: 32 × 256).
 const SCORE_SEQUENCES: usize = 32;
 const SCORE_TOKENS: usize = 256;
-/// Sequences and tokens per sequence of the train workload (BENCH.md: batch 8 × 256).
+/// Sequences and tokens per sequence of the train workload (docs/BENCH.md: batch 8 × 256).
 const TRAIN_SEQUENCES: usize = 8;
 const TRAIN_TOKENS: usize = 256;
 /// The dialogue-prompting workloads: four generate_b8 calls after a 1,000-token context.
@@ -96,7 +96,7 @@ const CONTEXT: ContextWorkload = ContextWorkload {
     new_tokens: NEW_TOKENS,
 };
 
-/// Throughput of the reference tools on the same workload, as BENCH.md's table "Anchors
+/// Throughput of the reference tools on the same workload, as docs/BENCH.md's table "Anchors
 /// measured on this kind of machine" gives them (2-core AMD EPYC Zen 4, AVX-512, fp32,
 /// 2 threads). Update both together.
 struct Anchor {
@@ -242,7 +242,7 @@ fn select(names: &[String]) -> Result<Vec<Workload>, UsageError> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BenchModel {
-    /// BENCH.md's reference shape.
+    /// docs/BENCH.md's reference shape.
     Bench6m,
     /// Hidden 32, 2 layers, vocab 300: exercises the harness in tests, measures nothing.
     Tiny,
@@ -467,8 +467,8 @@ fn print_table(
     );
     println!();
     println!(
-        "{:<20} {:>10} {:>13}   {:<22} llama.cpp (BENCH.md)",
-        "workload", "tok/s", "peak RSS MiB", "PyTorch (BENCH.md)"
+        "{:<20} {:>10} {:>13}   {:<22} llama.cpp (docs/BENCH.md)",
+        "workload", "tok/s", "peak RSS MiB", "PyTorch (docs/BENCH.md)"
     );
     for report in reports {
         let anchor = report.workload.anchor();
@@ -497,7 +497,7 @@ fn print_table(
     }
     println!();
     println!(
-        "Anchors: BENCH.md, 2-core AMD EPYC Zen 4, fp32, 2 threads; they vary ±15% between \
+        "Anchors: docs/BENCH.md, 2-core AMD EPYC Zen 4, fp32, 2 threads; they vary ±15% between \
          runs and machines,\nso compare ratios measured side by side in one run."
     );
     Ok(())

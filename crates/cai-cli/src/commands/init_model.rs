@@ -20,7 +20,7 @@ use crate::usage::{ensure, UsageError};
 /// The file in the new model directory that records how it was made.
 const INIT_CONFIG_FILE: &str = "init_config.json";
 
-/// Raw `cai init-model` arguments. Unset sizes are those of `bench-6m` (BENCH.md).
+/// Raw `cai init-model` arguments. Unset sizes are those of `bench-6m` (docs/BENCH.md).
 #[derive(Debug, Args)]
 #[command(group(
     ArgGroup::new("tokenizer_source")

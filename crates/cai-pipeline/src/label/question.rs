@@ -18,7 +18,7 @@ pub const COT_REQUEST: &str = "Let's think step-by-step:";
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum QuestionLayout {
-    /// One line per part, as DESIGN.md and the CAI paper print it:
+    /// One line per part, as docs/DESIGN.md and the CAI paper print it:
     /// `Consider …:\nHuman: …\n{principle}\nOptions:\n(A) …\n(B) …\nThe answer is:`.
     #[default]
     Plain,
