@@ -319,6 +319,7 @@ EOF
     --heads 4 --intermediate-size 64 --vocab-size 300 --max-positions 256 \
     --train-tokenizer "$S/corpus.txt"
   ((RC == 0)) || { problem "cai init-model failed"; show init; verdict ""; exit 1; }
+  echo "The assistant is helpful, honest and harmless." > "$S/context.txt"
   "${HELPER[@]}" make-prompts "$S/prompts.jsonl" 2000 "$SEED"
   "${HELPER[@]}" make-sft "$S/sft.jsonl" 200 "$SEED"
   GEN_OPTS=(--input "$S/prompts.jsonl" --max-new-tokens 64 --batch-size 2 --seed "$SEED")
@@ -543,28 +544,31 @@ quick_refusal() {
   local name=$1 needle=$2; shift 2
   snapshot "$CASE_DIR" > "$WORK/$name.$$.before"
   run_cai "$name" 60 "$@"
-  local secs rss; secs=$(secs_of "$name"); rss=$(rss_mb_of "$name")
-  clean_failure "$name" "cai ${*:1:1}"
-  if awk -v s="$secs" 'BEGIN { exit !(s > 5) }'; then problem "took ${secs} s (limit 5 s)"; show "$name"; fi
-  if [[ -n $TIME_BIN ]] && ((rss > 512)); then problem "max RSS ${rss} MiB (limit 512 MiB)"; show "$name"; fi
+  local secs rss what="cai $1"; secs=$(secs_of "$name"); rss=$(rss_mb_of "$name")
+  clean_failure "$name" "$what"
+  if awk -v s="$secs" 'BEGIN { exit !(s > 5) }'; then problem "$what took ${secs} s (limit 5 s)"; show "$name"; fi
+  if [[ -n $TIME_BIN ]] && ((rss > 512)); then problem "$what: max RSS ${rss} MiB (limit 512 MiB)"; show "$name"; fi
   if [[ ${RCS[$name]} != 0 ]] && ! grep -qE "$needle" "$CASE_DIR/$name.err"; then
-    problem "the error does not name the file (/$needle/)"; show "$name"
+    problem "$what: the error does not name the file (/$needle/)"; show "$name"
   fi
   local gone; gone=$(changed_since "$WORK/$name.$$.before" "$CASE_DIR" | grep -v '^dir' | awk '{ print $2 }')
   [[ -z $gone ]] || problem "existing files changed or deleted: $(echo "$gone" | tr '\n' ' ')"
   REFUSAL_MSG="exit ${RCS[$name]} in ${secs} s, ${rss} MiB: $(err_line "$name")"
 }
 
-# garbage_input FILE: feed FILE to generate or sft (drawn from the seed).
+# garbage_input FILE: feed FILE to one of the commands that read a JSONL (drawn from the seed).
 garbage_input() {
   local file=$1 base; base=$(basename "$1")
-  pick generate sft
-  if [[ $PICK == generate ]]; then
-    quick_refusal refused "$base" generate --model "$S/model" --input "$file" --output "$CASE_DIR/out.jsonl"
-  else
-    quick_refusal refused "$base" sft --model "$S/model" --data "$file" --output "$CASE_DIR/out"
-  fi
-  verdict "$REFUSAL_MSG"
+  pick generate sft score train-pm distill
+  case $PICK in
+    generate) quick_refusal refused "$base" generate --model "$S/model" --input "$file" --output "$CASE_DIR/out.jsonl" ;;
+    score) quick_refusal refused "$base" score --model "$S/model" --input "$file" --output "$CASE_DIR/out.jsonl" ;;
+    sft) quick_refusal refused "$base" sft --model "$S/model" --data "$file" --output "$CASE_DIR/out" ;;
+    train-pm) quick_refusal refused "$base" train-pm --model "$S/model" --data "$file" --output "$CASE_DIR/out" ;;
+    distill) quick_refusal refused "$base" distill --model "$S/model" --data "$file" \
+      --context "$S/context.txt" --output "$CASE_DIR/out" ;;
+  esac
+  verdict "cai $PICK: $REFUSAL_MSG"
 }
 
 case_huge_line() {
