@@ -179,7 +179,7 @@ pub fn run(args: HarmArgs) -> anyhow::Result<()> {
                 command: "cai eval harm",
                 config: &config,
                 volatile: &["batch_size", "device"],
-                marks: &["verdict"],
+                marks: &["harmful"],
             },
         )?),
         None => None,
