@@ -16,7 +16,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor, D};
 
 use crate::config::{Architecture, MlpKind, ModelConfig, NormKind, PositionEncoding};
-use crate::decode_attention::DecodeAttention;
+use crate::kernels::decode_attention::DecodeAttention;
 use crate::kv_cache::KvCache;
 use crate::layers::{apply_rope, softmax_last, Linear, Mode, Norm, Rope, RopeAt};
 use crate::lora::LoraSwitch;
@@ -366,7 +366,7 @@ impl Mlp {
                 let fused = mode == Mode::Train && g.device().is_cpu() && g.dtype() == DType::F32;
                 let h = if fused {
                     g.contiguous()?
-                        .apply_op2(&u.contiguous()?, crate::train_ops::SwiGluOp)?
+                        .apply_op2(&u.contiguous()?, crate::kernels::train_ops::SwiGluOp)?
                 } else {
                     (candle_nn::ops::silu(&g)? * u)?
                 };

@@ -10,8 +10,8 @@ use std::sync::{Arc, RwLock};
 use candle_core::{DType, Device, Tensor, D};
 
 use crate::config::{Llama3RopeScaling, RopeScaling};
+use crate::kernels::small_matmul::{self, SmallMatmul, SmallMatmulT};
 use crate::lora::LoraAdapter;
-use crate::small_matmul::{self, SmallMatmul, SmallMatmulT};
 use crate::Result;
 
 /// Which kernels a forward pass may use.
@@ -126,7 +126,7 @@ impl Norm {
             (None, Mode::Infer) => candle_nn::ops::rms_norm(x, &self.weight, eps)?,
             (None, Mode::Train) if fused_train_norm(x, &self.weight) => x
                 .contiguous()?
-                .apply_op2(&self.weight, crate::rms_norm::RmsNormOp { eps })?,
+                .apply_op2(&self.weight, crate::kernels::rms_norm::RmsNormOp { eps })?,
             (None, Mode::Train) => rms_norm_differentiable(x, &self.weight, self.eps)?,
             (Some(b), Mode::Infer) => candle_nn::ops::layer_norm(x, &self.weight, b, eps)?,
             (Some(b), Mode::Train) => layer_norm_differentiable(x, &self.weight, b, self.eps)?,
@@ -339,7 +339,7 @@ pub fn apply_rope(x: &Tensor, at: &RopeAt, mode: Mode) -> Result<Tensor> {
         Mode::Train if fused_train_rope(x, at) => Ok(x.contiguous()?.apply_op3(
             &at.cos.contiguous()?,
             &at.sin.contiguous()?,
-            crate::train_ops::RopeOp,
+            crate::kernels::train_ops::RopeOp,
         )?),
         Mode::Train => {
             let d = x.dim(D::Minus1)?;

@@ -8,7 +8,7 @@
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
-use crate::cpu_storage::contiguous_f32;
+use crate::kernels::cpu_storage::contiguous_f32;
 
 /// Rotary embeddings, "rotate half" convention.
 /// Shapes: x `[b, h, s, d]`, cos and sin `[b, s, d/2]` -> `[b, h, s, d]`.

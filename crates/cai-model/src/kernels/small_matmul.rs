@@ -6,7 +6,7 @@
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape};
 
-use crate::cpu_storage::contiguous_f32;
+use crate::kernels::cpu_storage::contiguous_f32;
 use rayon::prelude::*;
 
 /// Largest row count for which the kernel beats packed GEMM on the reference model.

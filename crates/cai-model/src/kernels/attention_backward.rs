@@ -1,6 +1,6 @@
-//! The backward pass of [`crate::decode_attention::DecodeAttention`], so training on the CPU
-//! runs causal attention as one op each way instead of a dozen element-wise passes over the
-//! `[b, heads, s, t]` score tensor. Probabilities are recomputed row by row from q and k
+//! The backward pass of [`crate::kernels::decode_attention::DecodeAttention`], so training on
+//! the CPU runs causal attention as one op each way instead of a dozen element-wise passes over
+//! the `[b, heads, s, t]` score tensor. Probabilities are recomputed row by row from q and k
 //! (as flash attention does) rather than stored.
 //!
 //! With `S = scale · q kᵀ + mask`, `P = softmax(S)`, `O = P v` and `G = ∂L/∂O`:
@@ -10,8 +10,8 @@
 use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
-use crate::vector::Avx512;
-use crate::vector::{Kernels, Scalar};
+use crate::kernels::vector::Avx512;
+use crate::kernels::vector::{Kernels, Scalar};
 
 /// Shapes of one attention call.
 #[derive(Debug, Clone, Copy)]

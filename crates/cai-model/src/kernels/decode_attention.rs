@@ -7,10 +7,10 @@
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
-use crate::attention_backward::{attention_backward, AttnDims};
+use crate::kernels::attention_backward::{attention_backward, AttnDims};
 #[cfg(target_arch = "x86_64")]
-use crate::vector::Avx512;
-use crate::vector::{Kernels, Scalar};
+use crate::kernels::vector::Avx512;
+use crate::kernels::vector::{Kernels, Scalar};
 use rayon::prelude::*;
 
 /// Below this many multiply-adds the work stays on one thread.

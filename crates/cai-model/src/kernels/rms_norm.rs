@@ -7,7 +7,7 @@
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 
-use crate::cpu_storage::contiguous_f32;
+use crate::kernels::cpu_storage::contiguous_f32;
 
 /// The op; see the module docs. Shapes: x `[.., h]`, w `[h]` -> `[.., h]`.
 pub struct RmsNormOp {

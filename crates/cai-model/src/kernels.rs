@@ -1,0 +1,12 @@
+//! The CPU kernels under the decoder, apart from the model API that calls them: custom candle
+//! ops (the few-row matmul of a decode step; causal attention, RMSNorm, rotary embeddings and
+//! SwiGLU with hand-written backward passes for training) and the vector and storage primitives
+//! they share.
+
+pub mod attention_backward;
+mod cpu_storage;
+pub mod decode_attention;
+pub mod rms_norm;
+pub mod small_matmul;
+pub mod train_ops;
+mod vector;
