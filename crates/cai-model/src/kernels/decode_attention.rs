@@ -1,9 +1,9 @@
-//! A CPU causal-attention kernel for inference: for each (row, head, query) it takes dot
-//! products with the keys the query may see, a masked softmax and a weighted sum of the values,
-//! reading the KV cache in place. Compared with candle ops it launches one op instead of a
-//! dozen, skips the keys causality hides, and never materialises the `[b, heads, s, t]` score
-//! tensor. Inference only (no backward); [`crate::decoder`] uses it when nothing tracks
-//! gradients.
+//! A CPU causal-attention kernel: for each (row, head, query) it takes dot products with the
+//! keys the query may see, a masked softmax and a weighted sum of the values, reading the KV
+//! cache in place. Compared with candle ops it launches one op instead of a dozen, skips the
+//! keys causality hides, and never materialises the `[b, heads, s, t]` score tensor.
+//! [`crate::decoder`] uses it for every f32 forward pass on the CPU, inference and training
+//! alike: its backward is [`crate::kernels::attention_backward`].
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 
