@@ -19,7 +19,7 @@ use anyhow::{bail, Context};
 use cai_core::jsonl::{read_jsonl_values, write_jsonl_atomic};
 use cai_lab::{Oracle, World};
 use cai_pipeline::label::record::{LabelRecord, LabelSummary};
-use cai_train::calibration::calibration;
+use cai_train::pm::calibration::calibration;
 use serde_json::{json, Value};
 
 fn main() -> anyhow::Result<()> {

@@ -59,7 +59,8 @@ pub struct RunFlags {
 /// One `--allow-config-change` name: a setting a resume may change, or `data`.
 fn parse_changeable(s: &str) -> Result<String, String> {
     let name = s.trim().to_owned();
-    cai_train::resume::validate_allow(std::slice::from_ref(&name)).map_err(|e| e.to_string())?;
+    cai_train::core::resume::validate_allow(std::slice::from_ref(&name))
+        .map_err(|e| e.to_string())?;
     Ok(name)
 }
 

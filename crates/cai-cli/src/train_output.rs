@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use cai_core::lock::WriterLock;
 use cai_model::lora::{ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE};
-use cai_train::checkpoint::{latest_checkpoint, TRAINING_CONFIG_FILE};
-use cai_train::resume::CHANGEABLE;
+use cai_train::core::checkpoint::{latest_checkpoint, TRAINING_CONFIG_FILE};
+use cai_train::core::resume::CHANGEABLE;
 use cai_train::TrainError;
 use serde_json::Value;
 

@@ -4,6 +4,12 @@
 //! like SFT's: batch → student forward → teacher targets → KL → backward → clip → step →
 //! schedule → log → eval → checkpoint, with exact resume and a stop flag for Ctrl-C.
 
+pub mod batch;
+pub mod config;
+pub mod data;
+pub mod loss;
+pub mod teacher;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -14,19 +20,19 @@ use cai_model::tokenizer::Tokenizer;
 use cai_model::weights::{load_decoder, parse_dtype};
 use candle_core::Device;
 
-use crate::distill_batch::{collate, evaluate};
-use crate::distill_config::validate;
-pub use crate::distill_config::DistillConfig;
-use crate::distill_data::{
+use crate::core::data_order::epoch_order;
+use crate::core::resume::{self, text_fingerprint, FINGERPRINT_KEY};
+use crate::core::trainee::{write_json, Trainee};
+use crate::distill::batch::{collate, evaluate};
+use crate::distill::config::validate;
+pub use crate::distill::config::DistillConfig;
+use crate::distill::data::{
     load_answers, read_records, sample_answers, save_answers, tokenize, DistillExample,
 };
-use crate::distill_teacher::{fingerprint, TargetSource, Teacher, TopKTable};
-use crate::kl::{distill_kl, top1_agreement};
-use crate::resume::{self, text_fingerprint, FINGERPRINT_KEY};
-use crate::sft_data::epoch_order;
-use crate::trainee::{write_json, Trainee};
+use crate::distill::loss::{distill_kl, top1_agreement};
+use crate::distill::teacher::{fingerprint, TargetSource, Teacher, TopKTable};
 use crate::{
-    divergence, latest_checkpoint, load_checkpoint, AdamW, AdamWConfig, GradAccumulator,
+    core::divergence, latest_checkpoint, load_checkpoint, AdamW, AdamWConfig, GradAccumulator,
     MetricRecord, MetricsWriter, Result, Schedule, Split, TrainError, TrainerState,
 };
 
@@ -37,7 +43,7 @@ pub struct DistillRun {
     pub model_dir: PathBuf,
     /// The context C, as text.
     pub context: String,
-    /// Training JSONL (see [`crate::distill_data`]).
+    /// Training JSONL (see [`crate::distill::data`]).
     pub data: PathBuf,
     /// Held-out JSONL, for the KL and agreement logged with split "eval".
     pub eval_data: Option<PathBuf>,
@@ -46,7 +52,7 @@ pub struct DistillRun {
     /// Continue from the newest checkpoint in `output/checkpoints` if there is one.
     pub resume: bool,
     /// Settings a resume may change, and `"data"` for changed input data or context (see
-    /// [`crate::resume`]); anything else that differs from the checkpoint is refused.
+    /// [`crate::core::resume`]); anything else that differs from the checkpoint is refused.
     pub allow_changes: Vec<String>,
     /// Device to train on.
     pub device: Device,

@@ -4,6 +4,13 @@
 //! the final model in transformers' `*ForSequenceClassification` layout with its calibration
 //! report.
 
+pub mod calibration;
+pub mod config;
+pub mod data;
+pub mod eval;
+pub mod loss;
+pub mod reliability_plot;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,15 +23,15 @@ use cai_model::weights::parse_dtype;
 use candle_core::{Device, Tensor};
 use serde_json::json;
 
-use crate::checkpoint::save_checkpoint_with;
-pub use crate::pm_config::PmConfig;
-use crate::pm_data::{load_pairs, mix, DataSource, PreferencePair};
-use crate::pm_eval::{collate_pairs, evaluate, margins, write_report, PmEval};
-use crate::preference_loss::soft_preference_loss;
-use crate::resume::{self, fingerprint, FINGERPRINT_KEY};
-use crate::sft_data::epoch_order;
+use crate::core::checkpoint::save_checkpoint_with;
+use crate::core::data_order::epoch_order;
+use crate::core::resume::{self, fingerprint, FINGERPRINT_KEY};
+pub use crate::pm::config::PmConfig;
+use crate::pm::data::{load_pairs, mix, DataSource, PreferencePair};
+use crate::pm::eval::{collate_pairs, evaluate, margins, write_report, PmEval};
+use crate::pm::loss::soft_preference_loss;
 use crate::{
-    divergence, latest_checkpoint, load_checkpoint, AdamW, AdamWConfig, Checkpoint,
+    core::divergence, latest_checkpoint, load_checkpoint, AdamW, AdamWConfig, Checkpoint,
     CheckpointOptions, GradAccumulator, MetricRecord, MetricsWriter, Result, Schedule, Split,
     TrainError, TrainParam, TrainerState,
 };
@@ -43,7 +50,7 @@ pub struct PmRun {
     /// Continue from the newest checkpoint in `output/checkpoints` if there is one.
     pub resume: bool,
     /// Settings a resume may change, and `"data"` for changed input data (see
-    /// [`crate::resume`]); anything else that differs from the checkpoint is refused.
+    /// [`crate::core::resume`]); anything else that differs from the checkpoint is refused.
     pub allow_changes: Vec<String>,
     /// Device to train on.
     pub device: Device,

@@ -1,7 +1,16 @@
 //! RL fine-tuning (`cai rl`): the run and its outcome, the session every algorithm shares
 //! (policy, optimiser, checkpoints, exact resume, logs), and the online loop of PPO and
 //! RLOO/GRPO — rollout → rewards with the KL penalty → advantages → clipped updates in
-//! minibatches → log → samples → checkpoint. DPO's offline loop is in [`crate::rl_dpo`].
+//! minibatches → log → samples → checkpoint. DPO's offline loop is in [`crate::rl::dpo`].
+
+pub mod advantages;
+pub mod config;
+mod dpo;
+pub mod kl_penalty;
+pub mod loss;
+pub mod plot;
+pub mod policy;
+pub mod rollout;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,15 +26,17 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::resume::{self, fingerprint, FINGERPRINT_KEY};
-use crate::rl_config::{Algo, RlConfig};
-use crate::rl_loss::{clipped_value_loss, ppo_policy_loss};
-use crate::rl_math::{explained_variance, gae, group_normalised, leave_one_out, mean_var, whiten};
-use crate::rl_policy::{Policy, Sequence, VALUE_HEAD_FILE};
-use crate::rl_rollout::{rollout, PromptKind, PromptPool, RewardFn, Sample};
-use crate::trainee::write_json;
+use crate::core::resume::{self, fingerprint, FINGERPRINT_KEY};
+use crate::core::trainee::write_json;
+use crate::rl::advantages::{
+    explained_variance, gae, group_normalised, leave_one_out, mean_var, whiten,
+};
+use crate::rl::config::{Algo, RlConfig};
+use crate::rl::loss::{clipped_value_loss, ppo_policy_loss};
+use crate::rl::policy::{Policy, Sequence, VALUE_HEAD_FILE};
+use crate::rl::rollout::{rollout, PromptKind, PromptPool, RewardFn, Sample};
 use crate::{
-    divergence, latest_checkpoint, load_checkpoint, AdamW, AdamWConfig, GradAccumulator,
+    core::divergence, latest_checkpoint, load_checkpoint, AdamW, AdamWConfig, GradAccumulator,
     MetricRecord, MetricsWriter, Result, Schedule, Split, TrainError, TrainerState,
 };
 
@@ -56,7 +67,7 @@ pub struct RlRun {
     /// Continue from the newest checkpoint in `output/checkpoints`.
     pub resume: bool,
     /// Settings a resume may change, and `"data"` for changed prompts or pairs (see
-    /// [`crate::resume`]); anything else that differs from the checkpoint is refused.
+    /// [`crate::core::resume`]); anything else that differs from the checkpoint is refused.
     pub allow_changes: Vec<String>,
     /// Device to train on.
     pub device: Device,
@@ -116,7 +127,7 @@ pub fn run_rl(
 ) -> Result<RlOutcome> {
     cfg.validate()?;
     match cfg.algo {
-        Algo::Dpo => crate::rl_dpo::run_dpo(run, cfg, stop, progress),
+        Algo::Dpo => crate::rl::dpo::run_dpo(run, cfg, stop, progress),
         Algo::Ppo | Algo::Rloo => {
             let reward = reward.ok_or_else(|| {
                 TrainError::Config(format!(
@@ -364,7 +375,7 @@ pub fn write_curves(output: &Path, cfg: &RlConfig) -> Result<()> {
         cfg.algo.name().to_uppercase(),
         cfg.kl_coef
     );
-    let svg = crate::rl_plot::rl_curves_svg(&records, &title).map_err(TrainError::Config)?;
+    let svg = crate::rl::plot::rl_curves_svg(&records, &title).map_err(TrainError::Config)?;
     let path = output.join(CURVES_FILE);
     Ok(cai_model::write_atomic(&path, svg.as_bytes())?)
 }

@@ -2,6 +2,8 @@
 //! bottom — batch → forward → loss → backward → clip → step → schedule → log → eval →
 //! checkpoint — with exact resume, a stop flag for Ctrl-C and a stop on divergence.
 
+pub mod data;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -15,11 +17,12 @@ use cai_model::weights::{load_decoder, parse_dtype};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::resume::{self, fingerprint, FINGERPRINT_KEY};
-use crate::sft_data::{epoch_order, load_examples, mix_helpful, pack, Example, LoadedExamples};
-use crate::trainee::{write_json, Trainee};
+use crate::core::data_order::epoch_order;
+use crate::core::resume::{self, fingerprint, FINGERPRINT_KEY};
+use crate::core::trainee::{write_json, Trainee};
+use crate::sft::data::{load_examples, mix_helpful, pack, Example, LoadedExamples};
 use crate::{
-    divergence, latest_checkpoint, load_checkpoint, masked_cross_entropy, AdamW, AdamWConfig,
+    core::divergence, latest_checkpoint, load_checkpoint, masked_cross_entropy, AdamW, AdamWConfig,
     GradAccumulator, MetricRecord, MetricsWriter, Result, Schedule, ScheduleKind, Split,
     TrainError, TrainerState,
 };
@@ -125,7 +128,7 @@ pub struct SftRun {
     /// Continue from the newest checkpoint in `output/checkpoints` if there is one.
     pub resume: bool,
     /// Settings a resume may change, and `"data"` for changed input data (see
-    /// [`crate::resume`]); anything else that differs from the checkpoint is refused.
+    /// [`crate::core::resume`]); anything else that differs from the checkpoint is refused.
     pub allow_changes: Vec<String>,
     /// Device to train on.
     pub device: Device,

@@ -13,15 +13,15 @@ use cai_model::config::ModelConfig;
 use cai_model::lora::LoraConfig;
 use cai_model::tokenizer::{DialogueFormat, Tokenizer};
 use cai_model::weights::load_decoder;
+use cai_train::core::trainee::Trainee;
+use cai_train::distill::batch::collate;
+use cai_train::distill::data::{read_records, tokenize, TeacherSampling};
+use cai_train::distill::loss::{distill_kl, TeacherTargets};
+use cai_train::distill::teacher::Teacher;
 use cai_train::distill::{
     run_distill, DistillConfig, DistillEvent, DistillOutcome, DistillRun, TEACHER_SAMPLES_FILE,
     TEACHER_TOPK_FILE,
 };
-use cai_train::distill_batch::collate;
-use cai_train::distill_data::{read_records, tokenize, TeacherSampling};
-use cai_train::distill_teacher::Teacher;
-use cai_train::kl::{distill_kl, TeacherTargets};
-use cai_train::trainee::Trainee;
 use cai_train::{AdamW, AdamWConfig, GradAccumulator, MetricRecord, Split};
 use candle_core::{DType, Device, Tensor};
 

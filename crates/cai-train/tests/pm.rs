@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use cai_model::reward_model::{is_preference_model, RewardModel};
+use cai_train::core::schedule::ScheduleKind;
+use cai_train::pm::data::DataSource;
 use cai_train::pm::{run_pm, PmConfig, PmOutcome, PmRun};
-use cai_train::pm_data::DataSource;
-use cai_train::schedule::ScheduleKind;
 use cai_train::{MetricRecord, Split, TrainError};
 use candle_core::{DType, Device};
 use serde_json::{json, Value};
@@ -318,7 +318,7 @@ fn pairs_too_long_are_named_and_an_eval_set_left_empty_is_an_error() {
     let mut pairs = toy_pairs(&TRAIN, None);
     pairs[1]["prompt"] = json!("how do I steal a bike? ".repeat(30));
     let train = write(dir.path(), "train.jsonl", &pairs);
-    let loaded = cai_train::pm_data::load_pairs(
+    let loaded = cai_train::pm::data::load_pairs(
         &train,
         &tokenizer,
         cai_model::tokenizer::DialogueFormat::Auto,

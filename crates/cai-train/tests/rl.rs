@@ -12,10 +12,10 @@ use cai_model::decoder::Batch;
 use cai_model::layers::Mode;
 use cai_model::lora::LoraConfig;
 use cai_model::weights::load_decoder;
+use cai_train::rl::config::{Algo, RlConfig};
+use cai_train::rl::policy::{Policy, Sequence};
+use cai_train::rl::rollout::RewardFn;
 use cai_train::rl::{run_rl, RlEvent, RlOutcome, RlRun, CURVES_FILE, SAMPLES_FILE};
-use cai_train::rl_config::{Algo, RlConfig};
-use cai_train::rl_policy::{Policy, Sequence};
-use cai_train::rl_rollout::RewardFn;
 use cai_train::MetricRecord;
 use candle_core::{DType, Device, Tensor};
 use serde_json::{json, Value};
@@ -423,7 +423,7 @@ fn a_diverging_ppo_run_keeps_only_good_checkpoints_and_changed_prompts_are_refus
     else {
         panic!("{err}")
     };
-    let kept = cai_train::checkpoint::list_checkpoints(&out.join("checkpoints")).unwrap();
+    let kept = cai_train::core::checkpoint::list_checkpoints(&out.join("checkpoints")).unwrap();
     assert!(
         kept.iter().all(|(s, _)| s < step),
         "{kept:?} at step {step}"

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use cai_model::lora::LoraConfig;
 use cai_model::tokenizer::{DialogueFormat, Tokenizer};
+use cai_train::sft::data::tokenize_dialogue;
 use cai_train::sft::{run_sft, SftConfig, SftOutcome, SftRun};
-use cai_train::sft_data::tokenize_dialogue;
 use cai_train::{MetricRecord, Split, TrainError};
 use candle_core::Device;
 
@@ -84,7 +84,7 @@ fn run_allowing(
 
 /// The checkpoint steps in `out/checkpoints`.
 fn checkpoint_steps(out: &Path) -> Vec<u64> {
-    cai_train::checkpoint::list_checkpoints(&out.join("checkpoints"))
+    cai_train::core::checkpoint::list_checkpoints(&out.join("checkpoints"))
         .unwrap()
         .into_iter()
         .map(|(step, _)| step)
@@ -410,7 +410,7 @@ fn examples_cut_to_no_target_are_counted_and_none_left_is_an_error() {
         ],
     );
     let loaded =
-        cai_train::sft_data::load_examples(&data, &tok, DialogueFormat::Auto, 16, None).unwrap();
+        cai_train::sft::data::load_examples(&data, &tok, DialogueFormat::Auto, 16, None).unwrap();
     assert_eq!((loaded.examples.len(), loaded.without_targets), (1, 2));
     let warning = loaded.warning(&data, 16).unwrap();
     assert!(
@@ -563,7 +563,7 @@ fn text_records_train_on_every_token() {
     let tok = Tokenizer::from_dir(&model).unwrap();
     let line = serde_json::json!({"text": "Mix flour and water."}).to_string();
     let data = write_data(tmp.path(), &[line]);
-    let examples = cai_train::sft_data::load_examples(&data, &tok, DialogueFormat::Auto, 64, None)
+    let examples = cai_train::sft::data::load_examples(&data, &tok, DialogueFormat::Auto, 64, None)
         .unwrap()
         .examples;
     let ex = &examples[0];
@@ -596,11 +596,11 @@ fn critique_records_give_one_example_per_selected_revision() {
     });
     let data = write_data(tmp.path(), &[record.to_string()]);
     let load = |rounds| {
-        cai_train::sft_data::load_examples(&data, &tok, DialogueFormat::Transcript, 128, rounds)
+        cai_train::sft::data::load_examples(&data, &tok, DialogueFormat::Transcript, 128, rounds)
             .unwrap()
             .examples
     };
-    let targets = |ex: &cai_train::sft_data::Example| {
+    let targets = |ex: &cai_train::sft::data::Example| {
         let ids: Vec<u32> = ex
             .ids
             .iter()
@@ -619,7 +619,7 @@ fn critique_records_give_one_example_per_selected_revision() {
 
     let bad = serde_json::json!({"rounds": [{"revision": "x"}], "prompt": "q"});
     let data = write_data(tmp.path(), &[record.to_string(), bad.to_string()]);
-    let err = cai_train::sft_data::load_examples(&data, &tok, DialogueFormat::Auto, 128, None)
+    let err = cai_train::sft::data::load_examples(&data, &tok, DialogueFormat::Auto, 128, None)
         .unwrap_err()
         .to_string();
     assert!(err.contains("data.jsonl:2: a critique record"), "{err}");

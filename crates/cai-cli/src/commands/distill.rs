@@ -8,11 +8,11 @@ use std::process::ExitCode;
 use anyhow::Context;
 use cai_model::config::ModelConfig;
 use cai_model::lora::LoraConfig;
+use cai_train::distill::data::TeacherSampling;
 use cai_train::distill::{
     run_distill, DistillConfig, DistillEvent, DistillOutcome, DistillRun, DISTILL_CONFIG_FILE,
     TEACHER_SAMPLES_FILE, TEACHER_TOPK_FILE,
 };
-use cai_train::distill_data::TeacherSampling;
 use cai_train::{Split, TrainError};
 use clap::Args;
 use serde::{Deserialize, Serialize};

@@ -10,13 +10,13 @@ use cai_core::dialogue::{render_transcript, Message};
 use cai_model::config::ModelConfig;
 use cai_model::lora::{LoraConfig, ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE};
 use cai_model::tokenizer::DialogueFormat;
+use cai_train::rl::config::{Algo, RlConfig};
+use cai_train::rl::kl_penalty::KlEstimator;
+use cai_train::rl::rollout::{PmReward, RewardFn};
 use cai_train::rl::{
     run_rl, RlEvent, RlOutcome, RlRun, SampleRecord, CURVES_FILE, METRICS_FILE, RL_CONFIG_FILE,
     SAMPLES_FILE,
 };
-use cai_train::rl_config::{Algo, RlConfig};
-use cai_train::rl_math::KlEstimator;
-use cai_train::rl_rollout::{PmReward, RewardFn};
 use cai_train::MetricRecord;
 use clap::{Args, ValueEnum};
 

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use cai_model::config::ModelConfig;
 use cai_model::lora::{LoraConfig, ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE};
-use cai_train::schedule::ScheduleKind;
+use cai_train::core::schedule::ScheduleKind;
 use cai_train::sft::{run_sft, HelpfulMix, SftConfig, SftOutcome, SftRun, SFT_CONFIG_FILE};
 use clap::Args;
 use serde::{Deserialize, Serialize};

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
+use cai_train::core::schedule::ScheduleKind;
+use cai_train::pm::data::DataSource;
+use cai_train::pm::eval::{PmEval, PM_EVAL_FILE, RELIABILITY_PLOT_FILE};
 use cai_train::pm::{run_pm, PmConfig, PmOutcome, PmRun, PM_CONFIG_FILE};
-use cai_train::pm_data::DataSource;
-use cai_train::pm_eval::{PmEval, PM_EVAL_FILE, RELIABILITY_PLOT_FILE};
-use cai_train::schedule::ScheduleKind;
 use clap::Args;
 
 use crate::human;

@@ -9,7 +9,7 @@ use anyhow::Context;
 use cai_lab::eval::{evaluate, EvalOptions};
 use cai_lab::rl_curve::{curve_svg, CurvePoint};
 use cai_lab::World;
-use cai_train::checkpoint::list_checkpoints;
+use cai_train::core::checkpoint::list_checkpoints;
 use cai_train::rl::{read_metrics, RL_CONFIG_FILE};
 use clap::Args;
 use serde_json::Value;

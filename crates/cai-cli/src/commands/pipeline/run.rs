@@ -562,7 +562,7 @@ fn can_resume(out: &Path) -> anyhow::Result<bool> {
     let finished = ["model.safetensors", "adapter_model.safetensors"]
         .iter()
         .any(|f| out.join(f).is_file());
-    let checkpoint = cai_train::checkpoint::latest_checkpoint(&out.join("checkpoints"))?;
+    let checkpoint = cai_train::core::checkpoint::latest_checkpoint(&out.join("checkpoints"))?;
     Ok(finished || checkpoint.is_some())
 }
 

@@ -9,7 +9,7 @@ use cai_core::dialogue::{Message, Role};
 use cai_model::batching::EngineLimits;
 use cai_model::reward_model::{is_preference_model, RewardModel};
 use cai_model::tokenizer::{DialogueFormat, Tokenizer};
-use cai_train::pm_data::conversation_of;
+use cai_train::pm::data::conversation_of;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, TensorId, Var};
 
-use crate::optim::TrainParam;
+use crate::core::optim::TrainParam;
 use crate::Result;
 
 /// Summed f32 gradients of the trainable parameters, keyed by the variable's tensor id.

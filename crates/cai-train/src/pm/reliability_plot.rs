@@ -4,7 +4,7 @@
 
 use plotters::prelude::*;
 
-use crate::calibration::Calibration;
+use crate::pm::calibration::Calibration;
 
 /// Pixels of the square plot.
 const SIZE: u32 = 480;
@@ -75,7 +75,7 @@ fn draw(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::calibration::calibration;
+    use crate::pm::calibration::calibration;
 
     #[test]
     fn the_svg_has_a_point_per_non_empty_bin_and_the_ece_in_its_title() {

@@ -1,34 +1,6 @@
-//! The arithmetic of RL on plain numbers: per-token KL estimators, generalised advantage
-//! estimation, whitening, leave-one-out and group-normalised baselines, explained variance.
-//! Everything here is checked against hand-computed values.
-
-use serde::{Deserialize, Serialize};
-
-/// How KL(policy ‖ reference) is estimated from one sampled token with log-probabilities
-/// `logp` (policy) and `logp_ref` (reference); `r = p_ref / p = exp(logp_ref − logp)`.
-/// (Schulman, "Approximating KL divergence", 2020.)
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum KlEstimator {
-    /// `logp − logp_ref`: unbiased, can be negative on one sample (TRL's default, InstructGPT).
-    K1,
-    /// `½ (logp − logp_ref)²`: biased, low variance, never negative.
-    K2,
-    /// `(r − 1) − log r`: unbiased and never negative.
-    K3,
-}
-
-impl KlEstimator {
-    /// The estimate for one token.
-    pub fn estimate(self, logp: f32, logp_ref: f32) -> f32 {
-        let d = logp - logp_ref;
-        match self {
-            Self::K1 => d,
-            Self::K2 => 0.5 * d * d,
-            Self::K3 => (-d).exp_m1() + d,
-        }
-    }
-}
+//! RL's advantages on plain numbers: generalised advantage estimation, whitening,
+//! leave-one-out and group-normalised baselines, explained variance. Everything here is
+//! checked against hand-computed values.
 
 /// Generalised advantage estimation (Schulman et al. 2016) over one response of `T` tokens.
 ///
@@ -123,24 +95,6 @@ mod tests {
         for (f, e) in found.iter().zip(expected) {
             assert!((f - e).abs() < 1e-5, "{found:?} != {expected:?}");
         }
-    }
-
-    #[test]
-    fn kl_estimators_match_hand_values() {
-        // logp = ln 0.5, logp_ref = ln 0.25: d = ln 2 = 0.693147; r = 0.5.
-        let (lp, lr) = (0.5f32.ln(), 0.25f32.ln());
-        let d = 2f32.ln();
-        assert!((KlEstimator::K1.estimate(lp, lr) - d).abs() < 1e-6);
-        assert!((KlEstimator::K2.estimate(lp, lr) - 0.5 * d * d).abs() < 1e-6);
-        // (0.5 − 1) − ln 0.5 = −0.5 + 0.693147 = 0.193147.
-        assert!((KlEstimator::K3.estimate(lp, lr) - 0.193_147).abs() < 1e-6);
-        // The same distribution: every estimator is 0.
-        for k in [KlEstimator::K1, KlEstimator::K2, KlEstimator::K3] {
-            assert_eq!(k.estimate(-1.3, -1.3), 0.0);
-        }
-        // k1 can be negative, k3 not.
-        assert!(KlEstimator::K1.estimate(lr, lp) < 0.0);
-        assert!(KlEstimator::K3.estimate(lr, lp) > 0.0);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use crate::optim::AdamW;
+use crate::core::optim::AdamW;
 use crate::{latest_checkpoint, Result, TrainError, TrainerState};
 
 /// A training loss above this many times the run's first (or above this, when the first was
@@ -123,7 +123,7 @@ fn diverged(step: u64, what: String, checkpoints: &Path) -> TrainError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::optim::{AdamWConfig, TrainParam};
+    use crate::core::optim::{AdamWConfig, TrainParam};
     use candle_core::{Device, Tensor, Var};
 
     fn optimizer(values: &[f32]) -> (AdamW, Var) {

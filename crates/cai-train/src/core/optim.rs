@@ -7,7 +7,7 @@ use cai_model::decoder::{ParamKind, ParamSpec};
 use candle_core::{DType, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
-use crate::grads::GradAccumulator;
+use crate::core::grads::GradAccumulator;
 use crate::{Result, TrainError};
 
 /// AdamW hyper-parameters. Defaults are transformers' `TrainingArguments` (which follow the

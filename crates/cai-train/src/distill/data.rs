@@ -22,7 +22,7 @@ use cai_model::tokenizer::{DialogueFormat, Tokenizer};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::sft_data::{tokenize_dialogue, tokenize_pair};
+use crate::sft::data::{tokenize_dialogue, tokenize_pair};
 use crate::{Result, TrainError};
 
 /// One record of a distillation file, before tokenization.

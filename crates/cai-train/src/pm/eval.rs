@@ -11,10 +11,10 @@ use cai_model::reward_model::RewardModel;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::calibration::{calibration, Calibration};
-use crate::pm_data::PreferencePair;
-use crate::preference_loss::soft_preference_loss;
-use crate::reliability_plot::reliability_svg;
+use crate::pm::calibration::{calibration, Calibration};
+use crate::pm::data::PreferencePair;
+use crate::pm::loss::soft_preference_loss;
+use crate::pm::reliability_plot::reliability_svg;
 use crate::{Result, TrainError};
 
 /// The evaluation report's file name in the output directory.

@@ -11,7 +11,7 @@ use cai_model::tokenizer::{DialogueFormat, Tokenizer};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::sft_data::epoch_order;
+use crate::core::data_order::epoch_order;
 use crate::{Result, TrainError};
 
 /// Two tokenized dialogues and the probability that the first is the better one.

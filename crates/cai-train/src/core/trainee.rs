@@ -11,7 +11,7 @@ use cai_model::tokenizer::Tokenizer;
 use cai_model::weights::{hf_tensors, save_decoder};
 use candle_core::Tensor;
 
-use crate::checkpoint::save_checkpoint_with;
+use crate::core::checkpoint::save_checkpoint_with;
 use crate::{AdamW, Checkpoint, CheckpointOptions, Result, TrainError, TrainParam, TrainerState};
 
 /// A decoder being trained, with the variables the optimiser updates.

@@ -14,9 +14,9 @@ use cai_model::score::top_k;
 use candle_core::{DType, Device, Tensor, D};
 use serde::{Deserialize, Serialize};
 
-use crate::distill_data::DistillExample;
-use crate::kl::TeacherTargets;
-use crate::loss::log_softmax_last;
+use crate::core::loss::log_softmax_last;
+use crate::distill::data::DistillExample;
+use crate::distill::loss::TeacherTargets;
 use crate::{Result, TrainError};
 
 /// The frozen model and its prefilled context.

@@ -13,8 +13,8 @@ use cai_model::tokenizer::Tokenizer;
 use cai_model::weights::load_decoder;
 use candle_core::{DType, Device, Tensor, Var};
 
-use crate::loss::target_log_probs;
-use crate::trainee::Trainee;
+use crate::core::loss::target_log_probs;
+use crate::core::trainee::Trainee;
 use crate::{Result, TrainError, TrainParam};
 
 /// Name of the value head's weights in checkpoints and the optimiser's state.
@@ -269,7 +269,7 @@ pub fn response_outputs(
         (false, _) => (None, None),
         (true, Mode::Infer) => (Some(entropies(&logits.detach())?), None),
         (true, Mode::Train) => {
-            let lp = crate::loss::log_softmax_last(&logits.to_dtype(DType::F32)?)?;
+            let lp = crate::core::loss::log_softmax_last(&logits.to_dtype(DType::F32)?)?;
             let sum = (lp.exp()? * &lp)?.sum_all()?.neg()?;
             (None, Some(sum))
         }

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::optim::AdamW;
-use crate::state::TrainerState;
+use crate::core::optim::AdamW;
+use crate::core::state::TrainerState;
 use crate::{Result, TrainError};
 
 /// Directory name prefix: `checkpoint-{step}`, as transformers' Trainer names them.
@@ -307,7 +307,7 @@ pub fn load_checkpoint(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::optim::{AdamWConfig, TrainParam};
+    use crate::core::optim::{AdamWConfig, TrainParam};
     use candle_core::Var;
     use serde_json::json;
 

@@ -5,9 +5,9 @@ use cai_model::decoder::{Batch, Decoder};
 use cai_model::layers::Mode;
 use candle_core::{Device, Tensor};
 
-use crate::distill_data::DistillExample;
-use crate::distill_teacher::TargetSource;
-use crate::kl::{distill_kl, top1_agreement};
+use crate::distill::data::DistillExample;
+use crate::distill::loss::{distill_kl, top1_agreement};
+use crate::distill::teacher::TargetSource;
 use crate::Result;
 
 /// Right-pad a micro-batch for the student. Shapes: ids `[b, L]`, and the flat indices

@@ -123,7 +123,7 @@ impl AdamW {
 #[cfg(test)]
 mod tests {
     use super::super::tests::{config, grads_of, param, value};
-    use crate::optim::{AdamW, AdamWConfig};
+    use crate::core::optim::{AdamW, AdamWConfig};
     use candle_core::DType;
 
     #[test]

@@ -5,8 +5,8 @@ use cai_model::lora::LoraConfig;
 use cai_model::tokenizer::DialogueFormat;
 use serde::{Deserialize, Serialize};
 
-use crate::rl_math::KlEstimator;
-use crate::schedule::ScheduleKind;
+use crate::core::schedule::ScheduleKind;
+use crate::rl::kl_penalty::KlEstimator;
 use crate::{Result, TrainError};
 
 /// Which RL algorithm.

@@ -6,7 +6,7 @@
 
 use candle_core::{DType, Tensor, D};
 
-use crate::loss::log_softmax_last;
+use crate::core::loss::log_softmax_last;
 use crate::{Result, TrainError};
 
 /// What the frozen teacher predicts at each of `n` positions.

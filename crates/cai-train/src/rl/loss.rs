@@ -4,7 +4,7 @@
 
 use candle_core::{DType, Tensor};
 
-use crate::preference_loss::soft_preference_loss;
+use crate::pm::loss::soft_preference_loss;
 use crate::{Result, TrainError};
 
 /// What the policy loss saw besides its value (for the logs).

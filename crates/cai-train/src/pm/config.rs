@@ -3,7 +3,7 @@
 use cai_model::tokenizer::DialogueFormat;
 use serde::{Deserialize, Serialize};
 
-use crate::pm_data::DataSource;
+use crate::pm::data::DataSource;
 use crate::{Result, ScheduleKind, TrainError};
 
 /// Settings of a preference-model run. Defaults follow TRL's `RewardConfig` unless a paper

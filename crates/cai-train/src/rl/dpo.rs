@@ -1,6 +1,6 @@
 //! DPO, offline on labelled pairs (`cai label` records with soft labels, TRL or hh-rlhf
 //! preferences): the reference's log-probabilities are computed once and stored beside the
-//! outputs; each step's loss is the soft-label DPO loss of [`crate::rl_loss::dpo_loss`].
+//! outputs; each step's loss is the soft-label DPO loss of [`crate::rl::loss::dpo_loss`].
 //!
 //! A pair's two dialogues share their prompt, so the log-probabilities summed are those of the
 //! tokens after the two token sequences part: tokens they share contribute the same amount to
@@ -16,13 +16,13 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::pm_data::load_pairs;
+use crate::core::data_order::stream_slice;
+use crate::core::trainee::write_json;
+use crate::pm::data::load_pairs;
+use crate::rl::config::RlConfig;
+use crate::rl::loss::dpo_loss;
+use crate::rl::policy::{segment_sums, Sequence};
 use crate::rl::{RlEvent, RlOutcome, RlRun, Session};
-use crate::rl_config::RlConfig;
-use crate::rl_loss::dpo_loss;
-use crate::rl_policy::{segment_sums, Sequence};
-use crate::sft_data::stream_slice;
-use crate::trainee::write_json;
 use crate::{GradAccumulator, MetricRecord, Result, Split, TrainError};
 
 /// The reference's summed log-probabilities of every pair, computed once.

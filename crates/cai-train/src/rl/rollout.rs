@@ -15,10 +15,9 @@ use cai_model::layers::Mode;
 use cai_model::reward_model::RewardModel;
 use cai_model::tokenizer::{DialogueFormat, Tokenizer};
 
-use crate::rl_config::RlConfig;
-use crate::rl_math::KlEstimator;
-use crate::rl_policy::{Policy, Sequence};
-use crate::sft_data::stream_slice;
+use crate::core::data_order::stream_slice;
+use crate::rl::config::RlConfig;
+use crate::rl::policy::{Policy, Sequence};
 use crate::{Result, TrainError};
 
 /// Scores whole dialogues (a prompt and the assistant's answer as the last turn).
@@ -224,22 +223,6 @@ pub struct Sample {
     pub values: Vec<f32>,
     /// The policy's entropy at each response token.
     pub entropy: Vec<f32>,
-}
-
-impl Sample {
-    /// KL(policy ‖ reference) at each response token, by `estimator`.
-    pub fn kl_tokens(&self, estimator: KlEstimator) -> Vec<f32> {
-        self.logp
-            .iter()
-            .zip(&self.logp_ref)
-            .map(|(&p, &r)| estimator.estimate(p, r))
-            .collect()
-    }
-
-    /// KL(policy ‖ reference) of the whole response: the sum over its tokens.
-    pub fn kl(&self, estimator: KlEstimator) -> f32 {
-        self.kl_tokens(estimator).iter().sum()
-    }
 }
 
 /// A step's samples and where its time went.

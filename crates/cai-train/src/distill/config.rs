@@ -5,7 +5,7 @@ use cai_model::lora::LoraConfig;
 use cai_model::tokenizer::DialogueFormat;
 use serde::{Deserialize, Serialize};
 
-use crate::distill_data::TeacherSampling;
+use crate::distill::data::TeacherSampling;
 use crate::{Result, ScheduleKind, TrainError};
 
 /// Settings of a distillation run. The HHH paper gives no optimiser settings for context

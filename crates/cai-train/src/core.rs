@@ -1,0 +1,16 @@
+//! The training machinery every method shares: AdamW and its state, gradient accumulation and
+//! clipping, learning-rate schedules, masked cross-entropy, the trainee and its checkpoints,
+//! progress counters, `metrics.jsonl`, the divergence checks, the checks before a resume, and
+//! the seeded data order.
+
+pub mod checkpoint;
+pub mod data_order;
+pub mod divergence;
+pub mod grads;
+pub mod loss;
+pub mod metrics;
+pub mod optim;
+pub mod resume;
+pub mod schedule;
+pub mod state;
+pub mod trainee;
