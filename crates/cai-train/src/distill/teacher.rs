@@ -4,7 +4,7 @@
 //! full log-probabilities, or as a table of top-k log-probabilities for a whole data set,
 //! which is kept on disk and reused across epochs and resumed runs.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use cai_model::decoder::{Batch, Decoder};
@@ -220,7 +220,7 @@ impl TopKTable {
     pub fn save(&self, path: &Path, fingerprint: &str) -> Result<()> {
         let rows = self.ids.len() / self.k;
         let offsets: Vec<u32> = self.offsets.iter().map(|&o| o as u32).collect();
-        let tensors: HashMap<String, Tensor> = [
+        let tensors: BTreeMap<String, Tensor> = [
             (
                 "ids",
                 Tensor::from_slice(&self.ids, (rows, self.k), &Device::Cpu)?,
@@ -237,9 +237,7 @@ impl TopKTable {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
-        let partial = path.with_extension("partial");
-        candle_core::safetensors::save(&tensors, &partial)?;
-        std::fs::rename(&partial, path).map_err(|e| TrainError::io(path, e))?;
+        cai_model::checkpoint::save_safetensors(&tensors, path)?;
         let key = TableKey {
             k: self.k,
             fingerprint: fingerprint.to_owned(),

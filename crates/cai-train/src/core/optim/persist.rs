@@ -99,9 +99,11 @@ impl AdamW {
         })
     }
 
-    /// Write the state to a safetensors file (see [`state_tensors`](Self::state_tensors)).
+    /// Write the state to a safetensors file (see [`state_tensors`](Self::state_tensors)),
+    /// atomically and with the mode of any new file.
     pub fn save(&self, path: &Path) -> Result<()> {
-        candle_core::safetensors::save(&self.state_tensors()?, path)
+        let tensors = self.state_tensors()?.into_iter().collect();
+        cai_model::checkpoint::save_safetensors(&tensors, path)
             .map_err(|e| TrainError::checkpoint(path, format!("cannot write optimizer state: {e}")))
     }
 
@@ -164,6 +166,21 @@ mod tests {
         }
         let state = opt.state_tensors().unwrap();
         assert_eq!(state["b.step"].to_scalar::<i64>().unwrap(), 4);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_state_file_gets_the_mode_of_any_new_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let params = vec![param("a", 0.7, DType::F32, true)];
+        let opt = AdamW::new(params, config(0.05, 0.1)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("optimizer.safetensors");
+        opt.save(&path).unwrap();
+        let probe = dir.path().join("probe");
+        std::fs::File::create(&probe).unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), mode(&probe));
     }
 
     #[test]
