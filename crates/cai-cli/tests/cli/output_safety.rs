@@ -159,3 +159,44 @@ fn a_closed_stdout_does_not_stop_the_work() {
     assert_eq!(status.code(), Some(0), "{err}");
     assert!(work.path("m/model.safetensors").is_file());
 }
+
+#[test]
+fn a_closed_stderr_does_not_stop_the_work_even_while_logging() {
+    let work = Workdir::new();
+    work.write("corpus.txt", crate::helpers::CORPUS);
+    // -vvv makes the tokenizer trainer log at trace level, through tracing, to stderr.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cai"))
+        .args([
+            "-vvv",
+            "init-model",
+            "--arch",
+            "llama",
+            "--output",
+            "m",
+            "--hidden-size",
+            "32",
+            "--layers",
+            "1",
+            "--heads",
+            "4",
+            "--intermediate-size",
+            "64",
+            "--vocab-size",
+            "300",
+            "--train-tokenizer",
+            "corpus.txt",
+        ])
+        .current_dir(work.path(""))
+        .env("CAI_CACHE", work.path(".cai-cache"))
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    let mut out = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{out}");
+    assert!(work.path("m/model.safetensors").is_file());
+}
