@@ -74,3 +74,28 @@ impl RunFlags {
         }
     }
 }
+
+/// Override a setting with a flag that was given.
+pub fn set<T>(setting: &mut T, flag: Option<T>) {
+    if let Some(value) = flag {
+        *setting = value;
+    }
+}
+
+/// The `--help` text of a training command's defaults: `toml` (the default settings, in the
+/// keys of a `--config` file) indented under a line saying how they are set, with `note`
+/// (what else the keys' flags do) in that line's parentheses.
+pub fn defaults_help(toml: &str, note: &str) -> String {
+    let indented: Vec<String> = toml
+        .lines()
+        .map(|line| match line {
+            "" => String::new(),
+            _ => format!("  {line}"),
+        })
+        .collect();
+    format!(
+        "Unset settings take these defaults. A --config TOML file sets them with the same keys \
+         (a flag is its key with '-' for '_'{note}):\n\n{}",
+        indented.join("\n")
+    )
+}

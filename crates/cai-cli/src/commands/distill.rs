@@ -21,7 +21,7 @@ use crate::human;
 use crate::interrupt::{resume_command, stop_on_ctrl_c, INTERRUPTED};
 use crate::model_args::{self, DeviceName};
 use crate::progress;
-use crate::train_flags::RunFlags;
+use crate::train_flags::{self, set, RunFlags};
 use crate::train_output::{explain, Earlier, Plan, TrainOutput, CHECKPOINTS_DIR, METRICS_FILE};
 use crate::train_progress::ShownMetrics;
 use crate::usage::UsageError;
@@ -118,18 +118,7 @@ fn defaults_help() -> String {
     let text = toml::to_string(&config).expect("DistillConfig serialises to TOML")
         + "# [sample] applies with --sample; unset by default: top_k (--top-k) and [lora]\n"
         + "# (cai sft's keys, --lora)\n";
-    let indented: Vec<String> = text
-        .lines()
-        .map(|line| match line {
-            "" => String::new(),
-            _ => format!("  {line}"),
-        })
-        .collect();
-    format!(
-        "Unset settings take these defaults; a --config TOML file sets them with the same keys \
-         (a flag is its key with '-' for '_'):\n\n{}",
-        indented.join("\n")
-    )
+    train_flags::defaults_help(&text, "")
 }
 
 /// A validated `cai distill` run; the trainer saves `distill` with the paths as
@@ -167,7 +156,6 @@ impl DistillCommandConfig {
             }
             None => DistillConfig::default(),
         };
-        let set = |setting: &mut u64, flag: Option<u64>| *setting = flag.unwrap_or(*setting);
         set(&mut d.epochs, args.epochs);
         set(&mut d.eval_every, args.eval_every);
         set(&mut d.save_every, args.run.save_every);

@@ -16,7 +16,7 @@ use crate::human;
 use crate::interrupt::{resume_command, stop_on_ctrl_c, INTERRUPTED};
 use crate::model_args::DeviceName;
 use crate::progress;
-use crate::train_flags::RunFlags;
+use crate::train_flags::{self, set, RunFlags};
 use crate::train_output::{explain, Earlier, Plan, TrainOutput, CHECKPOINTS_DIR, METRICS_FILE};
 use crate::train_progress::ShownMetrics;
 use crate::usage::UsageError;
@@ -145,18 +145,7 @@ fn defaults_help() -> String {
         + &toml::to_string(&lora).expect("a TOML table serialises")
         + "# target_modules: the architecture's (q_proj, v_proj; c_attn for gpt2)\n"
         + "# seed: the run's seed\n";
-    let indented: Vec<String> = text
-        .lines()
-        .map(|line| match line {
-            "" => String::new(),
-            _ => format!("  {line}"),
-        })
-        .collect();
-    format!(
-        "Unset settings take these defaults. A --config TOML file sets them with the same \
-         keys (a flag is its key with '-' for '_'; --lora-r sets [lora] r):\n\n{}",
-        indented.join("\n")
-    )
+    train_flags::defaults_help(&text, "; --lora-r sets [lora] r")
 }
 
 /// A validated `cai sft` run. The trainer saves `sft` with the model and data paths as
@@ -229,13 +218,6 @@ impl SftCommandConfig {
             sft,
         };
         Ok((config, earlier, allow))
-    }
-}
-
-/// Override a setting with a flag that was given.
-fn set<T>(setting: &mut T, flag: Option<T>) {
-    if let Some(value) = flag {
-        *setting = value;
     }
 }
 

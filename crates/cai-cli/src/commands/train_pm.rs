@@ -16,7 +16,7 @@ use clap::Args;
 use crate::human;
 use crate::interrupt::{resume_command, stop_on_ctrl_c, INTERRUPTED};
 use crate::progress;
-use crate::train_flags::RunFlags;
+use crate::train_flags::{self, set, RunFlags};
 use crate::train_output::{explain, Earlier, Plan, TrainOutput};
 use crate::train_progress::ShownMetrics;
 use crate::usage::UsageError;
@@ -110,19 +110,7 @@ fn parse_schedule(s: &str) -> Result<ScheduleKind, String> {
 /// The text after `--help`: every setting's default, as `--config` TOML.
 fn defaults_help() -> String {
     let text = toml::to_string(&PmConfig::default()).expect("PmConfig serialises to TOML");
-    let indented: Vec<String> = text.lines().map(|line| format!("  {line}")).collect();
-    format!(
-        "Unset settings take these defaults (a --config TOML file sets them with the same \
-         keys; a flag is its key with '-' for '_'):\n\n{}",
-        indented.join("\n")
-    )
-}
-
-/// Override a setting with a flag that was given.
-fn set<T>(setting: &mut T, flag: Option<T>) {
-    if let Some(value) = flag {
-        *setting = value;
-    }
+    train_flags::defaults_help(&text, "")
 }
 
 /// The resolved settings: `--config`, then the flags.
