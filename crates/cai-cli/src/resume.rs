@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use cai_core::jsonl::{read_complete_records, read_jsonl_values, JsonlWriter};
+use cai_core::jsonl::{read_complete_records, read_input_values, JsonlWriter};
 use cai_core::lock::WriterLock;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -28,9 +28,9 @@ pub struct InputRecord {
 pub fn read_input(path: &Path) -> anyhow::Result<Vec<InputRecord>> {
     let mut seen = HashSet::new();
     let mut records = Vec::new();
-    for (line, value) in read_jsonl_values(path)? {
+    for (line, value) in read_input_values(path)? {
         let Value::Object(mut object) = value else {
-            unreachable!("read_jsonl_values only returns objects")
+            unreachable!("read_input_values only returns objects")
         };
         let id = match object.get("id") {
             None => {
@@ -48,13 +48,6 @@ pub fn read_input(path: &Path) -> anyhow::Result<Vec<InputRecord>> {
             );
         }
         records.push(InputRecord { id, line, object });
-    }
-    if records.is_empty() {
-        bail!(
-            "{}: no records (the file is empty or holds only blank lines); expected one JSON \
-             object per line",
-            path.display()
-        );
     }
     Ok(records)
 }

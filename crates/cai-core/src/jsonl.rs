@@ -150,6 +150,21 @@ pub fn read_jsonl_values(path: &Path) -> Result<Vec<(usize, Value)>, Error> {
     Ok(records)
 }
 
+/// [`read_jsonl_values`] for a run's input, which must hold at least one record: a file that
+/// is empty or holds only blank lines is an error naming it (a run over it would do nothing
+/// and report success).
+pub fn read_input_values(path: &Path) -> Result<Vec<(usize, Value)>, Error> {
+    let records = read_jsonl_values(path)?;
+    if records.is_empty() {
+        return Err(Error::file(
+            path,
+            "no records (the file is empty or holds only blank lines); expected one JSON \
+             object per line",
+        ));
+    }
+    Ok(records)
+}
+
 /// The complete records of a JSONL output file that a crash may have cut short: an
 /// unterminated last line is ignored, and a missing file gives no records.
 ///

@@ -286,3 +286,24 @@ fn eval_mc_reads_anthropics_shapes_by_logprob_and_by_reward() {
     let bad = work.cai(&["eval", "mc", "--data", "eval.jsonl"]);
     assert_eq!(bad.status.code(), Some(2));
 }
+
+#[test]
+fn an_empty_preference_file_is_an_error_naming_it() {
+    let work = Workdir::new();
+    let model = model(&work);
+    work.write("empty.jsonl", "\n");
+    let output = work.cai(&[
+        "train-pm",
+        "--model",
+        model,
+        "--data",
+        "empty.jsonl",
+        "--output",
+        "pm",
+    ]);
+    let err = crate::helpers::assert_exit(&output, 1);
+    assert!(
+        err.contains("empty.jsonl") && err.contains("no records"),
+        "{err}"
+    );
+}

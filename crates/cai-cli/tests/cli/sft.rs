@@ -404,6 +404,21 @@ fn ctrl_c_saves_a_checkpoint_and_exits_130() {
 }
 
 #[test]
+fn an_empty_data_file_is_an_error_naming_it() {
+    let work = Workdir::new();
+    let model = work.tiny_model();
+    for text in ["", "\n \n"] {
+        work.write("data.jsonl", text);
+        let err = assert_exit(&work.cai(&sft_args(model, "out", "2", &["--overwrite"])), 1);
+        assert!(
+            err.contains("data.jsonl") && err.contains("no records"),
+            "{err}"
+        );
+        assert!(!work.path("out/model.safetensors").exists());
+    }
+}
+
+#[test]
 fn a_bad_data_line_is_reported_with_file_and_line() {
     let work = Workdir::new();
     let model = work.tiny_model();

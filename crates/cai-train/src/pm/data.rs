@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use cai_core::dialogue::{parse_transcript, Message, Role, HUMAN};
-use cai_core::jsonl::read_jsonl_values;
+use cai_core::jsonl::read_input_values;
 use cai_model::tokenizer::{DialogueFormat, Tokenizer};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -85,14 +85,14 @@ pub fn load_pairs(
         too_long: 0,
         first_too_long: None,
     };
-    for (line, value) in read_jsonl_values(path)? {
+    for (line, value) in read_input_values(path)? {
         let bad = |message: String| TrainError::Data {
             path: path.to_path_buf(),
             line,
             message,
         };
         let Value::Object(object) = value else {
-            unreachable!("read_jsonl_values only returns objects")
+            unreachable!("read_input_values only returns objects")
         };
         let (a, b, p_a) = dialogues(&object).map_err(bad)?;
         let tokens = |messages: &[Message]| -> Result<Vec<u32>> {

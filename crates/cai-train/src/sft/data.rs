@@ -77,7 +77,7 @@ impl LoadedExamples {
     pub fn warning(&self, path: &Path, max_length: usize) -> Option<String> {
         let first = self.first_without.as_deref()?;
         Some(format!(
-            "{}: {} of {} examples lose every target token to max_length {max_length} and are              left out (the first is {first}); raise max_length or shorten their prompts",
+            "{}: {} of {} examples lose every target token to max_length {max_length} and are left out (the first is {first}); raise max_length or shorten their prompts",
             path.display(),
             self.without_targets,
             self.without_targets + self.examples.len(),
@@ -99,7 +99,7 @@ pub fn load_examples(
     max_length: usize,
     revision_rounds: Option<usize>,
 ) -> Result<LoadedExamples> {
-    let values = cai_core::jsonl::read_jsonl_values(path)?;
+    let values = cai_core::jsonl::read_input_values(path)?;
     let mut out = LoadedExamples {
         examples: Vec::with_capacity(values.len()),
         ..LoadedExamples::default()
