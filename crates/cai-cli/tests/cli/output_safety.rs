@@ -195,7 +195,12 @@ fn a_closed_stderr_does_not_stop_the_work_even_while_logging() {
         .unwrap();
     drop(child.stderr.take());
     let mut out = String::new();
-    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(0), "{out}");
     assert!(work.path("m/model.safetensors").is_file());
