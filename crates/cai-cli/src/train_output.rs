@@ -44,12 +44,7 @@ impl TrainOutput<'_> {
     /// trainer on the same `--output` fails at once, naming this process), then run
     /// `--resume`/`--overwrite` against the directory: see [`prepare_output`].
     pub(crate) fn prepare(&self, earlier: Earlier) -> anyhow::Result<(Plan, WriterLock)> {
-        let lock = WriterLock::acquire(self.output).map_err(|e| match e {
-            cai_core::Error::Locked { .. } => anyhow::Error::new(UsageError(format!(
-                "{e}; wait for that run to end, or choose another --output"
-            ))),
-            other => anyhow::Error::new(other),
-        })?;
+        let lock = WriterLock::acquire(self.output)?;
         Ok((prepare_output(self, earlier)?, lock))
     }
 }
