@@ -56,116 +56,107 @@ impl Stop {
     }
 }
 
-/// Sampling fields shared by completions and chat completions. The requests carry them as
-/// their own fields (not flattened: serde buffers a flattened struct's unknown fields, and
-/// loses the path of a wrong one) and hand them over with `take_sampling`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct SamplingFields {
-    /// Softmax temperature, 0 for greedy [default 1].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub temperature: Option<f32>,
-    /// Nucleus mass in (0, 1] [default 1].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub top_p: Option<f32>,
-    /// Keep only the k most likely tokens; 0 or -1 turns it off (vLLM's extension).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub top_k: Option<i64>,
-    /// Choices per prompt [default 1].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub n: Option<usize>,
-    /// Stop strings; the text returned ends before the first.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stop: Option<Stop>,
-    /// Seed of the sampler: the same seed gives the same text whatever else is running.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seed: Option<u64>,
-    /// Stream the answer as server-sent events.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stream: Option<bool>,
-    /// Generate past end-of-sequence tokens, to `max_tokens` or a stop string (vLLM's
-    /// extension; for benchmarks).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ignore_eos: Option<bool>,
-    /// Not supported unless 0; present so that a request asking for it is refused, not
-    /// silently answered without it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub presence_penalty: Option<f32>,
-    /// As `presence_penalty`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub frequency_penalty: Option<f32>,
-}
+/// A struct with, after its own fields, the sampling fields that completions and chat
+/// completions share. The requests carry them as their own fields (not flattened: serde
+/// buffers a flattened struct's unknown fields, and loses the path of a wrong one); with
+/// `requests:` each also gets a `take_sampling` that hands them over as [`SamplingFields`].
+macro_rules! with_sampling_fields {
+    (requests: $($(#[$meta:meta])* pub struct $name:ident { $($own:tt)* })+) => {
+        $(
+            with_sampling_fields!($(#[$meta])* pub struct $name { $($own)* });
 
-/// `POST /v1/completions`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CompletionRequest {
-    /// The served model's id.
-    pub model: String,
-    /// What to continue.
-    pub prompt: Prompt,
-    /// New tokens per choice [default: the server's, OpenAI's 16].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_tokens: Option<usize>,
-    /// Softmax temperature, 0 for greedy [default 1].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub temperature: Option<f32>,
-    /// Nucleus mass in (0, 1] [default 1].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub top_p: Option<f32>,
-    /// Keep only the k most likely tokens; 0 or -1 turns it off (vLLM's extension).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub top_k: Option<i64>,
-    /// Choices per prompt [default 1].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub n: Option<usize>,
-    /// Stop strings; the text returned ends before the first.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stop: Option<Stop>,
-    /// Seed of the sampler: the same seed gives the same text whatever else is running.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seed: Option<u64>,
-    /// Stream the answer as server-sent events.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stream: Option<bool>,
-    /// Generate past end-of-sequence tokens, to `max_tokens` or a stop string (vLLM's
-    /// extension; for benchmarks).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ignore_eos: Option<bool>,
-    /// Not supported unless 0; present so that a request asking for it is refused, not
-    /// silently answered without it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub presence_penalty: Option<f32>,
-    /// As `presence_penalty`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub frequency_penalty: Option<f32>,
-    /// Return token log-probabilities with this many alternatives per position (0: none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub logprobs: Option<usize>,
-    /// Put the prompt in front of the text (and its tokens in front of the log-probs).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub echo: Option<bool>,
-    /// vLLM: log-probabilities of the prompt tokens, with this many alternatives.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prompt_logprobs: Option<usize>,
-    /// vLLM: tokens in log-probs as `token_id:<id>` instead of their text.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub return_tokens_as_token_ids: Option<bool>,
-}
-
-impl CompletionRequest {
-    /// The sampling fields, moved out of the request.
-    pub fn take_sampling(&mut self) -> SamplingFields {
-        SamplingFields {
-            temperature: self.temperature,
-            top_p: self.top_p,
-            top_k: self.top_k,
-            n: self.n,
-            stop: self.stop.take(),
-            seed: self.seed,
-            stream: self.stream,
-            ignore_eos: self.ignore_eos,
-            presence_penalty: self.presence_penalty,
-            frequency_penalty: self.frequency_penalty,
+            impl $name {
+                /// The sampling fields, moved out of the request.
+                pub fn take_sampling(&mut self) -> SamplingFields {
+                    SamplingFields {
+                        temperature: self.temperature,
+                        top_p: self.top_p,
+                        top_k: self.top_k,
+                        n: self.n,
+                        stop: self.stop.take(),
+                        seed: self.seed,
+                        stream: self.stream,
+                        ignore_eos: self.ignore_eos,
+                        presence_penalty: self.presence_penalty,
+                        frequency_penalty: self.frequency_penalty,
+                    }
+                }
+            }
+        )+
+    };
+    ($(#[$meta:meta])* pub struct $name:ident { $($own:tt)* }) => {
+        $(#[$meta])*
+        pub struct $name {
+            $($own)*
+            /// Softmax temperature, 0 for greedy [default 1].
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub temperature: Option<f32>,
+            /// Nucleus mass in (0, 1] [default 1].
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub top_p: Option<f32>,
+            /// Keep only the k most likely tokens; 0 or -1 turns it off (vLLM's extension).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub top_k: Option<i64>,
+            /// Choices per prompt [default 1].
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub n: Option<usize>,
+            /// Stop strings; the text returned ends before the first.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub stop: Option<Stop>,
+            /// Seed of the sampler: the same seed gives the same text whatever else is running.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub seed: Option<u64>,
+            /// Stream the answer as server-sent events.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub stream: Option<bool>,
+            /// Generate past end-of-sequence tokens, to `max_tokens` or a stop string (vLLM's
+            /// extension; for benchmarks).
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub ignore_eos: Option<bool>,
+            /// Not supported unless 0; present so that a request asking for it is refused, not
+            /// silently answered without it.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub presence_penalty: Option<f32>,
+            /// As `presence_penalty`.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub frequency_penalty: Option<f32>,
         }
+    };
+}
+
+with_sampling_fields! {
+    /// Sampling fields shared by completions and chat completions. The requests carry them as
+    /// their own fields (not flattened: serde buffers a flattened struct's unknown fields, and
+    /// loses the path of a wrong one) and hand them over with `take_sampling`.
+    #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+    pub struct SamplingFields {
+    }
+}
+
+with_sampling_fields! {
+    requests:
+    /// `POST /v1/completions`.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct CompletionRequest {
+        /// The served model's id.
+        pub model: String,
+        /// What to continue.
+        pub prompt: Prompt,
+        /// New tokens per choice [default: the server's, OpenAI's 16].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub max_tokens: Option<usize>,
+        /// Return token log-probabilities with this many alternatives per position (0: none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub logprobs: Option<usize>,
+        /// Put the prompt in front of the text (and its tokens in front of the log-probs).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub echo: Option<bool>,
+        /// vLLM: log-probabilities of the prompt tokens, with this many alternatives.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub prompt_logprobs: Option<usize>,
+        /// vLLM: tokens in log-probs as `token_id:<id>` instead of their text.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub return_tokens_as_token_ids: Option<bool>,
     }
 }
 
@@ -276,74 +267,27 @@ pub struct ChatMessage {
     pub content: Content,
 }
 
-/// `POST /v1/chat/completions`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ChatRequest {
-    /// The served model's id.
-    pub model: String,
-    /// The dialogue so far; the reply is the assistant's next turn.
-    pub messages: Vec<ChatMessage>,
-    /// New tokens per choice [default: the rest of the context, within the server's cap].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_tokens: Option<usize>,
-    /// OpenAI's newer name for `max_tokens`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_completion_tokens: Option<usize>,
-    /// Softmax temperature, 0 for greedy [default 1].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub temperature: Option<f32>,
-    /// Nucleus mass in (0, 1] [default 1].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub top_p: Option<f32>,
-    /// Keep only the k most likely tokens; 0 or -1 turns it off (vLLM's extension).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub top_k: Option<i64>,
-    /// Choices per prompt [default 1].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub n: Option<usize>,
-    /// Stop strings; the text returned ends before the first.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stop: Option<Stop>,
-    /// Seed of the sampler: the same seed gives the same text whatever else is running.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seed: Option<u64>,
-    /// Stream the answer as server-sent events.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stream: Option<bool>,
-    /// Generate past end-of-sequence tokens, to `max_tokens` or a stop string (vLLM's
-    /// extension; for benchmarks).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ignore_eos: Option<bool>,
-    /// Not supported unless 0; present so that a request asking for it is refused, not
-    /// silently answered without it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub presence_penalty: Option<f32>,
-    /// As `presence_penalty`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub frequency_penalty: Option<f32>,
-    /// Return each generated token's log-probability.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub logprobs: Option<bool>,
-    /// With `logprobs`, this many alternatives per position.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub top_logprobs: Option<usize>,
-}
-
-impl ChatRequest {
-    /// The sampling fields, moved out of the request.
-    pub fn take_sampling(&mut self) -> SamplingFields {
-        SamplingFields {
-            temperature: self.temperature,
-            top_p: self.top_p,
-            top_k: self.top_k,
-            n: self.n,
-            stop: self.stop.take(),
-            seed: self.seed,
-            stream: self.stream,
-            ignore_eos: self.ignore_eos,
-            presence_penalty: self.presence_penalty,
-            frequency_penalty: self.frequency_penalty,
-        }
+with_sampling_fields! {
+    requests:
+    /// `POST /v1/chat/completions`.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct ChatRequest {
+        /// The served model's id.
+        pub model: String,
+        /// The dialogue so far; the reply is the assistant's next turn.
+        pub messages: Vec<ChatMessage>,
+        /// New tokens per choice [default: the rest of the context, within the server's cap].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub max_tokens: Option<usize>,
+        /// OpenAI's newer name for `max_tokens`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub max_completion_tokens: Option<usize>,
+        /// Return each generated token's log-probability.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub logprobs: Option<bool>,
+        /// With `logprobs`, this many alternatives per position.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub top_logprobs: Option<usize>,
     }
 }
 
