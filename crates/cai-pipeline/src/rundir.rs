@@ -325,20 +325,29 @@ pub fn lock_holder(path: &Path) -> Result<Option<Option<u32>>, RunError> {
 }
 
 /// Whether the entry `name` directly in a stage folder belongs to `write`, a name the stage
-/// writes there: the name itself, or a sidecar cai keeps beside it — a name that starts with
-/// the written name's stem and a dot (`sl.jsonl` → `sl.config.json`, `sl.helpful.jsonl`,
-/// `sl.jsonl.tmp`), or the same behind a dot (its lock `.sl.jsonl.cai-lock`).
+/// writes there: the name itself, the settings a resumable output keeps beside it
+/// (`sl.jsonl` → `sl.config.json`), and the names cai gives the temporary files and locks of
+/// either (`.sl.jsonl.tmp.PID`, `sl.jsonl.tmp`, `.sl.jsonl.cai-lock`, `….partial`). Nothing
+/// else: a file that merely shares the stem (`sl.notes.txt`) is the user's.
 pub fn owns(write: &str, name: &str) -> bool {
-    if name == write {
-        return true;
-    }
-    let stem = write.split('.').next().unwrap_or(write);
-    if stem.is_empty() {
+    if write.is_empty() {
         return false;
     }
+    let settings = Path::new(write)
+        .with_extension("config.json")
+        .to_string_lossy()
+        .into_owned();
     let base = name.strip_prefix('.').unwrap_or(name);
-    base.strip_prefix(stem)
-        .is_some_and(|rest| rest.starts_with('.'))
+    let derived = |own: &str| {
+        base.strip_prefix(own).is_some_and(|rest| {
+            rest.is_empty()
+                || rest == ".cai-lock"
+                || rest == ".partial"
+                || rest == ".tmp"
+                || rest.starts_with(".tmp.")
+        })
+    };
+    derived(write) || derived(&settings)
 }
 
 /// The writer locks cai leaves beside outputs; held ones belong to a running command, stale
@@ -521,15 +530,28 @@ mod tests {
         for name in [
             "sl.jsonl",
             "sl.config.json",
-            "sl.helpful.jsonl",
             "sl.jsonl.tmp",
+            ".sl.jsonl.tmp.4242",
+            ".sl.config.json.tmp.4242",
             ".sl.jsonl.cai-lock",
         ] {
             assert!(owns("sl.jsonl", name), "{name}");
         }
-        for name in ["slx.jsonl", "notes.txt", "sl", ".sl", "my-sl.jsonl"] {
+        // Only the names cai gives its sidecars: a user's file that merely shares the stem
+        // is not cai's to delete.
+        for name in [
+            "slx.jsonl",
+            "notes.txt",
+            "sl",
+            ".sl",
+            "my-sl.jsonl",
+            "sl.notes.txt",
+            "sl.jsonl.bak",
+            "sl.helpful.jsonl",
+        ] {
             assert!(!owns("sl.jsonl", name), "{name}");
         }
+        assert!(owns("sl.helpful.jsonl", "sl.helpful.config.json"));
         assert!(owns("model", "model") && owns("model", ".model.cai-lock"));
         assert!(!owns("model", "models") && !owns("model", "model-notes"));
     }
