@@ -115,59 +115,15 @@ fn an_empty_input_is_an_error() {
     }
 }
 
-#[test]
-fn a_closed_stdout_does_not_stop_the_work() {
-    let work = Workdir::new();
+/// Run `cai [flags] init-model …` (a tiny model with a trained tokenizer, in `m/`) with the
+/// pipe of `closed` ("stdout" or "stderr") shut before it writes; the other pipe's text and the
+/// exit code. init-model prints its summary to stdout, and with `-vvv` the tokenizer trainer
+/// logs at trace level, through tracing, to stderr.
+fn init_model_with_a_closed(work: &Workdir, closed: &str, flags: &[&str]) -> (String, Option<i32>) {
     work.write("corpus.txt", crate::helpers::CORPUS);
-    // init-model prints its summary to stdout; the pipe is closed before it writes.
     let mut child = Command::new(env!("CARGO_BIN_EXE_cai"))
+        .args(flags)
         .args([
-            "init-model",
-            "--arch",
-            "llama",
-            "--output",
-            "m",
-            "--hidden-size",
-            "32",
-            "--layers",
-            "1",
-            "--heads",
-            "4",
-            "--intermediate-size",
-            "64",
-            "--vocab-size",
-            "300",
-            "--train-tokenizer",
-            "corpus.txt",
-        ])
-        .current_dir(work.path(""))
-        .env("CAI_CACHE", work.path(".cai-cache"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(child.stdout.take());
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    let status = child.wait().unwrap();
-    assert!(!err.contains("panicked"), "{err}");
-    assert_eq!(status.code(), Some(0), "{err}");
-    assert!(work.path("m/model.safetensors").is_file());
-}
-
-#[test]
-fn a_closed_stderr_does_not_stop_the_work_even_while_logging() {
-    let work = Workdir::new();
-    work.write("corpus.txt", crate::helpers::CORPUS);
-    // -vvv makes the tokenizer trainer log at trace level, through tracing, to stderr.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cai"))
-        .args([
-            "-vvv",
             "init-model",
             "--arch",
             "llama",
@@ -193,15 +149,32 @@ fn a_closed_stderr_does_not_stop_the_work_even_while_logging() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    drop(child.stderr.take());
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(0), "{out}");
+    let (stdout, stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+    let mut open: Box<dyn Read> = if closed == "stdout" {
+        drop(stdout);
+        Box::new(stderr)
+    } else {
+        drop(stderr);
+        Box::new(stdout)
+    };
+    let mut text = String::new();
+    open.read_to_string(&mut text).unwrap();
+    (text, child.wait().unwrap().code())
+}
+
+#[test]
+fn a_closed_stdout_does_not_stop_the_work() {
+    let work = Workdir::new();
+    let (err, code) = init_model_with_a_closed(&work, "stdout", &[]);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(work.path("m/model.safetensors").is_file());
+}
+
+#[test]
+fn a_closed_stderr_does_not_stop_the_work_even_while_logging() {
+    let work = Workdir::new();
+    let (out, code) = init_model_with_a_closed(&work, "stderr", &["-vvv"]);
+    assert_eq!(code, Some(0), "{out}");
     assert!(work.path("m/model.safetensors").is_file());
 }
