@@ -4,6 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+
+use axum::extract::Request;
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use axum::Router;
 use cai_model::init::{init_model, ModelShape, TokenizerSource};
 use cai_model::local::{LoadOptions, LocalModel};
@@ -80,4 +86,21 @@ pub fn options() -> RemoteOptions {
         concurrency: 4,
         ..RemoteOptions::default()
     }
+}
+
+/// Answer `after` completion requests, then hold every later one and ring `alarm` each time.
+pub fn stalling(app: Router, after: usize, alarm: mpsc::Sender<()>) -> Router {
+    let seen = Arc::new(AtomicUsize::new(0));
+    app.layer(middleware::from_fn(move |request: Request, next: Next| {
+        let (seen, alarm) = (seen.clone(), alarm.clone());
+        async move {
+            if request.uri().path().ends_with("/completions")
+                && seen.fetch_add(1, Ordering::SeqCst) >= after
+            {
+                let _ = alarm.send(());
+                return std::future::pending::<Response>().await;
+            }
+            next.run(request).await
+        }
+    }))
 }

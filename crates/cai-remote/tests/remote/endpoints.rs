@@ -9,12 +9,11 @@ use std::sync::{mpsc, Arc};
 
 use axum::extract::Request;
 use axum::middleware::{self, Next};
-use axum::response::Response;
 use axum::Router;
 use cai_core::{GenerateRequest, LanguageModel, Sampling};
 use cai_remote::RemoteModel;
 
-use crate::common::{app, load, options, serve, tiny_model};
+use crate::common::{app, load, options, serve, stalling, tiny_model};
 
 /// Count the completion requests that reach `app`.
 fn counted(app: Router, count: Arc<AtomicUsize>) -> Router {
@@ -23,23 +22,6 @@ fn counted(app: Router, count: Arc<AtomicUsize>) -> Router {
         async move {
             if request.uri().path().ends_with("/completions") {
                 count.fetch_add(1, Ordering::SeqCst);
-            }
-            next.run(request).await
-        }
-    }))
-}
-
-/// Answer `after` completion requests, then hang on every later one and ring `alarm`.
-fn dying(app: Router, after: usize, alarm: mpsc::Sender<()>) -> Router {
-    let seen = Arc::new(AtomicUsize::new(0));
-    app.layer(middleware::from_fn(move |request: Request, next: Next| {
-        let (seen, alarm) = (seen.clone(), alarm.clone());
-        async move {
-            if request.uri().path().ends_with("/completions")
-                && seen.fetch_add(1, Ordering::SeqCst) >= after
-            {
-                let _ = alarm.send(());
-                return std::future::pending::<Response>().await;
             }
             next.run(request).await
         }
@@ -93,7 +75,7 @@ fn an_endpoint_killed_mid_run_is_reported_and_its_work_rerun_on_the_others() {
     let (_dir, path) = tiny_model();
     let a = serve(app(&path));
     let (alarm, rung) = mpsc::channel();
-    let b = serve(dying(app(&path), 3, alarm));
+    let b = serve(stalling(app(&path), 3, alarm));
     let b_url = b.url();
     let remote = RemoteModel::open(&format!("{},{}", a.url(), b_url), options()).unwrap();
     let requests = requests(24);

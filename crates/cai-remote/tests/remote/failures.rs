@@ -10,30 +10,12 @@ use std::time::{Duration, Instant};
 
 use axum::extract::Request;
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::Router;
+use axum::response::IntoResponse;
 use cai_core::{GenerateRequest, LanguageModel, Sampling};
 use cai_remote::{RemoteModel, RemoteOptions};
 use cai_server::BackgroundServer;
 
-use crate::common::{app, load, options, tiny_model};
-
-/// Answer `after` completion requests, then hold every later one and ring `alarm` each time.
-fn stalling(app: Router, after: usize, alarm: mpsc::Sender<()>) -> Router {
-    let seen = Arc::new(AtomicUsize::new(0));
-    app.layer(middleware::from_fn(move |request: Request, next: Next| {
-        let (seen, alarm) = (seen.clone(), alarm.clone());
-        async move {
-            if request.uri().path().ends_with("/completions")
-                && seen.fetch_add(1, Ordering::SeqCst) >= after
-            {
-                let _ = alarm.send(());
-                return std::future::pending::<Response>().await;
-            }
-            next.run(request).await
-        }
-    }))
-}
+use crate::common::{app, load, options, stalling, tiny_model};
 
 fn requests(n: usize) -> Vec<GenerateRequest> {
     (0..n)
