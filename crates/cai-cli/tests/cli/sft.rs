@@ -51,6 +51,15 @@ fn sft_args<'a>(
     args
 }
 
+/// `cai sft` into `out` with steps and epochs enough to be still training when a test acts
+/// on the running process.
+fn endless_sft_args(model: &str) -> Vec<&str> {
+    let mut args = sft_args(model, "out", "1000000", &[]);
+    let epochs = args.iter().position(|a| *a == "--epochs").unwrap() + 1;
+    args[epochs] = "1000000";
+    args
+}
+
 /// The training records of a `metrics.jsonl`.
 fn train_records(path: &Path) -> Vec<Value> {
     read_jsonl(path)
@@ -346,10 +355,7 @@ fn ctrl_c_saves_a_checkpoint_and_exits_130() {
     let work = Workdir::new();
     let model = work.tiny_model();
     work.write("data.jsonl", &toy_data());
-    let mut args = sft_args(model, "out", "1000000", &[]);
-    // Epochs enough to be still training when the signal comes.
-    let epochs = args.iter().position(|a| *a == "--epochs").unwrap() + 1;
-    args[epochs] = "1000000";
+    let args = endless_sft_args(model);
     let mut child = Command::new(env!("CARGO_BIN_EXE_cai"))
         .args(&args)
         .current_dir(work.path(""))
@@ -566,9 +572,7 @@ fn a_second_trainer_on_the_same_output_fails_at_once_naming_the_pid() {
     let work = Workdir::new();
     let model = work.tiny_model();
     work.write("data.jsonl", &toy_data());
-    let mut args = sft_args(model, "out", "1000000", &[]);
-    let epochs = args.iter().position(|a| *a == "--epochs").unwrap() + 1;
-    args[epochs] = "1000000";
+    let args = endless_sft_args(model);
     let mut child = Command::new(env!("CARGO_BIN_EXE_cai"))
         .args(&args)
         .current_dir(work.path(""))
@@ -585,6 +589,7 @@ fn a_second_trainer_on_the_same_output_fails_at_once_naming_the_pid() {
     }
     // --overwrite would delete the first run's files; the lock refuses before that.
     let mut second = sft_args(model, "out", "2", &["--overwrite"]);
+    let epochs = second.iter().position(|a| *a == "--epochs").unwrap() + 1;
     second[epochs] = "1";
     let started = Instant::now();
     // Exit 1 as every other locked output: the arguments are fine, the folder is busy.
