@@ -133,10 +133,21 @@ pub fn bare_request(text: &str, request_marker: &str, answer_marker: &str) -> St
 /// `Critique:`, `RevisionRequest:`, `Revision:`) into the dialogue and its rounds.
 ///
 /// Markers open a turn at the start of the text or after a blank line (`"\n\n"`); contents
-/// are trimmed. The dialogue must alternate `Human:`/`Assistant:` turns from a `Human:` turn
+/// are trimmed. A last `Human:` turn with nothing in it (the opening of the next example in
+/// Anthropic's few-shot file) is not part of the example and is dropped. The dialogue must alternate `Human:`/`Assistant:` turns from a `Human:` turn
 /// and end with an `Assistant:` turn; at least one complete round must follow.
 pub fn parse_critique_transcript(text: &str) -> Result<(Vec<Message>, Vec<CritiqueRound>), Error> {
-    let turns = split_turns(text)?;
+    let mut turns = split_turns(text)?;
+    // Anthropic's published few-shot transcripts end with the bare `"\n\nHuman:"` that opens
+    // the next example (or the request the examples are put in front of): not a turn of
+    // this example.
+    if turns.len() > 1
+        && turns
+            .last()
+            .is_some_and(|(marker, content)| *marker == HUMAN && content.is_empty())
+    {
+        turns.pop();
+    }
     let dialogue_len = turns
         .iter()
         .take_while(|(marker, _)| *marker == HUMAN || *marker == ASSISTANT)
@@ -343,6 +354,33 @@ mod tests {
         assert_eq!(dialogue, [Message::user("Q?"), Message::assistant("A.")]);
         assert_eq!(rounds[0].revision, "v");
         assert_eq!(rounds[0].critique_request, "r");
+    }
+
+    #[test]
+    fn a_trailing_empty_human_marker_is_the_next_examples_opening() {
+        // Anthropic's CritiqueRevisionFewShotPrompts.json: each example ends with the
+        // `\n\nHuman:` that opens the next one.
+        let dialogue = vec![
+            Message::user("Q1?"),
+            Message::assistant("A1."),
+            Message::user("Q2?"),
+            Message::assistant("A2."),
+        ];
+        let rounds = vec![round(1)];
+        let text = render_critique_transcript(&dialogue, &rounds) + "\n\nHuman:";
+        assert_eq!(
+            parse_critique_transcript(&text).unwrap(),
+            (dialogue.clone(), rounds.clone())
+        );
+        let spaced = render_critique_transcript(&dialogue, &rounds) + "\n\nHuman: \n";
+        assert_eq!(parse_critique_transcript(&spaced).unwrap().1, rounds);
+        // A human turn with text after the rounds is still an error.
+        let err = parse_critique_transcript(
+            &(render_critique_transcript(&dialogue, &rounds) + "\n\nHuman: more?"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("turn 9: found \"Human:\""), "{err}");
     }
 
     #[test]

@@ -36,9 +36,12 @@ impl CritiqueExample {
         messages
     }
 
-    /// An example from chat turns: a user turn and its answer, then groups of four turns
+    /// An example from chat turns, as in Hugging Face's `system_chat`: alternating user and
+    /// assistant turns from a user turn. The rounds are the groups of four turns at the end
     /// (user critique request, assistant critique, user revision request, assistant
-    /// revision), as in Hugging Face's `system_chat`.
+    /// revision). With 6, 10, 14, … turns the dialogue is the first exchange and the rest are
+    /// rounds; with 8, 12, … turns (`constitution_grok.json`) the dialogue is every turn but
+    /// the last four, which are the one round.
     pub fn from_messages(messages: &[Message]) -> Result<Self, String> {
         for (i, message) in messages.iter().enumerate() {
             let expected = if i % 2 == 0 {
@@ -54,15 +57,21 @@ impl CritiqueExample {
                 ));
             }
         }
-        if messages.len() < 6 || !(messages.len() - 2).is_multiple_of(4) {
+        if messages.len() < 6 || !messages.len().is_multiple_of(2) {
             return Err(format!(
-                "{} messages; expected a user prompt, the assistant's answer, then groups of \
-                 four (critique request, critique, revision request, revision)",
+                "{} messages; expected the dialogue (a user prompt and the assistant's answer, \
+                 or several such exchanges), then groups of four (critique request, critique, \
+                 revision request, revision)",
                 messages.len()
             ));
         }
+        let dialogue_len = if (messages.len() - 2).is_multiple_of(4) {
+            2
+        } else {
+            messages.len() - 4
+        };
         let content = |i: usize| messages[i].content.trim().to_owned();
-        let rounds = (2..messages.len())
+        let rounds = (dialogue_len..messages.len())
             .step_by(4)
             .map(|i| CritiqueRound {
                 critique_request: content(i),
@@ -72,7 +81,7 @@ impl CritiqueExample {
             })
             .collect();
         Ok(Self {
-            dialogue: messages[..2].to_vec(),
+            dialogue: messages[..dialogue_len].to_vec(),
             rounds,
         })
     }
@@ -339,6 +348,72 @@ revision = "Ask your neighbour to share the password."
             err.contains("r.toml: example[0].rounds: the list is empty"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn loads_anthropics_published_shape_with_the_next_examples_marker() {
+        // The shape of CritiqueRevisionFewShotPrompts.json: a multi-turn dialogue, one round,
+        // and the `\n\nHuman:` that opens the next example; the last example without it.
+        let first = "\n\nHuman: Q1?\n\nAssistant: A1.\n\nHuman: Q2?\n\nAssistant: A2.\n\n\
+                     CritiqueRequest: Harmful?\n\nCritique: Yes.\n\nRevisionRequest: Fix.\n\n\
+                     Revision: Fixed.\n\nHuman:";
+        let last = "\n\nHuman: Q?\n\nAssistant: A.\n\nCritiqueRequest: r\n\nCritique: c\n\n\
+                    RevisionRequest: rr\n\nRevision: v";
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            &dir,
+            "a.json",
+            &serde_json::to_string(&[first, last]).unwrap(),
+        );
+        let examples = load(&path).unwrap();
+        assert_eq!(examples.len(), 2);
+        assert_eq!(
+            examples[0].dialogue,
+            [
+                Message::user("Q1?"),
+                Message::assistant("A1."),
+                Message::user("Q2?"),
+                Message::assistant("A2."),
+            ]
+        );
+        assert_eq!(examples[0].rounds.len(), 1);
+        assert_eq!(examples[0].rounds[0].revision, "Fixed.");
+        assert_eq!(examples[1].rounds[0].critique, "c");
+        // Rendered back, the examples give the file's text without the dangling marker.
+        assert_eq!(
+            transcript_prefix(&examples),
+            format!("{}{last}", first.strip_suffix("\n\nHuman:").unwrap())
+        );
+    }
+
+    #[test]
+    fn a_multi_turn_chat_example_with_one_round() {
+        // Hugging Face's constitution_grok.json: eight messages, a two-exchange dialogue and
+        // one round.
+        let turns = ["Q1", "A1", "Q2", "A2", "Harmful?", "Yes", "Fix it", "Fixed"];
+        let messages: Vec<Message> = turns
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                if i % 2 == 0 {
+                    Message::user(*t)
+                } else {
+                    Message::assistant(*t)
+                }
+            })
+            .collect();
+        let e = CritiqueExample::from_messages(&messages).unwrap();
+        assert_eq!(e.dialogue, messages[..4]);
+        assert_eq!(e.rounds.len(), 1);
+        assert_eq!(e.rounds[0].critique_request, "Harmful?");
+        assert_eq!(e.messages(), messages);
+        // Ten messages stay one exchange and two rounds, as before.
+        let mut ten = messages.clone();
+        ten.extend([Message::user("Again?"), Message::assistant("Done")]);
+        let e = CritiqueExample::from_messages(&ten).unwrap();
+        assert_eq!((e.dialogue.len(), e.rounds.len()), (2, 2));
+        let err = CritiqueExample::from_messages(&messages[..4]).unwrap_err();
+        assert!(err.contains("4 messages"), "{err}");
     }
 
     #[test]
