@@ -1,0 +1,493 @@
+//! The Hub's HTTP routes: a repository's file list (`api/{models,datasets}/{id}/revision/…`)
+//! and its files (`{id}/resolve/{commit}/{file}`), downloaded resumably into the cache.
+//!
+//! A file lands in three steps, so the cache never holds a half-written file under a real
+//! name: bytes go to `blobs/<etag>.incomplete` (locked, resumed with an HTTP `Range` after a
+//! failure), which is renamed to `blobs/<etag>` once its size is the announced one, and only
+//! then linked into `snapshots/<commit>/<file>`.
+
+use std::fs::OpenOptions;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::cache::Cache;
+use crate::config::HubConfig;
+use crate::error::io;
+use crate::repo::{encode, is_safe_file_path, Repo};
+use crate::{HubError, Result};
+
+/// A revision's commit and file list, from the Hub's API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoInfo {
+    /// The commit hash the revision points to.
+    pub commit: String,
+    /// Every file of that commit (`config.json`, `data/train-00000-of-00001.parquet`).
+    pub files: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct ApiRepo {
+    sha: Option<String>,
+    #[serde(default)]
+    siblings: Vec<ApiSibling>,
+}
+
+#[derive(Deserialize)]
+struct ApiSibling {
+    rfilename: String,
+}
+
+/// A client of one Hub with one cache.
+#[derive(Debug)]
+pub struct Hub {
+    config: HubConfig,
+    /// Redirects are answers to read (`Location`, `X-Linked-Etag`), not to follow.
+    head_agent: ureq::Agent,
+    /// Downloads follow redirects (to the CDN, for large files).
+    get_agent: ureq::Agent,
+}
+
+/// Bytes read per write to the `.incomplete` file.
+const CHUNK: usize = 1 << 18;
+
+impl Hub {
+    /// A client with the settings of the environment ([`HubConfig::from_env`]).
+    pub fn from_env() -> Self {
+        Self::new(HubConfig::from_env())
+    }
+
+    /// A client with these settings.
+    pub fn new(config: HubConfig) -> Self {
+        let agent = |redirects: u32| -> ureq::Agent {
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .max_redirects(redirects)
+                .max_redirects_will_error(false)
+                .timeout_connect(Some(Duration::from_secs(30)))
+                .timeout_recv_response(Some(Duration::from_secs(60)))
+                .user_agent(format!("cai/{}", env!("CARGO_PKG_VERSION")))
+                .build()
+                .into()
+        };
+        Self {
+            config,
+            head_agent: agent(0),
+            get_agent: agent(10),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
+    /// The cache, or [`HubError::NoCache`] naming `repo`.
+    pub fn cache(&self, repo: &Repo) -> Result<Cache> {
+        self.config
+            .cache
+            .clone()
+            .map(Cache::new)
+            .ok_or_else(|| HubError::NoCache {
+                what: repo.describe(),
+            })
+    }
+
+    /// The [`HubError::Offline`] for `repo` (and `file`).
+    pub fn offline_error(&self, repo: &Repo, file: Option<&str>) -> HubError {
+        HubError::Offline {
+            what: match file {
+                Some(file) => format!("{} file {file}", repo.describe()),
+                None => repo.describe(),
+            },
+            cache: self.config.cache.clone().unwrap_or_default(),
+            cli_args: repo.cli_args(file),
+        }
+    }
+
+    /// The commit of `repo`'s revision and its files; an [`HubError::Offline`] when offline.
+    pub fn repo_info(&self, repo: &Repo) -> Result<RepoInfo> {
+        if self.config.offline {
+            return Err(self.offline_error(repo, None));
+        }
+        let url = format!(
+            "{}/{}/revision/{}",
+            self.config.endpoint,
+            repo.api_path(),
+            encode(repo.revision(), false)
+        );
+        let mut response = self
+            .authorized(self.get_agent.get(&url), &url)
+            .call()
+            .map_err(|e| network(&url, e, String::new()))?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            return Err(self.status_error(repo, None, &url, status, response.headers()));
+        }
+        let info: ApiRepo = response
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_json()
+            .map_err(|e| HubError::Protocol {
+                url: url.clone(),
+                message: format!("expected the Hub's JSON repository info ({e})"),
+            })?;
+        let commit = info.sha.ok_or_else(|| HubError::Protocol {
+            url: url.clone(),
+            message: "the repository info has no \"sha\" (commit)".into(),
+        })?;
+        let mut files: Vec<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
+        files.sort();
+        Ok(RepoInfo { commit, files })
+    }
+
+    /// The path of `file` of `repo` at `commit` in the cache, downloaded first when it is
+    /// not there (resuming an earlier partial download). Progress goes to a bar on stderr.
+    pub fn download(&self, repo: &Repo, commit: &str, file: &str) -> Result<PathBuf> {
+        let cache = self.cache(repo)?;
+        if !is_safe_file_path(file) {
+            return Err(HubError::Protocol {
+                url: format!("{}/{}", self.config.endpoint, repo.url_path()),
+                message: format!("'{file}' is not a file path inside the repository"),
+            });
+        }
+        let target = cache.snapshot_dir(repo, commit).join(file);
+        if target.is_file() {
+            return Ok(target);
+        }
+        if self.config.offline {
+            return Err(self.offline_error(repo, Some(file)));
+        }
+        let mut url = format!(
+            "{}/{}/resolve/{}/{}",
+            self.config.endpoint,
+            repo.url_path(),
+            encode(commit, false),
+            encode(file, true)
+        );
+        // HEAD, following only the Hub's own (relative) redirects: a renamed repository.
+        let head = loop {
+            let response = self
+                .authorized(self.head_agent.head(&url), &url)
+                .header("Accept-Encoding", "identity")
+                .call()
+                .map_err(|e| network(&url, e, String::new()))?;
+            let status = response.status().as_u16();
+            let location = header(response.headers(), "location");
+            match (status, location) {
+                (301..=308, Some(loc)) if loc.starts_with('/') => {
+                    url = format!("{}{loc}", self.config.endpoint);
+                }
+                (200..=299 | 301..=308, _) => break response,
+                _ => {
+                    return Err(self.status_error(
+                        repo,
+                        Some(file),
+                        &url,
+                        status,
+                        response.headers(),
+                    ))
+                }
+            }
+        };
+        let headers = head.headers();
+        let etag = header(headers, "x-linked-etag")
+            .or_else(|| header(headers, "etag"))
+            .map(|e| e.trim_start_matches("W/").trim_matches('"').to_owned())
+            .filter(|e| is_safe_file_path(e) && !e.contains('/'))
+            .ok_or_else(|| HubError::Protocol {
+                url: url.clone(),
+                message: "the Hub's answer has no ETag naming the file's content".into(),
+            })?;
+        let size = header(headers, "x-linked-size")
+            .or_else(|| header(headers, "content-length"))
+            .and_then(|s| s.parse::<u64>().ok());
+        let get_url = match header(headers, "location") {
+            Some(loc) if loc.starts_with('/') => format!("{}{loc}", self.config.endpoint),
+            Some(loc) => loc,
+            None => url.clone(),
+        };
+        let blob = cache.blob_path(repo, &etag);
+        if !blob.is_file() {
+            let label = format!("{} {file}", repo.id);
+            self.fetch_blob(&get_url, &blob, size, &label)?;
+        }
+        cache.link(repo, commit, file, &etag)
+    }
+
+    /// Download `files` of `info`'s commit in the order given, then point `refs/<revision>`
+    /// at that commit; returns the snapshot folder. Put the file whose presence marks a
+    /// complete snapshot (a model's `config.json`) last.
+    pub fn fetch_files(&self, repo: &Repo, info: &RepoInfo, files: &[String]) -> Result<PathBuf> {
+        for file in files {
+            self.download(repo, &info.commit, file)?;
+        }
+        let cache = self.cache(repo)?;
+        cache.set_ref(repo, repo.revision(), &info.commit)?;
+        Ok(cache.snapshot_dir(repo, &info.commit))
+    }
+
+    /// Download `url` into `blob` through `blob.incomplete`, resuming what is there.
+    fn fetch_blob(&self, url: &str, blob: &Path, size: Option<u64>, label: &str) -> Result<()> {
+        let folder = blob.parent().expect("a blob has a folder");
+        std::fs::create_dir_all(folder).map_err(io(folder))?;
+        let name = blob
+            .file_name()
+            .expect("a blob has a name")
+            .to_string_lossy();
+        let part_path = blob.with_file_name(format!("{name}.incomplete"));
+        let mut part = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&part_path)
+            .map_err(io(&part_path))?;
+        // Another process downloading the same blob: wait for it, then use its result.
+        part.lock().map_err(io(&part_path))?;
+        if blob.is_file() {
+            drop(part);
+            let _ = std::fs::remove_file(&part_path);
+            return Ok(());
+        }
+        let mut have = part.metadata().map_err(io(&part_path))?.len();
+        if size.is_some_and(|size| have > size) {
+            part.set_len(0).map_err(io(&part_path))?;
+            have = 0;
+        }
+        let kept = |have: u64| {
+            let of = size.map_or_else(String::new, |s| format!(" of {s}"));
+            format!(
+                "; {have}{of} bytes are kept in {}: run the same command again to resume",
+                part_path.display()
+            )
+        };
+        if size != Some(have) {
+            let mut request = self
+                .authorized(self.get_agent.get(url), url)
+                .header("Accept-Encoding", "identity");
+            if have > 0 {
+                request = request.header("Range", format!("bytes={have}-"));
+            }
+            let response = request.call().map_err(|e| network(url, e, kept(have)))?;
+            match response.status().as_u16() {
+                206 if have > 0 => {}
+                200 => {
+                    // The server sent the whole file (it ignored the range): start over.
+                    part.set_len(0).map_err(io(&part_path))?;
+                    have = 0;
+                }
+                status => {
+                    return Err(HubError::Http {
+                        url: url.to_owned(),
+                        status,
+                        message: header_message(response.headers()),
+                    })
+                }
+            }
+            tracing::info!(
+                "downloading {label}{}",
+                size.map_or_else(String::new, |s| format!(" ({s} bytes)"))
+            );
+            let bar = self.progress_bar(label, size, have);
+            let mut reader = response.into_body().into_reader();
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                let n = match reader.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        let _ = part.sync_all();
+                        bar.abandon();
+                        return Err(HubError::Network {
+                            url: url.to_owned(),
+                            message: e.to_string(),
+                            kept: kept(have),
+                        });
+                    }
+                };
+                part.write_all(&buf[..n]).map_err(io(&part_path))?;
+                have += n as u64;
+                bar.set_position(have);
+            }
+            bar.finish_and_clear();
+            part.sync_all().map_err(io(&part_path))?;
+        }
+        if let Some(size) = size {
+            if have != size {
+                return Err(HubError::Network {
+                    url: url.to_owned(),
+                    message: format!("the connection closed after {have} of {size} bytes"),
+                    kept: kept(have),
+                });
+            }
+        }
+        std::fs::rename(&part_path, blob).map_err(io(blob))
+    }
+
+    /// A byte progress bar on stderr (indicatif draws nothing when stderr is no terminal).
+    fn progress_bar(&self, label: &str, size: Option<u64>, have: u64) -> indicatif::ProgressBar {
+        if !self.config.progress {
+            return indicatif::ProgressBar::hidden();
+        }
+        let bar =
+            indicatif::ProgressBar::with_draw_target(size, indicatif::ProgressDrawTarget::stderr());
+        let style = indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> ");
+        bar.set_style(style);
+        bar.set_message(label.to_owned());
+        bar.set_position(have);
+        bar
+    }
+
+    /// Add the token to a request for the Hub itself (never to another host: the CDN's
+    /// redirect URLs carry their own signature).
+    fn authorized<B>(
+        &self,
+        request: ureq::RequestBuilder<B>,
+        url: &str,
+    ) -> ureq::RequestBuilder<B> {
+        match &self.config.token {
+            Some(token) if same_origin(url, &self.config.endpoint) => {
+                request.header("Authorization", format!("Bearer {token}"))
+            }
+            _ => request,
+        }
+    }
+
+    /// The error for a refused request: 401/403 (gated, private, bad token), 404, other.
+    fn status_error(
+        &self,
+        repo: &Repo,
+        file: Option<&str>,
+        url: &str,
+        status: u16,
+        headers: &ureq::http::HeaderMap,
+    ) -> HubError {
+        let endpoint = self.config.endpoint.clone();
+        let code_name = header(headers, "x-error-code").unwrap_or_default();
+        let code = if code_name.is_empty() {
+            String::new()
+        } else {
+            format!(", {code_name}")
+        };
+        let what = match file {
+            Some(file) => format!("{} file {file}", repo.describe()),
+            None => repo.describe(),
+        };
+        let page = format!("{endpoint}/{}", repo.url_path());
+        match status {
+            401 | 403 => {
+                let hint = match &self.config.token_source {
+                    Some(source) => format!(
+                        "the token from {source} was refused or cannot read {id}: if it is a \
+                         gated repository, accept its licence at {page} with that token's \
+                         account; if it is private, use a token of an account that can read it",
+                        id = repo.id
+                    ),
+                    None => format!(
+                        "no token was sent: if {id} is gated, accept its licence at {page}, \
+                         then set HF_TOKEN (or run `huggingface-cli login`); if it is private, \
+                         use a token that can read it; if it does not exist, check the name \
+                         (the Hub answers 401 for unknown repositories without a token)",
+                        id = repo.id
+                    ),
+                };
+                HubError::Unauthorized {
+                    what,
+                    endpoint,
+                    status,
+                    code,
+                    hint,
+                }
+            }
+            404 => {
+                let hint = match (code_name.as_str(), file) {
+                    ("RevisionNotFound", _) => format!(
+                        "check the revision '{}' (a branch, tag or commit of {})",
+                        repo.revision(),
+                        repo.id
+                    ),
+                    ("EntryNotFound", Some(file)) | ("", Some(file)) => format!(
+                        "the repository has no file '{file}'; see its files at {page}/tree/{}",
+                        repo.revision()
+                    ),
+                    _ => format!(
+                        "check the {kind} id '{id}' (spelling, organisation) and that it is a \
+                         {kind} repository",
+                        kind = repo.kind.name(),
+                        id = repo.id
+                    ),
+                };
+                HubError::NotFound {
+                    what,
+                    endpoint,
+                    code,
+                    hint,
+                }
+            }
+            _ => HubError::Http {
+                url: url.to_owned(),
+                status,
+                message: header_message(headers),
+            },
+        }
+    }
+}
+
+/// A header's value as text.
+fn header(headers: &ureq::http::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// The Hub's `X-Error-Message`, as ": message", or nothing.
+fn header_message(headers: &ureq::http::HeaderMap) -> String {
+    header(headers, "x-error-message").map_or_else(String::new, |m| format!(": {m}"))
+}
+
+/// Whether `url` is on the host (and scheme and port) of `endpoint`.
+fn same_origin(url: &str, endpoint: &str) -> bool {
+    let origin = |u: &str| {
+        let rest = u.split_once("://").map_or(u, |(_, r)| r);
+        let host = rest.split('/').next().unwrap_or("");
+        let scheme = u.split_once("://").map_or("", |(s, _)| s);
+        format!("{scheme}://{host}")
+    };
+    origin(url) == origin(endpoint)
+}
+
+/// A transport failure (no answer, or an answer cut off) as a [`HubError::Network`].
+fn network(url: &str, e: ureq::Error, kept: String) -> HubError {
+    HubError::Network {
+        url: url.to_owned(),
+        message: e.to_string(),
+        kept,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_go_to_the_hub_only() {
+        assert!(same_origin(
+            "https://huggingface.co/a/resolve/x/f",
+            "https://huggingface.co"
+        ));
+        assert!(!same_origin(
+            "https://cdn-lfs.hf.co/x",
+            "https://huggingface.co"
+        ));
+        assert!(!same_origin("http://127.0.0.1:81/x", "http://127.0.0.1:80"));
+    }
+}
