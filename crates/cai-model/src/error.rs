@@ -23,6 +23,17 @@ pub enum ModelError {
         /// Where we looked.
         searched: String,
     },
+    /// The Hugging Face Hub could not give the model (see cai-hub's message).
+    #[error(transparent)]
+    Hub(#[from] cai_hub::HubError),
+    /// A Hub repository does not hold the files cai needs, or the GGUF file asked for.
+    #[error("model '{spec}': {message}")]
+    HubFiles {
+        /// What the user passed.
+        spec: String,
+        /// What the repository holds and what to do.
+        message: String,
+    },
     /// `config.json` names an architecture cai does not implement.
     #[error("{path}: unsupported model_type '{model_type}'; supported: {supported}")]
     UnsupportedArchitecture {
