@@ -2,6 +2,7 @@
 //! read into one architecture-neutral [`ModelConfig`] and written back in HF form. The serde
 //! shapes of the files themselves are in `config/hf_files.rs`.
 
+mod gguf;
 mod hf_files;
 
 use std::path::Path;
@@ -11,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::{ModelError, Result};
+pub use gguf::GGUF_ARCHITECTURES;
 use hf_files::{Gpt2File, LlamaFile};
 
 /// The `model_type` values cai implements.

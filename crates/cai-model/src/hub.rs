@@ -48,7 +48,7 @@ pub fn resolve_model_dir(spec: &str) -> Result<PathBuf> {
 /// [`resolve_model_dir`] with an explicit Hub client (tests pass their own).
 pub fn resolve_with(spec: &str, hub: &Hub) -> Result<PathBuf> {
     let as_path = Path::new(spec);
-    if as_path.is_dir() {
+    if as_path.is_dir() || crate::gguf::is_gguf(as_path) {
         return Ok(as_path.to_path_buf());
     }
     let (id, gguf) = match spec.split_once(':') {

@@ -14,6 +14,7 @@ pub mod device;
 mod error;
 pub mod fork_score;
 pub mod generate;
+pub mod gguf;
 pub mod hub;
 pub mod init;
 pub mod kernels;

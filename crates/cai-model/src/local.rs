@@ -121,9 +121,13 @@ pub struct LocalModel {
 const PREFIX_CACHE_SIZE: usize = 4;
 
 impl LocalModel {
-    /// Load a model directory (or a model id in the local Hugging Face cache).
+    /// Load a model directory, a GGUF file, or a model id in the local Hugging Face cache.
     pub fn load(spec: &str, options: &LoadOptions) -> Result<Self> {
+        // A Hub id may resolve to a GGUF file (`org/name:FILE.gguf`), so dispatch after.
         let dir = crate::hub::resolve_model_dir(spec)?;
+        if crate::gguf::is_gguf(&dir) {
+            return Self::load_gguf(&dir, options);
+        }
         let config_path = dir.join("config.json");
         let config = ModelConfig::from_file(&config_path)?;
         let tokenizer = Tokenizer::from_dir(&dir)?;
@@ -147,6 +151,22 @@ impl LocalModel {
         decoder.prepare_for_inference()?;
         let defaults = GenerationDefaults::from_dir(&dir)?;
         Ok(Self::from_parts(dir, decoder, tokenizer, defaults))
+    }
+
+    /// Load a GGUF file: config and tokenizer from its metadata, weights dequantised to the
+    /// compute dtype (f32 unless `options.dtype` says otherwise: the file records no
+    /// compute dtype). [`LocalModel::dir`] is then the file.
+    fn load_gguf(path: &Path, options: &LoadOptions) -> Result<Self> {
+        let dtype = options.dtype.unwrap_or(DType::F32);
+        let model = crate::gguf::load(path, dtype, &options.device)?;
+        let mut decoder = model.decoder;
+        decoder.prepare_for_inference()?;
+        Ok(Self::from_parts(
+            path.to_path_buf(),
+            decoder,
+            model.tokenizer,
+            GenerationDefaults::default(),
+        ))
     }
 
     /// Assemble from parts already in memory.

@@ -4,6 +4,7 @@
 //! `tokenizer/specials.rs`; byte-level BPE training for models made from scratch is in
 //! `tokenizer/train.rs`, re-exported here.
 
+mod gguf;
 mod specials;
 mod train;
 
