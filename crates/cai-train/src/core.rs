@@ -1,7 +1,7 @@
 //! The training machinery every method shares: AdamW and its state, gradient accumulation and
 //! clipping, learning-rate schedules, masked cross-entropy, the trainee and its checkpoints,
-//! progress counters, `metrics.jsonl`, the divergence checks, the checks before a resume, and
-//! the seeded data order.
+//! progress counters, `metrics.jsonl`, the divergence checks, the checks before a resume, the
+//! seeded data order, and the training session that ties them together.
 
 pub mod checkpoint;
 pub mod data_order;
@@ -12,5 +12,6 @@ pub mod metrics;
 pub mod optim;
 pub mod resume;
 pub mod schedule;
+pub mod session;
 pub mod state;
 pub mod trainee;

@@ -12,7 +12,6 @@ pub mod teacher;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use cai_model::config::ModelConfig;
 use cai_model::local::{GenerationDefaults, LocalModel};
@@ -20,9 +19,10 @@ use cai_model::tokenizer::Tokenizer;
 use cai_model::weights::{load_decoder, parse_dtype};
 use candle_core::Device;
 
-use crate::core::data_order::epoch_order;
+use crate::core::data_order::EpochWalk;
 use crate::core::resume::{self, text_fingerprint, FINGERPRINT_KEY};
-use crate::core::trainee::{write_json, Trainee};
+use crate::core::session::{SessionSpec, TrainSession, METRICS_FILE};
+use crate::core::trainee::Trainee;
 use crate::distill::batch::{collate, evaluate};
 use crate::distill::config::validate;
 pub use crate::distill::config::DistillConfig;
@@ -31,10 +31,7 @@ use crate::distill::data::{
 };
 use crate::distill::loss::{distill_kl, top1_agreement};
 use crate::distill::teacher::{fingerprint, TargetSource, Teacher, TopKTable};
-use crate::{
-    core::divergence, latest_checkpoint, load_checkpoint, AdamW, AdamWConfig, GradAccumulator,
-    MetricRecord, MetricsWriter, Result, Schedule, Split, TrainError, TrainerState,
-};
+use crate::{AdamWConfig, GradAccumulator, MetricRecord, Result, Schedule, Split, TrainError};
 
 /// What to distil, from what, and where to write.
 #[derive(Debug, Clone)]
@@ -248,26 +245,6 @@ pub fn run_distill(
     let eval_targets = source(&eval_examples, Split::Eval)?;
 
     let trainee = Trainee::new(decoder, cfg.lora.as_ref(), &run.model_dir)?;
-    let (student, params) = (&trainee.decoder, &trainee.params);
-    let mut optimizer = AdamW::new(
-        params.clone(),
-        AdamWConfig {
-            lr: cfg.learning_rate,
-            weight_decay: cfg.weight_decay,
-            ..AdamWConfig::default()
-        },
-    )?;
-    let schedule = Schedule::for_run(
-        cfg.schedule,
-        cfg.warmup_steps,
-        examples.len(),
-        cfg.batch_size * cfg.grad_accum,
-        cfg.epochs,
-        cfg.max_steps,
-    )?;
-    let total_steps = schedule.total_steps;
-
-    let checkpoints = run.output.join("checkpoints");
     let mut data_fingerprint = resume::fingerprint(&[
         ("data", Some(run.data.as_path())),
         ("eval_data", run.eval_data.as_deref()),
@@ -282,50 +259,38 @@ pub fn run_distill(
         "eval_data": run.eval_data,
         FINGERPRINT_KEY: data_fingerprint,
     });
-    let metrics_path = run.output.join("metrics.jsonl");
-    let mut state = TrainerState::new(cfg.seed);
-    let mut metrics = match latest_checkpoint(&checkpoints)?.filter(|_| run.resume) {
-        Some(dir) => {
-            let loaded = load_checkpoint(&dir, trainee.weights_file(), &run.device)?;
-            resume::check(
-                &dir,
-                "distill",
-                &loaded.config,
-                &config_json,
-                &run.allow_changes,
-            )?;
-            trainee.restore(&loaded.weights, &dir)?;
-            loaded.restore_optimizer(&mut optimizer)?;
-            state = loaded.state;
-            MetricsWriter::resume(&metrics_path, state.step)?
-        }
-        None => {
-            if metrics_path.exists() {
-                std::fs::remove_file(&metrics_path)
-                    .map_err(|e| TrainError::io(&metrics_path, e))?;
-            }
-            MetricsWriter::open(&metrics_path)?
-        }
-    };
-    write_json(&run.output.join(DISTILL_CONFIG_FILE), &config_json)?;
-    divergence::start(&mut state, &optimizer)?;
-    let save = |optimizer: &AdamW, state: &TrainerState| -> Result<PathBuf> {
-        trainee.save_checkpoint(
-            &checkpoints,
-            optimizer,
-            state,
-            &config_json,
-            cfg.keep_last,
-            &tokenizer,
-            &|_| Ok(()),
-        )
-    };
-    // A step's checkpoint is written once the next step's KL (computed with its weights) has
-    // passed the divergence check, so every checkpoint on disk is one that trained well.
-    let mut save_pending = false;
-    let evaluate_now = |state: &mut TrainerState,
-                        metrics: &mut MetricsWriter,
-                        progress: &mut dyn FnMut(DistillEvent<'_>)|
+    let mut session = TrainSession::open(
+        &trainee,
+        &tokenizer,
+        trainee.params.clone(),
+        SessionSpec {
+            method: "distill",
+            config: config_json,
+            config_file: DISTILL_CONFIG_FILE,
+            output: &run.output,
+            resume: run.resume,
+            allow_changes: &run.allow_changes,
+            seed: cfg.seed,
+            keep_last: cfg.keep_last,
+            optimizer: AdamWConfig {
+                lr: cfg.learning_rate,
+                weight_decay: cfg.weight_decay,
+                ..AdamWConfig::default()
+            },
+            schedule: Schedule::for_run(
+                cfg.schedule,
+                cfg.warmup_steps,
+                examples.len(),
+                cfg.batch_size * cfg.grad_accum,
+                cfg.epochs,
+                cfg.max_steps,
+            )?,
+            device: &run.device,
+        },
+    )?;
+    let (student, params, total_steps) = (&trainee.decoder, &trainee.params, session.total_steps());
+    let eval_now = |session: &mut TrainSession<'_, Trainee>,
+                    progress: &mut dyn FnMut(DistillEvent<'_>)|
      -> Result<()> {
         let (kl, agreement) = evaluate(
             student,
@@ -334,10 +299,10 @@ pub fn run_distill(
             &run.device,
             &eval_targets,
         )?;
-        state.record_eval(kl);
-        let mut record = MetricRecord::new(state.step, Split::Eval, kl);
+        session.state.record_eval(kl);
+        let mut record = MetricRecord::new(session.state.step, Split::Eval, kl);
         record.extra.insert("agreement".into(), agreement.into());
-        metrics.write(&record)?;
+        session.log(&record)?;
         progress(DistillEvent::Metric {
             record: &record,
             total_steps,
@@ -345,33 +310,20 @@ pub fn run_distill(
         Ok(())
     };
     // The held-out KL before any update: the baseline the run is measured against.
-    if !eval_examples.is_empty() && state.step == 0 {
-        evaluate_now(&mut state, &mut metrics, progress)?;
+    if !eval_examples.is_empty() && session.state.step == 0 {
+        eval_now(&mut session, progress)?;
     }
 
+    let mut walk = EpochWalk::new(examples.len(), cfg.seed);
     let mut grads = GradAccumulator::new();
-    let mut order = epoch_order(examples.len(), cfg.seed, state.epoch);
-    while state.step < total_steps {
+    while session.state.step < total_steps {
         if stop.load(Ordering::SeqCst) {
-            return Ok(DistillOutcome::Interrupted {
-                checkpoint: save(&optimizer, &state)?,
-            });
+            let checkpoint = session.save()?;
+            return Ok(DistillOutcome::Interrupted { checkpoint });
         }
-        let started = Instant::now();
-        let before = save_pending.then(|| state.clone());
+        let started = session.begin_step();
         // Batch: the step's micro-batches, in the epoch's seeded order.
-        let mut micro: Vec<Vec<usize>> = Vec::with_capacity(cfg.grad_accum);
-        for _ in 0..cfg.grad_accum {
-            if state.data_position as usize >= examples.len() {
-                state.epoch += 1;
-                state.data_position = 0;
-                order = epoch_order(examples.len(), cfg.seed, state.epoch);
-            }
-            let start = state.data_position as usize;
-            let end = (start + cfg.batch_size).min(examples.len());
-            micro.push(order[start..end].to_vec());
-            state.data_position = end as u64;
-        }
+        let micro = walk.next_step(&mut session.state, cfg.batch_size, cfg.grad_accum);
         let total: usize = micro
             .iter()
             .flatten()
@@ -381,10 +333,8 @@ pub fn run_distill(
         // mean over every compared position of the step.
         let (mut step_kl, mut agree, mut tokens) = (0.0, 0, 0);
         for (m, indices) in micro.iter().enumerate() {
-            student.set_dropout_seed(cai_core::rng::derive_seed_u64(
-                cfg.seed,
-                &[state.step, m as u64],
-            ));
+            let seed = cai_core::rng::derive_seed_u64(cfg.seed, &[session.state.step, m as u64]);
+            student.set_dropout_seed(seed);
             let batch: Vec<&DistillExample> = indices.iter().map(|&i| &examples[i]).collect();
             let (ids, positions, rows) = collate(&batch, &run.device)?;
             tokens += batch.iter().map(|e| e.ids.len()).sum::<usize>();
@@ -397,62 +347,54 @@ pub fn run_distill(
             let teacher_targets = train_targets.targets(indices, &batch, &run.device)?;
             let kl = distill_kl(&logits, &teacher_targets)?;
             let kl_value = f64::from(kl.to_scalar::<f32>()?);
-            if !kl_value.is_finite() {
-                let step = state.step + 1;
-                divergence::check_loss(&mut state, step, "KL", kl_value, true, &checkpoints)?;
-            }
+            session.check_loss("KL", kl_value, false)?;
             let weight = n as f64 / total.max(1) as f64;
             step_kl += kl_value * weight;
             agree += top1_agreement(&logits, &teacher_targets)?;
             grads.add(&(kl * weight)?.backward()?, params)?;
         }
-        let step = state.step + 1;
-        divergence::check_loss(&mut state, step, "KL", step_kl, true, &checkpoints)?;
-        if let Some(before) = before {
-            save(&optimizer, &before)?;
-            save_pending = false;
-        }
-        // Clip, check, step, schedule.
-        let lr = schedule.lr_at(state.step, cfg.learning_rate);
-        let grad_norm = optimizer
-            .clip_and_step(&mut grads, cfg.max_grad_norm, lr, step)
-            .map_err(|e| divergence::locate(e, &checkpoints))?;
-        divergence::check_weights(&state, step, &optimizer, &checkpoints)?;
-        state.step += 1;
-        state.tokens_seen += total as u64;
-        state.last_train_loss = Some(step_kl);
-        // Log.
-        let mut record = MetricRecord::new(state.step, Split::Train, step_kl);
+        session.check_loss("KL", step_kl, true)?;
+        // Clip, step, schedule.
+        let (grad_norm, lr) = session.step(
+            &mut grads,
+            cfg.max_grad_norm,
+            cfg.learning_rate,
+            session.state.step,
+        )?;
+        session.state.step += 1;
+        session.state.tokens_seen += total as u64;
+        session.state.last_train_loss = Some(step_kl);
+        // Log, evaluate, checkpoint.
+        let mut record = MetricRecord::new(session.state.step, Split::Train, step_kl);
         record.lr = Some(lr);
         record.grad_norm = Some(grad_norm);
         record.tokens_per_s = Some(tokens as f64 / started.elapsed().as_secs_f64());
-        record.epoch =
-            Some(state.epoch as f64 + state.data_position as f64 / examples.len() as f64);
+        record.epoch = Some(walk.epochs(&session.state));
         record.extra.insert(
             "agreement".into(),
             (agree as f64 / total.max(1) as f64).into(),
         );
-        metrics.write(&record)?;
+        session.log(&record)?;
         progress(DistillEvent::Metric {
             record: &record,
             total_steps,
         });
-        // Evaluate and checkpoint.
-        let last = state.step == total_steps;
-        if !eval_examples.is_empty()
-            && (last || (cfg.eval_every > 0 && state.step.is_multiple_of(cfg.eval_every)))
-        {
-            evaluate_now(&mut state, &mut metrics, progress)?;
+        let last = session.state.step == total_steps;
+        let eval_due = cfg.eval_every > 0 && session.state.step.is_multiple_of(cfg.eval_every);
+        if !eval_examples.is_empty() && (last || eval_due) {
+            eval_now(&mut session, progress)?;
         }
-        if !last && cfg.save_every > 0 && state.step.is_multiple_of(cfg.save_every) {
-            save_pending = true;
+        // The last step's model is the run's output, not a checkpoint.
+        if !last {
+            session.step_done(cfg.save_every);
         }
     }
+    session.finish()?;
     trainee.write(&run.output, &tokenizer)?;
-    let evals = eval_records(&metrics_path)?;
+    let evals = eval_records(&run.output.join(METRICS_FILE))?;
     Ok(DistillOutcome::Finished {
-        steps: state.step,
-        train_kl: state.last_train_loss,
+        steps: session.state.step,
+        train_kl: session.state.last_train_loss,
         eval: evals.first().zip(evals.last()).map(|(a, b)| [*a, *b]),
     })
 }

@@ -11,29 +11,28 @@ pub mod eval;
 pub mod loss;
 pub mod reliability_plot;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use cai_model::layers::Mode;
 use cai_model::reward_model::RewardModel;
 use cai_model::tokenizer::Tokenizer;
 use cai_model::weights::parse_dtype;
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device};
 use serde_json::json;
 
-use crate::core::checkpoint::save_checkpoint_with;
-use crate::core::data_order::epoch_order;
-use crate::core::resume::{self, fingerprint, FINGERPRINT_KEY};
+use crate::core::checkpoint::{save_checkpoint_with, LoadedCheckpoint};
+use crate::core::data_order::EpochWalk;
+use crate::core::resume::{fingerprint, FINGERPRINT_KEY};
+use crate::core::session::{CheckpointParts, Checkpointed, SessionSpec, TrainSession};
+use crate::core::trainee::restore_params;
 pub use crate::pm::config::PmConfig;
 use crate::pm::data::{load_pairs, mix, DataSource, PreferencePair};
 use crate::pm::eval::{collate_pairs, evaluate, margins, write_report, PmEval};
 use crate::pm::loss::soft_preference_loss;
 use crate::{
-    core::divergence, latest_checkpoint, load_checkpoint, AdamW, AdamWConfig, Checkpoint,
-    CheckpointOptions, GradAccumulator, MetricRecord, MetricsWriter, Result, Schedule, Split,
-    TrainError, TrainParam, TrainerState,
+    AdamWConfig, Checkpoint, CheckpointOptions, GradAccumulator, MetricRecord, Result, Schedule,
+    Split, TrainError, TrainParam,
 };
 
 /// What to train on and where to write.
@@ -138,25 +137,153 @@ pub fn run_pm(
         .into_iter()
         .map(|(spec, var)| TrainParam::from_spec(&spec, var))
         .collect();
-    let mut optimizer = AdamW::new(
-        params.clone(),
-        AdamWConfig {
-            lr: cfg.learning_rate,
-            weight_decay: cfg.weight_decay,
-            ..AdamWConfig::default()
+    let trainee = PmTrainee {
+        model,
+        params,
+        dtype,
+    };
+    let mut session = TrainSession::open(
+        &trainee,
+        &tokenizer,
+        trainee.params.clone(),
+        SessionSpec {
+            method: "pm",
+            config: config_json(run, cfg)?,
+            config_file: PM_CONFIG_FILE,
+            output: &run.output,
+            resume: run.resume,
+            allow_changes: &run.allow_changes,
+            seed: cfg.seed,
+            keep_last: cfg.keep_last,
+            optimizer: AdamWConfig {
+                lr: cfg.learning_rate,
+                weight_decay: cfg.weight_decay,
+                ..AdamWConfig::default()
+            },
+            schedule: Schedule::for_run(
+                cfg.schedule,
+                cfg.warmup_steps,
+                pairs.len(),
+                cfg.batch_size * cfg.grad_accum,
+                cfg.epochs,
+                cfg.max_steps,
+            )?,
+            device: &run.device,
         },
     )?;
-    let schedule = Schedule::for_run(
-        cfg.schedule,
-        cfg.warmup_steps,
-        pairs.len(),
-        cfg.batch_size * cfg.grad_accum,
-        cfg.epochs,
-        cfg.max_steps,
-    )?;
-    let total_steps = schedule.total_steps;
+    let (model, params, total_steps) = (&trainee.model, &trainee.params, session.total_steps());
+    let evaluate_on = |pairs: &[PreferencePair], split: &str| {
+        evaluate(
+            model,
+            pairs,
+            cfg.batch_size,
+            cfg.calibration_bins,
+            split,
+            &run.device,
+        )
+    };
 
-    let checkpoints = run.output.join("checkpoints");
+    let mut walk = EpochWalk::new(pairs.len(), cfg.seed);
+    let mut grads = GradAccumulator::new();
+    while session.state.step < total_steps {
+        if stop.load(Ordering::SeqCst) {
+            let checkpoint = session.save()?;
+            return Ok(PmOutcome::Interrupted { checkpoint });
+        }
+        let started = session.begin_step();
+        // Batch: the step's micro-batches, in the epoch's seeded order.
+        let micro = walk.next_step(&mut session.state, cfg.batch_size, cfg.grad_accum);
+        let total: usize = micro.iter().map(Vec::len).sum();
+        // Forward, loss and backward per micro-batch, each weighted by its share of the
+        // step's pairs, so the step's loss is the mean over all of them.
+        let (mut step_loss, mut hits, mut decided, mut tokens) = (0.0, 0.0, 0usize, 0usize);
+        for indices in &micro {
+            let batch: Vec<&PreferencePair> = indices.iter().map(|&i| &pairs[i]).collect();
+            let (ids, rows, labels) = collate_pairs(&batch, &run.device)?;
+            tokens += rows.valid.iter().flatten().filter(|&&v| v).count();
+            let m = margins(&model.rewards(&ids, &rows, Mode::Train)?)?;
+            let loss = soft_preference_loss(&m, &labels)?;
+            let value = f64::from(loss.to_scalar::<f32>()?);
+            session.check_loss("loss", value, false)?;
+            let share = batch.len() as f64 / total as f64;
+            step_loss += value * share;
+            grads.add(&(loss * share)?.backward()?, params)?;
+            let values: Vec<f32> = m.to_vec1()?;
+            for (pair, &d) in batch.iter().zip(&values) {
+                if pair.p_a != 0.5 {
+                    decided += 1;
+                    hits += f64::from(u8::from((d > 0.0) == (pair.p_a > 0.5)));
+                }
+            }
+        }
+        session.check_loss("loss", step_loss, true)?;
+        // Clip, step, schedule.
+        let (grad_norm, lr) = session.step(
+            &mut grads,
+            cfg.max_grad_norm,
+            cfg.learning_rate,
+            session.state.step,
+        )?;
+        session.state.step += 1;
+        session.state.tokens_seen += tokens as u64;
+        session.state.last_train_loss = Some(step_loss);
+        // Log, evaluate, checkpoint.
+        let mut record = MetricRecord::new(session.state.step, Split::Train, step_loss);
+        record.lr = Some(lr);
+        record.grad_norm = Some(grad_norm);
+        record.tokens_per_s = Some(tokens as f64 / started.elapsed().as_secs_f64());
+        record.epoch = Some(walk.epochs(&session.state));
+        if decided > 0 {
+            record
+                .extra
+                .insert("accuracy".into(), json!(hits / decided as f64));
+        }
+        session.log(&record)?;
+        progress(&record, total_steps);
+        if !eval_pairs.is_empty() && is_multiple(session.state.step, cfg.eval_every) {
+            let eval = evaluate_on(&eval_pairs, "eval")?;
+            session.state.record_eval(eval.loss);
+            let record = eval_record(session.state.step, &eval);
+            session.log(&record)?;
+            progress(&record, total_steps);
+        }
+        session.step_done(cfg.save_every);
+    }
+    session.finish()?;
+    // The final report: on the eval data, else on the training pairs.
+    let eval = if eval_pairs.is_empty() {
+        evaluate_on(&pairs, "train")?
+    } else {
+        let eval = evaluate_on(&eval_pairs, "eval")?;
+        if !is_multiple(session.state.step, cfg.eval_every) {
+            let record = eval_record(session.state.step, &eval);
+            session.log(&record)?;
+            progress(&record, total_steps);
+        }
+        eval
+    };
+    // The weights last: their presence marks a finished run, so a crash before them leaves
+    // a run to resume, never a "finished" one without its tokenizer or report.
+    tokenizer.save(&run.output)?;
+    write_report(&run.output, &eval)?;
+    model.save(&run.output, dtype)?;
+    Ok(PmOutcome::Finished {
+        steps: session.state.step,
+        pairs: pairs.len(),
+        too_long,
+        train_loss: session.state.last_train_loss,
+        eval,
+    })
+}
+
+/// Whether `step` is one of every `every` (0: never).
+fn is_multiple(step: u64, every: u64) -> bool {
+    every > 0 && step.is_multiple_of(every)
+}
+
+/// The resolved config of a run: its settings, inputs and their fingerprint (a file's
+/// mixture weight is part of what it contributes).
+fn config_json(run: &PmRun, cfg: &PmConfig) -> Result<serde_json::Value> {
     let mut inputs: Vec<(String, Option<&Path>)> = run
         .data
         .iter()
@@ -169,212 +296,65 @@ pub fn run_pm(
         .map(|(name, path)| (name.as_str(), *path))
         .collect();
     let mut data_fingerprint = fingerprint(&inputs)?;
-    // A file's mixture weight is part of what it contributes.
     for (i, source) in run.data.iter().enumerate() {
         data_fingerprint[format!("data[{i}]")]["weight"] = json!(source.weight);
     }
-    let config_json = json!({
+    Ok(json!({
         "pm": cfg,
         "model": run.model_dir,
         "data": run.data,
         "eval_data": run.eval_data,
         FINGERPRINT_KEY: data_fingerprint,
-    });
-    std::fs::create_dir_all(&run.output).map_err(|e| TrainError::io(&run.output, e))?;
-    let metrics_path = run.output.join("metrics.jsonl");
-    let mut state = TrainerState::new(cfg.seed);
-    let mut metrics = match latest_checkpoint(&checkpoints)?.filter(|_| run.resume) {
-        Some(dir) => {
-            let loaded = load_checkpoint(&dir, cai_model::checkpoint::SINGLE_FILE, &run.device)?;
-            resume::check(&dir, "pm", &loaded.config, &config_json, &run.allow_changes)?;
-            restore_weights(&params, &loaded.weights, &model, &dir)?;
-            loaded.restore_optimizer(&mut optimizer)?;
-            state = loaded.state;
-            tracing::info!("resuming from {} at step {}", dir.display(), state.step);
-            MetricsWriter::resume(&metrics_path, state.step)?
-        }
-        None => {
-            if metrics_path.exists() {
-                std::fs::remove_file(&metrics_path)
-                    .map_err(|e| TrainError::io(&metrics_path, e))?;
-            }
-            MetricsWriter::open(&metrics_path)?
-        }
-    };
-    let text = serde_json::to_string_pretty(&config_json).expect("serialisable") + "\n";
-    let path = run.output.join(PM_CONFIG_FILE);
-    cai_model::write_atomic(&path, text.as_bytes())?;
-    divergence::start(&mut state, &optimizer)?;
+    }))
+}
 
-    let save = |model: &RewardModel, optimizer: &AdamW, state: &TrainerState| -> Result<PathBuf> {
-        let weights = model.tensors(dtype)?;
+/// The preference model being trained, with the variables the optimiser updates.
+struct PmTrainee {
+    model: RewardModel,
+    params: Vec<TrainParam>,
+    /// The dtype its checkpoints and output are written in.
+    dtype: DType,
+}
+
+impl Checkpointed for PmTrainee {
+    fn weights_file(&self) -> &str {
+        cai_model::checkpoint::SINGLE_FILE
+    }
+
+    fn restore(&self, loaded: &LoadedCheckpoint) -> Result<()> {
+        restore_params(
+            &self.params,
+            &loaded.weights,
+            self.model.decoder(),
+            &loaded.dir,
+        )
+    }
+
+    /// A checkpoint with the model's config and tokenizer beside the weights, so it loads as
+    /// a preference model.
+    fn save_checkpoint(&self, checkpoints: &Path, parts: &CheckpointParts<'_>) -> Result<PathBuf> {
+        let weights = self.model.tensors(self.dtype)?;
         let extra = [(
             "config.json".to_string(),
-            serde_json::to_vec_pretty(&model.hf_config(dtype)).expect("json"),
+            serde_json::to_vec_pretty(&self.model.hf_config(self.dtype)).expect("json"),
         )];
         let checkpoint = Checkpoint {
             weights: &weights,
-            optimizer,
-            state,
-            config: &config_json,
+            optimizer: parts.optimizer,
+            state: parts.state,
+            config: parts.config,
             extra_files: &extra,
         };
-        // With the tokenizer beside the weights, a checkpoint loads as a preference model.
         save_checkpoint_with(
-            &checkpoints,
+            checkpoints,
             &checkpoint,
             &CheckpointOptions {
                 weights_file: cai_model::checkpoint::SINGLE_FILE.into(),
-                keep_last: cfg.keep_last,
+                keep_last: parts.keep_last,
             },
-            &|dir| Ok(tokenizer.save(dir)?),
+            &|dir| Ok(parts.tokenizer.save(dir)?),
         )
-    };
-    // A step's checkpoint is written once the next step's loss (computed with its weights)
-    // has passed the divergence check, so every checkpoint on disk is one that trained well.
-    let mut save_pending = false;
-    let eval_step = |model: &RewardModel, state: &mut TrainerState| -> Result<MetricRecord> {
-        let eval = evaluate(
-            model,
-            &eval_pairs,
-            cfg.batch_size,
-            cfg.calibration_bins,
-            "eval",
-            &run.device,
-        )?;
-        state.record_eval(eval.loss);
-        Ok(eval_record(state.step, &eval))
-    };
-
-    let mut grads = GradAccumulator::new();
-    let mut order = epoch_order(pairs.len(), cfg.seed, state.epoch);
-    while state.step < total_steps {
-        if stop.load(Ordering::SeqCst) {
-            return Ok(PmOutcome::Interrupted {
-                checkpoint: save(&model, &optimizer, &state)?,
-            });
-        }
-        let started = Instant::now();
-        let before = save_pending.then(|| state.clone());
-        // Batch: the step's micro-batches, in the epoch's seeded order.
-        let mut micro: Vec<Vec<&PreferencePair>> = Vec::with_capacity(cfg.grad_accum);
-        for _ in 0..cfg.grad_accum {
-            if state.data_position as usize >= pairs.len() {
-                state.epoch += 1;
-                state.data_position = 0;
-                order = epoch_order(pairs.len(), cfg.seed, state.epoch);
-            }
-            let start = state.data_position as usize;
-            let end = (start + cfg.batch_size).min(pairs.len());
-            micro.push(order[start..end].iter().map(|&i| &pairs[i]).collect());
-            state.data_position = end as u64;
-        }
-        let total: usize = micro.iter().map(Vec::len).sum();
-        // Forward, loss and backward per micro-batch, each weighted by its share of the
-        // step's pairs, so the step's loss is the mean over all of them.
-        let (mut step_loss, mut hits, mut decided, mut tokens) = (0.0, 0.0, 0usize, 0usize);
-        for batch in &micro {
-            let (ids, rows, labels) = collate_pairs(batch, &run.device)?;
-            tokens += rows.valid.iter().flatten().filter(|&&v| v).count();
-            let m = margins(&model.rewards(&ids, &rows, Mode::Train)?)?;
-            let loss = soft_preference_loss(&m, &labels)?;
-            let value = f64::from(loss.to_scalar::<f32>()?);
-            if !value.is_finite() {
-                let step = state.step + 1;
-                divergence::check_loss(&mut state, step, "loss", value, true, &checkpoints)?;
-            }
-            let share = batch.len() as f64 / total as f64;
-            step_loss += value * share;
-            grads.add(&(loss * share)?.backward()?, &params)?;
-            let values: Vec<f32> = m.to_vec1()?;
-            for (pair, &d) in batch.iter().zip(&values) {
-                if pair.p_a != 0.5 {
-                    decided += 1;
-                    hits += f64::from(u8::from((d > 0.0) == (pair.p_a > 0.5)));
-                }
-            }
-        }
-        let step = state.step + 1;
-        divergence::check_loss(&mut state, step, "loss", step_loss, true, &checkpoints)?;
-        if let Some(before) = before {
-            save(&model, &optimizer, &before)?;
-            save_pending = false;
-        }
-        // Clip, check, step, schedule.
-        let lr = schedule.lr_at(state.step, cfg.learning_rate);
-        let grad_norm = optimizer
-            .clip_and_step(&mut grads, cfg.max_grad_norm, lr, step)
-            .map_err(|e| divergence::locate(e, &checkpoints))?;
-        divergence::check_weights(&state, step, &optimizer, &checkpoints)?;
-        state.step += 1;
-        state.tokens_seen += tokens as u64;
-        state.last_train_loss = Some(step_loss);
-        // Log.
-        let mut record = MetricRecord::new(state.step, Split::Train, step_loss);
-        record.lr = Some(lr);
-        record.grad_norm = Some(grad_norm);
-        record.tokens_per_s = Some(tokens as f64 / started.elapsed().as_secs_f64());
-        record.epoch = Some(state.epoch as f64 + state.data_position as f64 / pairs.len() as f64);
-        if decided > 0 {
-            record
-                .extra
-                .insert("accuracy".into(), json!(hits / decided as f64));
-        }
-        metrics.write(&record)?;
-        progress(&record, total_steps);
-        // Evaluate and checkpoint.
-        if !eval_pairs.is_empty() && cfg.eval_every > 0 && state.step.is_multiple_of(cfg.eval_every)
-        {
-            let record = eval_step(&model, &mut state)?;
-            metrics.write(&record)?;
-            progress(&record, total_steps);
-        }
-        if cfg.save_every > 0 && state.step.is_multiple_of(cfg.save_every) {
-            save_pending = true;
-        }
     }
-    if save_pending {
-        save(&model, &optimizer, &state)?;
-    }
-    // The final report: on the eval data, else on the training pairs.
-    let eval = if eval_pairs.is_empty() {
-        evaluate(
-            &model,
-            &pairs,
-            cfg.batch_size,
-            cfg.calibration_bins,
-            "train",
-            &run.device,
-        )?
-    } else {
-        let eval = evaluate(
-            &model,
-            &eval_pairs,
-            cfg.batch_size,
-            cfg.calibration_bins,
-            "eval",
-            &run.device,
-        )?;
-        let evaluated_last_step = cfg.eval_every > 0 && state.step.is_multiple_of(cfg.eval_every);
-        if !evaluated_last_step {
-            let record = eval_record(state.step, &eval);
-            metrics.write(&record)?;
-            progress(&record, total_steps);
-        }
-        eval
-    };
-    // The weights last: their presence marks a finished run, so a crash before them leaves
-    // a run to resume, never a "finished" one without its tokenizer or report.
-    tokenizer.save(&run.output)?;
-    write_report(&run.output, &eval)?;
-    model.save(&run.output, dtype)?;
-    Ok(PmOutcome::Finished {
-        steps: state.step,
-        pairs: pairs.len(),
-        too_long,
-        train_loss: state.last_train_loss,
-        eval,
-    })
 }
 
 /// The metrics line of an evaluation.
@@ -387,33 +367,4 @@ fn eval_record(step: u64, eval: &PmEval) -> MetricRecord {
         .extra
         .insert("ece".into(), json!(eval.calibration.ece));
     record
-}
-
-/// Put a checkpoint's tensors (file layout) back into the trained variables.
-fn restore_weights(
-    params: &[TrainParam],
-    weights: &BTreeMap<String, Tensor>,
-    model: &RewardModel,
-    dir: &Path,
-) -> Result<()> {
-    let conv1d: Vec<String> = model
-        .decoder()
-        .params()
-        .into_iter()
-        .filter(|(s, _)| s.conv1d)
-        .map(|(s, _)| s.name)
-        .collect();
-    for p in params {
-        let t = weights
-            .get(&p.name)
-            .ok_or_else(|| TrainError::checkpoint(dir, format!("missing tensor '{}'", p.name)))?;
-        let t = if conv1d.contains(&p.name) {
-            t.t()?.contiguous()?
-        } else {
-            t.clone()
-        };
-        p.var
-            .set(&t.to_dtype(p.var.dtype())?.to_device(p.var.device())?)?;
-    }
-    Ok(())
 }

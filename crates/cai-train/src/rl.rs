@@ -24,20 +24,19 @@ use candle_core::{Device, Tensor};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::core::resume::{self, fingerprint, FINGERPRINT_KEY};
-use crate::core::trainee::write_json;
+use crate::core::resume::{fingerprint, FINGERPRINT_KEY};
+use crate::core::session::{SessionSpec, TrainSession};
 use crate::rl::advantages::{
     explained_variance, gae, group_normalised, leave_one_out, mean_var, whiten,
 };
 use crate::rl::config::{Algo, RlConfig};
 use crate::rl::loss::{clipped_value_loss, ppo_policy_loss};
-use crate::rl::policy::{Policy, Sequence, VALUE_HEAD_FILE};
+use crate::rl::policy::{Policy, Sequence};
 use crate::rl::rollout::{rollout, PromptKind, PromptPool, RewardFn, Sample};
 use crate::{
-    core::divergence, latest_checkpoint, load_checkpoint, AdamW, AdamWConfig, GradAccumulator,
-    MetricRecord, MetricsWriter, Result, Schedule, Split, TrainError, TrainerState,
+    AdamWConfig, GradAccumulator, MetricRecord, MetricsWriter, Result, Schedule, Split, TrainError,
 };
 
 /// The resolved config written beside the outputs.
@@ -45,7 +44,7 @@ pub const RL_CONFIG_FILE: &str = "rl_config.json";
 /// Sample responses logged every `sample_every` steps.
 pub const SAMPLES_FILE: &str = "samples.jsonl";
 /// The log of every step.
-pub const METRICS_FILE: &str = "metrics.jsonl";
+pub const METRICS_FILE: &str = crate::core::session::METRICS_FILE;
 /// Samples logged per table.
 const SAMPLES_PER_TABLE: usize = 6;
 
@@ -140,185 +139,77 @@ pub fn run_rl(
     }
 }
 
-/// The state every algorithm shares: policy, optimiser, schedule, logs and checkpoints.
-pub(crate) struct Session {
-    pub policy: Policy,
-    pub tokenizer: Tokenizer,
-    pub optimizer: AdamW,
-    pub state: TrainerState,
-    pub metrics: MetricsWriter,
-    pub samples: MetricsWriter,
-    pub schedule: Schedule,
-    config_json: Value,
-    checkpoints: PathBuf,
-    output: PathBuf,
-    keep_last: Option<usize>,
-    /// A checkpoint of the current step is due, to be written once the next step's loss has
-    /// passed the divergence check (just before its first update).
-    save_pending: bool,
+/// The session every algorithm shares: the policy, its optimiser, schedule, logs and
+/// checkpoints.
+pub(crate) type Session<'m> = TrainSession<'m, Policy>;
+
+/// Load the policy to train (with a value head for PPO) and its tokenizer.
+pub(crate) fn load_policy(run: &RlRun, cfg: &RlConfig) -> Result<(Policy, Tokenizer)> {
+    let dtype = parse_dtype(&cfg.dtype).ok_or_else(|| {
+        TrainError::Config(format!("dtype '{}': expected f32, bf16 or f16", cfg.dtype))
+    })?;
+    Policy::load(
+        &run.policy_dir,
+        cfg.lora.as_ref(),
+        cfg.algo == Algo::Ppo,
+        dtype,
+        &run.device,
+    )
 }
 
-impl Session {
-    /// Load the policy, build the optimiser, and resume from the newest checkpoint when asked.
-    pub fn open(run: &RlRun, cfg: &RlConfig, total_steps: u64) -> Result<Self> {
-        let dtype = parse_dtype(&cfg.dtype).ok_or_else(|| {
-            TrainError::Config(format!("dtype '{}': expected f32, bf16 or f16", cfg.dtype))
-        })?;
-        let (policy, tokenizer) = Policy::load(
-            &run.policy_dir,
-            cfg.lora.as_ref(),
-            cfg.algo == Algo::Ppo,
-            dtype,
-            &run.device,
-        )?;
-        let mut optimizer = AdamW::new(
-            policy.params(cfg.value_lr_scale),
-            AdamWConfig {
+/// Open the training session over `policy` (resuming from the newest checkpoint when asked),
+/// and its log of sample responses.
+pub(crate) fn open_session<'m>(
+    run: &RlRun,
+    cfg: &RlConfig,
+    total_steps: u64,
+    policy: &'m Policy,
+    tokenizer: &'m Tokenizer,
+) -> Result<(Session<'m>, MetricsWriter)> {
+    let schedule = Schedule {
+        kind: cfg.schedule,
+        warmup_steps: cfg.warmup_steps,
+        total_steps,
+        min_lr_ratio: 0.0,
+    };
+    schedule.validate()?;
+    let config_json = json!({
+        "rl": cfg,
+        "policy": run.policy_dir,
+        "prompts": run.prompts,
+        "helpful_prompts": run.helpful_prompts,
+        "data": run.data,
+        "reward": run.reward_name,
+        FINGERPRINT_KEY: fingerprint(&[
+            ("prompts", run.prompts.as_deref()),
+            ("helpful_prompts", run.helpful_prompts.as_deref()),
+            ("data", run.data.as_deref()),
+        ])?,
+    });
+    let session = TrainSession::open(
+        policy,
+        tokenizer,
+        policy.params(cfg.value_lr_scale),
+        SessionSpec {
+            method: "rl",
+            config: config_json,
+            config_file: RL_CONFIG_FILE,
+            output: &run.output,
+            resume: run.resume,
+            allow_changes: &run.allow_changes,
+            seed: cfg.seed,
+            keep_last: cfg.keep_last,
+            optimizer: AdamWConfig {
                 lr: cfg.learning_rate,
                 weight_decay: cfg.weight_decay,
                 ..AdamWConfig::default()
             },
-        )?;
-        let schedule = Schedule {
-            kind: cfg.schedule,
-            warmup_steps: cfg.warmup_steps,
-            total_steps,
-            min_lr_ratio: 0.0,
-        };
-        schedule.validate()?;
-        let config_json = json!({
-            "rl": cfg,
-            "policy": run.policy_dir,
-            "prompts": run.prompts,
-            "helpful_prompts": run.helpful_prompts,
-            "data": run.data,
-            "reward": run.reward_name,
-            FINGERPRINT_KEY: fingerprint(&[
-                ("prompts", run.prompts.as_deref()),
-                ("helpful_prompts", run.helpful_prompts.as_deref()),
-                ("data", run.data.as_deref()),
-            ])?,
-        });
-        std::fs::create_dir_all(&run.output).map_err(|e| TrainError::io(&run.output, e))?;
-        let checkpoints = run.output.join("checkpoints");
-        let metrics_path = run.output.join(METRICS_FILE);
-        let samples_path = run.output.join(SAMPLES_FILE);
-        let mut state = TrainerState::new(cfg.seed);
-        let (metrics, samples) = match latest_checkpoint(&checkpoints)?.filter(|_| run.resume) {
-            Some(dir) => {
-                let loaded = load_checkpoint(&dir, policy.trainee.weights_file(), &run.device)?;
-                resume::check(&dir, "rl", &loaded.config, &config_json, &run.allow_changes)?;
-                policy.trainee.restore(&loaded.weights, &dir)?;
-                policy.restore_value_head(&dir)?;
-                loaded.restore_optimizer(&mut optimizer)?;
-                state = loaded.state;
-                tracing::info!("resuming from {} at step {}", dir.display(), state.step);
-                (
-                    MetricsWriter::resume(&metrics_path, state.step)?,
-                    MetricsWriter::resume(&samples_path, state.step)?,
-                )
-            }
-            None => {
-                for path in [&metrics_path, &samples_path] {
-                    if path.exists() {
-                        std::fs::remove_file(path).map_err(|e| TrainError::io(path, e))?;
-                    }
-                }
-                (
-                    MetricsWriter::open(&metrics_path)?,
-                    MetricsWriter::open(&samples_path)?,
-                )
-            }
-        };
-        write_json(&run.output.join(RL_CONFIG_FILE), &config_json)?;
-        divergence::start(&mut state, &optimizer)?;
-        Ok(Self {
-            policy,
-            tokenizer,
-            optimizer,
-            state,
-            metrics,
-            samples,
             schedule,
-            config_json,
-            checkpoints,
-            output: run.output.clone(),
-            keep_last: cfg.keep_last,
-            save_pending: false,
-        })
-    }
-
-    /// Save a resumable checkpoint (it loads as a model, or as an adapter with LoRA).
-    pub fn save(&self) -> Result<PathBuf> {
-        let head = self.policy.value_head_json()?;
-        self.policy.trainee.save_checkpoint(
-            &self.checkpoints,
-            &self.optimizer,
-            &self.state,
-            &self.config_json,
-            self.keep_last,
-            &self.tokenizer,
-            &|dir| match &head {
-                Some(head) => write_json(&dir.join(VALUE_HEAD_FILE), head),
-                None => Ok(()),
-            },
-        )
-    }
-
-    /// After a step: a checkpoint is due every `save_every` steps. It is written by the next
-    /// [`update`](Self::update), once that step's loss has passed [`check_loss`](Self::check_loss)
-    /// (or by [`finish`](Self::finish)).
-    pub fn step_done(&mut self, save_every: u64) {
-        if save_every > 0 && self.state.step.is_multiple_of(save_every) {
-            self.save_pending = true;
-        }
-    }
-
-    /// Check a loss of the step being taken (see [`divergence::check_loss`]).
-    pub fn check_loss(&mut self, what: &str, value: f64, relative: bool) -> Result<()> {
-        let step = self.state.step + 1;
-        divergence::check_loss(
-            &mut self.state,
-            step,
-            what,
-            value,
-            relative,
-            &self.checkpoints,
-        )
-    }
-
-    /// Write a due checkpoint, clip the gradients, check them, take an optimiser step at the
-    /// scheduled rate and check the weights it made. Returns (gradient norm before
-    /// clipping, learning rate).
-    pub fn update(
-        &mut self,
-        grads: &mut GradAccumulator,
-        max_grad_norm: f64,
-        base_lr: f64,
-        update_index: u64,
-    ) -> Result<(f64, f64)> {
-        if self.save_pending {
-            self.save()?;
-            self.save_pending = false;
-        }
-        let lr = self.schedule.lr_at(update_index, base_lr);
-        let step = self.state.step + 1;
-        let norm = self
-            .optimizer
-            .clip_and_step(grads, max_grad_norm, lr, step)
-            .map_err(|e| divergence::locate(e, &self.checkpoints))?;
-        divergence::check_weights(&self.state, step, &self.optimizer, &self.checkpoints)?;
-        Ok((norm, lr))
-    }
-
-    /// Write a due checkpoint and the finished policy to the output directory.
-    pub fn finish(&mut self) -> Result<()> {
-        if self.save_pending {
-            self.save()?;
-            self.save_pending = false;
-        }
-        self.policy.trainee.write(&self.output, &self.tokenizer)
-    }
+            device: &run.device,
+        },
+    )?;
+    let samples = session.open_log(SAMPLES_FILE)?;
+    Ok((session, samples))
 }
 
 /// PPO and RLOO/GRPO.
@@ -334,12 +225,13 @@ fn run_online(
         .as_deref()
         .ok_or_else(|| TrainError::Config(format!("{} needs red-team prompts", cfg.algo.name())))?;
     let total_steps = cfg.steps.expect("validated: online runs have steps");
-    let mut session = Session::open(run, cfg, total_steps)?;
-    let max_positions = session.policy.decoder().config().max_position_embeddings;
+    let (policy, tokenizer) = load_policy(run, cfg)?;
+    let (mut session, mut samples) = open_session(run, cfg, total_steps, &policy, &tokenizer)?;
+    let max_positions = policy.decoder().config().max_position_embeddings;
     let pool = PromptPool::load(
         prompts_path,
         run.helpful_prompts.as_deref(),
-        &session.tokenizer,
+        &tokenizer,
         cfg,
         max_positions,
     )?;
@@ -347,17 +239,25 @@ fn run_online(
     let mut last = None;
     while session.state.step < total_steps {
         if stop.load(Ordering::SeqCst) {
-            return Ok(RlOutcome::Interrupted {
-                checkpoint: session.save()?,
-            });
+            let checkpoint = session.save()?;
+            return Ok(RlOutcome::Interrupted { checkpoint });
         }
-        let record = online_step(&mut session, &pool, cfg, reward, &mut grads, progress)?;
+        let record = online_step(
+            &mut session,
+            &mut samples,
+            &pool,
+            cfg,
+            reward,
+            &mut grads,
+            progress,
+        )?;
         progress(RlEvent::Metrics(&record, total_steps));
         last = Some(record);
         session.step_done(cfg.save_every);
     }
     write_curves(&run.output, cfg)?;
     session.finish()?;
+    policy.trainee.write(&run.output, &tokenizer)?;
     Ok(RlOutcome::Finished {
         steps: session.state.step,
         last,
@@ -432,36 +332,30 @@ fn advantages(samples: &[Sample], cfg: &RlConfig) -> (Vec<Vec<f32>>, Vec<Vec<f32
 
 /// One rollout and its updates; returns the step's record (already written).
 fn online_step(
-    session: &mut Session,
+    session: &mut Session<'_>,
+    samples_log: &mut MetricsWriter,
     pool: &PromptPool,
     cfg: &RlConfig,
     reward: &dyn RewardFn,
     grads: &mut GradAccumulator,
     progress: &mut dyn FnMut(RlEvent<'_>),
 ) -> Result<MetricRecord> {
-    let step = session.state.step;
-    let started = Instant::now();
+    let (policy, step) = (session.model, session.state.step);
+    let started = session.begin_step();
     let prompts = pool.batch(step);
-    let roll = rollout(
-        &session.policy,
-        &session.tokenizer,
-        &prompts,
-        cfg,
-        step,
-        reward,
-    )?;
+    let roll = rollout(policy, session.tokenizer, &prompts, cfg, step, reward)?;
     let samples = &roll.samples;
     let (adv, returns) = advantages(samples, cfg);
     let ppo = cfg.algo == Algo::Ppo;
 
     // Updates: ppo_epochs passes, each over the rollout split into minibatches.
     let update_started = Instant::now();
-    let device = session.policy.decoder().device().clone();
+    let device = policy.decoder().device().clone();
     let mut sums = UpdateSums::default();
     let updates_per_step = (cfg.ppo_epochs * cfg.minibatches) as u64;
     let mut grad_norm = 0.0;
     let mut lr = cfg.learning_rate;
-    let params = session.policy.params(cfg.value_lr_scale);
+    let params = policy.params(cfg.value_lr_scale);
     for epoch in 0..cfg.ppo_epochs {
         let mut order: Vec<usize> = (0..samples.len()).collect();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cai_core::rng::derive_seed_u64(
@@ -476,17 +370,14 @@ fn online_step(
                 continue;
             }
             for (u, micro) in minibatch.chunks(cfg.rollout_batch).enumerate() {
-                session
-                    .policy
+                policy
                     .decoder()
                     .set_dropout_seed(cai_core::rng::derive_seed_u64(
                         cfg.seed,
                         &[step, epoch as u64, m as u64, u as u64],
                     ));
                 let seqs: Vec<&Sequence> = micro.iter().map(|&i| &samples[i].sequence).collect();
-                let out = session
-                    .policy
-                    .forward(&seqs, Mode::Train, cfg.entropy_coef > 0.0)?;
+                let out = policy.forward(&seqs, Mode::Train, cfg.entropy_coef > 0.0)?;
                 let old = gather(micro, |i| &samples[i].logp, &device)?;
                 let a = gather(micro, |i| &adv[i], &device)?;
                 let (policy_loss, stats) = ppo_policy_loss(&out.log_probs, &old, &a, cfg.clip)?;
@@ -513,7 +404,7 @@ fn online_step(
                 grads.add(&(loss * (1.0 / tokens as f64))?.backward()?, &params)?;
             }
             let index = step * updates_per_step + (epoch * cfg.minibatches + m) as u64;
-            (grad_norm, lr) = session.update(grads, cfg.max_grad_norm, cfg.learning_rate, index)?;
+            (grad_norm, lr) = session.step(grads, cfg.max_grad_norm, cfg.learning_rate, index)?;
         }
     }
     let update_s = update_started.elapsed().as_secs_f64();
@@ -534,13 +425,13 @@ fn online_step(
             step_s: started.elapsed().as_secs_f64(),
         },
     );
-    session.metrics.write(&record)?;
+    session.log(&record)?;
     if cfg.sample_every > 0
         && (session.state.step == 1 || session.state.step.is_multiple_of(cfg.sample_every))
     {
         let table = sample_table(session.state.step, samples, cfg);
         for row in &table {
-            session.samples.write(row)?;
+            samples_log.write(row)?;
         }
         progress(RlEvent::Samples(&table));
     }

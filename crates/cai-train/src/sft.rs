@@ -6,7 +6,6 @@ pub mod data;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use cai_model::config::ModelConfig;
 use cai_model::decoder::{Batch, Decoder};
@@ -17,14 +16,14 @@ use cai_model::weights::{load_decoder, parse_dtype};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::core::data_order::epoch_order;
-use crate::core::resume::{self, fingerprint, FINGERPRINT_KEY};
-use crate::core::trainee::{write_json, Trainee};
+use crate::core::data_order::EpochWalk;
+use crate::core::resume::{fingerprint, FINGERPRINT_KEY};
+use crate::core::session::{SessionSpec, TrainSession};
+use crate::core::trainee::Trainee;
 use crate::sft::data::{load_examples, mix_helpful, pack, Example, LoadedExamples};
 use crate::{
-    core::divergence, latest_checkpoint, load_checkpoint, masked_cross_entropy, AdamW, AdamWConfig,
-    GradAccumulator, MetricRecord, MetricsWriter, Result, Schedule, ScheduleKind, Split,
-    TrainError, TrainerState,
+    masked_cross_entropy, AdamWConfig, GradAccumulator, MetricRecord, Result, Schedule,
+    ScheduleKind, Split, TrainError,
 };
 
 /// Settings of an SFT run. Defaults follow the CAI paper where it gives one (one epoch, a
@@ -217,26 +216,6 @@ pub fn run_sft(
         None => Vec::new(),
     };
     let trainee = Trainee::new(decoder, cfg.lora.as_ref(), &run.model_dir)?;
-    let (decoder, params) = (&trainee.decoder, &trainee.params);
-    let mut optimizer = AdamW::new(
-        params.clone(),
-        AdamWConfig {
-            lr: cfg.learning_rate,
-            weight_decay: cfg.weight_decay,
-            ..AdamWConfig::default()
-        },
-    )?;
-    let schedule = Schedule::for_run(
-        cfg.schedule,
-        cfg.warmup_steps,
-        rows.len(),
-        cfg.batch_size * cfg.grad_accum,
-        cfg.epochs,
-        cfg.max_steps,
-    )?;
-    let total_steps = schedule.total_steps;
-
-    let checkpoints = run.output.join("checkpoints");
     let config_json = serde_json::json!({
         "sft": cfg,
         "model": run.model_dir,
@@ -248,91 +227,70 @@ pub fn run_sft(
             ("helpful", cfg.helpful.as_ref().map(|h| h.data.as_path())),
         ])?,
     });
-    std::fs::create_dir_all(&run.output).map_err(|e| TrainError::io(&run.output, e))?;
-    let mut state = TrainerState::new(cfg.seed);
-    let mut metrics = match latest_checkpoint(&checkpoints)?.filter(|_| run.resume) {
-        Some(dir) => {
-            let loaded = load_checkpoint(&dir, trainee.weights_file(), &run.device)?;
-            resume::check(
-                &dir,
-                "sft",
-                &loaded.config,
-                &config_json,
-                &run.allow_changes,
-            )?;
-            trainee.restore(&loaded.weights, &dir)?;
-            loaded.restore_optimizer(&mut optimizer)?;
-            state = loaded.state;
-            tracing::info!("resuming from {} at step {}", dir.display(), state.step);
-            MetricsWriter::resume(&run.output.join("metrics.jsonl"), state.step)?
-        }
-        None => {
-            // A fresh run starts a fresh log (the CLI refuses to reuse an output directory
-            // without --resume or --overwrite).
-            let path = run.output.join("metrics.jsonl");
-            if path.exists() {
-                std::fs::remove_file(&path).map_err(|e| TrainError::io(&path, e))?;
-            }
-            MetricsWriter::open(&path)?
-        }
+    let mut session = TrainSession::open(
+        &trainee,
+        &tokenizer,
+        trainee.params.clone(),
+        SessionSpec {
+            method: "sft",
+            config: config_json,
+            config_file: SFT_CONFIG_FILE,
+            output: &run.output,
+            resume: run.resume,
+            allow_changes: &run.allow_changes,
+            seed: cfg.seed,
+            keep_last: cfg.keep_last,
+            optimizer: AdamWConfig {
+                lr: cfg.learning_rate,
+                weight_decay: cfg.weight_decay,
+                ..AdamWConfig::default()
+            },
+            schedule: Schedule::for_run(
+                cfg.schedule,
+                cfg.warmup_steps,
+                rows.len(),
+                cfg.batch_size * cfg.grad_accum,
+                cfg.epochs,
+                cfg.max_steps,
+            )?,
+            device: &run.device,
+        },
+    )?;
+    let (decoder, params, total_steps) = (&trainee.decoder, &trainee.params, session.total_steps());
+    let eval_now = |session: &mut TrainSession<'_, Trainee>,
+                    progress: &mut dyn FnMut(&MetricRecord, u64)|
+     -> Result<f64> {
+        let loss = evaluate(decoder, &eval_rows, cfg.batch_size, &run.device)?;
+        session.state.record_eval(loss);
+        let record = MetricRecord::new(session.state.step, Split::Eval, loss);
+        session.log(&record)?;
+        progress(&record, total_steps);
+        Ok(loss)
     };
-    write_json(&run.output.join(SFT_CONFIG_FILE), &config_json)?;
-    divergence::start(&mut state, &optimizer)?;
 
-    let save = |optimizer: &AdamW, state: &TrainerState| -> Result<PathBuf> {
-        trainee.save_checkpoint(
-            &checkpoints,
-            optimizer,
-            state,
-            &config_json,
-            cfg.keep_last,
-            &tokenizer,
-            &|_| Ok(()),
-        )
-    };
-    // A step's checkpoint is written once the next step's loss (computed with its weights)
-    // has passed the divergence check, so every checkpoint on disk is one that trained well.
-    let mut save_pending = false;
-
+    let mut walk = EpochWalk::new(rows.len(), cfg.seed);
     let mut grads = GradAccumulator::new();
-    let mut order = epoch_order(rows.len(), cfg.seed, state.epoch);
-    while state.step < total_steps {
+    while session.state.step < total_steps {
         if stop.load(Ordering::SeqCst) {
-            return Ok(SftOutcome::Interrupted {
-                checkpoint: save(&optimizer, &state)?,
-            });
+            let checkpoint = session.save()?;
+            return Ok(SftOutcome::Interrupted { checkpoint });
         }
-        let started = Instant::now();
-        let before = save_pending.then(|| state.clone());
+        let started = session.begin_step();
         // Batch: the step's micro-batches, in the epoch's seeded order.
-        let mut micro = Vec::with_capacity(cfg.grad_accum);
-        for _ in 0..cfg.grad_accum {
-            if state.data_position as usize >= rows.len() {
-                state.epoch += 1;
-                state.data_position = 0;
-                order = epoch_order(rows.len(), cfg.seed, state.epoch);
-            }
-            let start = state.data_position as usize;
-            let end = (start + cfg.batch_size).min(rows.len());
-            micro.push(
-                order[start..end]
-                    .iter()
-                    .map(|&i| &rows[i])
-                    .collect::<Vec<_>>(),
-            );
-            state.data_position = end as u64;
-        }
-        let total: usize = micro.iter().flatten().map(|e| e.target_tokens()).sum();
+        let micro = walk.next_step(&mut session.state, cfg.batch_size, cfg.grad_accum);
+        let total: usize = micro
+            .iter()
+            .flatten()
+            .map(|&i| rows[i].target_tokens())
+            .sum();
         // Forward, loss and backward per micro-batch; the loss is the mean over every target
         // token of the step, so each micro-batch is weighted by its share of them.
-        let mut step_loss = 0.0;
-        let mut step_tokens = 0;
-        for (m, examples) in micro.iter().enumerate() {
-            decoder.set_dropout_seed(cai_core::rng::derive_seed_u64(
-                cfg.seed,
-                &[state.step, m as u64],
-            ));
-            let (ids, batch, targets, mask) = collate(examples, &run.device)?;
+        let (mut step_loss, mut step_tokens) = (0.0, 0);
+        for (m, indices) in micro.iter().enumerate() {
+            let seed = cai_core::rng::derive_seed_u64(cfg.seed, &[session.state.step, m as u64]);
+            decoder.set_dropout_seed(seed);
+            let examples: Vec<&Example> = indices.iter().map(|&i| &rows[i]).collect();
+            let (ids, batch, targets, mask) = collate(&examples, &run.device)?;
             step_tokens += batch.valid.iter().flatten().filter(|&&v| v).count();
             let logits = decoder.forward_train(&ids, &batch)?;
             let (loss, count) = masked_cross_entropy(&logits, &targets, &mask)?;
@@ -340,74 +298,56 @@ pub fn run_sft(
                 continue;
             }
             let loss_value = f64::from(loss.to_scalar::<f32>()?);
-            if !loss_value.is_finite() {
-                let step = state.step + 1;
-                divergence::check_loss(&mut state, step, "loss", loss_value, true, &checkpoints)?;
-            }
+            session.check_loss("loss", loss_value, false)?;
             step_loss += loss_value * count as f64 / total.max(1) as f64;
             grads.add(
                 &(loss * (count as f64 / total.max(1) as f64))?.backward()?,
                 params,
             )?;
         }
-        let step = state.step + 1;
-        divergence::check_loss(&mut state, step, "loss", step_loss, true, &checkpoints)?;
-        if let Some(before) = before {
-            save(&optimizer, &before)?;
-            save_pending = false;
-        }
-        // Clip, check, step, schedule.
-        let lr = schedule.lr_at(state.step, cfg.learning_rate);
-        let grad_norm = optimizer
-            .clip_and_step(&mut grads, cfg.max_grad_norm, lr, step)
-            .map_err(|e| divergence::locate(e, &checkpoints))?;
-        divergence::check_weights(&state, step, &optimizer, &checkpoints)?;
-        state.step += 1;
-        state.tokens_seen += total as u64;
-        state.last_train_loss = Some(step_loss);
-        // Log.
-        let mut record = MetricRecord::new(state.step, Split::Train, step_loss);
+        session.check_loss("loss", step_loss, true)?;
+        // Clip, step, schedule.
+        let (grad_norm, lr) = session.step(
+            &mut grads,
+            cfg.max_grad_norm,
+            cfg.learning_rate,
+            session.state.step,
+        )?;
+        session.state.step += 1;
+        session.state.tokens_seen += total as u64;
+        session.state.last_train_loss = Some(step_loss);
+        // Log, evaluate, checkpoint.
+        let mut record = MetricRecord::new(session.state.step, Split::Train, step_loss);
         record.lr = Some(lr);
         record.grad_norm = Some(grad_norm);
         record.tokens_per_s = Some(step_tokens as f64 / started.elapsed().as_secs_f64());
-        record.epoch = Some(state.epoch as f64 + state.data_position as f64 / rows.len() as f64);
-        metrics.write(&record)?;
+        record.epoch = Some(walk.epochs(&session.state));
+        session.log(&record)?;
         progress(&record, total_steps);
-        // Evaluate and checkpoint.
-        if !eval_rows.is_empty() && cfg.eval_every > 0 && state.step.is_multiple_of(cfg.eval_every)
-        {
-            let loss = evaluate(decoder, &eval_rows, cfg.batch_size, &run.device)?;
-            state.record_eval(loss);
-            let record = MetricRecord::new(state.step, Split::Eval, loss);
-            metrics.write(&record)?;
-            progress(&record, total_steps);
+        if !eval_rows.is_empty() && is_multiple(session.state.step, cfg.eval_every) {
+            eval_now(&mut session, progress)?;
         }
-        if cfg.save_every > 0 && state.step.is_multiple_of(cfg.save_every) {
-            save_pending = true;
-        }
+        session.step_done(cfg.save_every);
     }
-    if save_pending {
-        save(&optimizer, &state)?;
-    }
-    let evaluated_last_step = cfg.eval_every > 0 && state.step.is_multiple_of(cfg.eval_every);
+    session.finish()?;
     let eval_loss = if eval_rows.is_empty() {
         None
-    } else if evaluated_last_step {
-        state.last_eval_loss
+    } else if is_multiple(session.state.step, cfg.eval_every) {
+        session.state.last_eval_loss
     } else {
-        let loss = evaluate(decoder, &eval_rows, cfg.batch_size, &run.device)?;
-        state.record_eval(loss);
-        let record = MetricRecord::new(state.step, Split::Eval, loss);
-        metrics.write(&record)?;
-        progress(&record, total_steps);
-        Some(loss)
+        Some(eval_now(&mut session, progress)?)
     };
     trainee.write(&run.output, &tokenizer)?;
     Ok(SftOutcome::Finished {
-        steps: state.step,
-        train_loss: state.last_train_loss,
+        steps: session.state.step,
+        train_loss: session.state.last_train_loss,
         eval_loss,
     })
+}
+
+/// Whether `step` is one of every `every` (0: never).
+fn is_multiple(step: u64, every: u64) -> bool {
+    every > 0 && step.is_multiple_of(every)
 }
 
 fn validate(cfg: &SftConfig) -> Result<()> {

@@ -1,6 +1,6 @@
 //! The model a trainer changes: its trainable parameters (every weight, or LoRA adapters), its
 //! resumable checkpoints, restoring them, and the finished model written as a Hugging Face
-//! model directory or a PEFT adapter. Shared by the trainers (`sft`, `distill`).
+//! model directory or a PEFT adapter. Shared by the trainers (`sft`, `distill`, `rl`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,8 +11,9 @@ use cai_model::tokenizer::Tokenizer;
 use cai_model::weights::{hf_tensors, save_decoder};
 use candle_core::Tensor;
 
-use crate::core::checkpoint::save_checkpoint_with;
-use crate::{AdamW, Checkpoint, CheckpointOptions, Result, TrainError, TrainParam, TrainerState};
+use crate::core::checkpoint::{save_checkpoint_with, LoadedCheckpoint};
+use crate::core::session::{CheckpointParts, Checkpointed};
+use crate::{Checkpoint, CheckpointOptions, Result, TrainError, TrainParam};
 
 /// A decoder being trained, with the variables the optimiser updates.
 pub struct Trainee {
@@ -73,41 +74,17 @@ impl Trainee {
 
     /// Set the variables from a checkpoint's tensors (as [`Trainee::tensors`] wrote them).
     pub fn restore(&self, weights: &BTreeMap<String, Tensor>, dir: &Path) -> Result<()> {
-        let conv1d: Vec<String> = self
-            .decoder
-            .params()
-            .into_iter()
-            .filter(|(s, _)| s.conv1d)
-            .map(|(s, _)| s.name)
-            .collect();
-        for p in &self.params {
-            let t = weights.get(&p.name).ok_or_else(|| {
-                TrainError::checkpoint(dir, format!("missing tensor '{}'", p.name))
-            })?;
-            let t = if conv1d.contains(&p.name) {
-                t.t()?.contiguous()?
-            } else {
-                t.clone()
-            };
-            p.var
-                .set(&t.to_dtype(p.var.dtype())?.to_device(p.var.device())?)?;
-        }
-        Ok(())
+        restore_params(&self.params, weights, &self.decoder, dir)
     }
 
     /// Save a resumable checkpoint under `checkpoints` with the model's config, the tokenizer
     /// (and the adapter's config), so that a checkpoint directory loads as a model or adapter
     /// of its own; `more` writes further files into it. Everything is part of the atomic
     /// save (see [`save_checkpoint_with`]). Returns the checkpoint directory.
-    #[allow(clippy::too_many_arguments)]
     pub fn save_checkpoint(
         &self,
         checkpoints: &Path,
-        optimizer: &AdamW,
-        state: &TrainerState,
-        config: &serde_json::Value,
-        keep_last: Option<usize>,
-        tokenizer: &Tokenizer,
+        parts: &CheckpointParts<'_>,
         more: &dyn Fn(&Path) -> Result<()>,
     ) -> Result<PathBuf> {
         let weights = self.tensors()?;
@@ -117,9 +94,9 @@ impl Trainee {
         )];
         let checkpoint = Checkpoint {
             weights: &weights,
-            optimizer,
-            state,
-            config,
+            optimizer: parts.optimizer,
+            state: parts.state,
+            config: parts.config,
             extra_files: &extra,
         };
         save_checkpoint_with(
@@ -127,10 +104,10 @@ impl Trainee {
             &checkpoint,
             &CheckpointOptions {
                 weights_file: self.weights_file().into(),
-                keep_last,
+                keep_last: parts.keep_last,
             },
             &|dir| {
-                tokenizer.save(dir)?;
+                parts.tokenizer.save(dir)?;
                 if let Some(lora) = &self.lora {
                     let config =
                         adapter_config(&self.decoder, lora, &self.model_dir.display().to_string());
@@ -165,6 +142,49 @@ impl Trainee {
         }
         Ok(())
     }
+}
+
+impl Checkpointed for Trainee {
+    fn weights_file(&self) -> &str {
+        Trainee::weights_file(self)
+    }
+
+    fn restore(&self, loaded: &LoadedCheckpoint) -> Result<()> {
+        Trainee::restore(self, &loaded.weights, &loaded.dir)
+    }
+
+    fn save_checkpoint(&self, checkpoints: &Path, parts: &CheckpointParts<'_>) -> Result<PathBuf> {
+        Trainee::save_checkpoint(self, checkpoints, parts, &|_| Ok(()))
+    }
+}
+
+/// Set trained variables `params` from a checkpoint's tensors (in file layout: the matrices
+/// `decoder` stores as Conv1D are transposed back), converting dtype and device.
+pub fn restore_params(
+    params: &[TrainParam],
+    weights: &BTreeMap<String, Tensor>,
+    decoder: &Decoder,
+    dir: &Path,
+) -> Result<()> {
+    let conv1d: Vec<String> = decoder
+        .params()
+        .into_iter()
+        .filter(|(s, _)| s.conv1d)
+        .map(|(s, _)| s.name)
+        .collect();
+    for p in params {
+        let t = weights
+            .get(&p.name)
+            .ok_or_else(|| TrainError::checkpoint(dir, format!("missing tensor '{}'", p.name)))?;
+        let t = if conv1d.contains(&p.name) {
+            t.t()?.contiguous()?
+        } else {
+            t.clone()
+        };
+        p.var
+            .set(&t.to_dtype(p.var.dtype())?.to_device(p.var.device())?)?;
+    }
+    Ok(())
 }
 
 /// Write `value` as pretty JSON with a final newline.

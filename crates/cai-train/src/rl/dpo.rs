@@ -8,7 +8,6 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use cai_model::layers::Mode;
 use cai_model::tokenizer::Tokenizer;
@@ -21,8 +20,8 @@ use crate::core::trainee::write_json;
 use crate::pm::data::load_pairs;
 use crate::rl::config::RlConfig;
 use crate::rl::loss::dpo_loss;
-use crate::rl::policy::{segment_sums, Sequence};
-use crate::rl::{RlEvent, RlOutcome, RlRun, Session};
+use crate::rl::policy::{segment_sums, Policy, Sequence};
+use crate::rl::{load_policy, open_session, RlEvent, RlOutcome, RlRun};
 use crate::{GradAccumulator, MetricRecord, Result, Split, TrainError};
 
 /// The reference's summed log-probabilities of every pair, computed once.
@@ -96,10 +95,10 @@ fn fingerprint(pairs: &[DpoPair]) -> String {
 }
 
 /// Summed log-probabilities of each sequence's response under the reference.
-fn reference_sums(session: &Session, seqs: &[&Sequence], rows: usize) -> Result<Vec<f32>> {
+fn reference_sums(policy: &Policy, seqs: &[&Sequence], rows: usize) -> Result<Vec<f32>> {
     let mut out = Vec::with_capacity(seqs.len());
     for chunk in seqs.chunks(rows) {
-        let lp = session.policy.reference_log_probs(chunk)?;
+        let lp = policy.reference_log_probs(chunk)?;
         let mut at = 0;
         for s in chunk {
             let n = s.response().len();
@@ -112,7 +111,7 @@ fn reference_sums(session: &Session, seqs: &[&Sequence], rows: usize) -> Result<
 
 /// The stored reference log-probabilities if they match the pairs, else computed and stored.
 fn reference(
-    session: &Session,
+    policy: &Policy,
     pairs: &[DpoPair],
     cfg: &RlConfig,
     output: &Path,
@@ -131,8 +130,8 @@ fn reference(
     let b: Vec<&Sequence> = pairs.iter().map(|p| &p.b).collect();
     let stored = ReferenceLogps {
         fingerprint: print,
-        ref_a: reference_sums(session, &a, cfg.rollout_batch)?,
-        ref_b: reference_sums(session, &b, cfg.rollout_batch)?,
+        ref_a: reference_sums(policy, &a, cfg.rollout_batch)?,
+        ref_b: reference_sums(policy, &b, cfg.rollout_batch)?,
     };
     let tmp = output.join(format!(".{REFERENCE_FILE}.tmp"));
     write_json(&tmp, &serde_json::to_value(&stored).expect("serialisable"))?;
@@ -171,28 +170,28 @@ pub(crate) fn run_dpo(
     }
     let per_epoch = pairs.len().div_ceil(cfg.batch_size) as u64;
     let total_steps = cfg.steps.unwrap_or(per_epoch * cfg.epochs);
-    let mut session = Session::open(run, cfg, total_steps)?;
-    let reference = reference(&session, &pairs, cfg, &run.output)?;
-    let device = session.policy.decoder().device().clone();
+    let (policy, policy_tokenizer) = load_policy(run, cfg)?;
+    // The samples log stays empty: DPO samples nothing.
+    let (mut session, _samples) = open_session(run, cfg, total_steps, &policy, &policy_tokenizer)?;
+    let reference = reference(&policy, &pairs, cfg, &run.output)?;
+    let device = policy.decoder().device().clone();
     let mut grads = GradAccumulator::new();
     let mut last = None;
     let pairs_per_pass = (cfg.rollout_batch / 2).max(1);
-    let params = session.policy.params(1.0);
+    let params = policy.params(1.0);
     while session.state.step < total_steps {
         if stop.load(Ordering::SeqCst) {
-            return Ok(RlOutcome::Interrupted {
-                checkpoint: session.save()?,
-            });
+            let checkpoint = session.save()?;
+            return Ok(RlOutcome::Interrupted { checkpoint });
         }
         let step = session.state.step;
-        let started = Instant::now();
+        let started = session.begin_step();
         // The step's pairs: an endless stream of seeded epoch orders.
         let batch = stream_slice(pairs.len(), cfg.batch_size, step, cfg.seed);
         let (mut loss_sum, mut margins, mut chosen, mut rejected) =
             (0.0, Vec::new(), Vec::new(), Vec::new());
         for (u, chunk) in batch.chunks(pairs_per_pass).enumerate() {
-            session
-                .policy
+            policy
                 .decoder()
                 .set_dropout_seed(cai_core::rng::derive_seed_u64(cfg.seed, &[step, u as u64]));
             let seqs: Vec<&Sequence> = chunk
@@ -200,7 +199,7 @@ pub(crate) fn run_dpo(
                 .map(|&i| &pairs[i].a)
                 .chain(chunk.iter().map(|&i| &pairs[i].b))
                 .collect();
-            let out = session.policy.forward(&seqs, Mode::Train, false)?;
+            let out = policy.forward(&seqs, Mode::Train, false)?;
             let sums = segment_sums(&out.log_probs, &out.lengths)?;
             let k = chunk.len();
             let policy_a = sums.narrow(0, 0, k)?;
@@ -217,9 +216,7 @@ pub(crate) fn run_dpo(
             let p_a = vec(&|i| pairs[i].p_a)?;
             let (loss, m) = dpo_loss(&policy_a, &policy_b, &ref_a, &ref_b, &p_a, cfg.dpo_beta)?;
             let value = f64::from(loss.to_scalar::<f32>()?);
-            if !value.is_finite() {
-                session.check_loss("loss", value, true)?;
-            }
+            session.check_loss("loss", value, false)?;
             let weight = k as f64 / batch.len() as f64;
             loss_sum += value * weight;
             margins.extend(m.to_vec1::<f32>()?);
@@ -233,7 +230,7 @@ pub(crate) fn run_dpo(
         }
         session.check_loss("loss", loss_sum, true)?;
         let (grad_norm, lr) =
-            session.update(&mut grads, cfg.max_grad_norm, cfg.learning_rate, step)?;
+            session.step(&mut grads, cfg.max_grad_norm, cfg.learning_rate, step)?;
         session.state.step += 1;
         session.state.epoch = step * cfg.batch_size as u64 / pairs.len() as u64;
         session.state.last_train_loss = Some(loss_sum);
@@ -264,12 +261,13 @@ pub(crate) fn run_dpo(
         ] {
             record.extra.insert(k.into(), json!(v));
         }
-        session.metrics.write(&record)?;
+        session.log(&record)?;
         progress(RlEvent::Metrics(&record, total_steps));
         last = Some(record);
         session.step_done(cfg.save_every);
     }
     session.finish()?;
+    policy.trainee.write(&run.output, &policy_tokenizer)?;
     Ok(RlOutcome::Finished {
         steps: session.state.step,
         last,

@@ -3,7 +3,7 @@
 //! switched off, not a second copy. Also the forward pass over sampled responses that gives
 //! their tokens' log-probabilities (with or without gradient) and the critic's values.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use cai_model::config::ModelConfig;
 use cai_model::decoder::{Batch, Decoder};
@@ -13,8 +13,10 @@ use cai_model::tokenizer::Tokenizer;
 use cai_model::weights::load_decoder;
 use candle_core::{DType, Device, Tensor, Var};
 
+use crate::core::checkpoint::LoadedCheckpoint;
 use crate::core::loss::target_log_probs;
-use crate::core::trainee::Trainee;
+use crate::core::session::{CheckpointParts, Checkpointed};
+use crate::core::trainee::{write_json, Trainee};
 use crate::{Result, TrainError, TrainParam};
 
 /// Name of the value head's weights in checkpoints and the optimiser's state.
@@ -202,6 +204,28 @@ impl Policy {
         }
         head.set(&Tensor::from_vec(weight, shape, head.device())?)?;
         Ok(())
+    }
+}
+
+impl Checkpointed for Policy {
+    fn weights_file(&self) -> &str {
+        self.trainee.weights_file()
+    }
+
+    fn restore(&self, loaded: &LoadedCheckpoint) -> Result<()> {
+        self.trainee.restore(&loaded.weights, &loaded.dir)?;
+        self.restore_value_head(&loaded.dir)
+    }
+
+    /// The trainee's checkpoint (it loads as a model, or as an adapter with LoRA) with the
+    /// value head beside it.
+    fn save_checkpoint(&self, checkpoints: &Path, parts: &CheckpointParts<'_>) -> Result<PathBuf> {
+        let head = self.value_head_json()?;
+        self.trainee
+            .save_checkpoint(checkpoints, parts, &|dir| match &head {
+                Some(head) => write_json(&dir.join(VALUE_HEAD_FILE), head),
+                None => Ok(()),
+            })
     }
 }
 
