@@ -128,8 +128,17 @@ pub fn read_jsonl<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>, Error> {
 /// skipped and a line holding anything but an object is an error naming the line.
 pub fn read_jsonl_values(path: &Path) -> Result<Vec<(usize, Value)>, Error> {
     let file = File::open(path).map_err(io_error(path))?;
+    read_jsonl_values_from(path, file)
+}
+
+/// [`read_jsonl_values`] over any reader (a decompressed `.jsonl.gz`, say); `path` names it
+/// in errors.
+pub fn read_jsonl_values_from(
+    path: &Path,
+    reader: impl Read,
+) -> Result<Vec<(usize, Value)>, Error> {
     let mut records = Vec::new();
-    for_each_line(path, file, |number, line, _| {
+    for_each_line(path, reader, |number, line, _| {
         let found = match parse_value(path, number, line)? {
             value @ Value::Object(_) => {
                 records.push((number, value));

@@ -43,16 +43,26 @@ impl Prompt {
 /// An optional `"id"` (string or number) names the record; without one, the 0-based line
 /// index does (stable across runs of the same file). Errors name the file, line and field.
 pub fn read_prompts(path: &Path) -> Result<Vec<Prompt>, Error> {
+    prompts_from_records(path, read_jsonl_values(path)?)
+}
+
+/// The prompts of records already read (`(line, object)` pairs, as
+/// [`read_jsonl_values`] gives them), checked as [`read_prompts`] checks each line; `path`
+/// names the source in errors.
+pub fn prompts_from_records(
+    path: &Path,
+    records: Vec<(usize, Value)>,
+) -> Result<Vec<Prompt>, Error> {
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut prompts = Vec::new();
-    for (line, value) in read_jsonl_values(path)? {
+    for (line, value) in records {
         let bad = |message: String| Error::Jsonl {
             path: path.to_path_buf(),
             line,
             message,
         };
         let Value::Object(object) = value else {
-            unreachable!("read_jsonl_values only returns objects")
+            return Err(bad(format!("{value} is not an object; expected a JSON object")));
         };
         let id = match object.get("id") {
             None => (line - 1).to_string(),
