@@ -5,8 +5,9 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use cai_core::jsonl::{read_complete_records, read_input_values, JsonlWriter};
+use cai_core::jsonl::{read_complete_records, JsonlWriter};
 use cai_core::lock::WriterLock;
+use cai_data::read_input_values;
 use serde::Serialize;
 use serde_json::{Map, Value};
 

@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use cai_core::dialogue::{transcript_stop_strings, Message, Role};
-use cai_core::jsonl::{read_jsonl_values, write_jsonl_atomic};
+use cai_core::jsonl::write_jsonl_atomic;
 use cai_core::rng::derive_seed;
 use cai_core::{GenerateRequest, LanguageModel, Sampling};
 use cai_model::local::LocalModel;
@@ -97,7 +97,7 @@ impl DistillExample {
 /// Read a distillation file. Errors name the file and line.
 pub fn read_records(path: &Path) -> Result<Vec<DistillRecord>> {
     let mut out = Vec::new();
-    for (line, value) in read_jsonl_values(path)? {
+    for (line, value) in cai_data::read_records(path)?.rows {
         let bad = |message: String| TrainError::Data {
             path: path.to_path_buf(),
             line,

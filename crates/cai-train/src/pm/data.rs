@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use cai_core::dialogue::{parse_transcript, Message, Role, HUMAN};
-use cai_core::jsonl::read_input_values;
+use cai_data::read_input_values;
 use cai_model::tokenizer::{DialogueFormat, Tokenizer};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

@@ -7,8 +7,9 @@ use std::path::Path;
 use std::time::Instant;
 
 use cai_core::dialogue::{transcript_stop_strings, Message};
-use cai_core::prompts::{read_prompts, Prompt};
+use cai_core::prompts::Prompt;
 use cai_core::{FinishReason, Sampling};
+use cai_data::read_prompts;
 use cai_model::batching::EngineLimits;
 use cai_model::generate::{generate_batch, GenJob, Stopping};
 use cai_model::layers::Mode;

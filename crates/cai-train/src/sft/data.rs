@@ -99,7 +99,7 @@ pub fn load_examples(
     max_length: usize,
     revision_rounds: Option<usize>,
 ) -> Result<LoadedExamples> {
-    let values = cai_core::jsonl::read_input_values(path)?;
+    let values = cai_data::read_input_values(path)?;
     let mut out = LoadedExamples {
         examples: Vec::with_capacity(values.len()),
         ..LoadedExamples::default()

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
-use cai_core::prompts::read_prompts;
 use cai_core::Sampling;
+use cai_data::read_prompts;
 use cai_model::tokenizer::DialogueFormat;
 use cai_pipeline::eval::elo::{whole_elo, EloSettings};
 use cai_pipeline::eval::elo_eval::{EloEval, EloEvalConfig, EvalSet};

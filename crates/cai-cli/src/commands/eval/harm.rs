@@ -8,8 +8,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 use cai_core::jsonl::read_complete_records;
-use cai_core::prompts::{read_prompts, Prompt};
+use cai_core::prompts::Prompt;
 use cai_core::Sampling;
+use cai_data::read_prompts;
 use cai_model::tokenizer::DialogueFormat;
 use cai_pipeline::eval::harm::{harm_records, HarmRecord, HarmSummary};
 use cai_pipeline::eval::judge::Judge;
