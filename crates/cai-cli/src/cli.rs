@@ -3,8 +3,8 @@
 use clap::{Parser, Subcommand};
 
 use crate::commands::{
-    bench, chat, critique, distill, eval, generate, init_model, lab, label, merge_lora, pipeline,
-    rl, score, serve, sft, train_pm,
+    bench, chat, convert, critique, distill, eval, generate, init_model, lab, label, merge_lora,
+    pipeline, rl, score, serve, sft, train_pm,
 };
 
 /// cai: Constitutional AI over Hugging Face causal language models, on candle.
@@ -56,6 +56,9 @@ pub enum Command {
     Distill(Box<distill::DistillArgs>),
     /// Fold a LoRA adapter into its base model and write a plain Hugging Face model.
     MergeLora(merge_lora::MergeLoraArgs),
+    /// Write any model cai loads (a GGUF file, a model directory or id) as a Hugging Face
+    /// folder: safetensors, config, tokenizer with its chat template, generation config.
+    Convert(convert::ConvertArgs),
     /// Serve a local model over an OpenAI-compatible HTTP API (completions, chat, scores),
     /// batching concurrent requests together.
     Serve(serve::ServeArgs),

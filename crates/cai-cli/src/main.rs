@@ -83,6 +83,7 @@ fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Lab(args) => return commands::lab::run(args),
         Command::Pipeline(args) => return commands::pipeline::run(*args),
         Command::MergeLora(args) => commands::merge_lora::run(args),
+        Command::Convert(args) => commands::convert::run(args),
         Command::InitModel(args) => commands::init_model::run(args),
         Command::Generate(args) => commands::generate::run(args),
         Command::Score(args) => commands::score::run(args),

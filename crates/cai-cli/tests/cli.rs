@@ -64,3 +64,9 @@ mod rl;
 
 #[path = "cli/eval_elo.rs"]
 mod eval_elo;
+
+#[path = "cli/convert.rs"]
+mod convert;
+
+#[path = "cli/hub.rs"]
+mod hub;

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod chat;
+pub mod convert;
 pub mod critique;
 pub mod distill;
 pub mod eval;
