@@ -67,6 +67,3 @@ mod eval_elo;
 
 #[path = "cli/convert.rs"]
 mod convert;
-
-#[path = "cli/hub.rs"]
-mod hub;
