@@ -2,7 +2,12 @@
 //! [..]}`: evaluation files (JSONL; the prompt is a whole question ending in `The answer is:`
 //! and the options are `" (A)"`, `" (B)"`) and labelled few-shot examples for the feedback
 //! model (a JSON list; the prompt is a conversation ending in `Assistant:` and the options are
-//! the responses themselves).
+//! the responses themselves). Also read: Anthropic's chain-of-thought few-shot examples
+//! ([`cot`]), BIG-bench JSON tasks such as `hhh_alignment` and Hugging Face's rows of them
+//! (`big_bench.rs`).
+
+mod big_bench;
+pub mod cot;
 
 use std::path::Path;
 
@@ -28,13 +33,23 @@ pub struct ChoiceItem {
     pub texts: Option<(String, String)>,
 }
 
-/// Read items from a JSONL file (one object per line) or a JSON file holding a list of them;
-/// errors name the file and the line or list position.
+/// Read items from a JSONL file (one object per line), a JSON file holding a list of them
+/// (or of Anthropic's chain-of-thought examples, see [`cot`]), or a BIG-bench JSON task
+/// (`{"examples": [{"input", "target_scores"}]}`, with `subtasks`); JSONL rows may also be
+/// Hugging Face's `{"input", "targets": {"choices", "labels"}}`. Errors name the file and
+/// the line, list position or example.
 pub fn load_items(path: &Path) -> Result<Vec<ChoiceItem>, Error> {
     let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
     })?;
+    if text.trim_start().starts_with('{') {
+        if let Ok(value) = serde_json::from_str::<Value>(&text) {
+            if big_bench::is_task(&value) {
+                return big_bench::task_items(&value, path);
+            }
+        }
+    }
     if text.trim_start().starts_with('[') {
         let value: Value = serde_json::from_str(&text).map_err(|e| {
             Error::file(
@@ -53,6 +68,19 @@ pub fn load_items(path: &Path) -> Result<Vec<ChoiceItem>, Error> {
                 path,
                 "the list is empty; expected at least one multiple-choice item",
             ));
+        }
+        if cot::is_cot_list(&items) {
+            return items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    let Value::Object(object) = item else {
+                        unreachable!("is_cot_list checked every item is an object")
+                    };
+                    cot::cot_item(object, i + 1)
+                        .map_err(|m| Error::field(path, format!("[{i}]"), m))
+                })
+                .collect();
         }
         return items
             .iter()
@@ -93,6 +121,9 @@ pub fn load_items(path: &Path) -> Result<Vec<ChoiceItem>, Error> {
 
 /// One item from its object; the message says which field is wrong.
 fn item_from(object: &Map<String, Value>, line: usize) -> Result<ChoiceItem, String> {
+    if !object.contains_key("prompt") && object.contains_key("targets") {
+        return big_bench::hf_row_item(object, line);
+    }
     let prompt = match object.get("prompt") {
         Some(Value::String(text)) if !text.is_empty() => text.clone(),
         Some(Value::String(_)) => return Err("\"prompt\" is empty; expected text".into()),
@@ -163,6 +194,48 @@ mod tests {
         assert_eq!(items[0].line, 1);
         assert_eq!(items[0].prompt, "\n\nHuman: Hi?\n\nAssistant:");
         assert_eq!(items[0].incorrects, ["Go away."]);
+    }
+
+    #[test]
+    fn reads_cot_examples_big_bench_tasks_and_hf_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let cot = "\n\nHuman: Consider:\n\nH: Hi?\n\n{}\n (A) [[[No.]]]\n (B) [[[Hello!]]]\n\n\
+                   Assistant: Let's think step by step: (B).\n\nHuman:\nSo the answer is: (B)";
+        let path = write(
+            &dir,
+            "cot.json",
+            &serde_json::json!([{"prompt": cot}]).to_string(),
+        );
+        let items = load_items(&path).unwrap();
+        assert_eq!((items[0].line, items[0].corrects[0].as_str()), (1, " (B)"));
+        let bad = write(
+            &dir,
+            "bad-cot.json",
+            &serde_json::json!([{"prompt": cot}, {"prompt": "x"}]).to_string(),
+        );
+        let err = load_items(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("bad-cot.json: [1]: a chain-of-thought example needs"),
+            "{err}"
+        );
+
+        let task = "{\n  \"name\": \"hhh\",\n  \"examples\": [{\"input\": \"Q\", \"target_scores\": {\"a\": 1, \"b\": 0}}]\n}\n";
+        let items = load_items(&write(&dir, "task.json", task)).unwrap();
+        assert_eq!(items[0].prompt, "\nQ: Q\n  choice: a\n  choice: b\nA: ");
+
+        let rows =
+            "{\"input\": \"Q\", \"targets\": {\"choices\": [\"x\", \"y\"], \"labels\": [0, 1]}}\n";
+        let items = load_items(&write(&dir, "hhh.jsonl", rows)).unwrap();
+        assert_eq!(
+            (items[0].corrects.clone(), items[0].incorrects.clone()),
+            (vec!["y".into()], vec!["x".into()])
+        );
+        let bad = write(&dir, "bad.jsonl", "{\"input\": \"Q\", \"targets\": 3}\n");
+        let err = load_items(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("bad.jsonl:1: \"targets\" is not an object"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! asks for reasoning first.
 
 use cai_core::dialogue::{parse_transcript, render_transcript, Message, Role};
+use cai_core::multiple_choice::cot::fill_principle;
 use cai_core::multiple_choice::ChoiceItem;
 use serde::{Deserialize, Serialize};
 
@@ -122,12 +123,13 @@ fn few_shot_conversation(prompt: &str) -> Vec<Message> {
 /// `principle`. An example given as a conversation with a right and a wrong response is asked
 /// under the same principle, the right response as (A) in even-numbered examples and as (B)
 /// in odd ones (so the block teaches no position); an example given as a rendered question is
-/// used as it is, followed by its right option.
+/// used as it is (the principle put in the slot of Anthropic's chain-of-thought examples),
+/// followed by its right option.
 pub fn few_shot_block(layout: QuestionLayout, examples: &[ChoiceItem], principle: &str) -> String {
     let mut block = String::new();
     for (i, example) in examples.iter().enumerate() {
         if is_rendered(example) {
-            block.push_str(&example.prompt);
+            block.push_str(&fill_principle(&example.prompt, principle));
             block.push_str(&example.corrects[0]);
         } else {
             let conversation = few_shot_conversation(&example.prompt);
@@ -250,5 +252,20 @@ mod tests {
             format!("{first} (A)\n\n{second} (B)\n\nAlready a question\nThe answer is: (B)\n\n")
         );
         assert_eq!(few_shot_block(QuestionLayout::Paper, &[], "x"), "");
+    }
+
+    #[test]
+    fn chain_of_thought_examples_get_the_principle_in_their_slot() {
+        let cot = item(
+            "\n\nHuman: H: Hi?\n\n{}\n (A) [[[No.]]]\n (B) [[[Hello!]]]\n\nAssistant: (B) \
+             is kind.\n\nHuman:\nSo the answer is:",
+            " (B)",
+            " (A)",
+        );
+        assert_eq!(
+            few_shot_block(QuestionLayout::Paper, &[cot], "Which is kinder?"),
+            "\n\nHuman: H: Hi?\n\n\nWhich is kinder? Options:\n (A) [[[No.]]]\n (B) \
+             [[[Hello!]]]\n\nAssistant: (B) is kind.\n\nHuman:\nSo the answer is: (B)"
+        );
     }
 }
