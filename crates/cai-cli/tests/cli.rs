@@ -67,3 +67,6 @@ mod eval_elo;
 
 #[path = "cli/convert.rs"]
 mod convert;
+
+#[path = "cli/hub.rs"]
+mod hub;
