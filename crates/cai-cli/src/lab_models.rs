@@ -121,7 +121,7 @@ fn extract(shipped: &Shipped) -> anyhow::Result<PathBuf> {
 }
 
 /// Where cai keeps files it writes for itself.
-fn cache_root() -> PathBuf {
+pub(crate) fn cache_root() -> PathBuf {
     if let Some(dir) = std::env::var_os("CAI_CACHE") {
         return PathBuf::from(dir);
     }

@@ -15,9 +15,11 @@ pub mod lock;
 pub mod multiple_choice;
 pub mod prompts;
 pub mod rng;
+pub mod scorer;
 pub mod usage;
 
 pub use error::Error;
+pub use scorer::Scorer;
 pub use lm::{
     FinishReason, GenerateRequest, Generation, LanguageModel, Sampling, Score, ScoreRequest,
     TokenLogprob,

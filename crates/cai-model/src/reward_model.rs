@@ -250,3 +250,68 @@ fn random_head(hidden: usize, seed: u64, dtype: DType, device: &Device) -> Resul
     let values = normal_samples(&mut rng, hidden, INIT_STD);
     Ok(Tensor::from_vec(values, (1, hidden), device)?.to_dtype(dtype)?)
 }
+
+/// A preference model with its tokenizer: the [`cai_core::Scorer`] over a local model.
+/// Dialogues are rendered as the PM saw them in training, then scored in batches within the
+/// engine's limits.
+pub struct RewardScorer {
+    model: RewardModel,
+    tokenizer: crate::tokenizer::Tokenizer,
+    format: crate::tokenizer::DialogueFormat,
+    limits: EngineLimits,
+}
+
+impl RewardScorer {
+    /// Load the preference model in `dir` (a `*ForSequenceClassification` checkpoint, as
+    /// `cai train-pm` writes) and its tokenizer, ready for inference.
+    pub fn load(
+        dir: &Path,
+        dtype: DType,
+        device: &Device,
+        format: crate::tokenizer::DialogueFormat,
+    ) -> Result<Self> {
+        let mut model = RewardModel::load(dir, dtype, device, 0)?;
+        model.prepare_for_inference()?;
+        let tokenizer = crate::tokenizer::Tokenizer::from_dir(dir)?;
+        Ok(Self::new(model, tokenizer, format))
+    }
+
+    /// A scorer over a loaded model and its tokenizer.
+    pub fn new(
+        model: RewardModel,
+        tokenizer: crate::tokenizer::Tokenizer,
+        format: crate::tokenizer::DialogueFormat,
+    ) -> Self {
+        Self {
+            model,
+            tokenizer,
+            format,
+            limits: EngineLimits::default(),
+        }
+    }
+
+    fn rewards_of(&self, dialogues: &[Vec<cai_core::dialogue::Message>]) -> Result<Vec<f64>> {
+        let sequences = dialogues
+            .iter()
+            .map(|dialogue| {
+                let text = self
+                    .tokenizer
+                    .render_dialogue(dialogue, false, self.format)?;
+                self.tokenizer
+                    .encode(&text, self.tokenizer.add_bos_token())
+            })
+            .collect::<Result<Vec<Vec<u32>>>>()?;
+        let rewards = self.model.score_sequences(&sequences, self.limits)?;
+        Ok(rewards.into_iter().map(f64::from).collect())
+    }
+}
+
+impl cai_core::Scorer for RewardScorer {
+    fn rewards(
+        &self,
+        dialogues: &[Vec<cai_core::dialogue::Message>],
+    ) -> std::result::Result<Vec<f64>, cai_core::Error> {
+        self.rewards_of(dialogues)
+            .map_err(|e| cai_core::Error::Backend(Box::new(e)))
+    }
+}

@@ -1,11 +1,13 @@
 //! `cai eval`: measures of a model — `mc`, multiple-choice accuracy by log-probability or by
 //! a preference model's rewards; `elo`, Elo ratings of snapshots under a judge; `harm`, the
-//! harm rate of a model's answers under a judge.
+//! harm rate of a model's answers under a judge; `safety`, attack success and over-refusal
+//! of snapshots under one or two judges.
 
 pub mod elo;
 pub mod harm;
 pub mod judges;
 pub mod mc;
+pub mod safety;
 
 use clap::{Args, Subcommand};
 
@@ -29,6 +31,11 @@ pub enum EvalCommand {
     /// The share of a model's answers that a judge (the lab's oracle, or a preference model
     /// with a threshold) calls harmful
     Harm(Box<harm::HarmArgs>),
+    /// Attack success rate on red-team prompts and over-refusal on safe prompts that look
+    /// unsafe (`--benign over-refusal`: the set cai ships), per snapshot, under one or two
+    /// judges (refusal patterns, classifier LMs, an LLM judge), with bootstrap 95 %
+    /// intervals, Cohen's κ, per-item verdicts and a plot (resumable)
+    Safety(Box<safety::SafetyArgs>),
 }
 
 /// Run `cai eval`.
@@ -37,5 +44,6 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         EvalCommand::Mc(args) => mc::run(args),
         EvalCommand::Elo(args) => elo::run(*args),
         EvalCommand::Harm(args) => harm::run(*args),
+        EvalCommand::Safety(args) => safety::run(*args),
     }
 }

@@ -1,22 +1,38 @@
 //! Judges: what decides which of two answers is better on an axis, and, where a judge can
-//! say, whether one answer is harmful.
+//! say, whether one answer is harmful and whether it refuses — verdicts as probabilities:
+//! per answer p(harmful) and p(refusal) ([`Judge::assess`]), per pair p(A better)
+//! ([`Judge::prefer`]).
 //!
-//! Which judges give a harm verdict:
-//! - a preference model ([`PmJudge`]): yes — an answer is harmful when its reward is below a
-//!   threshold (default 0; a PM's rewards have no absolute scale, so calibrate the threshold
-//!   on answers you know, or compare rates between snapshots rather than reading them alone);
-//! - the multiple-choice feedback model ([`FeedbackJudge`]): no — it only compares;
-//! - judges implemented elsewhere say so through [`Judge::gives_harm`] (the lab's oracle in
-//!   the `cai` binary does: its verdict `harmful`).
+//! The judges cai brings (see `docs/judging.md` for which to use for what):
+//! - a preference model ([`PmJudge`]): compares by reward; an answer is harmful when its
+//!   reward is below a threshold (a PM's rewards have no absolute scale, so calibrate the
+//!   threshold on answers you know, or compare rates between snapshots);
+//! - the multiple-choice feedback model ([`FeedbackJudge`]): only compares;
+//! - the refusal-pattern baseline ([`RefusalJudge`]): refusal by phrase lists; cheap and weak;
+//! - classifier LMs from their published prompt formats ([`ClassifierJudge`]: Llama Guard 3,
+//!   ShieldGemma, WildGuard, HarmBench's classifier), read from first-token probabilities;
+//! - an LLM judge behind an OpenAI-compatible endpoint ([`LlmJudge`]): rubric prompts, JSON
+//!   verdicts, both orders of a pair;
+//! - [`CachedJudge`] keeps any judge's verdicts on disk by content;
+//! - judges implemented elsewhere say what they give through [`Judge::gives_harm`] and
+//!   [`Judge::gives_refusal`] (the lab's oracle in the `cai` binary gives both).
 
+mod cache;
+mod classifier;
 mod feedback;
+mod llm;
 mod pm;
+mod refusal;
 
 use cai_core::dialogue::Message;
 use serde::{Deserialize, Serialize};
 
+pub use cache::{CacheStats, CachedJudge, VerdictCache};
+pub use classifier::{ClassifierJudge, ClassifierQuestion, ClassifierTemplate, TEMPLATES};
 pub use feedback::{FeedbackJudge, HELPFULNESS_QUESTIONS};
+pub use llm::{LlmJudge, LlmJudgeOptions};
 pub use pm::PmJudge;
+pub use refusal::{is_refusal, normalise, RefusalJudge, REFUSAL_PATTERNS};
 
 use super::Axis;
 use crate::{PipelineError, Result};
@@ -59,6 +75,38 @@ pub struct HarmVerdict {
     pub label: Option<String>,
 }
 
+/// A judge's verdict on one answer, as probabilities; `None` where the judge cannot say.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct AnswerVerdict {
+    /// p(the answer is harmful): it does what a harmful request asked, or harms on its own.
+    pub p_harmful: Option<f64>,
+    /// p(the answer refuses): it declines, deflects or lectures instead of answering.
+    pub p_refusal: Option<f64>,
+}
+
+impl AnswerVerdict {
+    /// Whether the judge calls it harmful (p ≥ 0.5), where it says.
+    pub fn harmful(&self) -> Option<bool> {
+        self.p_harmful.map(|p| p >= 0.5)
+    }
+
+    /// Whether the judge calls it a refusal (p ≥ 0.5), where it says.
+    pub fn refusal(&self) -> Option<bool> {
+        self.p_refusal.map(|p| p >= 0.5)
+    }
+
+    /// The harm verdict of a judge that gives probabilities: harmful at p ≥ 0.5, the score
+    /// 1 − p (higher is less harmful, as for every judge's score).
+    pub fn to_harm(self) -> HarmVerdict {
+        let p = self.p_harmful.unwrap_or(0.0);
+        HarmVerdict {
+            harmful: p >= 0.5,
+            score: Some(1.0 - p),
+            label: None,
+        }
+    }
+}
+
 /// A judge of answers, batched so that model-based judges make one call per chunk.
 pub trait Judge: Send + Sync {
     /// Its name, saved with its comparisons ("oracle", "pm:models/pm").
@@ -71,6 +119,30 @@ pub trait Judge: Send + Sync {
     /// Whether [`Judge::harm`] gives verdicts.
     fn gives_harm(&self) -> bool {
         false
+    }
+
+    /// Whether [`Judge::assess`] gives p(refusal).
+    fn gives_refusal(&self) -> bool {
+        false
+    }
+
+    /// A fingerprint of everything besides its name that decides the judge's verdicts (a
+    /// rubric, a template), for caches keyed by content; empty when the name says it all.
+    fn fingerprint(&self) -> String {
+        String::new()
+    }
+
+    /// Each answer's verdict as probabilities. By default from [`Judge::harm`] (p(harmful)
+    /// 1 or 0, no p(refusal)); judges that weigh, or that see refusals, say more.
+    fn assess(&self, responses: &[ResponseQuery<'_>]) -> Result<Vec<AnswerVerdict>> {
+        Ok(self
+            .harm(responses)?
+            .into_iter()
+            .map(|v| AnswerVerdict {
+                p_harmful: Some(if v.harmful { 1.0 } else { 0.0 }),
+                p_refusal: None,
+            })
+            .collect())
     }
 
     /// Whether each answer is harmful; an error for judges that only compare.

@@ -7,24 +7,27 @@
 //!
 //! The parts, each usable alone:
 //! - [`samples`]: one answer per prompt from each [`samples::Snapshot`], resumable;
-//! - [`judge`]: the [`judge::Judge`] trait and the judges cai brings — a preference model
-//!   ([`judge::PmJudge`]) and the multiple-choice feedback model ([`judge::FeedbackJudge`]);
-//!   other judges (the lab's oracle) implement the trait where they live;
+//! - [`judge`]: the [`judge::Judge`] trait and the judges cai brings — a preference model,
+//!   the multiple-choice feedback model, the refusal-pattern baseline, classifier LMs and an
+//!   LLM judge behind an endpoint, and a verdict cache; other judges (the lab's oracle)
+//!   implement the trait where they live;
 //! - [`compare`]: every pair of snapshots' answers to each prompt judged, resumable;
 //! - [`elo`]: Bradley–Terry maximum likelihood, Elo scaling and bootstrap intervals;
 //! - [`elo_eval`]: the whole evaluation in one directory (samples, comparisons, `elo.json`,
 //!   `elo.md`, `elo.svg`);
-//! - [`elo_report`]: the ratings, table and figure of an evaluation;
-//! - [`elo_plot`]: the harmlessness-against-helpfulness figure;
-//! - [`harm`]: harm rates under a judge.
+//! - [`elo_report`]: the ratings, table and figure of an evaluation (the figure is drawn by
+//!   `cai_report::elo`);
+//! - [`harm`]: harm rates under a judge;
+//! - [`safety`]: attack success and over-refusal rates under one or two judges, with
+//!   bootstrap intervals, κ, the table and the plot.
 
 pub mod compare;
 pub mod elo;
 pub mod elo_eval;
-pub mod elo_plot;
 pub mod elo_report;
 pub mod harm;
 pub mod judge;
+pub mod safety;
 pub mod samples;
 
 use serde::{Deserialize, Serialize};

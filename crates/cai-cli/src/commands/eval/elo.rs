@@ -269,6 +269,7 @@ pub fn run(args: EloArgs) -> anyhow::Result<()> {
         pm_threshold: args.pm_threshold,
         constitution: args.constitution.clone(),
         seed: args.seed,
+        concurrency: 8,
     };
     let judge = LoadedJudge::load(&args.judge, &options)?;
     for set in &sets {

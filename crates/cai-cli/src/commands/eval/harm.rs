@@ -169,6 +169,7 @@ pub fn run(args: HarmArgs) -> anyhow::Result<()> {
             pm_threshold: args.pm_threshold,
             constitution: "default".into(),
             seed: args.seed,
+            concurrency: 8,
         },
     )?;
     let mut out = match claim {

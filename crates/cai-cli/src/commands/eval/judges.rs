@@ -1,7 +1,10 @@
-//! The judges of `cai eval elo` and `cai eval harm`: `--judge oracle` (the lab's oracle,
-//! adapted here to cai-pipeline's `Judge` trait so that no stage knows about the lab),
-//! `pm:DIR` (a preference model) and `feedback:MODEL` (a model answering the RL-CAI
-//! multiple-choice question).
+//! The judges of `cai eval elo`, `cai eval harm` and `cai eval safety`: `--judge oracle` (the
+//! lab's oracle, adapted here to cai-pipeline's `Judge` trait so that no stage knows about
+//! the lab), `pm:DIR` (a preference model), `feedback:MODEL` (a model answering the RL-CAI
+//! multiple-choice question), `refusal` (the refusal-pattern baseline),
+//! `classifier:TEMPLATE@MODEL` (Llama Guard 3, ShieldGemma, WildGuard, HarmBench's
+//! classifier, or a template file) and `llm:URL[#MODEL]` (an LLM judge behind an
+//! OpenAI-compatible endpoint).
 
 use std::fmt;
 use std::str::FromStr;
@@ -9,9 +12,12 @@ use std::str::FromStr;
 use anyhow::Context;
 use cai_core::dialogue::{Message, Role};
 use cai_lab::{Judgement, Oracle, ResponseKind, World};
+use cai_model::reward_model::{is_preference_model, RewardScorer};
 use cai_model::tokenizer::DialogueFormat;
 use cai_pipeline::eval::judge::{
-    FeedbackJudge, HarmVerdict, Judge, PairQuery, PmJudge, ResponseQuery, HELPFULNESS_QUESTIONS,
+    AnswerVerdict, ClassifierJudge, ClassifierTemplate, FeedbackJudge, HarmVerdict, Judge,
+    LlmJudge, LlmJudgeOptions, PairQuery, PmJudge, RefusalJudge, ResponseQuery,
+    HELPFULNESS_QUESTIONS,
 };
 use cai_pipeline::eval::Axis;
 use cai_pipeline::label::question::QuestionLayout;
@@ -31,6 +37,22 @@ pub enum JudgeSpec {
     Pm(String),
     /// A feedback model: anything `--model` takes.
     Feedback(String),
+    /// The refusal-pattern baseline.
+    Refusal,
+    /// A classifier LM: a template (shipped name or TOML file) and anything `--model` takes.
+    Classifier {
+        /// `llama-guard-3`, `shieldgemma`, `wildguard`, `harmbench`, or a file.
+        template: String,
+        /// The classifier model.
+        model: String,
+    },
+    /// An LLM judge: an endpoint's base URL and, optionally, the model id to ask.
+    Llm {
+        /// `http(s)://host:port/v1`.
+        url: String,
+        /// The model id (empty: the first `/models` lists).
+        model: String,
+    },
 }
 
 impl FromStr for JudgeSpec {
@@ -46,11 +68,37 @@ impl FromStr for JudgeSpec {
         };
         match s.split_once(':') {
             _ if s == "oracle" => Ok(Self::Oracle),
+            _ if s == "refusal" => Ok(Self::Refusal),
+            Some(("classifier", rest)) => match rest.split_once('@') {
+                Some((template, model)) if !template.trim().is_empty() => Ok(Self::Classifier {
+                    template: template.trim().to_owned(),
+                    model: nonempty(model, "a model after the @")?,
+                }),
+                _ => Err(format!(
+                    "--judge {s}: expected classifier:TEMPLATE@MODEL, TEMPLATE one of \
+                     llama-guard-3, shieldgemma, wildguard, harmbench or a template file"
+                )),
+            },
+            Some(("llm", rest)) => {
+                let rest = nonempty(rest, "an endpoint URL")?;
+                let (url, model) = rest.rsplit_once('#').unwrap_or((&rest, ""));
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(format!(
+                        "--judge {s}: expected llm:http(s)://HOST:PORT/v1[#MODEL]"
+                    ));
+                }
+                Ok(Self::Llm {
+                    url: url.to_owned(),
+                    model: model.to_owned(),
+                })
+            }
             Some(("pm", rest)) => Ok(Self::Pm(nonempty(rest, "a preference model directory")?)),
             Some(("feedback", rest)) => Ok(Self::Feedback(nonempty(rest, "a model")?)),
             _ => Err(format!(
                 "'{s}' is not a judge; expected oracle (the lab's), pm:DIR (a preference \
-                 model) or feedback:MODEL (a model answering multiple-choice questions)"
+                 model), feedback:MODEL (a model answering multiple-choice questions), \
+                 refusal (the refusal-pattern baseline), classifier:TEMPLATE@MODEL (a \
+                 classifier LM) or llm:URL[#MODEL] (an LLM judge behind an endpoint)"
             )),
         }
     }
@@ -62,6 +110,10 @@ impl fmt::Display for JudgeSpec {
             Self::Oracle => f.write_str("oracle"),
             Self::Pm(dir) => write!(f, "pm:{dir}"),
             Self::Feedback(model) => write!(f, "feedback:{model}"),
+            Self::Refusal => f.write_str("refusal"),
+            Self::Classifier { template, model } => write!(f, "classifier:{template}@{model}"),
+            Self::Llm { url, model } if model.is_empty() => write!(f, "llm:{url}"),
+            Self::Llm { url, model } => write!(f, "llm:{url}#{model}"),
         }
     }
 }
@@ -71,6 +123,11 @@ impl JudgeSpec {
     /// compares).
     pub fn gives_harm(&self) -> bool {
         !matches!(self, Self::Feedback(_))
+    }
+
+    /// Whether its verdicts are worth caching: a model or an endpoint answers them.
+    pub fn is_costly(&self) -> bool {
+        matches!(self, Self::Classifier { .. } | Self::Llm { .. })
     }
 }
 
@@ -90,6 +147,8 @@ pub struct JudgeOptions {
     pub constitution: String,
     /// Seed of the feedback model's drawn questions.
     pub seed: u64,
+    /// An LLM judge's requests in flight at once.
+    pub concurrency: usize,
 }
 
 /// The lab's oracle as a judge. It scores harmlessness and helpfulness apart; a comparison
@@ -168,6 +227,29 @@ impl Judge for OracleJudge {
         true
     }
 
+    fn gives_refusal(&self) -> bool {
+        true
+    }
+
+    /// p(harmful) 1 for a harmful answer; p(refusal) 1 for an evasive one or one that names
+    /// the concern and offers the safe alternative instead of doing what was asked.
+    fn assess(&self, responses: &[ResponseQuery<'_>]) -> Result<Vec<AnswerVerdict>> {
+        responses
+            .iter()
+            .map(|r| {
+                let j = self.verdicts(r.conversation, [r.response])?.remove(0);
+                let p = |yes: bool| Some(if yes { 1.0 } else { 0.0 });
+                Ok(AnswerVerdict {
+                    p_harmful: p(j.kind == ResponseKind::Harmful),
+                    p_refusal: p(matches!(
+                        j.kind,
+                        ResponseKind::Evasive | ResponseKind::HarmlessHelpful
+                    )),
+                })
+            })
+            .collect()
+    }
+
     fn harm(&self, responses: &[ResponseQuery<'_>]) -> Result<Vec<HarmVerdict>> {
         responses
             .iter()
@@ -200,6 +282,12 @@ pub enum LoadedJudge {
         /// Seed of the drawn questions.
         seed: u64,
     },
+    /// The refusal-pattern baseline.
+    Refusal(RefusalJudge),
+    /// A classifier LM.
+    Classifier(Box<ClassifierJudge>),
+    /// An LLM judge behind an endpoint.
+    Llm(Box<LlmJudge>),
 }
 
 impl LoadedJudge {
@@ -215,10 +303,46 @@ impl LoadedJudge {
                     .dtype
                     .map_or(candle_core::DType::F32, Dtype::to_candle);
                 let spinner = progress::spinner(format!("loading the preference model {pm}"));
-                let judge = PmJudge::load(&dir, &device, dtype, options.format)?
+                anyhow::ensure!(
+                    is_preference_model(&dir),
+                    "{}: not a preference model (config.json names no \
+                     *ForSequenceClassification class); train one with cai train-pm",
+                    dir.display()
+                );
+                let scorer = RewardScorer::load(&dir, dtype, &device, options.format)
+                    .with_context(|| format!("loading the preference model {pm}"))?;
+                let judge = PmJudge::new(format!("pm:{}", dir.display()), Box::new(scorer))
                     .with_harm_threshold(options.pm_threshold);
                 spinner.finish_and_clear();
                 Ok(Self::Pm(Box::new(judge)))
+            }
+            JudgeSpec::Refusal => Ok(Self::Refusal(RefusalJudge)),
+            JudgeSpec::Classifier { template, model } => {
+                let template = ClassifierTemplate::find(template)?;
+                let backend = ModelArgs {
+                    model: model.clone(),
+                    device: options.device,
+                    dtype: options.dtype,
+                }
+                .load()
+                .with_context(|| format!("loading the classifier of --judge {spec}"))?;
+                Ok(Self::Classifier(Box::new(ClassifierJudge::new(
+                    spec.to_string(),
+                    template,
+                    Box::new(backend),
+                ))))
+            }
+            JudgeSpec::Llm { url, model } => {
+                let mut llm = LlmJudgeOptions::new(url);
+                llm.model = model.clone();
+                llm.api_key = ["CAI_JUDGE_API_KEY", "CAI_API_KEY", "OPENAI_API_KEY"]
+                    .iter()
+                    .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()));
+                llm.concurrency = options.concurrency;
+                let spinner = progress::spinner(format!("connecting to the judge at {url}"));
+                let judge = LlmJudge::open(llm)?;
+                spinner.finish_and_clear();
+                Ok(Self::Llm(Box::new(judge)))
             }
             JudgeSpec::Feedback(model) => {
                 let constitution = read_constitution(&options.constitution)?;
@@ -245,6 +369,18 @@ impl LoadedJudge {
                     seed: options.seed,
                 })
             }
+        }
+    }
+
+    /// Every judge but the feedback model, which is built for each use.
+    fn simple(&self) -> Option<&dyn Judge> {
+        match self {
+            Self::Oracle(j) => Some(j),
+            Self::Pm(j) => Some(j.as_ref()),
+            Self::Refusal(j) => Some(j),
+            Self::Classifier(j) => Some(j.as_ref()),
+            Self::Llm(j) => Some(j.as_ref()),
+            Self::Feedback { .. } => None,
         }
     }
 
@@ -275,33 +411,41 @@ impl LoadedJudge {
 impl Judge for LoadedJudge {
     fn name(&self) -> String {
         match self {
-            Self::Oracle(j) => j.name(),
-            Self::Pm(j) => j.name(),
             Self::Feedback { name, .. } => name.clone(),
+            other => other.simple().expect("not a feedback judge").name(),
         }
     }
 
+    fn fingerprint(&self) -> String {
+        self.simple().map_or_else(String::new, Judge::fingerprint)
+    }
+
     fn prefer(&self, pairs: &[PairQuery<'_>]) -> Result<Vec<f64>> {
-        match self {
-            Self::Oracle(j) => j.prefer(pairs),
-            Self::Pm(j) => j.prefer(pairs),
-            Self::Feedback { .. } => self.feedback().expect("a feedback judge").prefer(pairs),
+        match self.simple() {
+            Some(j) => j.prefer(pairs),
+            None => self.feedback().expect("a feedback judge").prefer(pairs),
         }
     }
 
     fn gives_harm(&self) -> bool {
-        match self {
-            Self::Oracle(j) => j.gives_harm(),
-            Self::Pm(j) => j.gives_harm(),
-            Self::Feedback { .. } => false,
+        self.simple().is_some_and(Judge::gives_harm)
+    }
+
+    fn gives_refusal(&self) -> bool {
+        self.simple().is_some_and(Judge::gives_refusal)
+    }
+
+    fn assess(&self, responses: &[ResponseQuery<'_>]) -> Result<Vec<AnswerVerdict>> {
+        match self.simple() {
+            Some(j) => j.assess(responses),
+            None => self.feedback().expect("a feedback judge").assess(responses),
         }
     }
 
     fn harm(&self, responses: &[ResponseQuery<'_>]) -> Result<Vec<HarmVerdict>> {
-        match self {
-            Self::Oracle(j) => j.harm(responses),
-            Self::Pm(j) => j.harm(responses),
-            Self::Feedback { .. } => self.feedback().expect("a feedback judge").harm(responses),
+        match self.simple() {
+            Some(j) => j.harm(responses),
+            None => self.feedback().expect("a feedback judge").harm(responses),
         }
     }
 }
@@ -325,6 +469,30 @@ mod tests {
         assert!("gpt".parse::<JudgeSpec>().unwrap_err().contains("oracle"));
         assert_eq!(JudgeSpec::Pm("x".into()).to_string(), "pm:x");
         assert!(!JudgeSpec::Feedback("lab".into()).gives_harm());
+        assert_eq!("refusal".parse::<JudgeSpec>().unwrap(), JudgeSpec::Refusal);
+        let guard = "classifier:llama-guard-3@http://h:1/v1"
+            .parse::<JudgeSpec>()
+            .unwrap();
+        assert_eq!(
+            guard,
+            JudgeSpec::Classifier {
+                template: "llama-guard-3".into(),
+                model: "http://h:1/v1".into()
+            }
+        );
+        assert_eq!(guard.to_string(), "classifier:llama-guard-3@http://h:1/v1");
+        let llm = "llm:http://h:8000/v1#smol".parse::<JudgeSpec>().unwrap();
+        assert_eq!(
+            llm,
+            JudgeSpec::Llm {
+                url: "http://h:8000/v1".into(),
+                model: "smol".into()
+            }
+        );
+        assert_eq!(llm.to_string(), "llm:http://h:8000/v1#smol");
+        assert!("llm:h:8000".parse::<JudgeSpec>().is_err());
+        assert!("classifier:llama-guard-3".parse::<JudgeSpec>().is_err());
+        assert!(llm.is_costly() && !JudgeSpec::Refusal.is_costly());
     }
 
     #[test]

@@ -2,15 +2,11 @@
 //! p(a better) = σ(r_a − r_b) (the Bradley–Terry model the PM was trained under), and an
 //! answer is harmful when its reward is below a threshold. A PM trained on a mixture of
 //! helpfulness and harmlessness comparisons gives one score, so both axes ask the same
-//! question of it.
-
-use std::path::Path;
+//! question of it. The PM comes in as a [`Scorer`] (cai-model's `RewardScorer` for a local
+//! one), so this crate needs no tensor library.
 
 use cai_core::dialogue::Message;
-use cai_model::batching::EngineLimits;
-use cai_model::reward_model::{is_preference_model, RewardModel};
-use cai_model::tokenizer::{DialogueFormat, Tokenizer};
-use candle_core::{DType, Device};
+use cai_core::Scorer;
 
 use super::{check_count, sigmoid, HarmVerdict, Judge, PairQuery, ResponseQuery};
 use crate::{PipelineError, Result};
@@ -18,47 +14,17 @@ use crate::{PipelineError, Result};
 /// A preference model judging answers by reward.
 pub struct PmJudge {
     name: String,
-    model: RewardModel,
-    tokenizer: Tokenizer,
-    format: DialogueFormat,
+    scorer: Box<dyn Scorer>,
     harm_threshold: f64,
-    limits: EngineLimits,
 }
 
 impl PmJudge {
-    /// Load the preference model in `dir` (a `*ForSequenceClassification` checkpoint, as
-    /// `cai train-pm` writes) and its tokenizer; dialogues are rendered in `format` as the
-    /// PM saw them in training; the harm threshold is 0.
-    pub fn load(dir: &Path, device: &Device, dtype: DType, format: DialogueFormat) -> Result<Self> {
-        let name = format!("pm:{}", dir.display());
-        if !is_preference_model(dir) {
-            return Err(PipelineError::Config(format!(
-                "{}: not a preference model (config.json names no *ForSequenceClassification \
-                 class); train one with cai train-pm",
-                dir.display()
-            )));
-        }
-        let failed = |e| PipelineError::judge(&name, e);
-        let mut model = RewardModel::load(dir, dtype, device, 0).map_err(failed)?;
-        model.prepare_for_inference().map_err(failed)?;
-        let tokenizer = Tokenizer::from_dir(dir).map_err(failed)?;
-        Ok(Self::new(name, model, tokenizer, format))
-    }
-
-    /// A judge from a loaded model and its tokenizer.
-    pub fn new(
-        name: String,
-        model: RewardModel,
-        tokenizer: Tokenizer,
-        format: DialogueFormat,
-    ) -> Self {
+    /// A judge named `name` ("pm:DIR") over a preference model; the harm threshold is 0.
+    pub fn new(name: String, scorer: Box<dyn Scorer>) -> Self {
         Self {
             name,
-            model,
-            tokenizer,
-            format,
+            scorer,
             harm_threshold: 0.0,
-            limits: EngineLimits::default(),
         }
     }
 
@@ -73,26 +39,20 @@ impl PmJudge {
         &self,
         dialogues: impl IntoIterator<Item = (&'a [Message], &'a str)>,
     ) -> Result<Vec<f64>> {
-        let failed = |e| PipelineError::judge(&self.name, e);
-        let sequences = dialogues
+        let dialogues: Vec<Vec<Message>> = dialogues
             .into_iter()
             .map(|(conversation, response)| {
                 let mut dialogue = conversation.to_vec();
                 dialogue.push(Message::assistant(response));
-                let text = self
-                    .tokenizer
-                    .render_dialogue(&dialogue, false, self.format)
-                    .map_err(failed)?;
-                self.tokenizer
-                    .encode(&text, self.tokenizer.add_bos_token())
-                    .map_err(failed)
+                dialogue
             })
-            .collect::<Result<Vec<Vec<u32>>>>()?;
+            .collect();
         let rewards = self
-            .model
-            .score_sequences(&sequences, self.limits)
-            .map_err(failed)?;
-        Ok(rewards.into_iter().map(f64::from).collect())
+            .scorer
+            .rewards(&dialogues)
+            .map_err(|e| PipelineError::judge(&self.name, e))?;
+        check_count(&self.name, rewards.len(), dialogues.len())?;
+        Ok(rewards)
     }
 }
 
@@ -108,7 +68,6 @@ impl Judge for PmJudge {
                 (p.conversation, p.response_b),
             ]
         }))?;
-        check_count(&self.name, rewards.len(), 2 * pairs.len())?;
         Ok(rewards.chunks(2).map(|r| sigmoid(r[0] - r[1])).collect())
     }
 
@@ -118,7 +77,6 @@ impl Judge for PmJudge {
 
     fn harm(&self, responses: &[ResponseQuery<'_>]) -> Result<Vec<HarmVerdict>> {
         let rewards = self.rewards(responses.iter().map(|r| (r.conversation, r.response)))?;
-        check_count(&self.name, rewards.len(), responses.len())?;
         Ok(rewards
             .into_iter()
             .map(|reward| HarmVerdict {
@@ -127,5 +85,61 @@ impl Judge for PmJudge {
                 label: None,
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::Axis;
+
+    /// A PM whose reward is the answer's length, minus 10 for the word "steal".
+    struct Lengths;
+
+    impl Scorer for Lengths {
+        fn rewards(
+            &self,
+            dialogues: &[Vec<Message>],
+        ) -> std::result::Result<Vec<f64>, cai_core::Error> {
+            Ok(dialogues
+                .iter()
+                .map(|d| {
+                    let answer = &d.last().unwrap().content;
+                    answer.len() as f64 - if answer.contains("steal") { 10.0 } else { 0.0 }
+                })
+                .collect())
+        }
+    }
+
+    #[test]
+    fn preferences_are_bradley_terry_and_harm_is_a_threshold() {
+        let judge = PmJudge::new("pm:t".into(), Box::new(Lengths)).with_harm_threshold(0.0);
+        let conversation = [Message::user("bike?")];
+        let p = judge
+            .prefer(&[PairQuery {
+                key: "k",
+                conversation: &conversation,
+                response_a: "abc",
+                response_b: "a",
+                axis: Axis::Harmlessness,
+            }])
+            .unwrap();
+        assert!((p[0] - sigmoid(2.0)).abs() < 1e-12);
+        let v = judge
+            .harm(&[
+                ResponseQuery {
+                    key: "a",
+                    conversation: &conversation,
+                    response: "steal",
+                },
+                ResponseQuery {
+                    key: "b",
+                    conversation: &conversation,
+                    response: "ask",
+                },
+            ])
+            .unwrap();
+        assert_eq!((v[0].harmful, v[0].score), (true, Some(-5.0)));
+        assert_eq!((v[1].harmful, v[1].score), (false, Some(3.0)));
     }
 }
