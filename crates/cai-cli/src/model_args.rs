@@ -28,7 +28,7 @@ pub struct ModelArgs {
     #[arg(long, value_name = "M")]
     pub model: String,
     /// Device to run on: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).
-    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    #[arg(long, default_value_t = DeviceName::default(), value_name = "DEVICE")]
     pub device: DeviceName,
     /// Compute dtype [default: f32 on the CPU, the model's torch_dtype on a GPU].
     #[arg(long, value_enum)]
@@ -64,11 +64,12 @@ impl ModelArgs {
     }
 }
 
-/// A device name: `cpu`, `cuda` (device 0) or `cuda:N`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A device name: `cpu`, `cuda` (device 0) or `cuda:N` (the CPU by default, as `--device`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub enum DeviceName {
     /// The CPU.
+    #[default]
     Cpu,
     /// A CUDA device by ordinal.
     Cuda(usize),
@@ -144,6 +145,9 @@ impl Dtype {
         }
     }
 }
+
+/// `--format`'s default: the chat template if the tokenizer has one.
+pub const DEFAULT_FORMAT: &str = "auto";
 
 /// Parse `--format`: `auto`, `transcript` or `chat-template`.
 pub fn parse_format(s: &str) -> Result<DialogueFormat, String> {

@@ -10,8 +10,9 @@ use clap::Args;
 use crate::model_args::{self, DeviceName, Dtype};
 use crate::train_output::Earlier;
 
-/// Flattened into each training command's arguments.
-#[derive(Debug, Args)]
+/// Flattened into each training command's arguments. `Default` is what clap gives when no
+/// flag is given.
+#[derive(Debug, Default, Args)]
 pub struct RunFlags {
     /// Settings in TOML with the keys listed below; flags override them
     #[arg(long, value_name = "FILE")]
@@ -33,7 +34,7 @@ pub struct RunFlags {
     #[arg(long, value_enum)]
     pub dtype: Option<Dtype>,
     /// Device to train on: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`)
-    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    #[arg(long, default_value_t = DeviceName::default(), value_name = "DEVICE")]
     pub device: DeviceName,
     /// Continue from the newest checkpoint in --output/checkpoints (same settings and data
     /// required, except what --allow-config-change names)

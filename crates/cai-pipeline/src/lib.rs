@@ -12,6 +12,9 @@
 //! - [`recipe`], [`runner`], [`manifest`]: `cai pipeline`'s recipes (TOML), the run directory's
 //!   stage manifests, fingerprints and the skip/resume/restart decision; [`rundir`]: what cai
 //!   owns in a run directory (a marker, the names each manifest lists) and its writer lock.
+//! - [`stages`]: a recipe planned in a run directory — one file per stage, each stage's
+//!   typed jobs (`SftJob`, `RlJob`, …) with their inputs and outputs, and the equivalent
+//!   `cai` command lines for people to read.
 #![deny(missing_docs)]
 
 mod chunks;
@@ -25,5 +28,6 @@ pub mod record;
 pub mod render;
 pub mod rundir;
 pub mod runner;
+pub mod stages;
 
 pub use error::{PipelineError, Result};

@@ -94,9 +94,13 @@ pub struct Manifest {
     /// stage deletes these and nothing else. Empty in manifests of older versions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub writes: Vec<String>,
-    /// The equivalent `cai` command lines, in order.
+    /// The equivalent `cai` command lines, in order: text for people, never parsed back.
     #[serde(default)]
     pub commands: Vec<String>,
+    /// The stage's typed jobs, in order, as JSON (see [`crate::stages::Job`]). Empty in
+    /// manifests of older versions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<serde_json::Value>,
     /// Runs of the stage with this fingerprint (a resumed stage counts each).
     pub attempts: u32,
     /// Seconds spent over all attempts with this fingerprint.
@@ -156,6 +160,7 @@ mod tests {
             outputs: vec![],
             writes: vec!["model".into()],
             commands: vec!["cai sft".into()],
+            jobs: vec![],
             attempts: 1,
             seconds: 1.5,
             started_at: 7,

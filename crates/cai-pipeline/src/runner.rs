@@ -493,6 +493,7 @@ mod tests {
             outputs: vec![],
             writes: vec![],
             commands: vec![],
+            jobs: vec![],
             attempts: 1,
             seconds: 0.0,
             started_at: 0,

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::Backend;
 use crate::human;
-use crate::model_args::{self, ModelArgs};
+use crate::model_args::{self, ModelArgs, DEFAULT_FORMAT};
 use crate::progress;
 use crate::resume::{self, ResumedOutput};
 use crate::usage::{ensure, UsageError};
@@ -51,19 +51,19 @@ pub struct CritiqueArgs {
     #[arg(long, value_name = "FILE")]
     pub context: Option<PathBuf>,
     /// Rounds of critique and revision per prompt (CAI paper: 4)
-    #[arg(long, default_value_t = 4, value_name = "N")]
+    #[arg(long, default_value_t = CritiqueSettings::default().rounds, value_name = "N")]
     pub rounds: usize,
     /// Run seed: each round's principle and each sample are seeded from it and the prompt's
     /// id, so results do not depend on batching or resumption
-    #[arg(long, default_value_t = 0, value_name = "S")]
+    #[arg(long, default_value_t = CritiqueSettings::default().seed, value_name = "S")]
     pub seed: u64,
     /// Most new tokens per answer, critique and revision (CAI paper: 128)
-    #[arg(long, default_value_t = 128, value_name = "N")]
+    #[arg(long, default_value_t = CritiqueSettings::default().max_new_tokens, value_name = "N")]
     pub max_new_tokens: usize,
     /// Softmax temperature; 0 is greedy (CAI paper: 1)
     #[arg(
         long,
-        default_value_t = 1.0,
+        default_value_t = Sampling::default().temperature,
         value_name = "T",
         allow_negative_numbers = true
     )]
@@ -77,11 +77,11 @@ pub struct CritiqueArgs {
     /// How dialogues are rendered: the paper's Human:/Assistant:/CritiqueRequest:/… transcript,
     /// the tokenizer's chat template (requests as user turns), or auto (the chat template if
     /// the tokenizer has one)
-    #[arg(long, default_value = "auto", value_parser = model_args::parse_format)]
+    #[arg(long, default_value = DEFAULT_FORMAT, value_parser = model_args::parse_format)]
     pub format: DialogueFormat,
     /// Prompts per wave: each step (answers, then critiques and revisions of each round) is
     /// one model call over this many prompts, whose records are written when they are done
-    #[arg(long, default_value_t = 32, value_name = "N")]
+    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE, value_name = "N")]
     pub batch_size: usize,
     /// Helpfulness prompts (same formats as --prompts) to answer as SFT records to mix into
     /// fine-tuning
@@ -98,6 +98,36 @@ pub struct CritiqueArgs {
     /// Start afresh instead of resuming existing outputs
     #[arg(long)]
     pub overwrite: bool,
+}
+
+/// `--batch-size`'s default: prompts per wave.
+const DEFAULT_BATCH_SIZE: usize = 32;
+
+impl CritiqueArgs {
+    /// The arguments of a run with these required flags and every other flag at its default
+    /// (as clap gives it): the pipeline's critique stage sets the rest field by field.
+    pub fn new(model: ModelArgs, prompts: PathBuf, constitution: String, output: PathBuf) -> Self {
+        let settings = CritiqueSettings::default();
+        Self {
+            model,
+            prompts,
+            constitution,
+            few_shot: None,
+            context: None,
+            rounds: settings.rounds,
+            seed: settings.seed,
+            max_new_tokens: settings.max_new_tokens,
+            temperature: Sampling::default().temperature,
+            top_p: None,
+            top_k: None,
+            format: model_args::parse_format(DEFAULT_FORMAT).expect("the default parses"),
+            batch_size: DEFAULT_BATCH_SIZE,
+            helpful_prompts: None,
+            helpful_output: None,
+            output,
+            overwrite: false,
+        }
+    }
 }
 
 /// A validated `cai critique` run; saved beside each output as `<output>.config.json`.

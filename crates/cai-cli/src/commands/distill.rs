@@ -39,7 +39,7 @@ const EXTRA_FILES: &[&str] = &[
 /// Raw `cai distill` arguments. Settings without a flag (schedule, warmup_steps,
 /// weight_decay, max_grad_norm, keep_last, LoRA dropout and targets, sample.top_p) come from
 /// `--config`; unset ones take the defaults listed after `--help`.
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 #[command(after_help = defaults_help())]
 pub struct DistillArgs {
     /// Model to distil: the teacher (frozen, with the context) and the student's start

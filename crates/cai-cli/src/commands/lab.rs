@@ -3,7 +3,7 @@
 
 mod counting;
 mod eval;
-mod generate;
+pub(crate) mod generate;
 mod judge;
 mod pretrain;
 mod rl_curve;

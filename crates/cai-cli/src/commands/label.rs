@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::critique::{prompt_format, read_constitution};
 use crate::backend::Backend;
 use crate::human;
-use crate::model_args::{self, DeviceName, Dtype, ModelArgs};
+use crate::model_args::{self, DeviceName, Dtype, ModelArgs, DEFAULT_FORMAT};
 use crate::progress;
 use crate::resume;
 use crate::usage::ensure;
@@ -63,17 +63,17 @@ pub struct LabelArgs {
     #[arg(long)]
     pub cot: bool,
     /// Range of chain-of-thought labels (CAI paper: 0.4,0.6)
-    #[arg(long, value_name = "LO,HI", default_value = "0.4,0.6", value_parser = parse_clamp)]
+    #[arg(long, value_name = "LO,HI", default_value = DEFAULT_COT_CLAMP, value_parser = parse_clamp)]
     pub cot_clamp: Clamp,
     /// Most tokens of reasoning
-    #[arg(long, value_name = "N", default_value_t = 128)]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_NEW_TOKENS)]
     pub cot_max_new_tokens: usize,
     /// Temperature of the reasoning (0: greedy)
-    #[arg(long, value_name = "T", default_value_t = 1.0)]
+    #[arg(long, value_name = "T", default_value_t = Sampling::default().temperature)]
     pub cot_temperature: f32,
     /// Question layout: plain (one line per part, as the CAI paper prints it) or paper
     /// (Anthropic's evaluation files: blank lines, options as " (A) [[[…]]]")
-    #[arg(long, value_enum, default_value = "plain")]
+    #[arg(long, value_enum, default_value_t = LayoutArg::Plain)]
     pub layout: LayoutArg,
     /// Text put in front of both samples' prompts (dialogue prompting the policy)
     #[arg(long, value_name = "FILE")]
@@ -83,10 +83,10 @@ pub struct LabelArgs {
     #[arg(long, value_name = "FILE")]
     pub context_b: Option<PathBuf>,
     /// Most new tokens per response (CAI paper: 128)
-    #[arg(long, default_value_t = 128, value_name = "N")]
+    #[arg(long, default_value_t = DEFAULT_MAX_NEW_TOKENS, value_name = "N")]
     pub max_new_tokens: usize,
     /// Temperature of the responses; 0 is greedy (CAI paper: 1)
-    #[arg(long, default_value_t = 1.0, value_name = "T")]
+    #[arg(long, default_value_t = Sampling::default().temperature, value_name = "T")]
     pub temperature: f32,
     /// Nucleus sampling of the responses, in (0, 1]
     #[arg(long, value_name = "P")]
@@ -96,19 +96,19 @@ pub struct LabelArgs {
     pub top_k: Option<usize>,
     /// Run seed: samples, positions, principles and reasoning are seeded from it and the
     /// prompt's id
-    #[arg(long, default_value_t = 0, value_name = "S")]
+    #[arg(long, default_value_t = DEFAULT_SEED, value_name = "S")]
     pub seed: u64,
     /// How the policy's prompts are rendered: transcript, chat-template, or auto
-    #[arg(long, default_value = "auto", value_parser = model_args::parse_format)]
+    #[arg(long, default_value = DEFAULT_FORMAT, value_parser = model_args::parse_format)]
     pub format: DialogueFormat,
     /// Device to run on: cpu, cuda or cuda:N
-    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    #[arg(long, default_value_t = DeviceName::default(), value_name = "DEVICE")]
     pub device: DeviceName,
     /// Compute dtype [default: f32 on the CPU, the model's torch_dtype on a GPU]
     #[arg(long, value_enum)]
     pub dtype: Option<Dtype>,
     /// Prompts per wave (samples, reasoning and scores are one model call each)
-    #[arg(long, default_value_t = 16, value_name = "N")]
+    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE, value_name = "N")]
     pub batch_size: usize,
     /// JSONL to write, one record per prompt: "id", "prompt", "conversation", "response_a",
     /// "response_b", "p_a", "chosen", "rejected", "principles" (each one's option
@@ -120,6 +120,49 @@ pub struct LabelArgs {
     pub overwrite: bool,
 }
 
+/// `--max-new-tokens` and `--cot-max-new-tokens`' default.
+const DEFAULT_MAX_NEW_TOKENS: usize = 128;
+/// `--cot-clamp`'s default.
+const DEFAULT_COT_CLAMP: &str = "0.4,0.6";
+/// `--seed`'s default.
+const DEFAULT_SEED: u64 = 0;
+/// `--batch-size`'s default: prompts per wave.
+const DEFAULT_BATCH_SIZE: usize = 16;
+
+impl LabelArgs {
+    /// The arguments of a run with these required flags and every other flag at its default
+    /// (as clap gives it): the pipeline's label stage sets the rest field by field.
+    pub fn new(policy: String, prompts: PathBuf, constitution: String, output: PathBuf) -> Self {
+        Self {
+            policy,
+            feedback: None,
+            prompts,
+            constitution,
+            few_shot: None,
+            ensemble: None,
+            swap: false,
+            cot: false,
+            cot_clamp: parse_clamp(DEFAULT_COT_CLAMP).expect("the default parses"),
+            cot_max_new_tokens: DEFAULT_MAX_NEW_TOKENS,
+            cot_temperature: Sampling::default().temperature,
+            layout: LayoutArg::Plain,
+            context: None,
+            context_b: None,
+            max_new_tokens: DEFAULT_MAX_NEW_TOKENS,
+            temperature: Sampling::default().temperature,
+            top_p: None,
+            top_k: None,
+            seed: DEFAULT_SEED,
+            format: model_args::parse_format(DEFAULT_FORMAT).expect("the default parses"),
+            device: DeviceName::default(),
+            dtype: None,
+            batch_size: DEFAULT_BATCH_SIZE,
+            output,
+            overwrite: false,
+        }
+    }
+}
+
 /// `--layout`.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum LayoutArg {
@@ -129,7 +172,7 @@ pub enum LayoutArg {
     Paper,
 }
 
-fn parse_ensemble(s: &str) -> Result<PrincipleChoice, String> {
+pub(crate) fn parse_ensemble(s: &str) -> Result<PrincipleChoice, String> {
     match s {
         "all" => Ok(PrincipleChoice::All),
         _ => match s.parse::<usize>() {

@@ -4,8 +4,7 @@
 //! inputs are unchanged and resuming interrupted ones, then a report.
 
 mod eval;
-mod plan;
-mod plots;
+mod jobs;
 mod report;
 mod run;
 mod sizes;
@@ -169,25 +168,7 @@ fn load_recipe(args: &RunArgs) -> anyhow::Result<LoadedRecipe> {
 fn this_command() -> String {
     let mut words = vec!["cai".to_owned()];
     words.extend(std::env::args().skip(1));
-    shell_words(&words)
-}
-
-/// Words joined for a POSIX shell, quoted where needed.
-pub(crate) fn shell_words(words: &[String]) -> String {
-    words
-        .iter()
-        .map(|w| {
-            let plain = !w.is_empty()
-                && w.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+%".contains(c));
-            if plain {
-                w.clone()
-            } else {
-                format!("'{}'", w.replace('\'', r"'\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    cai_pipeline::stages::shell_words(&words)
 }
 
 #[cfg(test)]
@@ -220,11 +201,5 @@ mod tests {
         assert!(err.to_string().contains("sftt"), "{err}");
         let some = vec![Stage::Data, Stage::Critique, Stage::Sft];
         assert!(Selection::from_args(&args(&["rl"], None), &some).is_err());
-    }
-
-    #[test]
-    fn shell_words_quote_only_when_needed() {
-        let words = ["cai".to_owned(), "a b".to_owned(), "--x=1".to_owned()];
-        assert_eq!(shell_words(&words), "cai 'a b' --x=1");
     }
 }

@@ -52,7 +52,7 @@ pub enum KlArg {
 
 /// Raw `cai rl` arguments. A setting left unset comes from `--config`, else from the defaults
 /// listed after `--help`.
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 #[command(after_help = defaults_help())]
 pub struct RlArgs {
     /// ppo, rloo or dpo
@@ -310,8 +310,9 @@ pub fn run(args: RlArgs) -> anyhow::Result<ExitCode> {
         .into_iter()
         .flatten()
     {
-        if !path.is_file() {
-            return Err(UsageError(format!("{}: no such file", path.display())).into());
+        // A file, or a Hub dataset source (downloaded when read).
+        if let Err(message) = cai_data::check_source(path) {
+            return Err(UsageError(message).into());
         }
     }
     let earlier = args.run.earlier();

@@ -23,7 +23,7 @@ use crate::usage::UsageError;
 
 /// Raw `cai sft` arguments. A training setting left unset comes from `--config`, else from
 /// the defaults listed after `--help`.
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 #[command(after_help = defaults_help())]
 pub struct SftArgs {
     /// Model to fine-tune: a directory in Hugging Face layout, or a model id in the local

@@ -23,7 +23,7 @@ use crate::usage::UsageError;
 
 /// Raw `cai train-pm` arguments. A setting left unset comes from `--config`, else from the
 /// defaults listed after `--help`.
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 #[command(after_help = defaults_help())]
 pub struct TrainPmArgs {
     /// Model to start from: a causal LM (a new scalar head is added) or a preference model

@@ -2,31 +2,24 @@
 //! checkpoints) measured by the recipe's judges — the lab's oracle measures of `cai lab eval`
 //! — written one snapshot per line (resumable) to `eval/lab_eval.jsonl`.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Context;
 use cai_lab::eval::{evaluate, EvalOptions, LabReport};
 use cai_lab::World;
 use cai_pipeline::manifest::METRICS_FILE;
-use cai_pipeline::recipe::{PromptSet, Snapshot, Stage};
+use cai_pipeline::recipe::Stage;
 use cai_pipeline::runner::write_atomic;
+use cai_pipeline::stages::eval::{elo_job, lab_eval_words, snapshots_now, SnapshotModel, ELO_DIR};
+use cai_pipeline::stages::{command_line, RunContext};
 use serde::{Deserialize, Serialize};
 
-use super::plan::{command_line, Ctx};
+use super::jobs::{self, Start};
 use crate::model_args::{DeviceName, Dtype, ModelArgs};
 
 /// The lab measures, one snapshot per line.
-pub(super) const LAB_EVAL_FILE: &str = "lab_eval.jsonl";
-
-/// A model the eval stage measures.
-#[derive(Debug, Clone)]
-pub(super) struct SnapshotModel {
-    /// Its name in tables: base, distilled, sl-cai, rl-cai, rl-step-N.
-    pub name: String,
-    /// The model spec.
-    pub model: String,
-}
+pub(super) use cai_pipeline::stages::eval::LAB_EVAL_FILE;
 
 /// One line of `lab_eval.jsonl`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -43,53 +36,6 @@ pub(crate) struct LabEvalLine {
     pub report: LabReport,
 }
 
-/// The snapshots with a model of their own, in the recipe's order (`prompted` is the base
-/// model's with-context measure, not a model). RL checkpoints come at run time.
-pub(super) fn snapshots(ctx: &Ctx) -> Vec<SnapshotModel> {
-    let recipe = &ctx.loaded.recipe;
-    let Some(eval) = &recipe.eval else {
-        return Vec::new();
-    };
-    eval.snapshots
-        .iter()
-        .filter(|s| **s != Snapshot::Prompted)
-        .filter(|s| s.stage().is_none_or(|stage| recipe.has_stage(stage)))
-        .map(|s| SnapshotModel {
-            name: s.name().into(),
-            model: match s.stage() {
-                None => recipe.models.base.clone(),
-                Some(stage) => ctx.stage_model(stage).display().to_string(),
-            },
-        })
-        .collect()
-}
-
-/// The RL run's intermediate checkpoints that load as models, by step.
-fn rl_checkpoints(ctx: &Ctx) -> Vec<SnapshotModel> {
-    let dir = ctx.stage_dir(Stage::Rl).join("model").join("checkpoints");
-    let mut steps: Vec<(u64, PathBuf)> = std::fs::read_dir(&dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter_map(|e| {
-                    let name = e.file_name().to_string_lossy().into_owned();
-                    let step = name.strip_prefix("checkpoint-")?.parse().ok()?;
-                    let path = e.path();
-                    path.join("config.json").is_file().then_some((step, path))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    steps.sort();
-    steps
-        .into_iter()
-        .map(|(step, path)| SnapshotModel {
-            name: format!("rl-step-{step}"),
-            model: path.display().to_string(),
-        })
-        .collect()
-}
-
 /// Read the lines of `lab_eval.jsonl` (a cut-off last line is dropped).
 pub(crate) fn read_lab_eval(path: &Path) -> anyhow::Result<Vec<LabEvalLine>> {
     let Ok(text) = std::fs::read_to_string(path) else {
@@ -102,17 +48,11 @@ pub(crate) fn read_lab_eval(path: &Path) -> anyhow::Result<Vec<LabEvalLine>> {
 }
 
 /// Measure every snapshot not measured yet.
-pub(super) fn run(ctx: &Ctx) -> anyhow::Result<()> {
+pub(super) fn run(ctx: &RunContext) -> anyhow::Result<()> {
     let recipe = &ctx.loaded.recipe;
     let eval = recipe.eval.as_ref().expect("the eval stage has a table");
     let dir = ctx.stage_dir(Stage::Eval);
-    let mut all = snapshots(ctx);
-    if eval.rl_checkpoints && recipe.has_stage(Stage::Rl) {
-        // The newest checkpoint is the final model, already measured as rl-cai.
-        let mut checkpoints = rl_checkpoints(ctx);
-        checkpoints.pop();
-        all.extend(checkpoints);
-    }
+    let all = snapshots_now(ctx);
     if let Some(lab) = &eval.lab {
         let path = dir.join(LAB_EVAL_FILE);
         let mut lines = read_lab_eval(&path)?;
@@ -136,17 +76,7 @@ pub(super) fn run(ctx: &Ctx) -> anyhow::Result<()> {
                     .transpose()
                     .map_err(anyhow::Error::msg)?,
             };
-            let mut command = vec![
-                "lab".to_owned(),
-                "eval".into(),
-                "--model".into(),
-                snapshot.model.clone(),
-                "--world-seed".into(),
-                lab.world_seed.to_string(),
-            ];
-            if let Some(n) = lab.max_items {
-                command.extend(["--max-items".into(), n.to_string()]);
-            }
+            let command = lab_eval_words(&snapshot.model, lab.world_seed, lab.max_items);
             let started = Instant::now();
             let model = args.load()?;
             let opts = EvalOptions {
@@ -197,91 +127,16 @@ pub(super) fn run(ctx: &Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The folder of the Elo evaluation, inside the eval stage's.
-pub(super) const ELO_DIR: &str = "elo";
-
 /// `cai eval elo` over every snapshot (the prompted one with the context in front), in
 /// `eval/elo/` (resumable: answers and comparisons already made are kept).
-fn run_elo(ctx: &Ctx, snapshots: &[SnapshotModel]) -> anyhow::Result<()> {
-    let recipe = &ctx.loaded.recipe;
-    let eval = recipe.eval.as_ref().expect("the eval stage has a table");
-    let elo = eval.elo.as_ref().expect("called with an elo table");
-    let dir = ctx.stage_dir(Stage::Eval);
-    let judge = match elo.judge.as_str() {
-        "pm" => format!(
-            "pm:{}",
-            ctx.stage_dir(Stage::TrainPm).join("model").display()
-        ),
-        "feedback" => format!(
-            "feedback:{}",
-            ctx.model(cai_pipeline::recipe::ModelRef::Feedback)
-        ),
-        other => other.to_owned(),
-    };
-    let mut argv: Vec<String> = vec![
-        "eval".into(),
-        "elo".into(),
-        "--output".into(),
-        dir.join(ELO_DIR).display().to_string(),
-        "--judge".into(),
-        judge,
-        "--red-team".into(),
-        ctx.prompt_set(PromptSet::EvalRedTeam).display().to_string(),
-        "--benign".into(),
-        ctx.prompt_set(PromptSet::EvalHelpful).display().to_string(),
-    ];
-    let mut names = Vec::new();
-    for snapshot in snapshots {
-        names.push(snapshot.name.clone());
-        argv.extend([
-            "--snapshot".into(),
-            format!("{}={}", snapshot.name, snapshot.model),
-        ]);
-        if snapshot.name == Snapshot::Base.name() && eval.snapshots.contains(&Snapshot::Prompted) {
-            if let Some(context) = &recipe.data.context {
-                let context = cai_pipeline::recipe::resolve_path(
-                    context,
-                    &ctx.loaded.base_dir(),
-                    &ctx.run_dir,
-                )?;
-                argv.extend([
-                    "--snapshot".into(),
-                    format!("prompted={}", snapshot.model),
-                    "--context".into(),
-                    format!("prompted={}", context.display()),
-                ]);
-            }
-        }
-    }
-    let opt = |argv: &mut Vec<String>, flag: &str, value: Option<String>| {
-        if let Some(v) = value {
-            argv.extend([flag.to_owned(), v]);
-        }
-    };
-    opt(&mut argv, "--samples", elo.samples.map(|n| n.to_string()));
-    opt(
-        &mut argv,
-        "--bootstrap",
-        elo.bootstrap.map(|n| n.to_string()),
-    );
-    opt(
-        &mut argv,
-        "--max-new-tokens",
-        elo.max_new_tokens.map(|n| n.to_string()),
-    );
-    argv.extend(["--device".into(), recipe.models.device.clone()]);
-    if let Some(d) = &recipe.models.dtype {
-        argv.extend(["--dtype".into(), d.clone()]);
-    }
-    argv.extend(elo.args.iter().cloned());
-    let line = command_line(&argv);
+fn run_elo(ctx: &RunContext, snapshots: &[SnapshotModel]) -> anyhow::Result<()> {
+    let dir = ctx.stage_dir(Stage::Eval).join(ELO_DIR);
+    let job = elo_job(ctx, snapshots)?;
+    let line = job.command_line();
     eprintln!("[eval] {line}");
-    std::fs::create_dir_all(dir.join(ELO_DIR))?;
-    write_atomic(
-        &dir.join(ELO_DIR).join("command.txt"),
-        (line.clone() + "\n").as_bytes(),
-    )?;
-    let code = super::run::run_cai(&argv)?;
+    std::fs::create_dir_all(&dir)?;
+    write_atomic(&dir.join("command.txt"), (line.clone() + "\n").as_bytes())?;
+    let code = jobs::run(&job, Start::Afresh)?;
     anyhow::ensure!(code == std::process::ExitCode::SUCCESS, "`{line}` failed");
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! Running a recipe's stages in a run directory: fingerprints, the skip/resume/restart
-//! decision, the stage commands run in-process, manifests and metrics, then the report.
+//! decision, the stages' typed jobs run in-process, manifests and metrics, then the report.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -14,13 +14,17 @@ use cai_pipeline::runner::{
     check_jsonl_output, check_model_output, count_records, decide, hash_path, join_prompt_files,
     jsonl_ids, killed_attempt_seconds, size_on_disk, write_atomic, Decision, Hasher,
 };
+use cai_pipeline::stages::{self, command_line, InputSpec, RunContext, StagePlan, Step};
 use clap::Parser;
 use serde_json::json;
 
-use super::plan::{self, command_line, Ctx, InputSpec, StagePlan, Step};
+use super::jobs::{self, Start};
 use super::Selection;
 use crate::cli::Cli;
 use crate::interrupt::INTERRUPTED;
+
+/// A recipe in a run directory.
+type Ctx<'a> = RunContext<'a>;
 
 /// The run directory's record of the recipe it runs.
 pub(super) const RUN_FILE: &str = "run.json";
@@ -39,12 +43,9 @@ pub(crate) fn run_recipe(
     selection: &Selection,
 ) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let ctx = Ctx {
-        loaded,
-        run_dir: run_dir.to_owned(),
-    };
-    let plans = plan::plan_all(&ctx)?;
-    check_commands(&plans)?;
+    let ctx = Ctx { loaded, run_dir };
+    let plans = stages::plan_all(&ctx)?;
+    check_jobs(&plans)?;
     // Held until the run ends: a second `cai pipeline` here fails at once, naming our PID.
     let claim = RunDir::claim(run_dir, RunKind::Run)?;
     match claim.claimed() {
@@ -59,7 +60,7 @@ pub(crate) fn run_recipe(
         ),
         Claimed::Created | Claimed::Marked => {}
     }
-    plan::check_inputs(&ctx, &plans)?;
+    stages::check_inputs(&ctx, &plans)?;
     write_atomic(&run_dir.join("recipe.toml"), loaded.text.as_bytes())?;
     let record = json!({
         "recipe": loaded.recipe.name,
@@ -120,36 +121,23 @@ pub(crate) fn run_recipe(
     outcome
 }
 
-/// Parse every command of the plans before anything runs, so that a bad flag in a recipe's
-/// `args` fails at once, naming the stage.
-fn check_commands(plans: &[StagePlan]) -> anyhow::Result<()> {
+/// Turn every job of the plans into its command's arguments before anything runs, so that a
+/// bad value or flag in a recipe fails at once, naming the stage.
+fn check_jobs(plans: &[StagePlan]) -> anyhow::Result<()> {
     for plan in plans {
-        for argv in plan::commands(plan) {
-            if argv.first().map(String::as_str) == Some("rl") && !rl_available() {
-                continue;
-            }
-            let words = std::iter::once("cai".to_owned()).chain(argv.iter().cloned());
-            Cli::try_parse_from(words).map_err(|e| {
-                anyhow::anyhow!(
-                    "the {} stage's command `{}` does not parse (check the recipe's [{}] \
-                     table and its args):\n{}",
+        for job in plan.jobs() {
+            jobs::command(job, Start::Afresh).with_context(|| {
+                format!(
+                    "the {} stage's command `{}` is not valid (check the recipe's [{}] table \
+                     and its args)",
                     plan.stage,
-                    command_line(argv),
-                    plan.stage,
-                    e.render()
+                    job.command_line(),
+                    plan.stage
                 )
             })?;
         }
     }
     Ok(())
-}
-
-/// Whether this build has `cai rl`.
-fn rl_available() -> bool {
-    Cli::try_parse_from(["cai", "rl", "--help"])
-        .map_err(|e| e.kind() == clap::error::ErrorKind::DisplayHelp)
-        .err()
-        .unwrap_or(false)
 }
 
 /// Content hashes of inputs, computed once per run.
@@ -352,7 +340,11 @@ fn run_stage(
         inputs,
         outputs: Vec::new(),
         writes: plan.writes.clone(),
-        commands: plan::commands(plan).map(|a| command_line(a)).collect(),
+        commands: plan.jobs().map(|j| j.command_line()).collect(),
+        jobs: plan
+            .jobs()
+            .map(serde_json::to_value)
+            .collect::<Result<_, _>>()?,
         attempts,
         seconds,
         started_at: now(),
@@ -508,8 +500,8 @@ fn is_jsonl(path: &Path) -> bool {
 fn fingerprint(plan: &StagePlan, inputs: &[Input]) -> String {
     let mut h = Hasher::default();
     h.field(plan.stage.name()).field(&plan.config.to_string());
-    for argv in plan::commands(plan) {
-        h.field(&argv.join("\u{1f}"));
+    for job in plan.jobs() {
+        h.field(&job.words().join("\u{1f}"));
     }
     for input in inputs {
         h.field(&input.role).field(&input.hash);
@@ -527,28 +519,23 @@ fn run_steps(ctx: &Ctx, plan: &StagePlan) -> anyhow::Result<StageEnd> {
             } => {
                 join_prompt_files(inputs, output, *limit)?;
             }
-            Step::Cai {
-                argv,
-                training_output,
-            } => {
-                let mut argv = argv.clone();
-                if let Some(out) = training_output {
-                    argv.push(
-                        if can_resume(out)? {
-                            "--resume"
-                        } else {
-                            "--overwrite"
-                        }
-                        .into(),
-                    );
+            Step::Job(job) => {
+                let mut words = job.words();
+                let mut start = Start::Afresh;
+                if let Some(out) = job.training_output() {
+                    if can_resume(out)? {
+                        start = Start::Resume;
+                    }
+                    words.push(jobs::start_word(start).into());
                 }
-                eprintln!("[{}] {}", plan.stage, command_line(&argv));
-                let code = run_cai(&argv)?;
+                let line = command_line(&words);
+                eprintln!("[{}] {line}", plan.stage);
+                let code = jobs::run(job, start)?;
                 if code == ExitCode::from(INTERRUPTED) {
                     return Ok(StageEnd::Interrupted);
                 }
                 if code != ExitCode::SUCCESS {
-                    bail!("`{}` failed", command_line(&argv));
+                    bail!("`{line}` failed");
                 }
             }
             Step::Eval => super::eval::run(ctx)?,
@@ -566,7 +553,8 @@ fn can_resume(out: &Path) -> anyhow::Result<bool> {
     Ok(finished || checkpoint.is_some())
 }
 
-/// Run a `cai` command in this process.
+/// Run a `cai` command given as words in this process (`cai pipeline --sizes` makes its
+/// models this way; the stages run typed jobs).
 pub(super) fn run_cai(argv: &[String]) -> anyhow::Result<ExitCode> {
     let words = std::iter::once("cai".to_owned()).chain(argv.iter().cloned());
     let cli = Cli::try_parse_from(words)

@@ -1,0 +1,385 @@
+//! The pipeline's typed jobs run in this process: each [`Job`] becomes its command's typed
+//! arguments and runs through that command's own code — no command line is built or parsed.
+//! The one exception is a recipe's `args = [...]` (flags the recipe has no key for), the
+//! documented last resort: the job's command line with those words is parsed as `cai` would.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use cai_pipeline::stages::{DeviceFlags, Job};
+use cai_train::pm::data::DataSource;
+use clap::{Parser, ValueEnum};
+
+use crate::cli::{Cli, Command};
+use crate::commands::critique::CritiqueArgs;
+use crate::commands::distill::DistillArgs;
+use crate::commands::lab::generate::LabGenerateArgs;
+use crate::commands::lab::{LabArgs, LabCommand};
+use crate::commands::label::{parse_ensemble, LabelArgs};
+use crate::commands::merge_lora::MergeLoraArgs;
+use crate::commands::rl::{AlgoArg, RlArgs};
+use crate::commands::sft::SftArgs;
+use crate::commands::train_pm::TrainPmArgs;
+use crate::model_args::{DeviceName, Dtype, ModelArgs};
+use crate::train_flags::RunFlags;
+
+/// What a training job does about what an earlier attempt left in its output folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Start {
+    /// Continue from its checkpoint or finished model.
+    Resume,
+    /// Delete it and start afresh.
+    Afresh,
+}
+
+/// The words a training job's start adds to its command line.
+pub(super) fn start_word(start: Start) -> &'static str {
+    match start {
+        Start::Resume => "--resume",
+        Start::Afresh => "--overwrite",
+    }
+}
+
+/// The command `job` is, with its typed arguments. A training job resumes or starts afresh
+/// as `start` says (other jobs ignore it). Every value the recipe gave as text (device,
+/// dtype, algorithm, ensemble) is checked here, so that a bad one fails before any stage
+/// runs.
+pub(super) fn command(job: &Job, start: Start) -> anyhow::Result<Command> {
+    if !job.extra_args().is_empty() {
+        return parse_with_args(job, start);
+    }
+    let device = |d: &DeviceFlags| -> anyhow::Result<(DeviceName, Option<Dtype>)> {
+        let name = d
+            .device
+            .parse::<DeviceName>()
+            .map_err(|e| anyhow::anyhow!("[models] device: {e}"))?;
+        let dtype = d
+            .dtype
+            .as_deref()
+            .map(|t| {
+                Dtype::from_str(t, false).map_err(|_| {
+                    anyhow::anyhow!(
+                        "[models] dtype: '{t}' is not a dtype; expected f32, f16 or bf16"
+                    )
+                })
+            })
+            .transpose()?;
+        Ok((name, dtype))
+    };
+    let run_flags = |d: &DeviceFlags| -> anyhow::Result<RunFlags> {
+        let (device, dtype) = device(d)?;
+        Ok(RunFlags {
+            device,
+            dtype,
+            resume: start == Start::Resume,
+            overwrite: start == Start::Afresh,
+            ..RunFlags::default()
+        })
+    };
+    Ok(match job {
+        Job::LabGenerate(j) => Command::Lab(LabArgs {
+            command: LabCommand::Generate(LabGenerateArgs {
+                output: j.output.clone(),
+                seed: j.seed,
+                size: cai_pipeline::stages::data::LabWorldJob::SIZE,
+                prompts_per_task: cai_lab::generate::GenerateConfig::default().prompts_per_task,
+                mix: Vec::new(),
+                overwrite: true,
+            }),
+        }),
+        Job::Distill(j) => {
+            let mut run = run_flags(&j.device)?;
+            run.learning_rate = j.training.learning_rate;
+            run.save_every = Some(j.training.save_every);
+            Command::Distill(Box::new(DistillArgs {
+                model: j.model.clone(),
+                context: j.context.clone(),
+                data: j.data.clone(),
+                output: j.output.clone(),
+                sample: j.sample,
+                lora: j.lora,
+                epochs: j.training.epochs,
+                max_steps: j.training.max_steps,
+                batch_size: j.training.batch_size,
+                run,
+                ..DistillArgs::default()
+            }))
+        }
+        Job::Critique(j) => {
+            let (device, dtype) = device(&j.device)?;
+            let model = ModelArgs {
+                model: j.model.clone(),
+                device,
+                dtype,
+            };
+            let mut args = CritiqueArgs::new(
+                model,
+                j.prompts.clone(),
+                j.constitution.clone(),
+                j.output.clone(),
+            );
+            args.few_shot = j.few_shot.as_ref().map(|p| p.display().to_string());
+            args.helpful_prompts = j.helpful_prompts.clone();
+            args.rounds = j.rounds.unwrap_or(args.rounds);
+            args.max_new_tokens = j.max_new_tokens.unwrap_or(args.max_new_tokens);
+            args.temperature = j.temperature.unwrap_or(args.temperature);
+            args.batch_size = j.batch_size.unwrap_or(args.batch_size);
+            Command::Critique(Box::new(args))
+        }
+        Job::Sft(j) => {
+            let mut run = run_flags(&j.device)?;
+            run.learning_rate = j.training.learning_rate;
+            run.save_every = Some(j.training.save_every);
+            Command::Sft(Box::new(SftArgs {
+                model: j.model.clone(),
+                data: j.data.clone(),
+                output: j.output.clone(),
+                helpful_data: j.helpful_data.clone(),
+                helpful_ratio: j.helpful_ratio,
+                revision_rounds: j.revision_rounds,
+                lora: j.lora,
+                epochs: j.training.epochs,
+                max_steps: j.training.max_steps,
+                batch_size: j.training.batch_size,
+                run,
+                ..SftArgs::default()
+            }))
+        }
+        Job::Label(j) => {
+            let (device, dtype) = device(&j.device)?;
+            let mut args = LabelArgs::new(
+                j.policy.clone(),
+                j.prompts.clone(),
+                j.constitution.clone(),
+                j.output.clone(),
+            );
+            args.feedback = Some(j.feedback.clone());
+            args.ensemble = j
+                .ensemble
+                .as_deref()
+                .map(parse_ensemble)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("[label] ensemble: {e}"))?;
+            args.swap = j.swap;
+            args.context_b = j.context_b.clone();
+            args.max_new_tokens = j.max_new_tokens.unwrap_or(args.max_new_tokens);
+            args.device = device;
+            args.dtype = dtype;
+            Command::Label(Box::new(args))
+        }
+        Job::TrainPm(j) => {
+            let mut run = run_flags(&j.device)?;
+            run.learning_rate = j.training.learning_rate;
+            run.save_every = Some(j.training.save_every);
+            Command::TrainPm(Box::new(TrainPmArgs {
+                model: j.model.clone(),
+                data: vec![DataSource {
+                    path: j.data.clone(),
+                    weight: 1.0,
+                }],
+                output: j.output.clone(),
+                epochs: j.training.epochs,
+                max_steps: j.training.max_steps,
+                batch_size: j.training.batch_size,
+                run,
+                ..TrainPmArgs::default()
+            }))
+        }
+        Job::Rl(j) => {
+            let mut run = run_flags(&j.device)?;
+            run.learning_rate = j.learning_rate;
+            run.save_every = j.save_every;
+            let algo = AlgoArg::from_str(&j.algo, false).map_err(|_| {
+                anyhow::anyhow!(
+                    "[rl] algo: '{}' is not an algorithm; expected ppo, rloo or dpo",
+                    j.algo
+                )
+            })?;
+            Command::Rl(Box::new(RlArgs {
+                algo: Some(algo),
+                policy: j.policy.clone(),
+                output: j.output.clone(),
+                data: j.data.clone(),
+                reward: j.reward.clone(),
+                prompts: Some(j.prompts.clone()),
+                helpful_prompts: j.helpful_prompts.clone(),
+                helpful_ratio: j.helpful_ratio,
+                steps: j.steps,
+                kl_coef: j.kl_coef,
+                keep_last: j.keep_all.then(|| "all".to_owned()),
+                lora: j.lora,
+                run,
+                ..RlArgs::default()
+            }))
+        }
+        Job::MergeLora(j) => Command::MergeLora(MergeLoraArgs {
+            model: j.model.clone(),
+            adapter: j.adapter.clone(),
+            output: j.output.clone(),
+            dtype: None,
+            overwrite: true,
+        }),
+        // `cai eval elo`'s arguments belong to the eval command, which another part of cai
+        // is reshaping; its job is parsed from its command line like a job with `args`.
+        Job::Elo(_) => parse_with_args(job, start)?,
+    })
+}
+
+/// The last resort: the job's command line (with the recipe's `args`, and a training job's
+/// `--resume` or `--overwrite`) parsed as `cai` would.
+fn parse_with_args(job: &Job, start: Start) -> anyhow::Result<Command> {
+    let mut words = job.words();
+    if job.training_output().is_some() {
+        words.push(start_word(start).into());
+    }
+    let line = cai_pipeline::stages::command_line(&words);
+    let all = std::iter::once("cai".to_owned()).chain(words);
+    Cli::try_parse_from(all)
+        .map(|cli| cli.command)
+        .map_err(|e| anyhow::anyhow!("`{line}` does not parse:\n{}", e.render()))
+}
+
+/// Run `job` in this process.
+pub(super) fn run(job: &Job, start: Start) -> anyhow::Result<ExitCode> {
+    let command = command(job, start).with_context(|| job.command_line())?;
+    let code = crate::run(command);
+    crate::interrupt::release_ctrl_c();
+    code
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use cai_pipeline::recipe::LoadedRecipe;
+    use cai_pipeline::stages::{plan_all, RunContext};
+
+    use super::*;
+
+    /// The typed arguments of every job equal what clap makes of the job's command line: the
+    /// text in the manifests is the command that ran.
+    fn typed_equals_parsed(recipe: &str, quick: bool) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.toml");
+        std::fs::write(&path, recipe).unwrap();
+        let loaded = LoadedRecipe::load(Some(&path), quick).unwrap();
+        let ctx = RunContext {
+            loaded: &loaded,
+            run_dir: Path::new("run"),
+        };
+        let mut checked = 0;
+        for plan in plan_all(&ctx).unwrap() {
+            for job in plan.jobs() {
+                for start in [Start::Resume, Start::Afresh] {
+                    let typed = command(job, start).unwrap();
+                    let parsed = parse_with_args(job, start).unwrap();
+                    assert_eq!(
+                        format!("{typed:?}"),
+                        format!("{parsed:?}"),
+                        "{}",
+                        job.command_line()
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked >= 12, "only {checked} jobs");
+    }
+
+    #[test]
+    fn the_lab_recipes_jobs_are_their_command_lines() {
+        typed_equals_parsed(cai_pipeline::recipe::LAB_RECIPE, true);
+        typed_equals_parsed(cai_pipeline::recipe::LAB_RECIPE, false);
+    }
+
+    #[test]
+    fn lora_dpo_and_every_setting_are_their_command_lines() {
+        let recipe = r#"
+name = "all"
+[models]
+base = "lab"
+feedback = "other"
+device = "cuda:1"
+dtype = "bf16"
+[data]
+red_team = ["p.jsonl"]
+helpful = ["h.jsonl"]
+constitution = "default"
+context = "c.txt"
+[distill]
+sample = false
+lora = true
+max_steps = 7
+batch_size = 3
+save_every = 5
+learning_rate = 0.5
+[critique]
+rounds = 2
+max_new_tokens = 9
+temperature = 0.25
+batch_size = 4
+[sft]
+lora = true
+helpful_ratio = 0.5
+revision_rounds = 1
+epochs = 2
+[label]
+ensemble = "3"
+context_b = true
+max_new_tokens = 5
+[train-pm]
+batch_size = 2
+max_steps = 3
+[rl]
+algo = "dpo"
+lora = true
+steps = 3
+kl_coef = 0.1
+learning_rate = 0.01
+save_every = 1
+"#;
+        typed_equals_parsed(recipe, false);
+    }
+
+    #[test]
+    fn a_bad_device_or_algorithm_is_named_before_anything_runs() {
+        let recipe = |models: &str, rl: &str| {
+            format!(
+                "name = \"t\"\n[models]\nbase = \"lab\"\n{models}\n[data]\n\
+                 red_team = [\"p.jsonl\"]\nconstitution = \"default\"\n\
+                 [critique]\n[sft]\n[label]\n[train-pm]\n[rl]\n{rl}\n"
+            )
+        };
+        let first_error = |text: String| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("r.toml");
+            std::fs::write(&path, text).unwrap();
+            let loaded = LoadedRecipe::load(Some(&path), false).unwrap();
+            let ctx = RunContext {
+                loaded: &loaded,
+                run_dir: Path::new("run"),
+            };
+            plan_all(&ctx)
+                .unwrap()
+                .iter()
+                .flat_map(|p| p.jobs().cloned().collect::<Vec<_>>())
+                .find_map(|job| command(&job, Start::Afresh).err())
+                .map(|e| format!("{e:#}"))
+        };
+        let err = first_error(recipe("device = \"gpu\"", "")).unwrap();
+        assert!(
+            err.contains("[models] device") && err.contains("gpu"),
+            "{err}"
+        );
+        let err = first_error(recipe("dtype = \"f8\"", "")).unwrap();
+        assert!(
+            err.contains("[models] dtype") && err.contains("f8"),
+            "{err}"
+        );
+        let err = first_error(recipe("", "algo = \"ppo2\"")).unwrap();
+        assert!(err.contains("[rl] algo") && err.contains("ppo2"), "{err}");
+        let err = first_error(recipe("", "args = [\"--no-such-flag\"]")).unwrap();
+        assert!(err.contains("--no-such-flag"), "{err}");
+        assert_eq!(first_error(recipe("", "")), None);
+    }
+}
