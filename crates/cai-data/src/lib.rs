@@ -90,6 +90,19 @@ pub fn read_records_with(spec: &Path, hub: &Hub) -> Result<Records, Error> {
     Ok(records)
 }
 
+/// Check, without reading or downloading anything, that `spec` names an existing file or a
+/// well-formed Hub dataset source; the message says what is wrong (for a usage error).
+pub fn check_source(spec: &Path) -> Result<(), String> {
+    if spec.is_file() {
+        return Ok(());
+    }
+    let text = spec.to_string_lossy();
+    match DataSpec::parse(&text)?.location {
+        Location::File(path) if !path.is_file() => Err(format!("{}: no such file", path.display())),
+        _ => Ok(()),
+    }
+}
+
 /// Apply `FIELD=COLUMN` renames to every row; a row without the column is an error.
 fn rename_columns(records: &mut Records, spec: &DataSpec) -> Result<(), Error> {
     if spec.renames.is_empty() {

@@ -201,3 +201,22 @@ fn missing_and_gated_datasets_name_the_id_and_the_fix() {
     assert!(err.contains("HF_HUB_OFFLINE"), "{err}");
     assert!(err.contains("--repo-type dataset"), "{err}");
 }
+
+#[test]
+fn sources_are_checked_before_anything_is_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("p.parquet");
+    std::fs::write(&file, b"PAR1").unwrap();
+    assert_eq!(cai_data::check_source(&file), Ok(()));
+    let with_options = format!("{}?prompt=q", file.display());
+    assert_eq!(cai_data::check_source(Path::new(&with_options)), Ok(()));
+    assert_eq!(
+        cai_data::check_source(Path::new("org/name?split=test")),
+        Ok(())
+    );
+    let missing = tmp.path().join("absent.jsonl");
+    let err = cai_data::check_source(&missing).unwrap_err();
+    assert_eq!(err, format!("{}: no such file", missing.display()));
+    let err = cai_data::check_source(Path::new("org/name?limit=x")).unwrap_err();
+    assert!(err.contains("limit=x"), "{err}");
+}
