@@ -330,6 +330,17 @@ impl Decoder {
         }
     }
 
+    /// The output layer's weight `[vocab, hidden]` when it is a plain matrix (tied to the
+    /// embedding, or an `lm_head` without a LoRA adapter): what fused ops over the output layer
+    /// ([`crate::kernels::head_nll`]) take in place of [`Decoder::logits`].
+    pub fn head_weight(&self) -> Option<&Tensor> {
+        match &self.lm_head {
+            Some(head) if head.lora.is_some() || head.bias.is_some() => None,
+            Some(head) => Some(&head.weight),
+            None => Some(&self.embed),
+        }
+    }
+
     /// Full-sequence logits for training. Shapes: ids `[b, s]` -> logits `[b, s, vocab]`.
     pub fn forward_train(&self, ids: &Tensor, batch: &Batch) -> Result<Tensor> {
         let hidden = self.forward_hidden(ids, batch, None, Mode::Train)?;

@@ -1,6 +1,9 @@
-//! Token-level cross-entropy over the positions a mask selects (assistant tokens in SFT),
-//! built from differentiable candle ops only.
+//! Token-level cross-entropy over the positions a mask selects (assistant tokens in SFT):
+//! on logits, or from a decoder's hidden states through a fused, chunked output layer.
 
+use cai_model::decoder::{Batch, Decoder};
+use cai_model::kernels::head_nll::head_nll;
+use cai_model::layers::Mode;
 use candle_core::{DType, Tensor, D};
 use rayon::prelude::*;
 
@@ -103,6 +106,92 @@ pub fn masked_cross_entropy(
     let loss = weighted
         .sum_all()?
         .affine(-1.0 / f64::from(total_weight), 0.0)?;
+    Ok((loss, count))
+}
+
+/// Logits `[rows, vocab]` past this many bytes go through the fused, chunked output layer of
+/// [`decoder_cross_entropy`]; below it the plain path runs (the small lab models keep their
+/// numerics bit for bit).
+pub const FUSED_HEAD_BYTES: usize = 64 << 20;
+
+/// Mean negative log-likelihood of `targets` where `mask` is non-zero, from token ids: the
+/// decoder's training forward pass, then its output layer and the loss.
+///
+/// Shapes: ids, targets `[b, s]` (u32), mask `[b, s]` (f32) -> (loss `[]` f32, count), as
+/// [`masked_cross_entropy`] on [`Decoder::forward_train`]'s logits. When the selected rows'
+/// logits would pass [`FUSED_HEAD_BYTES`] and the output layer is a plain matrix, only the
+/// selected rows' hidden states enter the output layer, fused with the log-softmax in chunks
+/// ([`head_nll`]), so the `[b, s, vocab]` logits are never materialised (400 MB for 8 × 256
+/// tokens of SmolLM2's 49,152-token vocabulary, and several copies of it in the backward pass).
+pub fn decoder_cross_entropy(
+    decoder: &Decoder,
+    ids: &Tensor,
+    batch: &Batch,
+    targets: &Tensor,
+    mask: &Tensor,
+) -> Result<(Tensor, usize)> {
+    decoder_cross_entropy_past(decoder, ids, batch, targets, mask, FUSED_HEAD_BYTES)
+}
+
+/// [`decoder_cross_entropy`] with the fused path taken past `fused_bytes` of logits.
+fn decoder_cross_entropy_past(
+    decoder: &Decoder,
+    ids: &Tensor,
+    batch: &Batch,
+    targets: &Tensor,
+    mask: &Tensor,
+    fused_bytes: usize,
+) -> Result<(Tensor, usize)> {
+    let (b, s) = ids.dims2()?;
+    let vocab = decoder.config().vocab_size;
+    let hidden = decoder.forward_hidden(ids, batch, None, Mode::Train)?;
+    let selected: usize = mask
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?
+        .iter()
+        .filter(|&&w| w != 0.0)
+        .count();
+    let head = decoder
+        .head_weight()
+        .filter(|_| selected * vocab * 4 > fused_bytes);
+    let Some(head) = head else {
+        let logits = decoder.logits_mode(&hidden, Mode::Train)?;
+        return masked_cross_entropy(&logits, targets, mask);
+    };
+    if targets.dims() != [b, s] || mask.dims() != [b, s] {
+        return Err(TrainError::Config(format!(
+            "decoder_cross_entropy: ids are [{b}, {s}] but targets are {:?} and mask {:?}; \
+             expected both [{b}, {s}]",
+            targets.dims(),
+            mask.dims()
+        )));
+    }
+    let weights: Vec<f32> = mask.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
+    let target_ids: Vec<u32> = targets.flatten_all()?.to_vec1()?;
+    let (mut rows, mut picked, mut row_weights) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, (&w, &id)) in weights.iter().zip(&target_ids).enumerate() {
+        if w != 0.0 {
+            rows.push(i as u32);
+            picked.push(id);
+            row_weights.push(w);
+        }
+    }
+    let count = rows.len();
+    if count == 0 {
+        return Ok((Tensor::zeros((), DType::F32, hidden.device())?, 0));
+    }
+    let total_weight: f32 = row_weights.iter().sum();
+    let h = hidden.dim(2)?;
+    let rows = Tensor::from_vec(rows, count, hidden.device())?;
+    let states = hidden.reshape((b * s, h))?.index_select(&rows, 0)?;
+    let nll = head_nll(&states, head, &picked, &row_weights).map_err(|e| match e {
+        cai_model::ModelError::Request(msg) => {
+            TrainError::Config(format!("decoder_cross_entropy: {msg}"))
+        }
+        other => other.into(),
+    })?;
+    let loss = nll.sum_all()?.affine(1.0 / f64::from(total_weight), 0.0)?;
     Ok((loss, count))
 }
 
@@ -226,6 +315,69 @@ impl candle_core::CustomOp1 for WeightedNll {
 mod tests {
     use super::*;
     use candle_core::{Device, Var};
+
+    /// The fused output layer gives the plain path's loss and gradients (tied and untied heads,
+    /// a weighted mask with a zero), and the plain path runs below the threshold.
+    #[test]
+    fn the_fused_head_matches_logits_then_cross_entropy() {
+        let dev = Device::Cpu;
+        for tied in [false, true] {
+            let shape = cai_model::init::ModelShape {
+                hidden_size: 32,
+                num_layers: 2,
+                num_heads: 4,
+                intermediate_size: 64,
+                vocab_size: 97,
+                tie_word_embeddings: tied,
+                ..Default::default()
+            };
+            let mut decoder =
+                cai_model::weights::random_decoder(shape.config().unwrap(), 5, DType::F32, &dev)
+                    .unwrap();
+            let vars = decoder.make_trainable().unwrap();
+            let ids = Tensor::new(&[[3u32, 9, 27, 81, 5], [7, 1, 2, 0, 0]], &dev).unwrap();
+            let targets = Tensor::new(&[[9u32, 27, 81, 5, 6], [1, 2, 96, 0, 0]], &dev).unwrap();
+            let mask = Tensor::new(
+                &[[1f32, 1.0, 0.0, 1.0, 0.5], [1.0, 1.0, 1.0, 0.0, 0.0]],
+                &dev,
+            )
+            .unwrap();
+            let batch =
+                Batch::from_valid(vec![vec![true; 5], vec![true, true, true, false, false]]);
+            let run = |bytes| {
+                let (loss, count) =
+                    decoder_cross_entropy_past(&decoder, &ids, &batch, &targets, &mask, bytes)
+                        .unwrap();
+                let grads = loss.backward().unwrap();
+                let grads: Vec<Tensor> = vars
+                    .iter()
+                    .map(|(spec, v)| {
+                        grads
+                            .get(v.as_tensor())
+                            .unwrap_or_else(|| panic!("no gradient for {}", spec.name))
+                            .clone()
+                    })
+                    .collect();
+                (loss.to_scalar::<f32>().unwrap(), count, grads)
+            };
+            let (plain, n_plain, g_plain) = run(usize::MAX);
+            let (fused, n_fused, g_fused) = run(0);
+            assert_eq!((n_plain, n_fused), (7, 7));
+            assert!(
+                (plain - fused).abs() < 1e-5,
+                "tied {tied}: {plain} vs {fused}"
+            );
+            for ((spec, _), (a, b)) in vars.iter().zip(g_plain.iter().zip(&g_fused)) {
+                let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+                let d = d.to_scalar::<f32>().unwrap();
+                assert!(d < 1e-5, "tied {tied}: {} differs by {d}", spec.name);
+            }
+            // Below the threshold it is the plain path, bit for bit.
+            let logits = decoder.forward_train(&ids, &batch).unwrap();
+            let (direct, _) = masked_cross_entropy(&logits, &targets, &mask).unwrap();
+            assert_eq!(direct.to_scalar::<f32>().unwrap(), plain);
+        }
+    }
 
     fn approx(found: f32, expected: f32) {
         assert!((found - expected).abs() < 1e-5, "{found} != {expected}");
