@@ -43,6 +43,9 @@ impl std::fmt::Debug for Checkpoint {
 impl Checkpoint {
     /// Open the checkpoint of a model directory (single file or sharded).
     pub fn open_dir(dir: &Path) -> Result<Self> {
+        if let Some(e) = crate::gguf::folder_needed(dir) {
+            return Err(e);
+        }
         let index_path = dir.join(INDEX_FILE);
         let single = dir.join(SINGLE_FILE);
         let paths: Vec<PathBuf> = if index_path.exists() {

@@ -182,6 +182,9 @@ pub struct ModelConfig {
 impl ModelConfig {
     /// Read `config.json` from a file.
     pub fn from_file(path: &Path) -> Result<Self> {
+        if let Some(e) = path.parent().and_then(crate::gguf::folder_needed) {
+            return Err(e);
+        }
         let text = crate::read_limits::read_text(path, crate::read_limits::CONFIG_LIMIT)
             .map_err(|e| ModelError::io(path, e))?;
         let value: Value = serde_json::from_str(&text).map_err(|e| ModelError::Config {

@@ -44,6 +44,20 @@ pub fn is_gguf(path: &Path) -> bool {
         .is_ok_and(|()| &magic == MAGIC)
 }
 
+/// The error for a GGUF file where a model folder is needed (the training commands read
+/// `config.json` and safetensors), saying how to make one; `None` when `dir` is not GGUF.
+pub fn folder_needed(dir: &Path) -> Option<ModelError> {
+    is_gguf(dir).then(|| ModelError::Config {
+        path: dir.to_path_buf(),
+        message: format!(
+            "a GGUF file, where this needs a Hugging Face model folder (config.json and \
+             safetensors weights); make one with `cai convert --model {} --output DIR` and \
+             pass DIR",
+            dir.display()
+        ),
+    })
+}
+
 /// An opened GGUF file: its parsed header (metadata and tensor directory) and a reader for
 /// the tensor data.
 pub struct GgufFile {
@@ -80,6 +94,7 @@ impl GgufFile {
         let file = File::open(path).map_err(|e| ModelError::io(path, e))?;
         let mut reader = BufReader::new(file);
         let content = Content::read(&mut reader).map_err(|e| header_error(path, &e))?;
+        check_tensor_extents(path, &content, &mut reader)?;
         Ok(Self {
             path: path.to_path_buf(),
             content,
@@ -298,6 +313,38 @@ pub fn load(path: &Path, dtype: DType, device: &Device) -> Result<GgufModel> {
         tokenizer,
         decoder,
     })
+}
+
+/// Fail at once, naming the first tensor that does not fit, when the file is shorter than
+/// its tensor directory says (a download cut short), instead of after reading the rest.
+fn check_tensor_extents(
+    path: &Path,
+    content: &Content,
+    reader: &mut BufReader<File>,
+) -> Result<()> {
+    use std::io::Seek;
+    let len = reader
+        .seek(std::io::SeekFrom::End(0))
+        .map_err(|e| ModelError::io(path, e))?;
+    let mut tensors: Vec<_> = content.tensor_infos.iter().collect();
+    tensors.sort_by_key(|(_, info)| info.offset);
+    for (name, info) in tensors {
+        let (elems, block) = (info.shape.elem_count(), info.ggml_dtype.block_size());
+        let bytes = (elems / block * info.ggml_dtype.type_size()) as u64;
+        let end = content
+            .tensor_data_offset
+            .saturating_add(info.offset)
+            .saturating_add(bytes);
+        if end > len {
+            return Err(ModelError::Config {
+                path: path.to_path_buf(),
+                message: format!(
+                    "the file is truncated or corrupt: tensor '{name}' ends at byte {end} but                      the file has {len} bytes; download or convert it again"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// A header that candle could not read, explained: an unknown tensor type gets its ggml

@@ -67,6 +67,9 @@ impl Tokenizer {
     /// template that does not parse is logged and reported only when a dialogue is rendered
     /// with it, so the model still loads for the transcript format.
     pub fn from_dir(dir: &Path) -> Result<Tokenizer> {
+        if let Some(e) = crate::gguf::folder_needed(dir) {
+            return Err(e);
+        }
         let path = dir.join("tokenizer.json");
         if !path.is_file() {
             return Err(tokenizer_error(

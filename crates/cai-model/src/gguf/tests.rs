@@ -537,3 +537,33 @@ fn local_model_loads_a_gguf_file_and_generates() {
     let out = model.generate(&[req]).unwrap();
     assert!(!out[0].token_ids.is_empty());
 }
+
+#[test]
+fn a_gguf_file_where_a_folder_is_needed_points_to_cai_convert() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, _) = llama_file(tmp.path(), GgmlDType::Q8_0);
+    let errors = [
+        ModelConfig::from_file(&path.join("config.json")).unwrap_err(),
+        Tokenizer::from_dir(&path).unwrap_err(),
+        crate::checkpoint::Checkpoint::open_dir(&path).unwrap_err(),
+    ];
+    for err in errors.map(|e| e.to_string()) {
+        assert!(
+            err.contains(&path.display().to_string()) && err.contains("cai convert --model"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn a_file_shorter_than_its_tensor_directory_fails_before_reading_tensors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, _) = llama_file(tmp.path(), GgmlDType::F32);
+    let bytes = fs::read(&path).unwrap();
+    fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
+    let err = GgufFile::open(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("truncated") && err.contains("ends at byte"),
+        "{err}"
+    );
+}
