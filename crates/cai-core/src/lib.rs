@@ -9,6 +9,7 @@ pub mod critique;
 pub mod dialogue;
 mod error;
 pub mod few_shot;
+pub mod import;
 pub mod jsonl;
 pub mod lm;
 pub mod lock;
