@@ -9,7 +9,6 @@ pub mod config;
 pub mod data;
 pub mod eval;
 pub mod loss;
-pub mod reliability_plot;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};

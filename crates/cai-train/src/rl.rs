@@ -8,7 +8,6 @@ pub mod config;
 mod dpo;
 pub mod kl_penalty;
 pub mod loss;
-pub mod plot;
 pub mod policy;
 pub mod rollout;
 
@@ -20,6 +19,7 @@ use cai_core::FinishReason;
 use cai_model::layers::Mode;
 use cai_model::tokenizer::Tokenizer;
 use cai_model::weights::parse_dtype;
+use cai_report::rl::{rl_curves_svg, RlPoint};
 use candle_core::{Device, Tensor};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -269,13 +269,24 @@ pub const CURVES_FILE: &str = "rl_curves.svg";
 
 /// Draw [`CURVES_FILE`] from the run's metrics.
 pub fn write_curves(output: &Path, cfg: &RlConfig) -> Result<()> {
-    let records = read_metrics(output)?;
+    // The steps that logged both a KL and a reward.
+    let points: Vec<RlPoint> = read_metrics(output)?
+        .iter()
+        .filter_map(|r| {
+            let get = |k: &str| r.extra.get(k).and_then(serde_json::Value::as_f64);
+            Some(RlPoint {
+                step: r.step as f64,
+                kl: get("kl")?,
+                reward: get("reward")?,
+            })
+        })
+        .collect();
     let title = format!(
         "{} against the preference model, β = {}",
         cfg.algo.name().to_uppercase(),
         cfg.kl_coef
     );
-    let svg = crate::rl::plot::rl_curves_svg(&records, &title).map_err(TrainError::Config)?;
+    let svg = rl_curves_svg(&points, &title).map_err(TrainError::Config)?;
     let path = output.join(CURVES_FILE);
     Ok(cai_model::write_atomic(&path, svg.as_bytes())?)
 }

@@ -4,10 +4,10 @@
 
 use std::fmt::Write as _;
 
+use cai_report::elo::{elo_svg, PlotPoint};
 use serde::{Deserialize, Serialize};
 
 use super::elo::{whole_elo, EloSettings, Rating};
-use super::elo_plot::{elo_svg, PlotPoint};
 use super::harm::HarmSummary;
 use super::Axis;
 use crate::{PipelineError, Result};
@@ -178,10 +178,18 @@ impl EloReport {
             .snapshots
             .iter()
             .filter_map(|s| {
+                let plotted = |axis| {
+                    let r: &Rating = self.rating(axis, s)?;
+                    Some(cai_report::elo::Rating {
+                        elo: r.elo,
+                        lo: r.lo,
+                        hi: r.hi,
+                    })
+                };
                 Some(PlotPoint {
                     name: s.clone(),
-                    helpfulness: self.rating(Axis::Helpfulness, s)?.clone(),
-                    harmlessness: self.rating(Axis::Harmlessness, s)?.clone(),
+                    helpfulness: plotted(Axis::Helpfulness)?,
+                    harmlessness: plotted(Axis::Harmlessness)?,
                 })
             })
             .collect();

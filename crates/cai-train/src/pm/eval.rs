@@ -8,13 +8,13 @@ use std::path::Path;
 use cai_model::decoder::Batch;
 use cai_model::layers::Mode;
 use cai_model::reward_model::RewardModel;
+use cai_report::reliability::{reliability_svg, Bin, Reliability};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::pm::calibration::{calibration, Calibration};
 use crate::pm::data::PreferencePair;
 use crate::pm::loss::soft_preference_loss;
-use crate::pm::reliability_plot::reliability_svg;
 use crate::{Result, TrainError};
 
 /// The evaluation report's file name in the output directory.
@@ -129,7 +129,23 @@ pub fn write_report(dir: &Path, eval: &PmEval) -> Result<()> {
     let text = serde_json::to_string_pretty(eval).expect("serialisable") + "\n";
     cai_model::write_atomic(&path, text.as_bytes())?;
     let title = format!("preference model on {} pairs", eval.split);
-    let svg = reliability_svg(&eval.calibration, &title).map_err(TrainError::Config)?;
+    let c = &eval.calibration;
+    let bins = c
+        .bins
+        .iter()
+        .map(|b| Bin {
+            lo: b.lo,
+            hi: b.hi,
+            count: b.count,
+            point: b.mean_predicted.zip(b.observed),
+        })
+        .collect();
+    let diagram = Reliability {
+        n: c.n,
+        ece: c.ece,
+        bins,
+    };
+    let svg = reliability_svg(&diagram, &title).map_err(TrainError::Config)?;
     let path = dir.join(RELIABILITY_PLOT_FILE);
     Ok(cai_model::write_atomic(&path, svg.as_bytes())?)
 }

@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use cai_lab::eval::{evaluate, EvalOptions};
-use cai_lab::rl_curve::{curve_svg, CurvePoint};
+use cai_lab::rl_curve::CurvePoint;
 use cai_lab::World;
+use cai_report::oracle_curve::{oracle_curve_svg, OraclePoint};
 use cai_train::core::checkpoint::list_checkpoints;
 use cai_train::rl::{read_metrics, RL_CONFIG_FILE};
 use clap::Args;
@@ -128,7 +129,8 @@ pub fn run(args: RlCurveArgs) -> anyhow::Result<()> {
         },
         config["rl"]["kl_coef"]
     );
-    let svg = curve_svg(&points, &title).map_err(anyhow::Error::msg)?;
+    let plotted: Vec<OraclePoint> = points.iter().map(CurvePoint::plotted).collect();
+    let svg = oracle_curve_svg(&plotted, &title).map_err(anyhow::Error::msg)?;
     std::fs::write(args.run.join(&plot_file), svg)
         .with_context(|| format!("writing {}", args.run.join(&plot_file).display()))?;
     if args.json {

@@ -3,17 +3,17 @@
 //! every snapshot, training curves, the preference model's calibration, the Elo plot, and
 //! samples of critiques, labels and RL to browse.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use cai_pipeline::manifest::{Manifest, METRICS_FILE};
 use cai_pipeline::recipe::Stage;
 use cai_pipeline::runner::write_atomic;
+use cai_report::document::Document;
+use cai_report::figures::{self as plots, Point, Series};
 use serde_json::Value;
 
 use super::eval::{read_lab_eval, LabEvalLine, LAB_EVAL_FILE};
-use super::plots::{self, Point, Series};
 use super::run::RUN_FILE;
 use super::status::run_stages;
 
@@ -21,113 +21,6 @@ use super::status::run_stages;
 const SAMPLES: usize = 6;
 /// RL samples shown from each of the first and the last logged step.
 const RL_SAMPLES: usize = 4;
-
-/// The report being built: HTML and Markdown side by side.
-struct Doc {
-    html: String,
-    md: String,
-    figures: Vec<(String, String)>,
-}
-
-impl Doc {
-    fn heading(&mut self, text: &str) {
-        let _ = writeln!(self.html, "<h2>{}</h2>", esc(text));
-        let _ = writeln!(self.md, "\n## {text}\n");
-    }
-
-    fn para(&mut self, text: &str) {
-        let _ = writeln!(self.html, "<p>{}</p>", esc(text));
-        let _ = writeln!(self.md, "{text}\n");
-    }
-
-    fn table(&mut self, head: &[&str], rows: &[Vec<String>]) {
-        self.html.push_str("<table><thead><tr>");
-        for h in head {
-            let _ = write!(self.html, "<th>{}</th>", esc(h));
-        }
-        self.html.push_str("</tr></thead><tbody>\n");
-        for row in rows {
-            self.html.push_str("<tr>");
-            for cell in row {
-                let _ = write!(self.html, "<td>{}</td>", esc(cell));
-            }
-            self.html.push_str("</tr>\n");
-        }
-        self.html.push_str("</tbody></table>\n");
-        let _ = writeln!(self.md, "| {} |", head.join(" | "));
-        let _ = writeln!(self.md, "|{}", "---|".repeat(head.len()));
-        for row in rows {
-            let cells: Vec<String> = row.iter().map(|c| c.replace('|', "\\|")).collect();
-            let _ = writeln!(self.md, "| {} |", cells.join(" | "));
-        }
-        self.md.push('\n');
-    }
-
-    /// A figure: inline in the HTML, a file beside the Markdown.
-    fn figure(&mut self, name: &str, svg: String) {
-        let _ = writeln!(self.html, "<figure>{svg}</figure>");
-        let _ = writeln!(self.md, "![{name}](figures/{name}.svg)\n");
-        self.figures.push((name.to_owned(), svg));
-    }
-
-    fn figures_row(&mut self, figures: Vec<(&str, String)>) {
-        if figures.is_empty() {
-            return;
-        }
-        self.html.push_str("<div class=\"row\">");
-        let mut md = String::new();
-        for (name, svg) in figures {
-            let _ = write!(self.html, "<figure>{svg}</figure>");
-            let _ = write!(md, "![{name}](figures/{name}.svg) ");
-            self.figures.push((name.to_owned(), svg));
-        }
-        self.html.push_str("</div>\n");
-        let _ = writeln!(self.md, "{}\n", md.trim_end());
-    }
-
-    /// A collapsed block of labelled texts.
-    fn details(&mut self, summary: &str, parts: &[(String, String)]) {
-        let _ = write!(self.html, "<details><summary>{}</summary>", esc(summary));
-        let _ = writeln!(self.md, "<details><summary>{}</summary>\n", esc(summary));
-        for (label, text) in parts {
-            let _ = write!(
-                self.html,
-                "<div class=\"turn\"><span class=\"who\">{}</span><pre>{}</pre></div>",
-                esc(label),
-                esc(text.trim())
-            );
-            let _ = writeln!(self.md, "**{label}**\n\n```text\n{}\n```\n", text.trim());
-        }
-        self.html.push_str("</details>\n");
-        self.md.push_str("</details>\n\n");
-    }
-}
-
-/// HTML-escape text.
-fn esc(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-const STYLE: &str = "
-body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;max-width:1120px;margin:2em auto;padding:0 1.2em;color:#1f2328;line-height:1.45}
-h1{margin-bottom:.2em}h2{margin-top:1.8em;border-bottom:1px solid #d0d7de;padding-bottom:.2em}
-.sub{color:#57606a;margin-top:0}
-table{border-collapse:collapse;margin:.8em 0;font-size:.92em}
-th,td{border:1px solid #d0d7de;padding:.3em .65em;text-align:left;vertical-align:top}
-th{background:#f6f8fa}tbody tr:nth-child(even){background:#fbfcfd}
-td:not(:first-child){font-variant-numeric:tabular-nums}
-.row{display:flex;flex-wrap:wrap;gap:12px}
-figure{margin:.6em 0;border:1px solid #d0d7de;border-radius:6px;padding:4px;background:#fff;display:inline-block}
-details{border:1px solid #d0d7de;border-radius:6px;padding:.4em .8em;margin:.5em 0;background:#fafbfc}
-summary{cursor:pointer;font-weight:600}
-.turn{margin:.4em 0}.who{font-size:.8em;color:#57606a;text-transform:uppercase;letter-spacing:.04em}
-pre{white-space:pre-wrap;word-break:break-word;background:#fff;border:1px solid #eaeef2;border-radius:4px;padding:.4em .6em;margin:.2em 0;font-size:.88em}
-code{background:#f6f8fa;padding:.1em .3em;border-radius:3px;font-size:.88em}
-.ok{color:#1a7f37}.bad{color:#cf222e}
-";
 
 /// Write `report.html`, `report.md` and `figures/` into the run directory; the HTML's path.
 pub(super) fn write(run_dir: &Path) -> anyhow::Result<PathBuf> {
@@ -138,20 +31,11 @@ pub(super) fn write(run_dir: &Path) -> anyhow::Result<PathBuf> {
     let stages = run_stages(run_dir)?;
     let name = run["recipe"].as_str().unwrap_or("recipe");
     let quick = run["quick"].as_bool().unwrap_or(false);
-    let mut doc = Doc {
-        html: String::new(),
-        md: String::new(),
-        figures: Vec::new(),
-    };
     let title = format!(
         "cai pipeline — {name}{}",
         if quick { " (quick)" } else { "" }
     );
-    let _ = writeln!(doc.md, "# {title}\n");
-    let description = run["description"].as_str().unwrap_or("");
-    if !description.is_empty() {
-        let _ = writeln!(doc.md, "{description}\n");
-    }
+    let mut doc = Document::new(&title, run["description"].as_str().unwrap_or(""));
 
     let manifests: Vec<(Stage, Option<Manifest>)> = stages
         .iter()
@@ -170,30 +54,19 @@ pub(super) fn write(run_dir: &Path) -> anyhow::Result<PathBuf> {
         .iter()
         .filter_map(|(_, m)| m.as_ref().map(|m| m.seconds))
         .sum();
-    let html = format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{}</title><style>{STYLE}</style></head><body>\n<h1>{}</h1>\n\
-         <p class=\"sub\">{} — run directory <code>{}</code>, {:.0} s of stage time</p>\n{}</body></html>\n",
-        esc(&title),
-        esc(&title),
-        esc(description),
-        esc(&run_dir.display().to_string()),
-        total,
-        doc.html
-    );
+    let html = doc.run_page(&run_dir.display().to_string(), total);
     let figures = run_dir.join("figures");
     std::fs::create_dir_all(&figures).with_context(|| format!("creating {}", figures.display()))?;
-    for (name, svg) in &doc.figures {
+    for (name, svg) in doc.figures() {
         write_atomic(&figures.join(format!("{name}.svg")), svg.as_bytes())?;
     }
-    write_atomic(&run_dir.join("report.md"), doc.md.as_bytes())?;
+    write_atomic(&run_dir.join("report.md"), doc.markdown().as_bytes())?;
     let path = run_dir.join("report.html");
     write_atomic(&path, html.as_bytes())?;
     Ok(path)
 }
 
-fn stages_section(doc: &mut Doc, manifests: &[(Stage, Option<Manifest>)]) {
+fn stages_section(doc: &mut Document, manifests: &[(Stage, Option<Manifest>)]) {
     doc.heading("Stages");
     let rows: Vec<Vec<String>> = manifests
         .iter()
@@ -282,7 +155,7 @@ fn snapshot_rows(lab: &[LabEvalLine]) -> Vec<(String, Vec<Option<f64>>)> {
     rows
 }
 
-fn snapshots_section(doc: &mut Doc, lab: &[LabEvalLine]) {
+fn snapshots_section(doc: &mut Document, lab: &[LabEvalLine]) {
     doc.heading("Snapshots: the lab's measures");
     let first = &lab[0].report;
     doc.para(&format!(
@@ -396,7 +269,7 @@ fn curves(path: &Path, keys: &[&str]) -> Option<(String, Vec<Series>)> {
     })
 }
 
-fn curves_section(doc: &mut Doc, run_dir: &Path) {
+fn curves_section(doc: &mut Document, run_dir: &Path) {
     let mut figures = Vec::new();
     let specs: [(Stage, &str, &[&str], &str); 5] = [
         (
@@ -481,7 +354,7 @@ fn curves_section(doc: &mut Doc, run_dir: &Path) {
     doc.figures_row(figures);
 }
 
-fn elo_section(doc: &mut Doc, run_dir: &Path) {
+fn elo_section(doc: &mut Document, run_dir: &Path) {
     let dir = run_dir.join(Stage::Eval.name()).join("elo");
     let Ok(svg) = std::fs::read_to_string(dir.join("elo.svg")) else {
         return;
@@ -537,7 +410,7 @@ fn text(v: &Value) -> String {
     }
 }
 
-fn samples_section(doc: &mut Doc, run_dir: &Path) {
+fn samples_section(doc: &mut Document, run_dir: &Path) {
     let critiques = head(&run_dir.join("critique").join("sl.jsonl"), SAMPLES);
     let labels = head(&run_dir.join("label").join("prefs.jsonl"), SAMPLES);
     let rl = rl_samples(&run_dir.join("rl").join("model").join("samples.jsonl"));
@@ -612,14 +485,6 @@ fn samples_section(doc: &mut Doc, run_dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn html_is_escaped() {
-        assert_eq!(
-            esc("<a href=\"x\">&</a>"),
-            "&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;"
-        );
-    }
 
     #[test]
     fn curves_split_train_and_eval_lines() {

@@ -2,7 +2,6 @@
 //! `lab`; `large` made first by `cai lab pretrain`, resumable), each in its own run directory,
 //! and a scaling report plotting every measure of every snapshot against the parameter count.
 
-use std::fmt::Write as _;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -11,9 +10,9 @@ use cai_lab::pretrain::LabSize;
 use cai_pipeline::recipe::{LoadedRecipe, Stage};
 use cai_pipeline::rundir::{RunDir, RunKind};
 use cai_pipeline::runner::write_atomic;
+use cai_report::scaling::{scaling_report, ScalingRow};
 
 use super::eval::{read_lab_eval, LAB_EVAL_FILE};
-use super::plots::{self, Series};
 use super::run::{run_cai, run_recipe};
 use super::Selection;
 use crate::usage::UsageError;
@@ -132,74 +131,22 @@ fn write_report(dir: &Path, sizes: &[(LabSize, usize)]) -> anyhow::Result<std::p
             }
         }
     }
-    let snapshots: Vec<String> = rows.iter().fold(Vec::new(), |mut acc, r| {
-        if !acc.contains(&r.2) {
-            acc.push(r.2.clone());
-        }
-        acc
-    });
-    let mut html = String::new();
-    let mut md = String::from("# cai pipeline --sizes\n\n");
+    let rows: Vec<ScalingRow> = rows
+        .into_iter()
+        .map(|(size, params, snapshot, report)| ScalingRow {
+            size: size.into(),
+            params,
+            snapshot,
+            values: MEASURES.iter().map(|(f, _)| report[*f].as_f64()).collect(),
+        })
+        .collect();
+    let report = scaling_report(&MEASURES, &rows);
     let figures = dir.join("figures");
     std::fs::create_dir_all(&figures).with_context(|| format!("creating {}", figures.display()))?;
-    for (field, title) in MEASURES {
-        let series: Vec<Series> = snapshots
-            .iter()
-            .map(|s| Series {
-                name: s.clone(),
-                points: rows
-                    .iter()
-                    .filter(|r| &r.2 == s)
-                    .filter_map(|r| Some(((r.1 as f64 / 1e6), r.3[field].as_f64()?)))
-                    .collect(),
-            })
-            .collect();
-        let svg = plots::against_size(title, "parameters (millions, log scale)", field, &series);
+    for (field, svg) in &report.figures {
         write_atomic(&figures.join(format!("{field}.svg")), svg.as_bytes())?;
-        let _ = write!(html, "<figure>{svg}</figure>");
-        let _ = writeln!(md, "![{title}](figures/{field}.svg)");
     }
-    let _ = writeln!(
-        md,
-        "\n| size | parameters | snapshot | {} |",
-        MEASURES.map(|m| m.0).join(" | ")
-    );
-    let _ = writeln!(md, "|{}", "---|".repeat(3 + MEASURES.len()));
-    let mut table = String::from("<table><tr><th>size</th><th>parameters</th><th>snapshot</th>");
-    for (field, _) in MEASURES {
-        let _ = write!(table, "<th>{field}</th>");
-    }
-    table.push_str("</tr>");
-    for (size, params, snapshot, report) in &rows {
-        let values: Vec<String> = MEASURES
-            .iter()
-            .map(|(f, _)| {
-                report[*f]
-                    .as_f64()
-                    .map_or("—".into(), |v| format!("{v:.3}"))
-            })
-            .collect();
-        let _ = writeln!(
-            md,
-            "| {size} | {params} | {snapshot} | {} |",
-            values.join(" | ")
-        );
-        let _ = write!(
-            table,
-            "<tr><td>{size}</td><td>{params}</td><td>{snapshot}</td><td>{}</td></tr>",
-            values.join("</td><td>")
-        );
-    }
-    table.push_str("</table>");
-    let page = format!(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>cai pipeline \
-         --sizes</title><style>body{{font-family:sans-serif;max-width:1340px;margin:2em auto}}\
-         table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.3em .6em}}\
-         figure{{display:inline-block;margin:.4em}}</style></head><body><h1>cai pipeline \
-         --sizes</h1><p>Each lab model size taken through the recipe; every snapshot's lab \
-         measures against the base model's parameter count. Each size's own report is \
-         SIZE/report.html.</p>{html}{table}</body></html>\n"
-    );
+    let (md, page) = (report.md, report.html);
     write_atomic(&dir.join("report.md"), md.as_bytes())?;
     let path = dir.join("report.html");
     write_atomic(&path, page.as_bytes())?;
