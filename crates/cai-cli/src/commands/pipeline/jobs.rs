@@ -342,12 +342,12 @@ save_every = 1
     }
 
     #[test]
-    fn a_bad_device_or_algorithm_is_named_before_anything_runs() {
-        let recipe = |models: &str, rl: &str| {
+    fn a_bad_device_dtype_ensemble_or_flag_is_named_before_anything_runs() {
+        let recipe = |models: &str, label: &str, rl: &str| {
             format!(
                 "name = \"t\"\n[models]\nbase = \"lab\"\n{models}\n[data]\n\
                  red_team = [\"p.jsonl\"]\nconstitution = \"default\"\n\
-                 [critique]\n[sft]\n[label]\n[train-pm]\n[rl]\n{rl}\n"
+                 [critique]\n[sft]\n[label]\n{label}\n[train-pm]\n[rl]\n{rl}\n"
             )
         };
         let first_error = |text: String| {
@@ -366,20 +366,14 @@ save_every = 1
                 .find_map(|job| command(&job, Start::Afresh).err())
                 .map(|e| format!("{e:#}"))
         };
-        let err = first_error(recipe("device = \"gpu\"", "")).unwrap();
-        assert!(
-            err.contains("[models] device") && err.contains("gpu"),
-            "{err}"
-        );
-        let err = first_error(recipe("dtype = \"f8\"", "")).unwrap();
-        assert!(
-            err.contains("[models] dtype") && err.contains("f8"),
-            "{err}"
-        );
-        let err = first_error(recipe("", "algo = \"ppo2\"")).unwrap();
-        assert!(err.contains("[rl] algo") && err.contains("ppo2"), "{err}");
-        let err = first_error(recipe("", "args = [\"--no-such-flag\"]")).unwrap();
+        let err = first_error(recipe("device = \"gpu\"", "", "")).unwrap();
+        assert!(err.contains("[models] device") && err.contains("gpu"), "{err}");
+        let err = first_error(recipe("dtype = \"f8\"", "", "")).unwrap();
+        assert!(err.contains("[models] dtype") && err.contains("f8"), "{err}");
+        let err = first_error(recipe("", "ensemble = \"none\"", "")).unwrap();
+        assert!(err.contains("[label] ensemble") && err.contains("none"), "{err}");
+        let err = first_error(recipe("", "", "args = [\"--no-such-flag\"]")).unwrap();
         assert!(err.contains("--no-such-flag"), "{err}");
-        assert_eq!(first_error(recipe("", "")), None);
+        assert_eq!(first_error(recipe("", "", "")), None);
     }
 }
