@@ -70,3 +70,6 @@ mod convert;
 
 #[path = "cli/hub.rs"]
 mod hub;
+
+#[path = "cli/eval_safety.rs"]
+mod eval_safety;
