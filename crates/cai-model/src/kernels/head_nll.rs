@@ -212,7 +212,9 @@ impl CustomOp2 for HeadNll {
         let step = self.chunk;
         let mut d = vec![0f32; step.min(n) * vocab];
         let mut dh = vec![0f32; n * h];
-        let mut dw = vec![0f32; vocab * h];
+        // A frozen output layer (LoRA training, a reference) gets no gradient: skip its GEMMs.
+        let want_dw = weight.track_op();
+        let mut dw = vec![0f32; if want_dw { vocab * h } else { 0 }];
         for r0 in (0..n).step_by(step) {
             let rows = step.min(n - r0);
             let buf = &mut d[..rows * vocab];
@@ -245,13 +247,17 @@ impl CustomOp2 for HeadNll {
                 false,
             );
             // ∂W += dᵀ · h[chunk]   ([V, rows] · [rows, h])
-            matmul(&mut dw, buf, true, h_chunk, false, vocab, h, rows, r0 > 0);
+            if want_dw {
+                matmul(&mut dw, buf, true, h_chunk, false, vocab, h, rows, r0 > 0);
+            }
         }
         drop(w_storage);
         let device = hidden.device();
         Ok((
             Some(Tensor::from_vec(dh, (n, h), device)?),
-            Some(Tensor::from_vec(dw, (vocab, h), device)?),
+            want_dw
+                .then(|| Tensor::from_vec(dw, (vocab, h), device))
+                .transpose()?,
         ))
     }
 }
@@ -320,6 +326,14 @@ mod tests {
             assert!(scale > 0.0);
             assert!(max_diff(f, c) < 1e-5 + 1e-4 * scale, "{}", max_diff(f, c));
         }
+
+        // A frozen output layer: the same ∂h, and no gradient for it.
+        let frozen = wv.as_tensor().detach();
+        let out = head_nll_chunked(hv.as_tensor(), &frozen, &targets, &weights, chunk).unwrap();
+        let grads = (out * &g).unwrap().sum_all().unwrap().backward().unwrap();
+        assert!(grads.get(&frozen).is_none());
+        let dh = grads.get(hv.as_tensor()).expect("∂h");
+        assert!(max_diff(dh, grads_c.get(hv.as_tensor()).unwrap()) < 1e-4);
     }
 
     #[test]
