@@ -1,32 +1,62 @@
-"""PyTorch + transformers on docs/BENCH.md's `bench-6m` workloads, to compare with `cai bench` side by
-side on one machine. Not a dependency of cai: run it from a virtualenv with torch and
-transformers installed.
+"""PyTorch + transformers on docs/BENCH.md's workloads, to compare with `cai bench` side by side on
+one machine. Not a dependency of cai: run it from a virtualenv with torch and transformers.
 
-    python scripts/bench_pytorch.py generate_b8|generate_b1|generate_b32|score|train [RUNS]
+    python scripts/bench_pytorch.py WORKLOAD [RUNS] [--shape bench-6m|smollm2-135m] [--model DIR]
+        [--dtype f32|bf16]
+
+WORKLOAD is generate_b1, generate_b8, generate_b32, score or train: the same shapes as
+`cai bench` (generate: prompt 32 random tokens, 64 new greedy tokens; score: 32 x 256 tokens;
+train: 8 x 256 tokens, forward + backward + AdamW). `--shape` picks a random model of a standard
+shape (default bench-6m); `--model` loads a Hugging Face model directory instead.
 
 Prints one JSON object: tokens/s of the best of RUNS (default 3) after a warm-up, and the
 process's peak RSS. Run each workload in its own process so that peak memory is its own.
 """
-import resource, sys, time, json, os
+import argparse, resource, time, json, os
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+SHAPES = {
+    "bench-6m": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
+                     intermediate_size=1024, vocab_size=4096, tie_word_embeddings=False, rope_theta=10000.0,
+                     rms_norm_eps=1e-5, max_position_embeddings=2048),
+    "smollm2-135m": dict(hidden_size=576, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+                         intermediate_size=1536, vocab_size=49152, tie_word_embeddings=True,
+                         rope_theta=100000.0, rms_norm_eps=1e-5, max_position_embeddings=8192),
+}
+
+ap = argparse.ArgumentParser()
+ap.add_argument("workload")
+ap.add_argument("runs", nargs="?", type=int, default=3)
+ap.add_argument("--shape", default="bench-6m", choices=sorted(SHAPES))
+ap.add_argument("--model", default=None)
+ap.add_argument("--dtype", default="f32", choices=["f32", "bf16"])
+ap.add_argument("--score-rows", type=int, default=32)
+args = ap.parse_args()
+work, runs = args.workload, args.runs
 torch.set_num_threads(2)
 torch.manual_seed(0)
-work = sys.argv[1]; runs = int(sys.argv[2]) if len(sys.argv) > 2 else 3
-cfg = LlamaConfig(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=4,
-                  intermediate_size=1024, vocab_size=4096, tie_word_embeddings=False, rope_theta=10000.0,
-                  rms_norm_eps=1e-5, max_position_embeddings=2048, bos_token_id=0, eos_token_id=1, pad_token_id=0)
-model = LlamaForCausalLM(cfg).float()
+dtype = torch.float32 if args.dtype == "f32" else torch.bfloat16
+if args.model:
+    model = AutoModelForCausalLM.from_pretrained(args.model, torch_dtype=dtype)
+else:
+    cfg = LlamaConfig(**SHAPES[args.shape], bos_token_id=0, eos_token_id=1, pad_token_id=0)
+    model = LlamaForCausalLM(cfg).to(dtype)
+vocab = model.config.vocab_size
 nparams = sum(p.numel() for p in model.parameters())
+
+
 def timeit(fn):
     fn()  # warm-up
     best = float("inf")
     for _ in range(runs):
         t = time.perf_counter(); fn(); best = min(best, time.perf_counter() - t)
     return best
+
+
 if work.startswith("generate_b"):
     b = int(work[len("generate_b"):]); model.eval()
-    ids = torch.randint(2, 4096, (b, 32))
+    ids = torch.randint(2, vocab, (b, 32))
     def fn():
         with torch.inference_mode():
             out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=64,
@@ -34,18 +64,25 @@ if work.startswith("generate_b"):
         assert out.shape == (b, 96), out.shape
     t = timeit(fn); toks = b * 64
 elif work == "score":
-    model.eval(); ids = torch.randint(2, 4096, (32, 256))
+    # In passes of --score-rows rows (default 32: one pass; cai's engine runs 16 x 256 per pass).
+    model.eval(); ids = torch.randint(2, vocab, (32, 256))
     def fn():
         with torch.inference_mode():
-            lp = torch.log_softmax(model(ids).logits.float(), -1)
-            lp[:, :-1].gather(-1, ids[:, 1:, None]).sum()
+            for part in ids.split(args.score_rows):
+                lp = torch.log_softmax(model(part).logits.float(), -1)
+                lp[:, :-1].gather(-1, part[:, 1:, None]).sum()
     t = timeit(fn); toks = 32 * 256
 elif work == "train":
     model.train(); opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    ids = torch.randint(2, 4096, (8, 256))
+    ids = torch.randint(2, vocab, (8, 256))
     def fn():
-        out = model(ids, labels=ids); out.loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+        out = model(ids, labels=ids); out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step(); opt.zero_grad(set_to_none=True)
     t = timeit(fn); toks = 8 * 256
+else:
+    raise SystemExit(f"unknown workload {work!r}")
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"workload": work, "tokens_per_s": round(toks / t, 1), "best_s": round(t, 4),
+print(json.dumps({"workload": work, "shape": args.model or args.shape, "dtype": args.dtype,
+                  "tokens_per_s": round(toks / t, 1), "best_s": round(t, 4),
                   "peak_rss_mib": round(rss, 1), "params": nparams, "load": os.getloadavg()[0]}))

@@ -1,5 +1,5 @@
-//! The `bench-6m` workloads of docs/BENCH.md: batched greedy generation with a KV cache and
-//! log-prob scoring, timed on a random Llama model of the reference shape.
+//! The workloads of docs/BENCH.md: batched greedy generation with a KV cache and log-prob
+//! scoring, timed on any decoder (`bench-6m`, the SmolLM2-135M shape, or a loaded model).
 
 use std::time::Instant;
 
@@ -18,7 +18,13 @@ use crate::Result;
 /// The reference model: Llama, hidden 256, 4 layers, 4 heads, intermediate 1024, vocab 4096,
 /// untied, θ = 10 000, ε = 1e-5, random weights (~6.3M parameters).
 pub fn bench_6m(dtype: DType, device: &Device) -> Result<Decoder> {
-    let mut decoder = random_decoder(ModelShape::default().config()?, 0, dtype, device)?;
+    bench_shape(&ModelShape::default(), dtype, device)
+}
+
+/// A random model of `shape` (seed 0), laid out for inference: `bench-6m`, or the SmolLM2-135M
+/// shape of [`ModelShape::smollm2_135m`].
+pub fn bench_shape(shape: &ModelShape, dtype: DType, device: &Device) -> Result<Decoder> {
+    let mut decoder = random_decoder(shape.config()?, 0, dtype, device)?;
     decoder.prepare_for_inference()?;
     Ok(decoder)
 }

@@ -65,6 +65,26 @@ impl Default for ModelShape {
 }
 
 impl ModelShape {
+    /// SmolLM2-135M's shape (docs/BENCH.md "The real shape"): Llama, hidden 576, 30 layers,
+    /// 9 heads (3 KV heads), intermediate 1536, vocab 49,152, tied embeddings, θ = 100 000,
+    /// ε = 1e-5, context 8,192.
+    pub fn smollm2_135m() -> Self {
+        Self {
+            architecture: Architecture::Llama,
+            hidden_size: 576,
+            num_layers: 30,
+            num_heads: 9,
+            num_kv_heads: Some(3),
+            intermediate_size: 1536,
+            vocab_size: 49_152,
+            max_position_embeddings: 8192,
+            tie_word_embeddings: true,
+            rope_theta: 100_000.0,
+            norm_eps: 1e-5,
+            sliding_window: None,
+        }
+    }
+
     /// The full model configuration for this shape.
     pub fn config(&self) -> Result<ModelConfig> {
         let arch = self.architecture;

@@ -1,16 +1,17 @@
-//! The `bench-6m` train workload of docs/BENCH.md: batch 8 × 256 tokens, forward, backward,
-//! gradient clipping and an AdamW step, timed on the reference model.
+//! The train workload of docs/BENCH.md: batch 8 × 256 tokens, forward, backward, gradient
+//! clipping and an AdamW step, timed on a random model of a shape or on a loaded model.
 
 use std::time::Instant;
 
 use cai_model::bench::Throughput;
 use cai_model::config::ModelConfig;
-use cai_model::decoder::Batch;
+use cai_model::decoder::{Batch, Decoder};
 use cai_model::weights::random_decoder;
 use candle_core::{DType, Device, Tensor};
 use rand::{Rng, SeedableRng};
 
-use crate::{masked_cross_entropy, AdamW, AdamWConfig, GradAccumulator, Result, TrainParam};
+use crate::core::loss::decoder_cross_entropy;
+use crate::{AdamW, AdamWConfig, GradAccumulator, Result, TrainParam};
 
 /// One optimiser step per run on `batch` random sequences of `len` tokens of a random model
 /// of `config` (docs/BENCH.md: `bench-6m`, 8 × 256); best of `runs` after one warm-up step.
@@ -22,8 +23,19 @@ pub fn bench_train(
     dtype: DType,
     device: &Device,
 ) -> Result<Throughput> {
-    let vocab = config.vocab_size;
-    let mut decoder = random_decoder(config, 0, dtype, device)?;
+    let decoder = random_decoder(config, 0, dtype, device)?;
+    bench_train_decoder(decoder, batch, len, runs)
+}
+
+/// As [`bench_train`], on the weights of `decoder` (a loaded model): every parameter trains.
+pub fn bench_train_decoder(
+    mut decoder: Decoder,
+    batch: usize,
+    len: usize,
+    runs: usize,
+) -> Result<Throughput> {
+    let vocab = decoder.config().vocab_size;
+    let device = &decoder.device().clone();
     let params: Vec<TrainParam> = decoder
         .make_trainable()?
         .into_iter()
@@ -59,8 +71,7 @@ pub fn bench_train(
     let positions = Batch::from_valid(vec![vec![true; len]; batch]);
     let mut grads = GradAccumulator::new();
     let mut step = || -> Result<()> {
-        let logits = decoder.forward_train(&ids, &positions)?;
-        let (loss, _) = masked_cross_entropy(&logits, &targets, &mask)?;
+        let (loss, _) = decoder_cross_entropy(&decoder, &ids, &positions, &targets, &mask)?;
         grads.add(&loss.backward()?, &params)?;
         grads.clip_to(1.0)?;
         optimizer.step(&grads, 1e-4)?;

@@ -5,12 +5,14 @@ use std::process::Command;
 
 use anyhow::{bail, Context};
 use cai_model::batching::EngineLimits;
-use cai_model::bench::{bench_6m, bench_generate, bench_score, peak_rss_mib, Throughput};
+use cai_model::bench::{bench_generate, bench_score, bench_shape, peak_rss_mib, Throughput};
 use cai_model::bench_context::{bench_context_generate, ContextWorkload};
+use cai_model::config::ModelConfig;
 use cai_model::decoder::Decoder;
 use cai_model::init::ModelShape;
+use cai_model::local::{LoadOptions, LocalModel};
 use cai_model::weights::random_decoder;
-use cai_train::bench::bench_train;
+use cai_train::bench::{bench_train, bench_train_decoder};
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -44,9 +46,27 @@ pub struct BenchArgs {
     /// runs each workload so, to read each one's peak memory)
     #[arg(long, hide = true, value_enum)]
     pub workload: Option<Workload>,
+    /// A random model of a standard shape (docs/BENCH.md): bench-6m or smollm2-135m
+    #[arg(long, value_enum, default_value = "bench-6m", conflicts_with = "model")]
+    pub shape: Shape,
+    /// Run the workloads on this model instead (a Hugging Face model directory, a model id in
+    /// the local Hugging Face cache, or `lab`); train updates a copy of its weights in memory
+    #[arg(long, value_name = "M")]
+    pub model: Option<String>,
     /// A tiny model instead of bench-6m, for tests of the harness
     #[arg(long, hide = true)]
     pub tiny: bool,
+}
+
+/// The standard shapes of docs/BENCH.md, as random models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+pub enum Shape {
+    /// Hidden 256, 4 layers, vocab 4,096 (~6.3M parameters).
+    #[value(name = "bench-6m")]
+    Bench6m,
+    /// SmolLM2-135M: hidden 576, 30 layers, 9 heads (3 KV), vocab 49,152, tied.
+    #[value(name = "smollm2-135m")]
+    Smollm2_135m,
 }
 
 /// One docs/BENCH.md workload. A new one (docs/BENCH.md's `train`) is a variant here plus its arms in
@@ -167,15 +187,24 @@ impl Workload {
     /// Time the workload: best of `runs` after a warm-up.
     fn run(
         self,
-        model: BenchModel,
+        model: &BenchModel,
         dtype: Dtype,
         device: DeviceName,
         runs: usize,
     ) -> anyhow::Result<Throughput> {
         if self == Self::Train {
+            if let BenchModel::Path(_) = model {
+                let decoder = model.build(dtype, device)?;
+                return Ok(bench_train_decoder(
+                    decoder,
+                    TRAIN_SEQUENCES,
+                    TRAIN_TOKENS,
+                    runs,
+                )?);
+            }
             // The trainer builds its own model: its parameters become variables.
             let device = cai_model::device::device_from_name(&device.to_string())?;
-            let config = model.shape().config()?;
+            let config = model.config()?;
             return Ok(bench_train(
                 config,
                 TRAIN_SEQUENCES,
@@ -239,19 +268,24 @@ fn select(names: &[String]) -> Result<Vec<Workload>, UsageError> {
 }
 
 /// Which model the workloads run on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BenchModel {
-    /// docs/BENCH.md's reference shape.
-    Bench6m,
+    /// A random model of a docs/BENCH.md shape.
+    Shape(Shape),
     /// Hidden 32, 2 layers, vocab 300: exercises the harness in tests, measures nothing.
     Tiny,
+    /// A model loaded as `--model` names it.
+    Path(String),
 }
 
 impl BenchModel {
-    fn shape(self) -> ModelShape {
-        match self {
-            Self::Bench6m => ModelShape::default(),
+    /// The shape of a random model (`None` for a loaded one).
+    fn shape(&self) -> Option<ModelShape> {
+        Some(match self {
+            Self::Shape(Shape::Bench6m) => ModelShape::default(),
+            Self::Shape(Shape::Smollm2_135m) => ModelShape::smollm2_135m(),
+            Self::Path(_) => return None,
             Self::Tiny => ModelShape {
                 hidden_size: 32,
                 num_layers: 2,
@@ -262,21 +296,49 @@ impl BenchModel {
                 max_position_embeddings: 2048,
                 ..ModelShape::default()
             },
-        }
-    }
-
-    fn build(self, dtype: Dtype, device: DeviceName) -> anyhow::Result<Decoder> {
-        let device = cai_model::device::device_from_name(&device.to_string())?;
-        Ok(match self {
-            Self::Bench6m => bench_6m(dtype.to_candle(), &device)?,
-            Self::Tiny => random_decoder(self.shape().config()?, 0, dtype.to_candle(), &device)?,
         })
     }
 
-    fn name(self) -> &'static str {
+    /// The model's configuration (a loaded model's is read from its `config.json`).
+    fn config(&self) -> anyhow::Result<ModelConfig> {
+        Ok(match (self.shape(), self) {
+            (Some(shape), _) => shape.config()?,
+            (None, Self::Path(spec)) => {
+                let dir = crate::lab_models::resolve_model_dir(spec)?;
+                let dir = cai_model::hub::resolve_model_dir(&dir.display().to_string())?;
+                ModelConfig::from_file(&dir.join("config.json"))?
+            }
+            (None, _) => unreachable!("only a loaded model has no shape"),
+        })
+    }
+
+    fn build(&self, dtype: Dtype, device: DeviceName) -> anyhow::Result<Decoder> {
+        let device = cai_model::device::device_from_name(&device.to_string())?;
+        Ok(match self {
+            Self::Shape(_) => {
+                bench_shape(&self.shape().expect("a shape"), dtype.to_candle(), &device)?
+            }
+            Self::Tiny => random_decoder(self.config()?, 0, dtype.to_candle(), &device)?,
+            Self::Path(spec) => {
+                let dir = crate::lab_models::resolve_model_dir(spec)?;
+                let options = LoadOptions {
+                    device,
+                    dtype: Some(dtype.to_candle()),
+                };
+                LocalModel::load(&dir.display().to_string(), &options)
+                    .with_context(|| format!("loading model '{spec}'"))?
+                    .decoder()
+                    .clone()
+            }
+        })
+    }
+
+    fn name(&self) -> String {
         match self {
-            Self::Bench6m => "bench-6m",
-            Self::Tiny => "tiny",
+            Self::Shape(Shape::Bench6m) => "bench-6m".into(),
+            Self::Shape(Shape::Smollm2_135m) => "smollm2-135m (random weights)".into(),
+            Self::Tiny => "tiny".into(),
+            Self::Path(spec) => spec.clone(),
         }
     }
 }
@@ -314,10 +376,10 @@ impl BenchConfig {
             runs: args.runs,
             device: args.device,
             dtype: args.dtype,
-            model: if args.tiny {
-                BenchModel::Tiny
-            } else {
-                BenchModel::Bench6m
+            model: match (&args.model, args.tiny) {
+                (_, true) => BenchModel::Tiny,
+                (Some(spec), false) => BenchModel::Path(spec.clone()),
+                (None, false) => BenchModel::Shape(args.shape),
             },
             json: args.json,
         })
@@ -370,7 +432,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 /// Child mode: run the one workload of `config` and print its report as JSON.
 fn run_here(config: &BenchConfig) -> anyhow::Result<()> {
     let workload = config.workloads[0];
-    let t = workload.run(config.model, config.dtype, config.device, config.runs)?;
+    let t = workload.run(&config.model, config.dtype, config.device, config.runs)?;
     let report = WorkloadReport {
         workload,
         tokens: t.tokens,
@@ -393,8 +455,19 @@ fn run_in_child(config: &BenchConfig, workload: Workload) -> anyhow::Result<Work
     command.args(["--runs", &config.runs.to_string()]);
     command.args(["--device", &config.device.to_string()]);
     command.args(["--dtype", config.dtype.name()]);
-    if config.model == BenchModel::Tiny {
-        command.arg("--tiny");
+    match &config.model {
+        BenchModel::Tiny => {
+            command.arg("--tiny");
+        }
+        BenchModel::Path(spec) => {
+            command.args(["--model", spec]);
+        }
+        BenchModel::Shape(shape) => {
+            command.args([
+                "--shape",
+                shape.to_possible_value().expect("named").get_name(),
+            ]);
+        }
     }
     let output = command
         .output()
@@ -454,12 +527,12 @@ fn print_table(
     reports: &[WorkloadReport],
     threads: usize,
 ) -> anyhow::Result<()> {
-    let shape = config.model.shape();
+    let model_config = config.model.config()?;
     println!(
         "{} ({}, {} parameters), {} on {}, {threads} threads, best of {} run{}",
         config.model.name(),
-        shape.architecture.model_type(),
-        human::thousands(shape.config()?.num_parameters() as u64),
+        model_config.architecture.model_type(),
+        human::thousands(model_config.num_parameters() as u64),
         config.dtype.name(),
         config.device,
         config.runs,
@@ -470,8 +543,17 @@ fn print_table(
         "{:<20} {:>10} {:>13}   {:<22} llama.cpp (docs/BENCH.md)",
         "workload", "tok/s", "peak RSS MiB", "PyTorch (docs/BENCH.md)"
     );
+    // The anchors were measured on bench-6m only.
+    let anchored = config.model == BenchModel::Shape(Shape::Bench6m);
     for report in reports {
-        let anchor = report.workload.anchor();
+        let anchor = if anchored {
+            report.workload.anchor()
+        } else {
+            Anchor {
+                pytorch: "—",
+                llama_cpp: "—",
+            }
+        };
         let peak = report
             .peak_rss_mib
             .map_or_else(|| "-".to_owned(), |m| format!("{m:.0}"));
@@ -496,6 +578,13 @@ fn print_table(
         );
     }
     println!();
+    if !anchored {
+        println!(
+            "The anchors are bench-6m's: measure PyTorch beside this model with \
+             scripts/bench_compare.sh."
+        );
+        return Ok(());
+    }
     println!(
         "Anchors: docs/BENCH.md, 2-core AMD EPYC Zen 4, fp32, 2 threads; they vary ±15% between \
          runs and machines,\nso compare ratios measured side by side in one run."

@@ -33,3 +33,51 @@ fn json_summary_has_throughput_and_peak_memory_per_workload() {
     assert!(summary.get("score_tok_s").is_none(), "{summary}");
     assert!(summary["threads"].as_u64().unwrap() >= 1, "{summary}");
 }
+
+#[test]
+fn every_workload_runs_on_a_loaded_model() {
+    let work = Workdir::new();
+    let model = work.tiny_model();
+    let output = work.cai_ok(&[
+        "bench",
+        "--json",
+        "--runs",
+        "1",
+        "--model",
+        model,
+        "--workloads",
+        "generate_b1,score,train",
+    ]);
+    let summary: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    for workload in ["generate_b1", "score", "train"] {
+        assert!(
+            summary[format!("{workload}_tok_s")].as_f64().unwrap() > 0.0,
+            "{summary}"
+        );
+    }
+    // The table names the model and leaves bench-6m's anchors out.
+    let table = stdout(&work.cai_ok(&[
+        "bench",
+        "--runs",
+        "1",
+        "--model",
+        model,
+        "--workloads",
+        "generate_b1",
+    ]));
+    assert!(table.starts_with(model), "{table}");
+    assert!(table.contains("scripts/bench_compare.sh"), "{table}");
+}
+
+#[test]
+fn a_shape_and_a_model_exclude_each_other() {
+    let work = Workdir::new();
+    let output = work.cai(&[
+        "bench",
+        "--shape",
+        "smollm2-135m",
+        "--model",
+        work.tiny_model(),
+    ]);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# cai beside PyTorch on docs/BENCH.md's workloads, both shapes, one after the other in one run.
+#
+#   scripts/bench_compare.sh [RUNS] [SHAPES] [WORKLOADS]
+#
+# RUNS: timed runs per workload (default 3); SHAPES: space-separated (default
+# "bench-6m smollm2-135m"); WORKLOADS: space-separated (default "generate_b1 generate_b8
+# generate_b32 score train"). Needs target/release/cai (cargo build --release -p cai-cli) and a
+# Python with torch + transformers ($PYTHON, default /work/venv/bin/python). CAI_DTYPE=bf16
+# adds cai's bf16 column. Prints one table row per shape and workload with the load average.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${1:-3}
+SHAPES=${2:-"bench-6m smollm2-135m"}
+WORKLOADS=${3:-"generate_b1 generate_b8 generate_b32 score train"}
+PYTHON=${PYTHON:-/work/venv/bin/python}
+CAI=${CAI:-target/release/cai}
+export RAYON_NUM_THREADS=${RAYON_NUM_THREADS:-2}
+echo "# $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cores, 2 threads, f32, best of $RUNS"
+printf '%-14s %-13s %12s %12s %8s %10s %10s %6s\n' shape workload "cai tok/s" "torch tok/s" "ratio" "cai MiB" "torch MiB" load
+for shape in $SHAPES; do
+  for w in $WORKLOADS; do
+    c=$("$CAI" bench --shape "$shape" --workload "$w" --runs "$RUNS" | tail -1)
+    p=$("$PYTHON" scripts/bench_pytorch.py "$w" "$RUNS" --shape "$shape" | tail -1)
+    load=$(cut -d' ' -f1 /proc/loadavg)
+    "$PYTHON" - "$shape" "$w" "$c" "$p" "$load" <<'PY'
+import json, sys
+shape, w, c, p, load = sys.argv[1:]
+c, p = json.loads(c), json.loads(p)
+print(f"{shape:<14} {w:<13} {c['tok_s']:>12,.0f} {p['tokens_per_s']:>12,.0f} {c['tok_s'] / p['tokens_per_s']:>7.2f}x"
+      f" {c['peak_rss_mib']:>10,.0f} {p['peak_rss_mib']:>10,.0f} {load:>6}")
+PY
+  done
+done
