@@ -18,7 +18,7 @@ use cai_train::rl::{
     SAMPLES_FILE,
 };
 use cai_train::MetricRecord;
-use clap::{Args, ValueEnum};
+use clap::Args;
 
 use crate::human;
 use crate::interrupt::{resume_command, stop_on_ctrl_c, INTERRUPTED};
@@ -28,28 +28,6 @@ use crate::train_output::{explain, Earlier, Plan, TrainOutput};
 use crate::train_progress::ShownMetrics;
 use crate::usage::UsageError;
 
-/// The algorithm, on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum AlgoArg {
-    /// PPO with a value head and GAE (the CAI paper's)
-    Ppo,
-    /// REINFORCE leave-one-out over k samples per prompt (--group-norm: GRPO)
-    Rloo,
-    /// Direct preference optimisation on labelled pairs (--data), offline
-    Dpo,
-}
-
-/// The KL estimator, on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum KlArg {
-    /// logp − logp_ref
-    K1,
-    /// ½ (logp − logp_ref)²
-    K2,
-    /// (r − 1) − log r with r = p_ref / p
-    K3,
-}
-
 /// Raw `cai rl` arguments. A setting left unset comes from `--config`, else from the defaults
 /// listed after `--help`.
 #[derive(Debug, Default, Args)]
@@ -57,7 +35,7 @@ pub enum KlArg {
 pub struct RlArgs {
     /// ppo, rloo or dpo
     #[arg(long, value_enum)]
-    pub algo: Option<AlgoArg>,
+    pub algo: Option<Algo>,
     /// Policy to start from (the SL-CAI model), also the reference of the KL penalty: a
     /// directory in Hugging Face layout, a model id in the local HF cache, or `lab`
     #[arg(long, value_name = "M")]
@@ -105,7 +83,7 @@ pub struct RlArgs {
     pub kl_coef: Option<f64>,
     /// KL estimator per token
     #[arg(long, value_enum)]
-    pub kl_estimator: Option<KlArg>,
+    pub kl_estimator: Option<KlEstimator>,
     /// PPO's clip range ε of the probability ratio (the paper: 0.2)
     #[arg(long, value_name = "E")]
     pub clip: Option<f64>,
@@ -193,13 +171,7 @@ fn resolve(args: &RlArgs, policy_dir: &Path) -> anyhow::Result<RlConfig> {
         }
         None => RlConfig::default(),
     };
-    if let Some(algo) = args.algo {
-        rl.algo = match algo {
-            AlgoArg::Ppo => Algo::Ppo,
-            AlgoArg::Rloo => Algo::Rloo,
-            AlgoArg::Dpo => Algo::Dpo,
-        };
-    }
+    set(&mut rl.algo, args.algo);
     if rl.algo == Algo::Dpo && args.run.config.is_none() && args.steps.is_none() {
         rl.steps = None;
     }
@@ -214,13 +186,7 @@ fn resolve(args: &RlArgs, policy_dir: &Path) -> anyhow::Result<RlConfig> {
     set(&mut rl.learning_rate, args.run.learning_rate);
     set(&mut rl.warmup_steps, args.warmup_steps);
     set(&mut rl.kl_coef, args.kl_coef);
-    if let Some(k) = args.kl_estimator {
-        rl.kl_estimator = match k {
-            KlArg::K1 => KlEstimator::K1,
-            KlArg::K2 => KlEstimator::K2,
-            KlArg::K3 => KlEstimator::K3,
-        };
-    }
+    set(&mut rl.kl_estimator, args.kl_estimator);
     set(&mut rl.clip, args.clip);
     set(&mut rl.value_clip, args.value_clip);
     set(&mut rl.vf_coef, args.vf_coef);

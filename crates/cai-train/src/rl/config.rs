@@ -11,13 +11,26 @@ use crate::{Result, TrainError};
 
 /// Which RL algorithm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Algo {
     /// Proximal policy optimisation with a value head and GAE (the CAI paper's).
+    #[cfg_attr(
+        feature = "clap",
+        value(help = "PPO with a value head and GAE (the CAI paper's)")
+    )]
     Ppo,
     /// REINFORCE leave-one-out: k samples per prompt, no critic.
+    #[cfg_attr(
+        feature = "clap",
+        value(help = "REINFORCE leave-one-out over k samples per prompt (--group-norm: GRPO)")
+    )]
     Rloo,
     /// Direct preference optimisation, offline on labelled pairs.
+    #[cfg_attr(
+        feature = "clap",
+        value(help = "Direct preference optimisation on labelled pairs (--data), offline")
+    )]
     Dpo,
 }
 

@@ -9,13 +9,17 @@ use crate::rl::rollout::Sample;
 /// `logp` (policy) and `logp_ref` (reference); `r = p_ref / p = exp(logp_ref − logp)`.
 /// (Schulman, "Approximating KL divergence", 2020.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum KlEstimator {
     /// `logp − logp_ref`: unbiased, can be negative on one sample (TRL's default, InstructGPT).
+    #[cfg_attr(feature = "clap", value(help = "logp − logp_ref"))]
     K1,
     /// `½ (logp − logp_ref)²`: biased, low variance, never negative.
+    #[cfg_attr(feature = "clap", value(help = "½ (logp − logp_ref)²"))]
     K2,
     /// `(r − 1) − log r`: unbiased and never negative.
+    #[cfg_attr(feature = "clap", value(help = "(r − 1) − log r with r = p_ref / p"))]
     K3,
 }
 

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use cai_pipeline::stages::{DeviceFlags, Job};
 use cai_train::pm::data::DataSource;
+use cai_train::rl::config::Algo;
 use clap::{Parser, ValueEnum};
 
 use crate::cli::{Cli, Command};
@@ -17,7 +18,7 @@ use crate::commands::lab::generate::LabGenerateArgs;
 use crate::commands::lab::{LabArgs, LabCommand};
 use crate::commands::label::{parse_ensemble, LabelArgs};
 use crate::commands::merge_lora::MergeLoraArgs;
-use crate::commands::rl::{AlgoArg, RlArgs};
+use crate::commands::rl::RlArgs;
 use crate::commands::sft::SftArgs;
 use crate::commands::train_pm::TrainPmArgs;
 use crate::model_args::{DeviceName, Dtype, ModelArgs};
@@ -189,7 +190,7 @@ pub(super) fn command(job: &Job, start: Start) -> anyhow::Result<Command> {
             let mut run = run_flags(&j.device)?;
             run.learning_rate = j.learning_rate;
             run.save_every = j.save_every;
-            let algo = AlgoArg::from_str(&j.algo, false).map_err(|_| {
+            let algo = Algo::from_str(&j.algo, false).map_err(|_| {
                 anyhow::anyhow!(
                     "[rl] algo: '{}' is not an algorithm; expected ppo, rloo or dpo",
                     j.algo
@@ -367,11 +368,20 @@ save_every = 1
                 .map(|e| format!("{e:#}"))
         };
         let err = first_error(recipe("device = \"gpu\"", "", "")).unwrap();
-        assert!(err.contains("[models] device") && err.contains("gpu"), "{err}");
+        assert!(
+            err.contains("[models] device") && err.contains("gpu"),
+            "{err}"
+        );
         let err = first_error(recipe("dtype = \"f8\"", "", "")).unwrap();
-        assert!(err.contains("[models] dtype") && err.contains("f8"), "{err}");
+        assert!(
+            err.contains("[models] dtype") && err.contains("f8"),
+            "{err}"
+        );
         let err = first_error(recipe("", "ensemble = \"none\"", "")).unwrap();
-        assert!(err.contains("[label] ensemble") && err.contains("none"), "{err}");
+        assert!(
+            err.contains("[label] ensemble") && err.contains("none"),
+            "{err}"
+        );
         let err = first_error(recipe("", "", "args = [\"--no-such-flag\"]")).unwrap();
         assert!(err.contains("--no-such-flag"), "{err}");
         assert_eq!(first_error(recipe("", "", "")), None);
