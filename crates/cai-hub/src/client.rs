@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use crate::cache::Cache;
 use crate::config::HubConfig;
-use crate::error::io;
+use crate::error::{header, header_message, io, status_error};
 use crate::repo::{encode, is_safe_file_path, Repo};
 use crate::{HubError, Result};
 
@@ -124,7 +124,14 @@ impl Hub {
             .map_err(|e| network(&url, e, String::new()))?;
         let status = response.status().as_u16();
         if status != 200 {
-            return Err(self.status_error(repo, None, &url, status, response.headers()));
+            return Err(status_error(
+                &self.config,
+                repo,
+                None,
+                &url,
+                status,
+                response.headers(),
+            ));
         }
         let info: ApiRepo = response
             .body_mut()
@@ -183,7 +190,8 @@ impl Hub {
                 }
                 (200..=299 | 301..=308, _) => break response,
                 _ => {
-                    return Err(self.status_error(
+                    return Err(status_error(
+                        &self.config,
                         repo,
                         Some(file),
                         &url,
@@ -360,98 +368,6 @@ impl Hub {
             _ => request,
         }
     }
-
-    /// The error for a refused request: 401/403 (gated, private, bad token), 404, other.
-    fn status_error(
-        &self,
-        repo: &Repo,
-        file: Option<&str>,
-        url: &str,
-        status: u16,
-        headers: &ureq::http::HeaderMap,
-    ) -> HubError {
-        let endpoint = self.config.endpoint.clone();
-        let code_name = header(headers, "x-error-code").unwrap_or_default();
-        let code = if code_name.is_empty() {
-            String::new()
-        } else {
-            format!(", {code_name}")
-        };
-        let what = match file {
-            Some(file) => format!("{} file {file}", repo.describe()),
-            None => repo.describe(),
-        };
-        let page = format!("{endpoint}/{}", repo.url_path());
-        match status {
-            401 | 403 => {
-                let hint = match &self.config.token_source {
-                    Some(source) => format!(
-                        "the token from {source} was refused or cannot read {id}: if it is a \
-                         gated repository, accept its licence at {page} with that token's \
-                         account; if it is private, use a token of an account that can read it",
-                        id = repo.id
-                    ),
-                    None => format!(
-                        "no token was sent: if {id} is gated, accept its licence at {page}, \
-                         then set HF_TOKEN (or run `huggingface-cli login`); if it is private, \
-                         use a token that can read it; if it does not exist, check the name \
-                         (the Hub answers 401 for unknown repositories without a token)",
-                        id = repo.id
-                    ),
-                };
-                HubError::Unauthorized {
-                    what,
-                    endpoint,
-                    status,
-                    code,
-                    hint,
-                }
-            }
-            404 => {
-                let hint = match (code_name.as_str(), file) {
-                    ("RevisionNotFound", _) => format!(
-                        "check the revision '{}' (a branch, tag or commit of {})",
-                        repo.revision(),
-                        repo.id
-                    ),
-                    ("EntryNotFound", Some(file)) | ("", Some(file)) => format!(
-                        "the repository has no file '{file}'; see its files at {page}/tree/{}",
-                        repo.revision()
-                    ),
-                    _ => format!(
-                        "check the {kind} id '{id}' (spelling, organisation) and that it is a \
-                         {kind} repository",
-                        kind = repo.kind.name(),
-                        id = repo.id
-                    ),
-                };
-                HubError::NotFound {
-                    what,
-                    endpoint,
-                    code,
-                    hint,
-                }
-            }
-            _ => HubError::Http {
-                url: url.to_owned(),
-                status,
-                message: header_message(headers),
-            },
-        }
-    }
-}
-
-/// A header's value as text.
-fn header(headers: &ureq::http::HeaderMap, name: &str) -> Option<String> {
-    headers
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-}
-
-/// The Hub's `X-Error-Message`, as ": message", or nothing.
-fn header_message(headers: &ureq::http::HeaderMap) -> String {
-    header(headers, "x-error-message").map_or_else(String::new, |m| format!(": {m}"))
 }
 
 /// Whether `url` is on the host (and scheme and port) of `endpoint`.

@@ -2,6 +2,9 @@
 
 use std::path::PathBuf;
 
+use crate::config::HubConfig;
+use crate::repo::Repo;
+
 /// Errors from finding or downloading a repository's files.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -110,6 +113,98 @@ pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> HubEr
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// The error for a refused request: 401/403 (gated, private, bad token), 404, other.
+pub(crate) fn status_error(
+    config: &HubConfig,
+    repo: &Repo,
+    file: Option<&str>,
+    url: &str,
+    status: u16,
+    headers: &ureq::http::HeaderMap,
+) -> HubError {
+    let endpoint = config.endpoint.clone();
+    let code_name = header(headers, "x-error-code").unwrap_or_default();
+    let code = if code_name.is_empty() {
+        String::new()
+    } else {
+        format!(", {code_name}")
+    };
+    let what = match file {
+        Some(file) => format!("{} file {file}", repo.describe()),
+        None => repo.describe(),
+    };
+    let page = format!("{endpoint}/{}", repo.url_path());
+    match status {
+        401 | 403 => {
+            let hint = match &config.token_source {
+                Some(source) => format!(
+                    "the token from {source} was refused or cannot read {id}: if it is a \
+                     gated repository, accept its licence at {page} with that token's \
+                     account; if it is private, use a token of an account that can read it",
+                    id = repo.id
+                ),
+                None => format!(
+                    "no token was sent: if {id} is gated, accept its licence at {page}, \
+                     then set HF_TOKEN (or run `huggingface-cli login`); if it is private, \
+                     use a token that can read it; if it does not exist, check the name \
+                     (the Hub answers 401 for unknown repositories without a token)",
+                    id = repo.id
+                ),
+            };
+            HubError::Unauthorized {
+                what,
+                endpoint,
+                status,
+                code,
+                hint,
+            }
+        }
+        404 => {
+            let hint = match (code_name.as_str(), file) {
+                ("RevisionNotFound", _) => format!(
+                    "check the revision '{}' (a branch, tag or commit of {})",
+                    repo.revision(),
+                    repo.id
+                ),
+                ("EntryNotFound", Some(file)) | ("", Some(file)) => format!(
+                    "the repository has no file '{file}'; see its files at {page}/tree/{}",
+                    repo.revision()
+                ),
+                _ => format!(
+                    "check the {kind} id '{id}' (spelling, organisation) and that it is a \
+                     {kind} repository",
+                    kind = repo.kind.name(),
+                    id = repo.id
+                ),
+            };
+            HubError::NotFound {
+                what,
+                endpoint,
+                code,
+                hint,
+            }
+        }
+        _ => HubError::Http {
+            url: url.to_owned(),
+            status,
+            message: header_message(headers),
+        },
+    }
+}
+
+/// A header's value as text.
+pub(crate) fn header(headers: &ureq::http::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// The Hub's `X-Error-Message`, as ": message", or nothing.
+pub(crate) fn header_message(headers: &ureq::http::HeaderMap) -> String {
+    header(headers, "x-error-message").map_or_else(String::new, |m| format!(": {m}"))
 }
 
 /// Results of cai-hub.
