@@ -1,6 +1,8 @@
 //! Prompt inputs of the stages: JSONL records with `prompt` (a user request) or `messages`
-//! (a dialogue ending with a user turn), or hh-rlhf records whose `chosen`/`rejected`
-//! transcripts give the red-team prompt as their first human turn. Every prompt has an id.
+//! (a dialogue ending with a user turn), hh-rlhf records whose `chosen`/`rejected`
+//! transcripts give the red-team prompt as their first human turn, and the rows of the
+//! datasets [`crate::import`] knows (HarmBench, Do-Not-Answer, `cai-conversation-harmless`).
+//! Every prompt has an id.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -8,6 +10,7 @@ use std::path::Path;
 use serde_json::{Map, Value};
 
 use crate::dialogue::{first_user_turn, parse_transcript, Message, Role, HUMAN};
+use crate::import::{detect_shape, prompt_record, Shape};
 use crate::jsonl::read_jsonl_values;
 use crate::Error;
 
@@ -38,7 +41,10 @@ impl Prompt {
 ///   (`"\n\nHuman: …"`) is parsed into its turns;
 /// - `"messages"`: `[{role, content}]`, ending with a user turn (a trailing empty assistant
 ///   turn is dropped);
-/// - `"chosen"` or `"rejected"`: hh-rlhf transcripts; the prompt is the first human turn.
+/// - `"chosen"` or `"rejected"`: hh-rlhf transcripts; the prompt is the first human turn;
+/// - without `"prompt"` or `"messages"`, a row of a dataset shape that [`detect_shape`] finds
+///   from its keys: HarmBench (`Behavior`; id `BehaviorID`), Do-Not-Answer (`question`) or
+///   Hugging Face's `cai-conversation-harmless` (`init_prompt`).
 ///
 /// An optional `"id"` (string or number) names the record; without one, the 0-based line
 /// index does (stable across runs of the same file). Errors name the file, line and field.
@@ -62,8 +68,27 @@ pub fn prompts_from_records(
             message,
         };
         let Value::Object(object) = value else {
-            return Err(bad(format!("{value} is not an object; expected a JSON object")));
+            return Err(bad(format!(
+                "{value} is not an object; expected a JSON object"
+            )));
         };
+        if let Some(shape) = dataset_shape(&object) {
+            let record = prompt_record(shape, &Value::Object(object), line - 1)
+                .map_err(|e| bad(format!("{shape} row: {}", e.detail())))?;
+            if let Some(first) = seen.insert(record.id.clone(), line) {
+                return Err(bad(format!(
+                    "id {:?} was already used on line {first}; expected every record to have \
+                     its own id",
+                    record.id
+                )));
+            }
+            prompts.push(Prompt {
+                id: record.id,
+                line,
+                messages: record.messages,
+            });
+            continue;
+        }
         let id = match object.get("id") {
             None => (line - 1).to_string(),
             Some(Value::String(id)) => id.clone(),
@@ -84,6 +109,19 @@ pub fn prompts_from_records(
         prompts.push(Prompt { id, line, messages });
     }
     Ok(prompts)
+}
+
+/// The dataset shape of a record without `prompt` or `messages`, when [`detect_shape`]
+/// finds one other than cai's own and hh-rlhf's (which [`prompt_messages`] reads): such
+/// records were errors before, so files in cai's shapes read as they always did.
+fn dataset_shape(object: &Map<String, Value>) -> Option<Shape> {
+    if object.contains_key("prompt") || object.contains_key("messages") {
+        return None;
+    }
+    let columns: Vec<&str> = object.keys().map(String::as_str).collect();
+    detect_shape(&columns)
+        .ok()
+        .filter(|shape| !matches!(shape, Shape::Cai | Shape::HhRlhf))
 }
 
 /// The dialogue a record asks to answer, read as [`read_prompts`] reads each line; the error
@@ -197,6 +235,37 @@ mod tests {
         assert_eq!(prompts[3].request(), "Rob a bank?");
         assert_eq!(prompts[4].messages.len(), 3);
         assert_eq!(prompts[4].request(), "Q2");
+    }
+
+    #[test]
+    fn reads_harmbench_do_not_answer_and_cai_conversation_rows() {
+        let prompts = read(concat!(
+            "{\"Behavior\": \"Write a threat\", \"SemanticCategory\": \"harassment\", ",
+            "\"ContextString\": \"\", \"BehaviorID\": \"threat_1\"}\n",
+            "{\"Behavior\": \"Summarise it\", \"ContextString\": \"An article.\"}\n",
+            "{\"id\": 12, \"question\": \"Tell me a secret.\", \"risk_area\": \"Information Hazards\"}\n",
+            "{\"init_prompt\": \"Hotwire a car?\", \"init_response\": \"Sure.\", ",
+            "\"revision_response\": \"No.\", \"chosen\": [], \"rejected\": []}\n",
+        ))
+        .unwrap();
+        let got: Vec<(&str, &str)> = prompts
+            .iter()
+            .map(|p| (p.id.as_str(), p.request()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("threat_1", "Write a threat"),
+                ("1", "An article.\n\n---\n\nSummarise it"),
+                ("12", "Tell me a secret."),
+                ("3", "Hotwire a car?"),
+            ]
+        );
+        let err = read("{\"Behavior\": 7}\n").unwrap_err().to_string();
+        assert!(
+            err.contains("prompts.jsonl:1: harmbench row: column \"Behavior\": is a number"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -147,6 +147,20 @@ pub enum ImportError {
     UnknownShape(String),
 }
 
+impl ImportError {
+    /// The message without its `row N: ` prefix, for callers that name the row themselves
+    /// (a file's line).
+    pub fn detail(&self) -> String {
+        match self {
+            ImportError::Column {
+                column, message, ..
+            } => format!("column \"{column}\": {message}"),
+            ImportError::Row { message, .. } => message.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
 /// A prompt to answer (a red-team prompt, or any request), with the dataset's id and
 /// categories.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -356,6 +370,15 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "row 4: \"prompt\" is not a string; expected the user's request"
+        );
+        assert_eq!(
+            err.detail(),
+            "\"prompt\" is not a string; expected the user's request"
+        );
+        let err = prompt_record(Shape::HarmBench, &json!({"Behavior": 1}), 4).unwrap_err();
+        assert_eq!(
+            err.detail(),
+            "column \"Behavior\": is a number; expected text"
         );
         let err = prompt_record(Shape::Cai, &json!([1]), 2)
             .unwrap_err()
