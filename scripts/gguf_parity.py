@@ -12,13 +12,17 @@ transformers loads the same GGUF (dequantising it itself) and gives, in float32 
     log-probability of every token after the first, twice: as transformers computes it, and
     with its rotary angles computed in float64 as cai does (transformers rounds
     position × frequency to float32: at position 2,000 that angle is off by up to 6e-5 rad,
-    which moves log-probs by a few 1e-4; the float64 run shows what that rounding accounts for).
+    which moves log-probs by a few 1e-4; the float64 run shows what that rounding accounts for),
+    and 16 greedy tokens after it with their log-probabilities (KV cache at long positions).
 
 It writes them to OUT (JSON). Then run the Rust side, which loads the GGUF with cai and
 compares everything:
 
   /work/venv/bin/python scripts/gguf_parity.py /work/real/SmolLM2-135M-Instruct.Q4_1.gguf \
       /work/real/gguf_reference.json
+  # optionally also at the model's full context (8,192 for SmolLM2):
+  /work/venv/bin/python scripts/gguf_parity.py --long-tokens 8000 \
+      /work/real/SmolLM2-135M-Instruct.Q4_1.gguf /work/real/gguf_reference_8k.json
   CAI_REAL_DIR=/work/real cargo test --release -p cai-model --test gguf_real -- --nocapture
 """
 
@@ -82,9 +86,26 @@ def long_transcript(tokenizer, real_dir, target):
 @torch.no_grad()
 def logprobs_of(model, ids, start):
     """log p(ids[t] | ids[:t]) for t >= start, in float64 from float32 logits."""
-    logits = model(torch.tensor([ids])).logits[0].double()
-    logp = torch.log_softmax(logits, dim=-1)
-    return [logp[t - 1, ids[t]].item() for t in range(start, len(ids))]
+    hidden = model.model(torch.tensor([ids])).last_hidden_state[0]
+    out = []
+    for lo in range(start - 1, len(ids) - 1, 512):
+        hi = min(lo + 512, len(ids) - 1)
+        logp = torch.log_softmax(model.lm_head(hidden[lo:hi]).double(), dim=-1)
+        out.extend(logp[t - lo, ids[t + 1]].item() for t in range(lo, hi))
+    return out
+
+
+@torch.no_grad()
+def greedy(model, tok, ids, new_tokens):
+    """transformers' greedy continuation of `ids`."""
+    out = model.generate(
+        torch.tensor([ids]),
+        max_new_tokens=new_tokens,
+        do_sample=False,
+        attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+        pad_token_id=tok.pad_token_id,
+    )[0].tolist()
+    return out[len(ids):]
 
 
 class float64_rope:
@@ -154,14 +175,7 @@ def main():
         messages = [{"role": "user", "content": prompt}]
         rendered = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         ids = tok(rendered, add_special_tokens=True)["input_ids"]
-        out = model.generate(
-            torch.tensor([ids]),
-            max_new_tokens=args.new_tokens,
-            do_sample=False,
-            attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-            pad_token_id=tok.pad_token_id,
-        )[0].tolist()
-        generated = out[len(ids):]
+        generated = greedy(model, tok, ids, args.new_tokens)
         chats.append(
             {
                 "messages": messages,
@@ -178,8 +192,14 @@ def main():
     text = long_transcript(tok, real_dir, args.long_tokens)
     ids = tok(text, add_special_tokens=False)["input_ids"]
     long = {"text": text, "ids": ids, "logprobs": logprobs_of(model, ids, 1)}
+    # Generation after the long prompt goes through the KV cache and decode kernels.
+    long["generated"] = greedy(model, tok, ids, 16)
     with float64_rope(model):
         long["logprobs_f64_rope"] = logprobs_of(model, ids, 1)
+        long["generated_f64_rope"] = greedy(model, tok, ids, 16)
+        long["generated_logprobs_f64_rope"] = logprobs_of(
+            model, ids + long["generated_f64_rope"], len(ids)
+        )
     print(f"long prompt: {len(ids)} tokens")
 
     with open(args.out, "w") as f:

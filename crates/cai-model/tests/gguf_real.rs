@@ -1,10 +1,10 @@
 //! Parity of cai's GGUF loading with transformers on a real model (opt-in: set
 //! `CAI_REAL_DIR` to the folder holding `SmolLM2-135M-Instruct.Q4_1.gguf` and the reference
-//! `gguf_reference.json` that `scripts/gguf_parity.py` writes; skipped without them).
+//! the `gguf_reference*.json` files that `scripts/gguf_parity.py` writes; skipped without them).
 //! Checks the tokenizer on a varied text set, the chat template, greedy generations of
 //! chat prompts token for token, their log-probabilities, and a ~2k-token prompt's.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use cai_core::dialogue::Message;
 use cai_core::Sampling;
@@ -15,7 +15,7 @@ use candle_core::{DType, Device};
 use serde_json::Value;
 
 const MODEL: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
-const REFERENCE: &str = "gguf_reference.json";
+const REFERENCE_STEM: &str = "gguf_reference";
 /// Largest allowed |log p(cai) − log p(transformers)| per token.
 const LOGPROB_TOLERANCE: f64 = 1e-4;
 
@@ -35,31 +35,50 @@ fn floats(v: &Value) -> Vec<f64> {
         .collect()
 }
 
-/// The model and reference paths, or `None` (with a note) when the test is not opted into.
-fn real_files() -> Option<(PathBuf, PathBuf)> {
+/// The model and its reference files (`gguf_reference*.json`: the script's default run and
+/// any longer one), or `None` (with a note) when the test is not opted into.
+fn real_files() -> Option<(PathBuf, Vec<PathBuf>)> {
     let dir = PathBuf::from(std::env::var_os("CAI_REAL_DIR")?);
-    let (model, reference) = (dir.join(MODEL), dir.join(REFERENCE));
-    if !model.is_file() || !reference.is_file() {
+    let model = dir.join(MODEL);
+    let mut references: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .ok()?
+        .filter_map(|e| Some(e.ok()?.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(REFERENCE_STEM) && n.ends_with(".json"))
+        })
+        .collect();
+    references.sort();
+    if !model.is_file() || references.is_empty() {
         eprintln!(
-            "skipped: {} or {} is missing (run ../shared/real/get-smollm2.sh and \
-             scripts/gguf_parity.py)",
+            "skipped: {} or {}/{REFERENCE_STEM}*.json is missing (run \
+             ../shared/real/get-smollm2.sh and scripts/gguf_parity.py)",
             model.display(),
-            reference.display()
+            dir.display()
         );
         return None;
     }
-    Some((model, reference))
+    Some((model, references))
 }
 
 #[test]
 fn smollm2_gguf_matches_transformers() {
-    let Some((model_path, reference)) = real_files() else {
+    let Some((model_path, references)) = real_files() else {
         return;
     };
+    for reference in references {
+        println!("reference {}", reference.display());
+        check(&model_path, &reference);
+    }
+}
+
+/// Compare cai on `model_path` with one reference file of `scripts/gguf_parity.py`.
+fn check(model_path: &Path, reference: &Path) {
     let reference: Value =
         serde_json::from_str(&std::fs::read_to_string(reference).unwrap()).unwrap();
     let started = std::time::Instant::now();
-    let model = cai_model::gguf::load(&model_path, DType::F32, &Device::Cpu).unwrap();
+    let model = cai_model::gguf::load(model_path, DType::F32, &Device::Cpu).unwrap();
     let (mut decoder, tok) = (model.decoder, model.tokenizer);
     decoder.prepare_for_inference().unwrap();
     println!(
@@ -211,5 +230,44 @@ fn smollm2_gguf_matches_transformers() {
     assert!(
         early < LOGPROB_TOLERANCE,
         "long prompt, first 512: max |Δ log p| {early}"
+    );
+
+    // Greedy tokens after the long prompt: prefill, then the KV cache's decode steps.
+    let job = GenJob {
+        prompt: long_ids.clone(),
+        max_new_tokens: 16,
+        ignore_eos: true,
+        ..jobs[0].clone()
+    };
+    let started = std::time::Instant::now();
+    let out = generate_batch(&decoder, None, &[job], stopping)
+        .unwrap()
+        .remove(0);
+    let want = ids(&long["generated_f64_rope"]);
+    assert_eq!(
+        out.tokens[..want.len()],
+        want[..],
+        "tokens after the long prompt"
+    );
+    let worst = out
+        .logprobs
+        .iter()
+        .zip(floats(&long["generated_logprobs_f64_rope"]))
+        .map(|(a, b)| (*a as f64 - b).abs())
+        .fold(0.0, f64::max);
+    println!(
+        "after the long prompt: {} greedy tokens identical ({} transformers' as is), \
+         generated in {:.1?}; max |Δ log p| vs f64 rotary angles = {worst:.2e}",
+        want.len(),
+        if ids(&long["generated"]) == want {
+            "equal to"
+        } else {
+            "unlike"
+        },
+        started.elapsed()
+    );
+    assert!(
+        worst < LOGPROB_TOLERANCE,
+        "after the long prompt: max |Δ log p| {worst}"
     );
 }
