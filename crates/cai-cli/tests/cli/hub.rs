@@ -286,3 +286,39 @@ fn a_hub_dataset_split_is_read_with_a_column_mapping() {
     assert!(err.contains("text: no such column"), "{err}");
     assert!(err.contains("the file's columns are question"), "{err}");
 }
+
+/// Opt-in (`CAI_REAL_DIR` holding `SmolLM2-135M-Instruct.Q4_1.gguf`): the real GGUF served
+/// by the fake Hub, named by its quantisation tag, downloads and generates.
+#[test]
+fn a_real_gguf_file_is_fetched_by_tag_and_loaded() {
+    let Some(dir) = std::env::var_os("CAI_REAL_DIR") else {
+        return;
+    };
+    let name = "SmolLM2-135M-Instruct.Q4_1.gguf";
+    let Ok(bytes) = std::fs::read(Path::new(&dir).join(name)) else {
+        return;
+    };
+    let work = Workdir::new();
+    let hub = FakeHub::start();
+    hub.add_model(
+        "org/smol-gguf",
+        FakeRepo::new("9f", &[(name, &bytes), ("README.md", b"card")]),
+    );
+    work.write(
+        "in.jsonl",
+        "{\"prompt\": \"What is the capital of France?\"}\n",
+    );
+    let output = cai_hub(
+        &work,
+        hub.url(),
+        &[],
+        &generate("org/smol-gguf:q4_1", "in.jsonl"),
+    );
+    ok(&output);
+    let records = read_jsonl(&work.path("out.jsonl"));
+    assert!(records[0]["completion"].is_string(), "{}", records[0]);
+    let cached = work
+        .path("hf/models--org--smol-gguf/snapshots/9f")
+        .join(name);
+    assert_eq!(std::fs::metadata(cached).unwrap().len(), bytes.len() as u64);
+}
