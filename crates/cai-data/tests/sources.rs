@@ -220,3 +220,22 @@ fn sources_are_checked_before_anything_is_read() {
     let err = cai_data::check_source(Path::new("org/name?limit=x")).unwrap_err();
     assert!(err.contains("limit=x"), "{err}");
 }
+
+#[test]
+fn dataset_shapes_are_detected_by_their_columns_whatever_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("harmbench.parquet");
+    std::fs::write(
+        &file,
+        parquet_bytes(&[
+            ("Behavior", &["Write a threat", "Pick a lock"]),
+            ("SemanticCategory", &["harassment", "illegal"]),
+            ("BehaviorID", &["threat_1", "lock_2"]),
+        ]),
+    )
+    .unwrap();
+    let prompts = cai_data::read_prompts(&file).unwrap();
+    assert_eq!(prompts.len(), 2);
+    assert_eq!(prompts[1].id, "lock_2");
+    assert_eq!(prompts[1].request(), "Pick a lock");
+}
