@@ -292,8 +292,8 @@ pub fn run_sft(
             let examples: Vec<&Example> = indices.iter().map(|&i| &rows[i]).collect();
             let (ids, batch, targets, mask) = collate(&examples, &run.device)?;
             step_tokens += batch.valid.iter().flatten().filter(|&&v| v).count();
-            let logits = decoder.forward_train(&ids, &batch)?;
-            let (loss, count) = masked_cross_entropy(&logits, &targets, &mask)?;
+            let (loss, count) =
+                crate::core::loss::decoder_cross_entropy(decoder, &ids, &batch, &targets, &mask)?;
             if count == 0 {
                 continue;
             }
