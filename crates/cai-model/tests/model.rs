@@ -43,3 +43,6 @@ mod load_checks;
 
 #[path = "model/files.rs"]
 mod files;
+
+#[path = "model/device.rs"]
+mod device;
