@@ -73,3 +73,6 @@ mod hub;
 
 #[path = "cli/eval_safety.rs"]
 mod eval_safety;
+
+#[path = "cli/published.rs"]
+mod published;
