@@ -78,6 +78,17 @@ pub fn resolve_with(spec: &str, hub: &Hub) -> Result<PathBuf> {
             None => {}
         }
     }
+    if !repo.id.contains('/') {
+        // A bare name is far more often a mistyped folder than one of the Hub's few
+        // organisation-less repositories: look in the cache only.
+        return Err(ModelError::NotFound {
+            spec: spec.to_owned(),
+            searched: format!(
+                "it is not a directory or model file, and not in the Hugging Face cache                  ({}); cai downloads only org/name ids (openai-community/gpt2, not gpt2)",
+                cached_place(hub, &repo)
+            ),
+        });
+    }
     if hub.config().offline {
         return Err(hub.offline_error(&repo, gguf).into());
     }
@@ -89,6 +100,14 @@ pub fn resolve_with(spec: &str, hub: &Hub) -> Result<PathBuf> {
     }
     let files = model_files(spec, hub, &repo, &info)?;
     Ok(hub.fetch_files(&repo, &info, &files)?)
+}
+
+/// Where the cache keeps `repo`, for messages.
+fn cached_place(hub: &Hub, repo: &Repo) -> String {
+    hub.cache(repo).map_or_else(
+        |e| e.to_string(),
+        |cache| cache.repo_dir(repo).display().to_string(),
+    )
 }
 
 /// A cached snapshot cai can load: `config.json` and safetensors weights (single or index).
@@ -366,6 +385,19 @@ mod tests {
             .to_string();
         assert!(err.contains("HF_HUB_OFFLINE"), "{err}");
         assert!(err.contains("huggingface-cli download org/m"), "{err}");
+    }
+
+    #[test]
+    fn bare_names_are_never_downloaded() {
+        let server = FakeHub::start();
+        server.add_model("tiny", FakeRepo::new("c", &[("config.json", b"{}")]));
+        let tmp = tempfile::tempdir().unwrap();
+        let err = resolve_with("tiny", &hub(server.url(), tmp.path(), false)).unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("model 'tiny' not found"), "{text}");
+        assert!(text.contains("models--tiny"), "{text}");
+        assert!(text.contains("only org/name ids"), "{text}");
+        assert!(server.requests().is_empty());
     }
 
     #[test]
