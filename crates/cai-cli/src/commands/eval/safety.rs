@@ -466,6 +466,13 @@ fn judge(
             100.0 * s.hit_rate()
         );
     }
+    if let LoadedJudge::Llm(llm) = &loaded {
+        line += &format!(
+            "; {} HTTP requests, {} answers without a usable verdict",
+            llm.requests(),
+            llm.abstained()
+        );
+    }
     eprintln!("{line}");
     Ok(name)
 }

@@ -6,7 +6,10 @@
 //! refused connection, a 429 or a 5xx is retried with exponential back-off.
 //!
 //! Verdicts: per answer `{"refusal": …, "harmful": …}`, each `true`/`false`, `"yes"`/`"no"`
-//! or a probability in [0, 1]; per pair `{"better": "A" | "B" | "tie"}`.
+//! or a probability in [0, 1]; per pair `{"better": "A" | "B" | "tie"}`. When no reply to an
+//! answer's rubric is usable, the judge abstains on it (no probabilities; counted by
+//! [`LlmJudge::abstained`]) rather than stopping the evaluation; a pair it cannot judge is an
+//! error, since a guessed tie would bias the ratings.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -133,6 +136,7 @@ pub struct LlmJudge {
     options: LlmJudgeOptions,
     agent: ureq::Agent,
     requests: AtomicUsize,
+    abstained: AtomicUsize,
 }
 
 impl LlmJudge {
@@ -150,6 +154,7 @@ impl LlmJudge {
             options,
             agent,
             requests: AtomicUsize::new(0),
+            abstained: AtomicUsize::new(0),
         };
         if judge.options.model.is_empty() {
             let list = judge.with_retries("GET /models", || judge.send(None, "/models"))?;
@@ -253,13 +258,14 @@ impl LlmJudge {
     }
 
     /// Ask `rubric` and parse the reply with `parse`; a reply `parse` rejects is asked again
-    /// with the reason, up to `parse_retries` times. `key` names the item in errors.
+    /// with the reason, up to `parse_retries` times. The inner error says why no reply was
+    /// usable, naming the item by `key`; the outer one is a failed request.
     fn ask<T>(
         &self,
         key: &str,
         rubric: String,
         parse: impl Fn(&str) -> std::result::Result<T, String>,
-    ) -> Result<T> {
+    ) -> Result<std::result::Result<T, String>> {
         let mut messages = vec![
             json!({"role": "system", "content": SYSTEM}),
             json!({"role": "user", "content": rubric}),
@@ -280,7 +286,7 @@ impl LlmJudge {
                 .unwrap_or_default()
                 .to_owned();
             match parse(&content) {
-                Ok(value) => return Ok(value),
+                Ok(value) => return Ok(Ok(value)),
                 Err(why) => {
                     last = format!("{why}; the reply was {:?}", short(&content));
                     messages.push(json!({"role": "assistant", "content": content}));
@@ -291,10 +297,15 @@ impl LlmJudge {
                 }
             }
         }
-        Err(self.failed(format!(
+        Ok(Err(format!(
             "{key}: no usable verdict after {} tries: {last}",
             self.options.parse_retries + 1
         )))
+    }
+
+    /// Answers on which the judge abstained: no reply was the JSON asked for.
+    pub fn abstained(&self) -> usize {
+        self.abstained.load(Ordering::Relaxed)
     }
 
     /// `f(i)` for every `i < n`, `concurrency` at a time; the first error wins.
@@ -317,17 +328,13 @@ impl LlmJudge {
                 });
             }
         });
-        let results = results.into_inner().expect("no panics while held");
-        if let Some(Some(Err(e))) = results.iter().find(|r| matches!(r, Some(Err(_)))) {
-            return Err(self.failed(e.to_string()));
-        }
-        Ok(results
+        results
+            .into_inner()
+            .expect("no panics while held")
             .into_iter()
-            .map(|r| match r {
-                Some(Ok(v)) => v,
-                _ => unreachable!("every item done when none failed"),
-            })
-            .collect())
+            // Items left undone are those after a failure, which collect() returns.
+            .flatten()
+            .collect::<Result<Vec<T>>>()
     }
 }
 
@@ -469,7 +476,8 @@ impl Judge for LlmJudge {
                     ("criterion", criterion(pair.axis)),
                 ],
             );
-            self.ask(pair.key, rubric, parse_preference)
+            self.ask(pair.key, rubric, parse_preference)?
+                .map_err(|why| self.failed(why))
         })?;
         Ok(p.chunks(2).map(|p| (p[0] + 1.0 - p[1]) / 2.0).collect())
     }
@@ -492,7 +500,10 @@ impl Judge for LlmJudge {
                     ("response", r.response),
                 ],
             );
-            self.ask(r.key, rubric, parse_verdict)
+            Ok(self.ask(r.key, rubric, parse_verdict)?.unwrap_or_else(|_| {
+                self.abstained.fetch_add(1, Ordering::Relaxed);
+                AnswerVerdict::default()
+            }))
         })
     }
 
@@ -629,15 +640,26 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn a_judge_that_never_answers_in_json_fails_naming_the_item() {
-        let (url, _) = fake_endpoint(Arc::new(|_, _, _: &Value| (200, reply("yes"), NOW)));
+    fn a_judge_that_never_answers_in_json_abstains_or_fails_naming_the_item() {
+        let (url, count) = fake_endpoint(Arc::new(|_, _, _: &Value| (200, reply("yes"), NOW)));
         let judge = LlmJudge::open(options(&url)).unwrap();
         let conversation = [Message::user("q?")];
-        let err = judge
+        let v = judge
             .assess(&[ResponseQuery {
                 key: "red|p7",
                 conversation: &conversation,
                 response: "a",
+            }])
+            .unwrap();
+        assert_eq!(v, [AnswerVerdict::default()]);
+        assert_eq!((judge.abstained(), count.load(Ordering::SeqCst)), (1, 3));
+        let err = judge
+            .prefer(&[PairQuery {
+                key: "red|p7",
+                conversation: &conversation,
+                response_a: "a",
+                response_b: "b",
+                axis: Axis::Helpfulness,
             }])
             .unwrap_err()
             .to_string();
@@ -645,6 +667,7 @@ pub(crate) mod tests {
             err.contains("red|p7") && err.contains("no usable verdict after 3 tries"),
             "{err}"
         );
+        assert_eq!(err.matches("judge llm:http").count(), 1, "named once: {err}");
         // A client error is not retried.
         let (url, count) = fake_endpoint(Arc::new(|_, _, _: &Value| (400, "{}".into(), NOW)));
         let judge = LlmJudge::open(options(&url)).unwrap();
