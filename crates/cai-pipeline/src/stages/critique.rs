@@ -78,7 +78,7 @@ pub(super) fn plan(ctx: &RunContext) -> Result<StagePlan, PlanError> {
     if helpful {
         p.input_path("helpful", ctx.prompt_set(PromptSet::Helpful));
     }
-    p.steps.push(Step::Job(Job::Critique(CritiqueJob {
+    p.steps.push(Step::Job(Box::new(Job::Critique(CritiqueJob {
         model: model.clone(),
         prompts: ctx.prompt_set(PromptSet::RedTeam),
         constitution: ctx.constitution()?,
@@ -91,7 +91,7 @@ pub(super) fn plan(ctx: &RunContext) -> Result<StagePlan, PlanError> {
         batch_size: s.batch_size,
         device: ctx.device(),
         args: s.args.clone(),
-    })));
+    }))));
     p.input_model("model", model);
     p.input_path("red_team", ctx.prompt_set(PromptSet::RedTeam));
     p.expect_ids

@@ -40,10 +40,11 @@ pub(super) fn plan(ctx: &RunContext) -> Result<StagePlan, PlanError> {
     let dir = ctx.stage_dir(Stage::Data);
     let mut p = StagePlan::new(Stage::Data, json!({ "data": r.data }));
     if let Some(seed) = r.data.lab_world {
-        p.steps.push(super::Step::Job(Job::LabGenerate(LabWorldJob {
-            output: dir.join("lab"),
-            seed,
-        })));
+        p.steps
+            .push(super::Step::Job(Box::new(Job::LabGenerate(LabWorldJob {
+                output: dir.join("lab"),
+                seed,
+            }))));
         p.outputs.push(("lab world".into(), dir.join("lab")));
     }
     for set in PromptSet::ALL {

@@ -69,7 +69,7 @@ pub(super) fn plan(ctx: &RunContext) -> Result<StagePlan, PlanError> {
         None,
     );
     let out = dir.join("model");
-    p.steps.push(Step::Job(Job::Distill(DistillJob {
+    p.steps.push(Step::Job(Box::new(Job::Distill(DistillJob {
         model: model.clone(),
         context: context.clone(),
         data,
@@ -79,7 +79,7 @@ pub(super) fn plan(ctx: &RunContext) -> Result<StagePlan, PlanError> {
         training: TrainingFlags::of(&s.training()),
         device: ctx.device(),
         args: s.args.clone(),
-    })));
+    }))));
     if s.lora {
         p.steps.push(merge::step(ctx, Stage::Distill, &model));
     }

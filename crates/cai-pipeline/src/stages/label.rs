@@ -82,7 +82,7 @@ pub(super) fn plan(ctx: &RunContext) -> Result<StagePlan, PlanError> {
     } else {
         None
     };
-    p.steps.push(Step::Job(Job::Label(LabelJob {
+    p.steps.push(Step::Job(Box::new(Job::Label(LabelJob {
         policy: policy.clone(),
         feedback: feedback.clone(),
         prompts: prompts.clone(),
@@ -94,7 +94,7 @@ pub(super) fn plan(ctx: &RunContext) -> Result<StagePlan, PlanError> {
         max_new_tokens: s.max_new_tokens,
         device: ctx.device(),
         args: s.args.clone(),
-    })));
+    }))));
     p.input_model("policy", policy);
     p.input_model("feedback", feedback);
     for set in sets {

@@ -35,9 +35,9 @@ impl MergeLoraJob {
 /// A LoRA stage's merge step: `<stage>/model` (the adapter) into `<stage>/merged`.
 pub(super) fn step(ctx: &RunContext, stage: Stage, base: &str) -> Step {
     let dir = ctx.stage_dir(stage);
-    Step::Job(Job::MergeLora(MergeLoraJob {
+    Step::Job(Box::new(Job::MergeLora(MergeLoraJob {
         model: base.into(),
         adapter: dir.join("model"),
         output: dir.join("merged"),
-    }))
+    })))
 }

@@ -203,7 +203,7 @@ impl Job {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
     /// A typed job.
-    Job(Job),
+    Job(Box<Job>),
     /// Prompt files joined into one (ids made unique, thinned to `limit`).
     Join {
         /// The files, in order.
@@ -275,7 +275,7 @@ impl StagePlan {
     /// The plan's jobs, in order.
     pub fn jobs(&self) -> impl Iterator<Item = &Job> {
         self.steps.iter().filter_map(|step| match step {
-            Step::Job(job) => Some(job),
+            Step::Job(job) => Some(&**job),
             _ => None,
         })
     }

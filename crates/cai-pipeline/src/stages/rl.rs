@@ -116,7 +116,7 @@ pub(super) fn plan(ctx: &RunContext) -> Result<StagePlan, PlanError> {
         );
         Some(helpful)
     };
-    p.steps.push(Step::Job(Job::Rl(RlJob {
+    p.steps.push(Step::Job(Box::new(Job::Rl(RlJob {
         algo: s.algo.clone(),
         policy: policy.clone(),
         output: out.clone(),
@@ -133,7 +133,7 @@ pub(super) fn plan(ctx: &RunContext) -> Result<StagePlan, PlanError> {
         lora: s.lora,
         device: ctx.device(),
         args: s.args.clone(),
-    })));
+    }))));
     if s.lora {
         p.steps.push(merge::step(ctx, Stage::Rl, &policy));
     }

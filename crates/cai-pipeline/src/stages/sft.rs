@@ -63,7 +63,7 @@ pub(super) fn plan(ctx: &RunContext) -> Result<StagePlan, PlanError> {
     let critique = ctx.stage_dir(Stage::Critique);
     let out = dir.join("model");
     let has_helpful = r.critique.as_ref().is_some_and(|c| c.helpful) && !r.data.helpful.is_empty();
-    p.steps.push(Step::Job(Job::Sft(SftJob {
+    p.steps.push(Step::Job(Box::new(Job::Sft(SftJob {
         model: model.clone(),
         data: critique.join("sl.jsonl"),
         output: out.clone(),
@@ -74,7 +74,7 @@ pub(super) fn plan(ctx: &RunContext) -> Result<StagePlan, PlanError> {
         training: TrainingFlags::of(&s.training()),
         device: ctx.device(),
         args: s.args.clone(),
-    })));
+    }))));
     if s.lora {
         p.steps.push(merge::step(ctx, Stage::Sft, &model));
     }

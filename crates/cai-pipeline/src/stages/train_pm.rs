@@ -49,14 +49,14 @@ pub(super) fn plan(ctx: &RunContext) -> Result<StagePlan, PlanError> {
     let model = ctx.model(s.model);
     let labels = ctx.stage_dir(Stage::Label).join("prefs.jsonl");
     let out = dir.join("model");
-    p.steps.push(Step::Job(Job::TrainPm(TrainPmJob {
+    p.steps.push(Step::Job(Box::new(Job::TrainPm(TrainPmJob {
         model: model.clone(),
         data: labels.clone(),
         output: out.clone(),
         training: TrainingFlags::of(&s.training()),
         device: ctx.device(),
         args: s.args.clone(),
-    })));
+    }))));
     p.input_model("model", model);
     p.input_path("labels", labels);
     p.outputs.push(("preference model".into(), out.clone()));
