@@ -3,7 +3,10 @@
 //! cross-entropy, atomic checkpoints and `metrics.jsonl`.
 //!
 //! The folders show the method: [`sft`], [`pm`] (the preference model), [`distill`] (context
-//! distillation) and [`rl`], each built on the shared machinery in [`core`].
+//! distillation) and [`rl`], each built on the shared machinery in [`core`]. Each trainer is
+//! its data plus one loop over a [`core::session::TrainSession`], which owns the optimiser,
+//! the schedule, checkpoints, resume, `metrics.jsonl` and the divergence checks; the data
+//! order of every method is [`core::data_order`]'s.
 //!
 //! One optimiser step, top to bottom:
 //!

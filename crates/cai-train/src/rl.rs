@@ -21,11 +21,10 @@ use cai_model::tokenizer::Tokenizer;
 use cai_model::weights::parse_dtype;
 use cai_report::rl::{rl_curves_svg, RlPoint};
 use candle_core::{Device, Tensor};
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::core::data_order::permutation;
 use crate::core::resume::{fingerprint, FINGERPRINT_KEY};
 use crate::core::session::{SessionSpec, TrainSession};
 use crate::rl::advantages::{
@@ -368,12 +367,8 @@ fn online_step(
     let mut lr = cfg.learning_rate;
     let params = policy.params(cfg.value_lr_scale);
     for epoch in 0..cfg.ppo_epochs {
-        let mut order: Vec<usize> = (0..samples.len()).collect();
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cai_core::rng::derive_seed_u64(
-            cfg.seed,
-            &[step, epoch as u64, 7],
-        ));
-        order.shuffle(&mut rng);
+        let seed = cai_core::rng::derive_seed_u64(cfg.seed, &[step, epoch as u64, 7]);
+        let order = permutation(samples.len(), seed);
         let size = samples.len().div_ceil(cfg.minibatches);
         for (m, minibatch) in order.chunks(size).enumerate() {
             let tokens: usize = minibatch.iter().map(|&i| samples[i].logp.len()).sum();

@@ -1,7 +1,8 @@
 //! The data order every trainer shares: a seeded permutation per epoch, walked in micro-batches
 //! from the position a [`TrainerState`] keeps (SFT, distillation, the preference model), or
-//! read as the slice of an endless stream of such epochs that a step takes (RL's DPO), so a
-//! resumed run reads what an uninterrupted one would.
+//! read as the slice of an endless stream of such epochs that a step takes (RL's prompts and
+//! DPO's pairs), so a resumed run reads what an uninterrupted one would; and the seeded
+//! permutations PPO and RLOO split a rollout into minibatches with.
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -11,10 +12,14 @@ use crate::TrainerState;
 /// The order of examples in `epoch`: a permutation seeded by (seed, epoch), so a resumed run
 /// sees the same order.
 pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
+    permutation(n, cai_core::rng::derive_seed_u64(seed, &[epoch]))
+}
+
+/// A permutation of `0..n` drawn from `seed` (a seed already derived for its use, e.g. RL's
+/// minibatch order of one update epoch of one step).
+pub fn permutation(n: usize, seed: u64) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
-    let mut rng =
-        rand_chacha::ChaCha8Rng::seed_from_u64(cai_core::rng::derive_seed_u64(seed, &[epoch]));
-    order.shuffle(&mut rng);
+    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
     order
 }
 
