@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use cai_pipeline::stages::{DeviceFlags, Job};
+use cai_pipeline::stages::{DeviceFlags, Job, TrainingFlags};
 use cai_train::pm::data::DataSource;
 use cai_train::rl::config::Algo;
 use clap::{Parser, ValueEnum};
@@ -77,6 +77,14 @@ pub(super) fn command(job: &Job, start: Start) -> anyhow::Result<Command> {
             ..RunFlags::default()
         })
     };
+    // The shared flags of a training job with the shared settings.
+    let training_run = |d: &DeviceFlags, t: &TrainingFlags| -> anyhow::Result<RunFlags> {
+        Ok(RunFlags {
+            learning_rate: t.learning_rate,
+            save_every: Some(t.save_every),
+            ..run_flags(d)?
+        })
+    };
     Ok(match job {
         Job::LabGenerate(j) => Command::Lab(LabArgs {
             command: LabCommand::Generate(LabGenerateArgs {
@@ -89,9 +97,7 @@ pub(super) fn command(job: &Job, start: Start) -> anyhow::Result<Command> {
             }),
         }),
         Job::Distill(j) => {
-            let mut run = run_flags(&j.device)?;
-            run.learning_rate = j.training.learning_rate;
-            run.save_every = Some(j.training.save_every);
+            let run = training_run(&j.device, &j.training)?;
             Command::Distill(Box::new(DistillArgs {
                 model: j.model.clone(),
                 context: j.context.clone(),
@@ -128,9 +134,7 @@ pub(super) fn command(job: &Job, start: Start) -> anyhow::Result<Command> {
             Command::Critique(Box::new(args))
         }
         Job::Sft(j) => {
-            let mut run = run_flags(&j.device)?;
-            run.learning_rate = j.training.learning_rate;
-            run.save_every = Some(j.training.save_every);
+            let run = training_run(&j.device, &j.training)?;
             Command::Sft(Box::new(SftArgs {
                 model: j.model.clone(),
                 data: j.data.clone(),
@@ -169,9 +173,7 @@ pub(super) fn command(job: &Job, start: Start) -> anyhow::Result<Command> {
             Command::Label(Box::new(args))
         }
         Job::TrainPm(j) => {
-            let mut run = run_flags(&j.device)?;
-            run.learning_rate = j.training.learning_rate;
-            run.save_every = Some(j.training.save_every);
+            let run = training_run(&j.device, &j.training)?;
             Command::TrainPm(Box::new(TrainPmArgs {
                 model: j.model.clone(),
                 data: vec![DataSource {
