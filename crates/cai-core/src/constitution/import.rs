@@ -119,7 +119,8 @@ fn anthropic_critiques(object: &Map<String, Value>, path: &Path) -> Result<Const
 }
 
 /// Anthropic's multiple-choice principles: strings ending in `Options:`, which is dropped.
-/// Ids are `mc-0`, `mc-1`, … in file order.
+/// Ids are `mc-0`, `mc-1`, … in file order. A list of critique transcripts (the few-shot
+/// file given as a constitution) is an error that says so.
 fn anthropic_choices(items: &[Value], path: &Path) -> Result<Constitution, Error> {
     if items.is_empty() {
         return Err(Error::file(
@@ -139,6 +140,14 @@ fn anthropic_choices(items: &[Value], path: &Path) -> Result<Constitution, Error
                     "expected a string (a multiple-choice principle)",
                 )
             })?;
+            if text.contains("\n\nCritiqueRequest:") {
+                return Err(Error::field(
+                    path,
+                    format!("[{i}]"),
+                    "is a critique/revision transcript (Anthropic's few-shot file), not a \
+                     multiple-choice principle; pass the file to --few-shot",
+                ));
+            }
             let text = text.trim();
             let question = text.strip_suffix("Options:").unwrap_or(text).trim_end();
             Ok(ChoicePrinciple {
@@ -310,6 +319,10 @@ mod tests {
                 "constitutions[0].revision: missing",
             ),
             (json!(7), "expected a JSON object"),
+            (
+                json!(["\n\nHuman: Q\n\nAssistant: A\n\nCritiqueRequest: r\n\nCritique: c"]),
+                "c.json: [0]: is a critique/revision transcript (Anthropic's few-shot file)",
+            ),
         ];
         for (value, expected) in cases {
             let err = import(value.clone()).unwrap_err().to_string();
