@@ -266,6 +266,9 @@ impl Hub {
             have = 0;
         }
         let kept = |have: u64| {
+            if have == 0 {
+                return String::new();
+            }
             let of = size.map_or_else(String::new, |s| format!(" of {s}"));
             format!(
                 "; {have}{of} bytes are kept in {}: run the same command again to resume",

@@ -261,3 +261,24 @@ fn datasets_use_their_own_routes_and_folders() {
         .iter()
         .any(|r| r == "GET /api/datasets/org/d/revision/main"));
 }
+
+#[test]
+fn a_cut_before_any_byte_claims_nothing_kept() {
+    let hub = FakeHub::start();
+    hub.add_model(
+        "org/m",
+        FakeRepo::new("abc", &[("model.safetensors", &big(3000))]),
+    );
+    hub.cut_next_download("model.safetensors", 0);
+    let tmp = tempfile::tempdir().unwrap();
+    let client = Hub::new(config(hub.url(), tmp.path()));
+    let repo = Repo::parse("org/m", RepoKind::Model).unwrap();
+    let text = client
+        .download(&repo, "abc", "model.safetensors")
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains("the network failed"), "{text}");
+    assert!(!text.contains("kept"), "{text}");
+    assert!(!tmp.path().join("models--org--m/snapshots").exists());
+    client.download(&repo, "abc", "model.safetensors").unwrap();
+}
