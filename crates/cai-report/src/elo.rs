@@ -6,22 +6,10 @@
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
+use crate::TABLEAU_10;
+
 /// Pixels of the figure.
 const SIZE: (u32, u32) = (760, 600);
-
-/// Colours of the snapshots and series, in order (Tableau 10).
-const COLOURS: [RGBColor; 10] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-    RGBColor(227, 119, 194),
-    RGBColor(127, 127, 127),
-    RGBColor(188, 189, 34),
-    RGBColor(23, 190, 207),
-];
 
 /// A rating on one axis with its bootstrap interval, if any.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -172,7 +160,7 @@ fn draw(
     let mut colour_of = vec![None; points.len()];
     let mut next = 0;
     for (stem, members) in &series {
-        let colour = COLOURS[next % COLOURS.len()];
+        let colour = TABLEAU_10[next % TABLEAU_10.len()];
         next += 1;
         for &i in members {
             colour_of[i] = Some(colour);
@@ -191,7 +179,7 @@ fn draw(
         let in_series = colour_of[i].is_some();
         let colour = *colour_of[i].get_or_insert_with(|| {
             next += 1;
-            COLOURS[(next - 1) % COLOURS.len()]
+            TABLEAU_10[(next - 1) % TABLEAU_10.len()]
         });
         let (x, y) = (point.helpfulness.elo, point.harmlessness.elo);
         let bar = colour.mix(0.6).stroke_width(1);

@@ -4,19 +4,14 @@
 
 use plotters::prelude::*;
 
+use crate::TABLEAU_10;
+
 /// Width and height of a figure in pixels.
 const WIDTH: u32 = 520;
 const HEIGHT: u32 = 340;
 
-/// The colours of successive series.
-const PALETTE: [RGBColor; 6] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-];
+/// Series take the first six colours of Tableau 10 in turn.
+const SERIES_COLOURS: usize = 6;
 
 /// A named series of (x, y) points.
 pub struct Series {
@@ -128,7 +123,7 @@ fn draw_lines(
         .bold_line_style(RGBColor(230, 230, 230))
         .draw()?;
     for (i, s) in series.iter().enumerate() {
-        let colour = PALETTE[i % PALETTE.len()];
+        let colour = TABLEAU_10[i % SERIES_COLOURS];
         let style = colour.stroke_width(2);
         if s.points.len() == 1 {
             chart
@@ -257,7 +252,7 @@ fn draw_against_size(
         ))?;
     }
     for (i, s) in series.iter().enumerate() {
-        let colour = PALETTE[i % PALETTE.len()];
+        let colour = TABLEAU_10[i % SERIES_COLOURS];
         if s.points.len() > 1 {
             chart.draw_series(LineSeries::new(
                 s.points.iter().map(|&(x, y)| (log(x), y)),
@@ -275,7 +270,7 @@ fn draw_against_size(
         .enumerate()
         .filter(|(_, s)| !s.points.is_empty());
     for (row, (i, s)) in drawn.enumerate() {
-        let colour = PALETTE[i % PALETTE.len()];
+        let colour = TABLEAU_10[i % SERIES_COLOURS];
         let y = 48 + 22 * row as i32;
         legend.draw(&PathElement::new([(4, y), (28, y)], colour.stroke_width(2)))?;
         marker(&legend, i, (16, y), colour)?;
@@ -349,7 +344,7 @@ fn draw_scatter(
         ))?;
     }
     for (i, p) in points.iter().enumerate() {
-        let colour = PALETTE[i % PALETTE.len()];
+        let colour = TABLEAU_10[i % SERIES_COLOURS];
         chart.draw_series(std::iter::once(Circle::new((p.x, p.y), 5, colour.filled())))?;
         // Labels alternate above and below so that close points stay readable.
         let dy = if i % 2 == 0 { -16 } else { 8 };
