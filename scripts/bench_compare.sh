@@ -6,8 +6,8 @@
 # RUNS: timed runs per workload (default 3); SHAPES: space-separated (default
 # "bench-6m smollm2-135m"); WORKLOADS: space-separated (default "generate_b1 generate_b8
 # generate_b32 score train"). Needs target/release/cai (cargo build --release -p cai-cli) and a
-# Python with torch + transformers ($PYTHON, default /work/venv/bin/python). CAI_DTYPE=bf16
-# adds cai's bf16 column. Prints one table row per shape and workload with the load average.
+# Python with torch + transformers ($PYTHON, default /work/venv/bin/python). Prints one
+# table row per shape and workload with the load average (/proc/loadavg) after it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}
