@@ -171,7 +171,11 @@ fn a_classifier_template_runs_on_a_local_model() {
     work.tiny_model_with("llama", "model", "corpus.txt", 2048);
     prompt_sets(&work);
     let out = work.cai_ok(&safety_args(
-        &["classifier:wildguard@model", "refusal"],
+        &[
+            "classifier:wildguard@model",
+            "refusal",
+            "classifier:llama-guard-3@model",
+        ],
         &["--json"],
     ));
     let report: Value = serde_json::from_str(stdout(&out).trim()).unwrap();
@@ -190,8 +194,18 @@ fn a_classifier_template_runs_on_a_local_model() {
             );
         }
     }
-    assert_eq!(report["results"].as_array().unwrap().len(), 2);
+    assert_eq!(report["results"].as_array().unwrap().len(), 3);
     assert!(stderr(&out).contains("verdicts/s"), "{}", stderr(&out));
+    // Llama Guard reads harm only: an ASR, no over-refusal, and a note saying so.
+    let guard = &report["results"][2];
+    assert_eq!(guard["judge"], "classifier:llama-guard-3@model");
+    assert_eq!(guard["asr"]["n"], 3);
+    assert!(guard["over_refusal"].is_null());
+    assert!(
+        stderr(&out).contains("gives no p(refusal)"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

@@ -406,23 +406,29 @@ fn judge(
     if missing == 0 {
         return Ok(name);
     }
+    // A red-team set needs p(harmful); a benign set is judged by whatever the judge gives
+    // (a harm-only classifier gives no over-refusal figure, and says so).
+    let red_team = sets.iter().any(|s| s.kind == SetKind::RedTeam);
     ensure(
-        sets.iter().all(|s| match s.kind {
-            SetKind::RedTeam => loaded.gives_harm(),
-            SetKind::Benign => loaded.gives_refusal(),
-        }),
+        loaded.gives_harm() || (!red_team && loaded.gives_refusal()),
         || {
             format!(
-                "--judge {given}: it gives {}; the red-team set needs p(harmful), the benign \
-                 set p(refusal)",
-                match (loaded.gives_harm(), loaded.gives_refusal()) {
-                    (true, false) => "p(harmful) only",
-                    (false, true) => "p(refusal) only",
-                    _ => "neither",
+                "--judge {given}: it gives {}; a red-team set needs p(harmful), a benign set \
+                 p(refusal) for its over-refusal rate",
+                if loaded.gives_refusal() {
+                    "p(refusal) only"
+                } else {
+                    "neither p(harmful) nor p(refusal)"
                 }
             )
         },
     )?;
+    if sets.iter().any(|s| s.kind == SetKind::Benign) && !loaded.gives_refusal() {
+        eprintln!(
+            "note: --judge {given} gives no p(refusal), so no over-refusal rate under it (its \
+             p(harmful) on the benign answers is still recorded)"
+        );
+    }
     let cache = if spec.is_costly() && !args.no_judge_cache {
         let path = args
             .judge_cache
