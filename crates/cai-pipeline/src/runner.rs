@@ -68,6 +68,26 @@ pub enum RunError {
         /// The stage that would write it.
         stage: String,
     },
+    /// A stage ran but an output it promises is not there.
+    #[error("{path} ({role}) was not written")]
+    NotWritten {
+        /// The output.
+        path: PathBuf,
+        /// What it is to the stage.
+        role: String,
+    },
+    /// An earlier cai marked a stage finished with an output incomplete.
+    #[error(
+        "the {stage} stage was marked finished by an earlier cai with this output incomplete; \
+         run with --from {stage} to redo it"
+    )]
+    FinishedIncomplete {
+        /// The stage.
+        stage: String,
+        /// What is wrong with the output.
+        #[source]
+        source: Box<RunError>,
+    },
     /// An output of a stage is incomplete or damaged (records missing, repeated or torn).
     #[error("{path}: {message}")]
     BadOutput {

@@ -15,6 +15,7 @@ pub mod distill;
 pub mod eval;
 pub mod label;
 pub mod merge;
+pub mod outputs;
 pub mod rl;
 pub mod sft;
 pub mod train_pm;

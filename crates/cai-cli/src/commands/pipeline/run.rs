@@ -7,12 +7,14 @@ use std::process::ExitCode;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
-use cai_pipeline::manifest::{Input, Manifest, Output, Status, CONFIG_FILE, METRICS_FILE};
+use cai_pipeline::manifest::{Input, Manifest, Status, CONFIG_FILE, METRICS_FILE};
 use cai_pipeline::recipe::{LoadedRecipe, Stage};
 use cai_pipeline::rundir::{clear_stage, first_foreign, Claimed, RunDir, RunKind};
 use cai_pipeline::runner::{
-    check_jsonl_output, check_model_output, count_records, decide, hash_path, join_prompt_files,
-    jsonl_ids, killed_attempt_seconds, size_on_disk, write_atomic, Decision, Hasher,
+    decide, hash_path, join_prompt_files, killed_attempt_seconds, write_atomic, Decision, Hasher,
+};
+use cai_pipeline::stages::outputs::{
+    check_outputs, count_jsonl, fingerprint, outputs_intact, Intact,
 };
 use cai_pipeline::stages::{self, command_line, InputSpec, RunContext, StagePlan, Step};
 use clap::Parser;
@@ -227,10 +229,6 @@ impl Hashes {
     }
 }
 
-fn count_jsonl(path: &Path) -> Option<usize> {
-    is_jsonl(path).then(|| count_records(path)).flatten()
-}
-
 /// The stage whose folder holds `path`, if any.
 fn producing_stage(ctx: &Ctx, path: &Path) -> Option<Stage> {
     cai_pipeline::recipe::STAGES
@@ -365,7 +363,7 @@ fn run_stage(
             let outputs = match check_outputs(plan) {
                 Ok(outputs) => outputs,
                 Err(e) => {
-                    let e = e.context(format!(
+                    let e = anyhow::Error::new(e).context(format!(
                         "the {stage} stage's outputs are incomplete, so it is not marked \
                          finished; run with --from {stage} to redo it"
                     ));
@@ -396,117 +394,6 @@ fn run_stage(
             Err(e.context(format!("the {stage} stage failed")))
         }
     }
-}
-
-/// Check a stage's outputs before it is marked finished — each exists, every JSONL output is
-/// whole (no torn line, no id twice) and holds one record per input id where the plan says
-/// so — and describe them, with their hashes.
-fn check_outputs(plan: &StagePlan) -> anyhow::Result<Vec<Output>> {
-    for (role, path) in &plan.outputs {
-        anyhow::ensure!(path.exists(), "{} ({role}) was not written", path.display());
-        check_output_records(plan, path)?;
-        if MODEL_ROLES.contains(&role.as_str()) {
-            check_model_output(path)?;
-        }
-    }
-    plan.outputs
-        .iter()
-        .map(|(role, path)| {
-            Ok(Output {
-                role: role.clone(),
-                path: path.clone(),
-                records: count_jsonl(path),
-                bytes: size_on_disk(path),
-                hash: Some(hash_path(path)?),
-            })
-        })
-        .collect()
-}
-
-/// The roles of outputs that are model folders (config and weights).
-const MODEL_ROLES: [&str; 2] = ["model", "preference model"];
-
-/// A JSONL output is whole (no torn line, no id twice) and, where the plan says so, holds
-/// one record per input id.
-fn check_output_records(plan: &StagePlan, path: &Path) -> anyhow::Result<()> {
-    if !is_jsonl(path) {
-        return Ok(());
-    }
-    let sources = plan
-        .expect_ids
-        .iter()
-        .find(|(out, _)| out == path)
-        .map(|(_, sources)| sources);
-    let expected = match sources {
-        Some(sources) => {
-            let mut ids = Vec::new();
-            for source in sources {
-                ids.extend(jsonl_ids(source)?);
-            }
-            Some(ids)
-        }
-        None => None,
-    };
-    check_jsonl_output(path, expected.as_deref())?;
-    Ok(())
-}
-
-/// Whether a finished stage's outputs are still what it wrote.
-enum Intact {
-    Yes,
-    /// An output is gone.
-    Missing(PathBuf),
-    /// An output's contents differ from what the manifest recorded.
-    Changed(PathBuf),
-}
-
-/// Compare the plan's outputs with those the manifest recorded: each must exist, with the
-/// recorded hash (manifests of older versions recorded none: the record count, for JSONL).
-fn outputs_intact(plan: &StagePlan, manifest: &Manifest) -> anyhow::Result<Intact> {
-    for (role, path) in &plan.outputs {
-        if !path.exists() {
-            return Ok(Intact::Missing(path.clone()));
-        }
-        let Some(recorded) = manifest.outputs.iter().find(|o| &o.role == role) else {
-            continue;
-        };
-        let changed = match &recorded.hash {
-            Some(hash) => &hash_path(path)? != hash,
-            None => {
-                // A manifest of an older version, which marked stages finished unchecked
-                // (two runs at once could leave ids twice and a torn line).
-                check_output_records(plan, path).with_context(|| {
-                    format!(
-                        "the {} stage was marked finished by an earlier cai with this output \
-                         incomplete; run with --from {} to redo it",
-                        plan.stage, plan.stage
-                    )
-                })?;
-                recorded.records.is_some() && recorded.records != count_jsonl(path)
-            }
-        };
-        if changed {
-            return Ok(Intact::Changed(path.clone()));
-        }
-    }
-    Ok(Intact::Yes)
-}
-
-fn is_jsonl(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e == "jsonl") && path.is_file()
-}
-
-/// The stage's fingerprint: its name, resolved config, commands and inputs' hashes.
-fn fingerprint(plan: &StagePlan, inputs: &[Input]) -> String {
-    let mut h = Hasher::default();
-    h.field(plan.stage.name()).field(&plan.config.to_string());
-    for job in plan.jobs() {
-        h.field(&job.words().join("\u{1f}"));
-    }
-    for input in inputs {
-        h.field(&input.role).field(&input.hash);
-    }
-    h.hex()
 }
 
 fn run_steps(ctx: &Ctx, plan: &StagePlan) -> anyhow::Result<StageEnd> {
