@@ -2,7 +2,7 @@
 one machine. Not a dependency of cai: run it from a virtualenv with torch and transformers.
 
     python scripts/bench_pytorch.py WORKLOAD [RUNS] [--shape bench-6m|smollm2-135m] [--model DIR]
-        [--dtype f32|bf16]
+        [--dtype f32|bf16] [--device cpu|cuda]
 
 WORKLOAD is generate_b1, generate_b8, generate_b32, score or train: the same shapes as
 `cai bench` (generate: prompt 32 random tokens, 64 new greedy tokens; score: 32 x 256 tokens;
@@ -32,6 +32,7 @@ ap.add_argument("--shape", default="bench-6m", choices=sorted(SHAPES))
 ap.add_argument("--model", default=None)
 ap.add_argument("--dtype", default="f32", choices=["f32", "bf16"])
 ap.add_argument("--score-rows", type=int, default=32)
+ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (scripts/gpu-check.sh)")
 args = ap.parse_args()
 work, runs = args.workload, args.runs
 torch.set_num_threads(2)
@@ -42,21 +43,29 @@ if args.model:
 else:
     cfg = LlamaConfig(**SHAPES[args.shape], bos_token_id=0, eos_token_id=1, pad_token_id=0)
     model = LlamaForCausalLM(cfg).to(dtype)
+device = torch.device(args.device)
+model = model.to(device)
 vocab = model.config.vocab_size
 nparams = sum(p.numel() for p in model.parameters())
 
 
+def sync():
+    # CUDA runs asynchronously: a timer must wait for the queued kernels.
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def timeit(fn):
-    fn()  # warm-up
+    fn(); sync()  # warm-up
     best = float("inf")
     for _ in range(runs):
-        t = time.perf_counter(); fn(); best = min(best, time.perf_counter() - t)
+        t = time.perf_counter(); fn(); sync(); best = min(best, time.perf_counter() - t)
     return best
 
 
 if work.startswith("generate_b"):
     b = int(work[len("generate_b"):]); model.eval()
-    ids = torch.randint(2, vocab, (b, 32))
+    ids = torch.randint(2, vocab, (b, 32), device=device)
     def fn():
         with torch.inference_mode():
             out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=64,
@@ -65,7 +74,7 @@ if work.startswith("generate_b"):
     t = timeit(fn); toks = b * 64
 elif work == "score":
     # In passes of --score-rows rows (default 32: one pass; cai's engine runs 16 x 256 per pass).
-    model.eval(); ids = torch.randint(2, vocab, (32, 256))
+    model.eval(); ids = torch.randint(2, vocab, (32, 256), device=device)
     def fn():
         with torch.inference_mode():
             for part in ids.split(args.score_rows):
@@ -74,7 +83,7 @@ elif work == "score":
     t = timeit(fn); toks = 32 * 256
 elif work == "train":
     model.train(); opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    ids = torch.randint(2, vocab, (8, 256))
+    ids = torch.randint(2, vocab, (8, 256), device=device)
     def fn():
         out = model(ids, labels=ids); out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -83,6 +92,6 @@ elif work == "train":
 else:
     raise SystemExit(f"unknown workload {work!r}")
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"workload": work, "shape": args.model or args.shape, "dtype": args.dtype,
+print(json.dumps({"workload": work, "shape": args.model or args.shape, "dtype": args.dtype, "device": args.device,
                   "tokens_per_s": round(toks / t, 1), "best_s": round(t, 4),
                   "peak_rss_mib": round(rss, 1), "params": nparams, "load": os.getloadavg()[0]}))
