@@ -20,8 +20,8 @@ pub mod scorer;
 pub mod usage;
 
 pub use error::Error;
-pub use scorer::Scorer;
 pub use lm::{
     FinishReason, GenerateRequest, Generation, LanguageModel, Sampling, Score, ScoreRequest,
     TokenLogprob,
 };
+pub use scorer::Scorer;

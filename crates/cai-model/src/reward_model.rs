@@ -297,8 +297,7 @@ impl RewardScorer {
                 let text = self
                     .tokenizer
                     .render_dialogue(dialogue, false, self.format)?;
-                self.tokenizer
-                    .encode(&text, self.tokenizer.add_bos_token())
+                self.tokenizer.encode(&text, self.tokenizer.add_bos_token())
             })
             .collect::<Result<Vec<Vec<u32>>>>()?;
         let rewards = self.model.score_sequences(&sequences, self.limits)?;
