@@ -667,7 +667,11 @@ pub(crate) mod tests {
             err.contains("red|p7") && err.contains("no usable verdict after 3 tries"),
             "{err}"
         );
-        assert_eq!(err.matches("judge llm:http").count(), 1, "named once: {err}");
+        assert_eq!(
+            err.matches("judge llm:http").count(),
+            1,
+            "named once: {err}"
+        );
         // A client error is not retried.
         let (url, count) = fake_endpoint(Arc::new(|_, _, _: &Value| (400, "{}".into(), NOW)));
         let judge = LlmJudge::open(options(&url)).unwrap();
