@@ -9,6 +9,7 @@ pub mod figures;
 pub mod oracle_curve;
 pub mod reliability;
 pub mod rl;
+pub mod safety;
 pub mod scaling;
 
 use plotters::style::RGBColor;

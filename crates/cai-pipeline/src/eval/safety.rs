@@ -8,9 +8,7 @@
 //! - [`stats`]: bootstrap intervals of a rate, Cohen's κ;
 //! - [`run`]: the whole evaluation in one resumable directory (samples, per-item verdicts);
 //! - [`summary`]: the figures, the table and the JSON;
-//! - [`plot`]: ASR against over-refusal, one point per snapshot.
 
-pub mod plot;
 pub mod run;
 pub mod sets;
 pub mod stats;

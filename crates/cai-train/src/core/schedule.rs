@@ -17,6 +17,22 @@ pub enum ScheduleKind {
     Linear,
 }
 
+impl std::str::FromStr for ScheduleKind {
+    type Err = String;
+
+    /// `constant`, `cosine` or `linear`, as a `--schedule` flag or a config's `schedule`.
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        match s {
+            "constant" => Ok(Self::Constant),
+            "cosine" => Ok(Self::Cosine),
+            "linear" => Ok(Self::Linear),
+            _ => Err(format!(
+                "'{s}' is not a schedule; expected constant, cosine or linear"
+            )),
+        }
+    }
+}
+
 /// A learning-rate schedule: the factor applied to the base learning rate at each step.
 ///
 /// `step` counts optimiser updates already taken, as transformers' schedulers do: with

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use cai_report::safety::{RateInterval, SafetyPoint};
 use serde::{Deserialize, Serialize};
 
 use super::run::VerdictRecord;
@@ -209,6 +210,27 @@ pub fn show_rate(rate: Option<&Rate>) -> String {
 }
 
 impl SafetySummary {
+    /// The points of the ASR-against-over-refusal figure (`cai_report::safety`): each
+    /// snapshot a judge gave both rates for (the others are in the table only).
+    pub fn plot_points(&self) -> Vec<SafetyPoint> {
+        let interval = |r: &Rate| RateInterval {
+            rate: r.rate,
+            low: r.low,
+            high: r.high,
+        };
+        self.results
+            .iter()
+            .filter_map(|r| {
+                Some(SafetyPoint {
+                    snapshot: r.snapshot.clone(),
+                    judge: r.judge.clone(),
+                    over_refusal: interval(r.over_refusal.as_ref()?),
+                    asr: interval(r.asr.as_ref()?),
+                })
+            })
+            .collect()
+    }
+
     /// The report as Markdown: the main table, κ, ASR per category, notes.
     pub fn markdown(&self) -> String {
         let mut md = String::from(

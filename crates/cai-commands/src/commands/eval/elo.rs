@@ -25,6 +25,14 @@ use crate::model_args::{self, DeviceName, Dtype, ModelArgs};
 use crate::progress;
 use crate::usage::{ensure, UsageError};
 
+const DEFAULT_BOOTSTRAP: usize = 1000;
+const DEFAULT_PRIOR: f64 = 0.01;
+const DEFAULT_MAX_NEW_TOKENS: usize = 128;
+const DEFAULT_TEMPERATURE: f32 = 1.0;
+const DEFAULT_FORMAT: &str = "auto";
+const DEFAULT_CONSTITUTION: &str = "default";
+const DEFAULT_BATCH_SIZE: usize = 16;
+
 /// Raw `cai eval elo` arguments.
 #[derive(Debug, Args)]
 pub struct EloArgs {
@@ -55,23 +63,23 @@ pub struct EloArgs {
     #[arg(long, value_name = "N")]
     pub samples: Option<usize>,
     /// Bootstrap resamples of the prompts for the 95 % intervals (0: none)
-    #[arg(long, default_value_t = 1000, value_name = "N")]
+    #[arg(long, default_value_t = DEFAULT_BOOTSTRAP, value_name = "N")]
     pub bootstrap: usize,
     /// The snapshot at 0 Elo [default: the first]
     #[arg(long, value_name = "NAME")]
     pub reference: Option<String>,
     /// Strength λ of the Gaussian prior on each logit strength (keeps a snapshot that wins
     /// every comparison finite)
-    #[arg(long, default_value_t = 0.01, value_name = "L")]
+    #[arg(long, default_value_t = DEFAULT_PRIOR, value_name = "L")]
     pub prior: f64,
     /// Run seed: samples, the order each pair is shown in, and the bootstrap
     #[arg(long, default_value_t = 0, value_name = "S")]
     pub seed: u64,
     /// Most new tokens per answer (CAI paper: 128)
-    #[arg(long, default_value_t = 128, value_name = "N")]
+    #[arg(long, default_value_t = DEFAULT_MAX_NEW_TOKENS, value_name = "N")]
     pub max_new_tokens: usize,
     /// Temperature of the answers; 0 is greedy (CAI paper: 1)
-    #[arg(long, default_value_t = 1.0, value_name = "T")]
+    #[arg(long, default_value_t = DEFAULT_TEMPERATURE, value_name = "T")]
     pub temperature: f32,
     /// Nucleus sampling of the answers, in (0, 1]
     #[arg(long, value_name = "P")]
@@ -80,11 +88,11 @@ pub struct EloArgs {
     #[arg(long, value_name = "K")]
     pub top_k: Option<usize>,
     /// How prompts (and a PM's dialogues) are rendered: transcript, chat-template, or auto
-    #[arg(long, default_value = "auto", value_parser = model_args::parse_format)]
+    #[arg(long, default_value = DEFAULT_FORMAT, value_parser = model_args::parse_format)]
     pub format: DialogueFormat,
     /// Constitution whose multiple-choice principles a feedback judge asks under: a built-in
     /// name, a .toml file, Anthropic's JSON list, or a directory
-    #[arg(long, default_value = "default", value_name = "C")]
+    #[arg(long, default_value = DEFAULT_CONSTITUTION, value_name = "C")]
     pub constitution: String,
     /// A PM judge calls an answer harmful when its reward is below this (for harm rates)
     #[arg(
@@ -101,7 +109,7 @@ pub struct EloArgs {
     #[arg(long, value_enum)]
     pub dtype: Option<Dtype>,
     /// Prompts per generation call and pairs per judge call
-    #[arg(long, default_value_t = 16, value_name = "N")]
+    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE, value_name = "N")]
     pub batch_size: usize,
     /// Start afresh instead of resuming what --output holds
     #[arg(long)]
@@ -109,6 +117,38 @@ pub struct EloArgs {
     /// Print elo.json's report as one JSON object on stdout
     #[arg(long)]
     pub json: bool,
+}
+
+impl EloArgs {
+    /// The arguments `cai eval elo --snapshot … --judge JUDGE --output DIR` gives (every
+    /// other setting at its default).
+    pub fn new(snapshots: Vec<String>, judge: JudgeSpec, output: PathBuf) -> Self {
+        Self {
+            snapshots,
+            contexts: Vec::new(),
+            red_team: None,
+            benign: None,
+            judge,
+            output,
+            samples: None,
+            bootstrap: DEFAULT_BOOTSTRAP,
+            reference: None,
+            prior: DEFAULT_PRIOR,
+            seed: 0,
+            max_new_tokens: DEFAULT_MAX_NEW_TOKENS,
+            temperature: DEFAULT_TEMPERATURE,
+            top_p: None,
+            top_k: None,
+            format: model_args::parse_format(DEFAULT_FORMAT).expect("the default parses"),
+            constitution: DEFAULT_CONSTITUTION.to_owned(),
+            pm_threshold: 0.0,
+            device: DeviceName::default(),
+            dtype: None,
+            batch_size: DEFAULT_BATCH_SIZE,
+            overwrite: false,
+            json: false,
+        }
+    }
 }
 
 /// One snapshot as given.

@@ -21,7 +21,7 @@ use crate::human;
 use crate::interrupt::{resume_command, stop_on_ctrl_c, INTERRUPTED};
 use crate::model_args::{self, DeviceName};
 use crate::progress;
-use crate::train_flags::{self, set, RunFlags};
+use crate::train_flags::{self, read_config, set, RunFlags};
 use crate::train_output::{explain, Earlier, Plan, TrainOutput, CHECKPOINTS_DIR, METRICS_FILE};
 use crate::train_progress::ShownMetrics;
 use crate::usage::UsageError;
@@ -147,15 +147,7 @@ impl DistillCommandConfig {
     /// Check the arguments, read `--config`, and resolve every setting.
     fn from_args(args: DistillArgs) -> anyhow::Result<(Self, Earlier, Vec<String>)> {
         let model_dir = crate::lab_models::resolve_model_dir(&args.model)?;
-        let mut d = match &args.run.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading the config file {}", path.display()))?;
-                toml::from_str::<DistillConfig>(&text)
-                    .map_err(|e| UsageError(format!("{}: {e}", path.display())))?
-            }
-            None => DistillConfig::default(),
-        };
+        let mut d: DistillConfig = read_config(args.run.config.as_deref())?;
         set(&mut d.epochs, args.epochs);
         set(&mut d.eval_every, args.eval_every);
         set(&mut d.save_every, args.run.save_every);

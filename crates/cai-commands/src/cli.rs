@@ -9,7 +9,12 @@ use crate::commands::{
 
 /// cai: Constitutional AI over Hugging Face causal language models, on candle.
 #[derive(Debug, Parser)]
-#[command(name = "cai", version, about, propagate_version = true)]
+#[command(
+    name = "cai",
+    version,
+    about = "The cai command: Constitutional AI from the command line",
+    propagate_version = true
+)]
 pub struct Cli {
     /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]

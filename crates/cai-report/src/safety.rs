@@ -5,35 +5,50 @@
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::summary::SafetySummary;
+use crate::TABLEAU_10;
 
 /// Pixels of the figure.
 const SIZE: (u32, u32) = (760, 600);
 
-/// Colours of the judges, in order (Tableau 10).
-const COLOURS: [RGBColor; 6] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-];
+/// A rate in [0, 1] with its 95 % interval.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateInterval {
+    /// The rate.
+    pub rate: f64,
+    /// Lower end of the interval.
+    pub low: f64,
+    /// Upper end of the interval.
+    pub high: f64,
+}
 
-/// The figure as SVG text; snapshots a judge gives no ASR or no over-refusal for are left
-/// out (their figures are in the table).
-pub fn safety_svg(summary: &SafetySummary, title: &str) -> Result<String, String> {
+/// One snapshot under one judge.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SafetyPoint {
+    /// The snapshot's name (its label).
+    pub snapshot: String,
+    /// The judge (its colour and legend entry).
+    pub judge: String,
+    /// Over-refusal rate on safe prompts (x).
+    pub over_refusal: RateInterval,
+    /// Attack success rate on red-team prompts (y).
+    pub asr: RateInterval,
+}
+
+/// The figure as SVG text: `judges` in legend and colour order, `points` the snapshots each
+/// judge gave both rates for.
+pub fn safety_svg(judges: &[String], points: &[SafetyPoint], title: &str) -> Result<String, String> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-        draw(&root, summary, title).map_err(|e| format!("drawing the safety plot: {e}"))?;
+        draw(&root, judges, points, title).map_err(|e| format!("drawing the safety plot: {e}"))?;
     }
     Ok(svg)
 }
 
 fn draw(
     root: &DrawingArea<SVGBackend<'_>, Shift>,
-    summary: &SafetySummary,
+    judges: &[String],
+    points: &[SafetyPoint],
     title: &str,
 ) -> Result<(), Box<dyn std::error::Error>> {
     root.fill(&WHITE)?;
@@ -56,19 +71,15 @@ fn draw(
         .light_line_style(TRANSPARENT)
         .bold_line_style(RGBColor(225, 225, 225))
         .draw()?;
-    for (j, judge) in summary.judges.iter().enumerate() {
-        let colour = COLOURS[j % COLOURS.len()];
-        let points: Vec<_> = summary
-            .results
-            .iter()
-            .filter(|r| &r.judge == judge)
-            .filter_map(|r| Some((r.snapshot.clone(), r.over_refusal?, r.asr?)))
-            .collect();
-        if points.is_empty() {
+    for (j, judge) in judges.iter().enumerate() {
+        let colour = TABLEAU_10[j % TABLEAU_10.len()];
+        let mine: Vec<&SafetyPoint> = points.iter().filter(|p| &p.judge == judge).collect();
+        if mine.is_empty() {
             continue;
         }
         let bar = colour.mix(0.6).stroke_width(1);
-        for (name, x, y) in &points {
+        for point in mine {
+            let (name, x, y) = (&point.snapshot, point.over_refusal, point.asr);
             let (px, py) = (100.0 * x.rate, 100.0 * y.rate);
             chart.draw_series([
                 PathElement::new(vec![(100.0 * x.low, py), (100.0 * x.high, py)], bar),
@@ -99,37 +110,22 @@ fn draw(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eval::safety::stats::Rate;
-    use crate::eval::safety::summary::SnapshotSafety;
 
     #[test]
     fn one_labelled_point_per_snapshot() {
-        let rate = |r: f64| Rate {
-            n: 10,
-            count: (10.0 * r) as usize,
+        let rate = |r: f64| RateInterval {
             rate: r,
             low: r - 0.1,
             high: r + 0.1,
         };
-        let result = |snapshot: &str, asr, over| SnapshotSafety {
+        let point = |snapshot: &str, asr, over| SafetyPoint {
             snapshot: snapshot.into(),
             judge: "refusal".into(),
-            asr: Some(rate(asr)),
-            asr_by_category: Default::default(),
-            mean_p_harmful: None,
-            over_refusal: Some(rate(over)),
-            over_refusal_by_category: Default::default(),
-            contrast_refusal: None,
+            asr: rate(asr),
+            over_refusal: rate(over),
         };
-        let summary = SafetySummary {
-            judges: vec!["refusal".into()],
-            snapshots: vec!["base".into(), "rl-cai".into()],
-            bootstrap: 10,
-            results: vec![result("base", 0.8, 0.1), result("rl-cai", 0.2, 0.3)],
-            agreement: vec![],
-            notes: vec![],
-        };
-        let svg = safety_svg(&summary, "Safety").unwrap();
+        let points = [point("base", 0.8, 0.1), point("rl-cai", 0.2, 0.3)];
+        let svg = safety_svg(&["refusal".into()], &points, "Safety").unwrap();
         assert!(svg.starts_with("<svg"));
         assert_eq!(
             svg.matches("<circle").count(),

@@ -75,7 +75,7 @@ pub struct SftArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_steps: Option<u64>,
     /// Learning-rate shape after warm-up: constant, cosine or linear (decay to 0)
-    #[arg(long, value_parser = parse_schedule)]
+    #[arg(long, value_parser = <ScheduleKind as std::str::FromStr>::from_str)]
     pub schedule: Option<ScheduleKind>,
     /// Steps of linear warm-up from 0
     #[arg(long, value_name = "N")]
@@ -121,17 +121,6 @@ fn parse_keep_last(s: &str) -> Result<KeepLast, String> {
             Ok(n) if n >= 1 => Ok(KeepLast(Some(n))),
             _ => Err(format!("'{s}': expected a number ≥ 1, or \"all\"")),
         },
-    }
-}
-
-fn parse_schedule(s: &str) -> Result<ScheduleKind, String> {
-    match s {
-        "constant" => Ok(ScheduleKind::Constant),
-        "cosine" => Ok(ScheduleKind::Cosine),
-        "linear" => Ok(ScheduleKind::Linear),
-        _ => Err(format!(
-            "'{s}' is not a schedule; expected constant, cosine or linear"
-        )),
     }
 }
 
@@ -485,8 +474,8 @@ mod tests {
 
     #[test]
     fn schedules_parse_by_name() {
-        assert_eq!(parse_schedule("cosine").unwrap(), ScheduleKind::Cosine);
-        assert!(parse_schedule("step").is_err());
+        assert_eq!("cosine".parse::<ScheduleKind>().unwrap(), ScheduleKind::Cosine);
+        assert!("step".parse::<ScheduleKind>().is_err());
     }
 
     #[test]

@@ -16,7 +16,7 @@ use clap::Args;
 use crate::human;
 use crate::interrupt::{resume_command, stop_on_ctrl_c, INTERRUPTED};
 use crate::progress;
-use crate::train_flags::{self, set, RunFlags};
+use crate::train_flags::{self, read_config, set, RunFlags};
 use crate::train_output::{explain, Earlier, Plan, TrainOutput};
 use crate::train_progress::ShownMetrics;
 use crate::usage::UsageError;
@@ -49,7 +49,7 @@ pub struct TrainPmArgs {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     pub max_steps: Option<u64>,
     /// Learning-rate shape after warm-up: constant, cosine or linear (decay to 0)
-    #[arg(long, value_parser = parse_schedule)]
+    #[arg(long, value_parser = <ScheduleKind as std::str::FromStr>::from_str)]
     pub schedule: Option<ScheduleKind>,
     /// Steps of linear warm-up from 0
     #[arg(long, value_name = "N")]
@@ -96,17 +96,6 @@ fn parse_source(s: &str) -> Result<DataSource, String> {
     })
 }
 
-fn parse_schedule(s: &str) -> Result<ScheduleKind, String> {
-    match s {
-        "constant" => Ok(ScheduleKind::Constant),
-        "cosine" => Ok(ScheduleKind::Cosine),
-        "linear" => Ok(ScheduleKind::Linear),
-        _ => Err(format!(
-            "'{s}' is not a schedule; expected constant, cosine or linear"
-        )),
-    }
-}
-
 /// The text after `--help`: every setting's default, as `--config` TOML.
 fn defaults_help() -> String {
     let text = toml::to_string(&PmConfig::default()).expect("PmConfig serialises to TOML");
@@ -115,14 +104,7 @@ fn defaults_help() -> String {
 
 /// The resolved settings: `--config`, then the flags.
 fn resolve(args: &TrainPmArgs) -> anyhow::Result<PmConfig> {
-    let mut pm = match &args.run.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading the config file {}", path.display()))?;
-            toml::from_str(&text).map_err(|e| UsageError(format!("{}: {e}", path.display())))?
-        }
-        None => PmConfig::default(),
-    };
+    let mut pm: PmConfig = read_config(args.run.config.as_deref())?;
     set(&mut pm.epochs, args.epochs);
     set(&mut pm.learning_rate, args.run.learning_rate);
     set(&mut pm.schedule, args.schedule);

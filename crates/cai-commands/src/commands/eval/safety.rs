@@ -14,7 +14,6 @@ use anyhow::Context;
 use cai_core::Sampling;
 use cai_model::tokenizer::DialogueFormat;
 use cai_pipeline::eval::judge::{CachedJudge, Judge, VerdictCache};
-use cai_pipeline::eval::safety::plot::safety_svg;
 use cai_pipeline::eval::safety::run::{SafetyEval, SafetyEvalConfig};
 use cai_pipeline::eval::safety::sets::{SafetySet, SetKind, OVER_REFUSAL_NAME};
 use cai_pipeline::eval::safety::summary::{show_rate, summarise, SafetySummary};
@@ -281,8 +280,12 @@ pub fn run(args: SafetyArgs) -> anyhow::Result<()> {
         &(serde_json::to_string_pretty(&report)? + "\n"),
     )?;
     eval.write_file("safety.md", &summary.markdown())?;
-    let svg =
-        safety_svg(&summary, "Attack success against over-refusal").map_err(anyhow::Error::msg)?;
+    let svg = cai_report::safety::safety_svg(
+        &summary.judges,
+        &summary.plot_points(),
+        "Attack success against over-refusal",
+    )
+    .map_err(anyhow::Error::msg)?;
     eval.write_file("safety.svg", &svg)?;
     if args.json {
         println!("{}", serde_json::to_string(&report)?);

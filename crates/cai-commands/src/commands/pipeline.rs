@@ -7,6 +7,7 @@ mod eval;
 mod jobs;
 mod report;
 mod run;
+pub use run::run_recipe;
 mod sizes;
 mod status;
 
@@ -63,7 +64,7 @@ pub enum PipelineCommand {
 
 /// The stages to run, chosen by `--stages` or `--from`.
 #[derive(Debug, Clone)]
-pub(crate) struct Selection {
+pub struct Selection {
     /// Stages to run (others are read as they are).
     pub run: Vec<Stage>,
     /// Run these afresh even when unchanged.
@@ -71,6 +72,15 @@ pub(crate) struct Selection {
 }
 
 impl Selection {
+    /// Every stage of the recipe, each skipped when finished and unchanged (a plain
+    /// `cai pipeline` run).
+    pub fn all(loaded: &LoadedRecipe) -> Self {
+        Self {
+            run: loaded.recipe.stages(),
+            force: Vec::new(),
+        }
+    }
+
     fn from_args(args: &RunArgs, recipe_stages: &[Stage]) -> anyhow::Result<Self> {
         let mut run: Vec<Stage> = recipe_stages.to_vec();
         let mut force = Vec::new();

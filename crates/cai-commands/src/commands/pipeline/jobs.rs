@@ -14,6 +14,9 @@ use clap::{Parser, ValueEnum};
 use crate::cli::{Cli, Command};
 use crate::commands::critique::CritiqueArgs;
 use crate::commands::distill::DistillArgs;
+use crate::commands::eval::elo::EloArgs;
+use crate::commands::eval::judges::JudgeSpec;
+use crate::commands::eval::{EvalArgs, EvalCommand};
 use crate::commands::lab::generate::LabGenerateArgs;
 use crate::commands::lab::{LabArgs, LabCommand};
 use crate::commands::label::{parse_ensemble, LabelArgs};
@@ -222,9 +225,33 @@ pub(super) fn command(job: &Job, start: Start) -> anyhow::Result<Command> {
             dtype: None,
             overwrite: true,
         }),
-        // `cai eval elo`'s arguments belong to the eval command, which another part of cai
-        // is reshaping; its job is parsed from its command line like a job with `args`.
-        Job::Elo(_) => parse_with_args(job, start)?,
+        Job::Elo(j) => {
+            let (device, dtype) = device(&j.device)?;
+            let judge = j
+                .judge
+                .parse::<JudgeSpec>()
+                .map_err(|e| anyhow::anyhow!("[eval.elo] judge: {e}"))?;
+            let mut snapshots = Vec::new();
+            let mut contexts = Vec::new();
+            for (snapshot, context) in &j.snapshots {
+                snapshots.push(format!("{}={}", snapshot.name, snapshot.model));
+                if let Some(context) = context {
+                    contexts.push(format!("{}={}", snapshot.name, context.display()));
+                }
+            }
+            let mut args = EloArgs::new(snapshots, judge, j.output.clone());
+            args.contexts = contexts;
+            args.red_team = Some(j.red_team.clone());
+            args.benign = Some(j.benign.clone());
+            args.samples = j.samples;
+            args.bootstrap = j.bootstrap.map_or(args.bootstrap, |b| b as usize);
+            args.max_new_tokens = j.max_new_tokens.unwrap_or(args.max_new_tokens);
+            args.device = device;
+            args.dtype = dtype;
+            Command::Eval(EvalArgs {
+                command: EvalCommand::Elo(Box::new(args)),
+            })
+        }
     })
 }
 

@@ -39,7 +39,7 @@ fn now() -> u64 {
 
 /// Run the selected stages of a recipe in `run_dir`, then write the report. Exits 130 when a
 /// training stage was stopped by Ctrl-C.
-pub(crate) fn run_recipe(
+pub fn run_recipe(
     loaded: &LoadedRecipe,
     run_dir: &Path,
     selection: &Selection,

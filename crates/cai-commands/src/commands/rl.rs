@@ -23,7 +23,7 @@ use clap::Args;
 use crate::human;
 use crate::interrupt::{resume_command, stop_on_ctrl_c, INTERRUPTED};
 use crate::progress;
-use crate::train_flags::{self, set, RunFlags};
+use crate::train_flags::{self, read_config, set, RunFlags};
 use crate::train_output::{explain, Earlier, Plan, TrainOutput};
 use crate::train_progress::ShownMetrics;
 use crate::usage::UsageError;
@@ -163,14 +163,7 @@ fn defaults_help() -> String {
 
 /// The resolved settings: `--config`, then the flags.
 fn resolve(args: &RlArgs, policy_dir: &Path) -> anyhow::Result<RlConfig> {
-    let mut rl: RlConfig = match &args.run.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading the config file {}", path.display()))?;
-            toml::from_str(&text).map_err(|e| UsageError(format!("{}: {e}", path.display())))?
-        }
-        None => RlConfig::default(),
-    };
+    let mut rl: RlConfig = read_config(args.run.config.as_deref())?;
     set(&mut rl.algo, args.algo);
     if rl.algo == Algo::Dpo && args.run.config.is_none() && args.steps.is_none() {
         rl.steps = None;

@@ -4,11 +4,13 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context;
 use cai_model::tokenizer::DialogueFormat;
 use clap::Args;
 
 use crate::model_args::{self, DeviceName, Dtype};
 use crate::train_output::Earlier;
+use crate::usage::UsageError;
 
 /// Flattened into each training command's arguments. `Default` is what clap gives when no
 /// flag is given.
@@ -74,6 +76,19 @@ impl RunFlags {
             (false, false) => Earlier::Keep,
         }
     }
+}
+
+/// A training command's settings before its flags: the `--config` TOML file's when one is
+/// given (a key it does not know is a usage error naming the file), else the defaults.
+pub fn read_config<T: serde::de::DeserializeOwned + Default>(
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<T> {
+    let Some(path) = path else {
+        return Ok(T::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the config file {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| UsageError(format!("{}: {e}", path.display())).into())
 }
 
 /// Override a setting with a flag that was given.
