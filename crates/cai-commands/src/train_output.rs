@@ -82,7 +82,7 @@ pub(crate) fn explain(err: TrainError, method: &str, lr: f64) -> anyhow::Error {
 
 /// What to do about an earlier run in `--output`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Earlier {
+pub enum Earlier {
     /// Refuse to touch an earlier run (neither flag).
     Keep,
     /// `--resume`.
