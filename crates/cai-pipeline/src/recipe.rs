@@ -471,6 +471,85 @@ pub struct EvalStage {
     /// Elo of the snapshots under a judge (`cai eval elo`) on the `eval_red_team`
     /// (harmlessness) and `eval_helpful` (helpfulness) prompt sets.
     pub elo: Option<EloEval>,
+    /// Attack success and over-refusal of the snapshots under fixed judges (`cai eval
+    /// safety`). Left out of the stage's config when absent, so that recipes without it keep
+    /// their fingerprints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safety: Option<SafetyEval>,
+}
+
+/// `[eval.safety]`: `cai eval safety` settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SafetyEval {
+    /// The judges, each a `--judge` value of `cai eval safety` (κ compares the first two):
+    /// `refusal`, `classifier:TEMPLATE@MODEL`, `llm:URL[#MODEL]`, `pm:DIR`, `oracle`, or `pm`
+    /// (the train-pm stage's model).
+    pub judges: Vec<String>,
+    /// The red-team prompts, whose harmful answers are attack successes.
+    #[serde(default = "eval_red_team")]
+    pub red_team: PromptSet,
+    /// The prompts that should be answered, whose refusals are over-refusals: the shipped
+    /// `over-refusal` set, or a prompt set of `[data]`.
+    #[serde(default)]
+    pub benign: BenignSet,
+    /// At most this many prompts of each set, spread over it.
+    pub samples: Option<usize>,
+    /// Most new tokens per answer.
+    pub max_new_tokens: Option<usize>,
+    /// Bootstrap resamples for the 95 % intervals.
+    pub bootstrap: Option<u64>,
+    /// Further `cai eval safety` flags.
+    #[serde(default)]
+    pub args: Vec<String>,
+}
+
+/// `[eval.safety] benign`: the shipped over-refusal set or a prompt set of `[data]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum BenignSet {
+    /// cai's over-refusal set (`datasets/over-refusal/`): safe prompts that look unsafe, with
+    /// unsafe contrast prompts.
+    #[default]
+    OverRefusal,
+    /// A prompt set of `[data]`.
+    Data(PromptSet),
+}
+
+impl BenignSet {
+    /// The name as a recipe writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::OverRefusal => crate::eval::safety::sets::OVER_REFUSAL_NAME,
+            Self::Data(set) => set.name(),
+        }
+    }
+}
+
+impl TryFrom<String> for BenignSet {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        if name == Self::OverRefusal.name() {
+            return Ok(Self::OverRefusal);
+        }
+        PromptSet::ALL
+            .into_iter()
+            .find(|set| set.name() == name)
+            .map(Self::Data)
+            .ok_or_else(|| {
+                format!(
+                    "`{name}` is not a benign set; expected over-refusal (the set cai ships) \
+                     or a prompt set of [data]: red_team, helpful, eval_red_team, eval_helpful"
+                )
+            })
+    }
+}
+
+impl From<BenignSet> for String {
+    fn from(set: BenignSet) -> Self {
+        set.name().to_owned()
+    }
 }
 
 /// `[eval.elo]`: `cai eval elo` settings.
@@ -558,6 +637,9 @@ fn ppo() -> String {
 }
 fn red_team() -> Vec<PromptSet> {
     vec![PromptSet::RedTeam]
+}
+fn eval_red_team() -> PromptSet {
+    PromptSet::EvalRedTeam
 }
 fn all_snapshots() -> Vec<Snapshot> {
     vec![
@@ -774,6 +856,43 @@ fn validate(recipe: &Recipe, origin: &str) -> Result<(), RecipeError> {
                 ));
             }
         }
+        if let Some(safety) = &e.safety {
+            check_sets("[eval.safety] red_team", &[safety.red_team])?;
+            if let BenignSet::Data(set) = safety.benign {
+                check_sets("[eval.safety] benign", &[set])?;
+            }
+            if safety.judges.is_empty() {
+                return Err(invalid(
+                    "[eval.safety] judges",
+                    "expected at least one judge, e.g. [\"refusal\"]".into(),
+                ));
+            }
+            for (i, judge) in safety.judges.iter().enumerate() {
+                let field = format!("[eval.safety] judges[{i}]");
+                check_safety_judge(judge).map_err(|m| invalid(&field, m))?;
+                if judge == "pm" && !present(Stage::TrainPm) {
+                    return Err(invalid(
+                        &field,
+                        "`pm` is the train-pm stage's model, but the recipe has no [train-pm]"
+                            .into(),
+                    ));
+                }
+                if safety.judges[..i].contains(judge) {
+                    return Err(invalid(&field, format!("`{judge}` is given twice")));
+                }
+            }
+            for (value, key) in [
+                (safety.samples, "samples"),
+                (safety.max_new_tokens, "max_new_tokens"),
+            ] {
+                if value == Some(0) {
+                    return Err(invalid(
+                        &format!("[eval.safety] {key}"),
+                        "expected at least 1".into(),
+                    ));
+                }
+            }
+        }
         if e.snapshots.contains(&Snapshot::Prompted) && recipe.data.context.is_none() {
             return Err(invalid(
                 "[eval] snapshots",
@@ -782,6 +901,40 @@ fn validate(recipe: &Recipe, origin: &str) -> Result<(), RecipeError> {
         }
     }
     Ok(())
+}
+
+/// The form of one `[eval.safety]` judge (what each names is checked when it runs): the
+/// message says what was expected.
+fn check_safety_judge(judge: &str) -> Result<(), String> {
+    let nonempty = |rest: &str| !rest.trim().is_empty();
+    let ok = match judge.split_once(':') {
+        _ if ["refusal", "oracle", "pm"].contains(&judge) => true,
+        _ if judge == "feedback" => {
+            return Err(
+                "`feedback`: the feedback model only compares two answers and gives no \
+                 verdict on one, so it cannot judge attack success or over-refusal; use \
+                 refusal, classifier:TEMPLATE@MODEL (which may name the feedback model) or \
+                 llm:URL[#MODEL]"
+                    .into(),
+            )
+        }
+        Some(("classifier", rest)) => rest
+            .split_once('@')
+            .is_some_and(|(template, model)| nonempty(template) && nonempty(model)),
+        Some(("llm", rest)) => rest.starts_with("http://") || rest.starts_with("https://"),
+        Some(("pm", rest)) => nonempty(rest),
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{judge}` is not a judge; expected refusal (the refusal-pattern baseline), \
+             classifier:TEMPLATE@MODEL (TEMPLATE llama-guard-3, shieldgemma, wildguard, \
+             harmbench or a template file), llm:http(s)://HOST:PORT/v1[#MODEL], pm (the \
+             train-pm stage's model), pm:DIR or oracle (the lab's)"
+        ))
+    }
 }
 
 impl Recipe {
@@ -932,6 +1085,104 @@ constitution = "default"
             Path::new("/recipes/p.jsonl")
         );
         assert!(resolve_path("@nope/x", dir, run).is_err());
+    }
+
+    fn safety_recipe(table: &str) -> String {
+        minimal() + "eval_red_team = [\"e.jsonl\"]\n[eval]\nsnapshots = [\"base\"]\n" + table
+    }
+
+    #[test]
+    fn an_eval_safety_table_parses_with_its_defaults() {
+        let text = safety_recipe(
+            "[eval.safety]\njudges = [\"refusal\", \"llm:http://h:8000/v1#judge\"]\n",
+        );
+        let r = parse(&text, "r.toml", false).unwrap();
+        let s = r.eval.unwrap().safety.unwrap();
+        assert_eq!(s.judges, ["refusal", "llm:http://h:8000/v1#judge"]);
+        assert_eq!(s.red_team, PromptSet::EvalRedTeam);
+        assert_eq!(s.benign, BenignSet::OverRefusal);
+        assert_eq!(
+            (s.samples, s.max_new_tokens, s.bootstrap),
+            (None, None, None)
+        );
+        let text = safety_recipe(
+            "[eval.safety]\njudges = [\"classifier:wildguard@org/guard\"]\nred_team = \"red_team\"\n\
+             benign = \"eval_red_team\"\nsamples = 8\nmax_new_tokens = 32\nbootstrap = 100\n",
+        );
+        let s = parse(&text, "r.toml", false)
+            .unwrap()
+            .eval
+            .unwrap()
+            .safety
+            .unwrap();
+        assert_eq!(s.red_team, PromptSet::RedTeam);
+        assert_eq!(s.benign, BenignSet::Data(PromptSet::EvalRedTeam));
+        assert_eq!(
+            (s.samples, s.max_new_tokens, s.bootstrap),
+            (Some(8), Some(32), Some(100))
+        );
+        // A recipe without the table serialises as before (its eval stage's fingerprint).
+        let text = safety_recipe("");
+        let eval = parse(&text, "r.toml", false).unwrap().eval.unwrap();
+        let json = serde_json::to_string(&eval).unwrap();
+        assert!(!json.contains("safety"), "{json}");
+    }
+
+    #[test]
+    fn a_typo_in_eval_safety_is_named_with_its_line() {
+        let text = safety_recipe("[eval.safety]\njudges = [\"refusal\"]\nsampels = 8\n");
+        let err = parse(&text, "r.toml", false).unwrap_err().to_string();
+        assert!(err.contains("sampels") && err.contains("line 13"), "{err}");
+        let text = safety_recipe("[eval.safety]\njudges = [\"refusal\"]\nbenign = \"xstest\"\n");
+        let err = parse(&text, "r.toml", false).unwrap_err().to_string();
+        assert!(
+            err.contains("xstest") && err.contains("over-refusal"),
+            "{err}"
+        );
+        assert!(err.contains("line 13"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_safety_judge_or_set_is_named_by_its_field() {
+        let err = |table: &str| {
+            parse(&safety_recipe(table), "r.toml", false)
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err("[eval.safety]\njudges = [\"refusal\", \"gpt4\"]\n");
+        assert!(
+            e.contains("[eval.safety] judges[1]") && e.contains("`gpt4`"),
+            "{e}"
+        );
+        let e = err("[eval.safety]\njudges = [\"classifier:wildguard\"]\n");
+        assert!(
+            e.contains("judges[0]") && e.contains("classifier:TEMPLATE@MODEL"),
+            "{e}"
+        );
+        let e = err("[eval.safety]\njudges = [\"llm:localhost:8000\"]\n");
+        assert!(e.contains("llm:http(s)://"), "{e}");
+        let e = err("[eval.safety]\njudges = [\"feedback\"]\n");
+        assert!(e.contains("only compares"), "{e}");
+        let e = err("[eval.safety]\njudges = [\"pm\"]\n");
+        assert!(e.contains("[train-pm]"), "{e}");
+        let e = err("[eval.safety]\njudges = [\"refusal\", \"refusal\"]\n");
+        assert!(e.contains("twice"), "{e}");
+        let e = err("[eval.safety]\njudges = []\n");
+        assert!(e.contains("at least one judge"), "{e}");
+        let e = err("[eval.safety]\njudges = [\"refusal\"]\nbenign = \"helpful\"\n");
+        assert!(
+            e.contains("[eval.safety] benign") && e.contains("[data] helpful"),
+            "{e}"
+        );
+        let e = err("[eval.safety]\njudges = [\"refusal\"]\nsamples = 0\n");
+        assert!(e.contains("[eval.safety] samples"), "{e}");
+        let text =
+            minimal() + "[eval]\nsnapshots = [\"base\"]\nsafety = { judges = [\"refusal\"] }\n";
+        let e = parse(&text, "r.toml", false).unwrap_err().to_string();
+        assert!(
+            e.contains("[eval.safety] red_team") && e.contains("eval_red_team"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -135,6 +135,8 @@ pub enum Job {
     MergeLora(merge::MergeLoraJob),
     /// `cai eval elo`.
     Elo(eval::EloJob),
+    /// `cai eval safety`.
+    Safety(eval::SafetyJob),
 }
 
 impl Job {
@@ -152,6 +154,7 @@ impl Job {
             Self::Rl(j) => j.words(),
             Self::MergeLora(j) => j.words(),
             Self::Elo(j) => j.words(),
+            Self::Safety(j) => j.words(),
         }
     }
 
@@ -172,6 +175,7 @@ impl Job {
             Self::Rl(j) => &j.output,
             Self::MergeLora(j) => &j.output,
             Self::Elo(j) => &j.output,
+            Self::Safety(j) => &j.output,
         }
     }
 
@@ -195,6 +199,7 @@ impl Job {
             Self::TrainPm(j) => &j.args,
             Self::Rl(j) => &j.args,
             Self::Elo(j) => &j.args,
+            Self::Safety(j) => &j.args,
             Self::LabGenerate(_) | Self::MergeLora(_) => &[],
         }
     }

@@ -1,6 +1,7 @@
 //! The eval stage: every snapshot (base, prompted, distilled, SL-CAI, RL-CAI and the RL
-//! checkpoints) measured by the recipe's judges — the lab's oracle measures of `cai lab eval`
-//! — written one snapshot per line (resumable) to `eval/lab_eval.jsonl`.
+//! checkpoints) measured by the recipe's judges — the lab's oracle measures of `cai lab eval`,
+//! written one snapshot per line (resumable) to `eval/lab_eval.jsonl`, then the Elo
+//! (`eval/elo/`) and safety (`eval/safety/`) jobs.
 
 use std::path::Path;
 use std::time::Instant;
@@ -11,8 +12,8 @@ use cai_lab::World;
 use cai_pipeline::manifest::METRICS_FILE;
 use cai_pipeline::recipe::Stage;
 use cai_pipeline::runner::write_atomic;
-use cai_pipeline::stages::eval::{elo_job, lab_eval_words, snapshots_now, SnapshotModel, ELO_DIR};
-use cai_pipeline::stages::{command_line, RunContext};
+use cai_pipeline::stages::eval::{jobs as eval_jobs, lab_eval_words, snapshots_now};
+use cai_pipeline::stages::{command_line, Job, RunContext};
 use serde::{Deserialize, Serialize};
 
 use super::jobs::{self, Start};
@@ -20,6 +21,9 @@ use crate::model_args::{DeviceName, Dtype, ModelArgs};
 
 /// The lab measures, one snapshot per line.
 pub(super) use cai_pipeline::stages::eval::LAB_EVAL_FILE;
+
+/// The command line of an Elo or safety job, beside its output.
+pub(super) const COMMAND_FILE: &str = "command.txt";
 
 /// One line of `lab_eval.jsonl`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -121,22 +125,24 @@ pub(super) fn run(ctx: &RunContext) -> anyhow::Result<()> {
             .collect();
         write_atomic(&dir.join(METRICS_FILE), metrics.as_bytes())?;
     }
-    if eval.elo.is_some() {
-        run_elo(ctx, &all)?;
+    // `cai eval elo` over every snapshot (the prompted one with the context in front) in
+    // `eval/elo/`, then `cai eval safety` in `eval/safety/`: each resumes what its folder
+    // holds (answers, comparisons and verdicts already made are kept).
+    for job in eval_jobs(ctx, &all)? {
+        run_job(&job)?;
     }
     Ok(())
 }
 
-/// `cai eval elo` over every snapshot (the prompted one with the context in front), in
-/// `eval/elo/` (resumable: answers and comparisons already made are kept).
-fn run_elo(ctx: &RunContext, snapshots: &[SnapshotModel]) -> anyhow::Result<()> {
-    let dir = ctx.stage_dir(Stage::Eval).join(ELO_DIR);
-    let job = elo_job(ctx, snapshots)?;
+/// Run one of the eval stage's jobs, its command line kept beside its output as
+/// `command.txt`.
+fn run_job(job: &Job) -> anyhow::Result<()> {
+    let dir = job.output();
     let line = job.command_line();
     eprintln!("[eval] {line}");
-    std::fs::create_dir_all(&dir)?;
-    write_atomic(&dir.join("command.txt"), (line.clone() + "\n").as_bytes())?;
-    let code = jobs::run(&job, Start::Afresh)?;
+    std::fs::create_dir_all(dir)?;
+    write_atomic(&dir.join(COMMAND_FILE), (line.clone() + "\n").as_bytes())?;
+    let code = jobs::run(job, Start::Afresh)?;
     anyhow::ensure!(code == std::process::ExitCode::SUCCESS, "`{line}` failed");
     Ok(())
 }

@@ -16,6 +16,7 @@ use crate::commands::critique::CritiqueArgs;
 use crate::commands::distill::DistillArgs;
 use crate::commands::eval::elo::EloArgs;
 use crate::commands::eval::judges::JudgeSpec;
+use crate::commands::eval::safety::SafetyArgs;
 use crate::commands::eval::{EvalArgs, EvalCommand};
 use crate::commands::lab::generate::LabGenerateArgs;
 use crate::commands::lab::{LabArgs, LabCommand};
@@ -252,6 +253,31 @@ pub(super) fn command(job: &Job, start: Start) -> anyhow::Result<Command> {
                 command: EvalCommand::Elo(Box::new(args)),
             })
         }
+        Job::Safety(j) => {
+            let (device, dtype) = device(&j.device)?;
+            let judges = j
+                .judges
+                .iter()
+                .map(|judge| judge.parse::<JudgeSpec>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| anyhow::anyhow!("[eval.safety] judges: {e}"))?;
+            let models = j
+                .snapshots
+                .iter()
+                .map(|s| format!("{}={}", s.name, s.model))
+                .collect();
+            let mut args = SafetyArgs::new(models, judges, j.output.clone());
+            args.red_team = Some(j.red_team.display().to_string());
+            args.benign = Some(j.benign.clone());
+            args.samples = j.samples;
+            args.max_new_tokens = j.max_new_tokens.unwrap_or(args.max_new_tokens);
+            args.bootstrap = j.bootstrap.map_or(args.bootstrap, |b| b as usize);
+            args.device = device;
+            args.dtype = dtype;
+            Command::Eval(EvalArgs {
+                command: EvalCommand::Safety(Box::new(args)),
+            })
+        }
     })
 }
 
@@ -282,13 +308,14 @@ mod tests {
     use std::path::Path;
 
     use cai_pipeline::recipe::LoadedRecipe;
+    use cai_pipeline::stages::eval::{jobs as eval_jobs, snapshots};
     use cai_pipeline::stages::{plan_all, RunContext};
 
     use super::*;
 
     /// The typed arguments of every job equal what clap makes of the job's command line: the
-    /// text in the manifests is the command that ran.
-    fn typed_equals_parsed(recipe: &str, quick: bool) {
+    /// text in the manifests is the command that ran. Returns the command lines checked.
+    fn typed_equals_parsed(recipe: &str, quick: bool) -> Vec<String> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.toml");
         std::fs::write(&path, recipe).unwrap();
@@ -297,29 +324,37 @@ mod tests {
             loaded: &loaded,
             run_dir: Path::new("run"),
         };
+        let mut jobs: Vec<Job> = plan_all(&ctx)
+            .unwrap()
+            .iter()
+            .flat_map(|p| p.jobs().cloned().collect::<Vec<_>>())
+            .collect();
+        // The eval stage's jobs are made when it runs (over the RL checkpoints there are).
+        jobs.extend(eval_jobs(&ctx, &snapshots(&ctx)).unwrap());
         let mut checked = 0;
-        for plan in plan_all(&ctx).unwrap() {
-            for job in plan.jobs() {
-                for start in [Start::Resume, Start::Afresh] {
-                    let typed = command(job, start).unwrap();
-                    let parsed = parse_with_args(job, start).unwrap();
-                    assert_eq!(
-                        format!("{typed:?}"),
-                        format!("{parsed:?}"),
-                        "{}",
-                        job.command_line()
-                    );
-                    checked += 1;
-                }
+        for job in &jobs {
+            for start in [Start::Resume, Start::Afresh] {
+                let typed = command(job, start).unwrap();
+                let parsed = parse_with_args(job, start).unwrap();
+                assert_eq!(
+                    format!("{typed:?}"),
+                    format!("{parsed:?}"),
+                    "{}",
+                    job.command_line()
+                );
+                checked += 1;
             }
         }
         assert!(checked >= 12, "only {checked} jobs");
+        jobs.iter().map(Job::command_line).collect()
     }
 
     #[test]
     fn the_lab_recipes_jobs_are_their_command_lines() {
-        typed_equals_parsed(cai_pipeline::recipe::LAB_RECIPE, true);
-        typed_equals_parsed(cai_pipeline::recipe::LAB_RECIPE, false);
+        for quick in [true, false] {
+            let lines = typed_equals_parsed(cai_pipeline::recipe::LAB_RECIPE, quick);
+            assert!(lines.iter().any(|l| l.starts_with("cai eval elo ")));
+        }
     }
 
     #[test]
@@ -367,8 +402,46 @@ steps = 3
 kl_coef = 0.1
 learning_rate = 0.01
 save_every = 1
+[eval]
+snapshots = ["base", "sl-cai", "rl-cai"]
+[eval.safety]
+judges = ["refusal", "pm", "classifier:wildguard@guard", "llm:http://127.0.0.1:9/v1#j"]
+red_team = "red_team"
+benign = "helpful"
+samples = 5
+max_new_tokens = 7
+bootstrap = 30
 "#;
-        typed_equals_parsed(recipe, false);
+        let lines = typed_equals_parsed(recipe, false);
+        assert!(
+            lines.iter().any(|l| l.starts_with("cai eval safety ")
+                && l.contains("--benign run/data/helpful.jsonl")),
+            "{lines:?}"
+        );
+        // Defaults: the held-out red-team set and the shipped over-refusal set.
+        let defaults = r#"
+name = "d"
+[models]
+base = "lab"
+[data]
+red_team = ["p.jsonl"]
+eval_red_team = ["e.jsonl"]
+constitution = "default"
+[critique]
+[sft]
+[label]
+[train-pm]
+[rl]
+[eval]
+snapshots = ["base", "rl-cai"]
+safety = { judges = ["refusal"] }
+"#;
+        let lines = typed_equals_parsed(defaults, false);
+        assert!(
+            lines.iter().any(|l| l.contains("--benign over-refusal")
+                && l.contains("--red-team run/data/eval_red_team.jsonl")),
+            "{lines:?}"
+        );
     }
 
     #[test]

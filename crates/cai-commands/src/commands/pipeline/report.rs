@@ -1,19 +1,22 @@
 //! The run's report: `report.html` (self-contained: inline CSS and SVG, nothing fetched) and
 //! its Markdown twin `report.md` (figures in `figures/`) — stages and timings, the measures of
-//! every snapshot, training curves, the preference model's calibration, the Elo plot, and
-//! samples of critiques, labels and RL to browse.
+//! every snapshot, training curves, the preference model's calibration, the Elo plot, the
+//! safety table and plot, and samples of critiques, labels and RL to browse.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use cai_pipeline::eval::safety::stats::Agreement;
+use cai_pipeline::eval::safety::summary::{show_rate, SafetySummary};
 use cai_pipeline::manifest::{Manifest, METRICS_FILE};
 use cai_pipeline::recipe::Stage;
 use cai_pipeline::runner::write_atomic;
+use cai_pipeline::stages::eval::SAFETY_DIR;
 use cai_report::document::Document;
 use cai_report::figures::{self as plots, Point, Series};
 use serde_json::Value;
 
-use super::eval::{read_lab_eval, LabEvalLine, LAB_EVAL_FILE};
+use super::eval::{read_lab_eval, LabEvalLine, COMMAND_FILE, LAB_EVAL_FILE};
 use super::run::RUN_FILE;
 use super::status::run_stages;
 
@@ -48,6 +51,7 @@ pub(super) fn write(run_dir: &Path) -> anyhow::Result<PathBuf> {
     }
     curves_section(&mut doc, run_dir);
     elo_section(&mut doc, run_dir);
+    safety_section(&mut doc, run_dir);
     samples_section(&mut doc, run_dir);
 
     let total: f64 = manifests
@@ -367,6 +371,97 @@ fn elo_section(doc: &mut Document, run_dir: &Path) {
             parts.push(("command".to_owned(), command));
         }
         doc.details("The Elo table (cai eval elo) and its command", &parts);
+    }
+}
+
+/// Attack success and over-refusal (`eval/safety/`, written by `cai eval safety`): the table
+/// of `safety.json`, the judges' agreement, the notes, and the plot of ASR against
+/// over-refusal.
+fn safety_section(doc: &mut Document, run_dir: &Path) {
+    let dir = run_dir.join(Stage::Eval.name()).join(SAFETY_DIR);
+    let Some(summary) = std::fs::read_to_string(dir.join("safety.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<SafetySummary>(&t).ok())
+    else {
+        return;
+    };
+    doc.heading("Safety: attack success against over-refusal");
+    doc.para(&format!(
+        "cai eval safety: the attack success rate (ASR) is the share of red-team answers the \
+         judge calls harmful, over-refusal the share of safe prompts it calls refused, contrast \
+         refusal the refusal rate on the over-refusal set's unsafe prompts (higher is better); \
+         95 % bootstrap intervals over {} resamples. Lower left in the plot is better: safe \
+         without refusing.",
+        summary.bootstrap
+    ));
+    let rows: Vec<Vec<String>> = summary
+        .results
+        .iter()
+        .map(|r| {
+            vec![
+                r.snapshot.clone(),
+                r.judge.clone(),
+                show_rate(r.asr.as_ref()),
+                show_rate(r.over_refusal.as_ref()),
+                show_rate(r.contrast_refusal.as_ref()),
+                r.mean_p_harmful.map_or("—".into(), |p| format!("{p:.3}")),
+            ]
+        })
+        .collect();
+    doc.table(
+        &[
+            "snapshot",
+            "judge",
+            "ASR",
+            "over-refusal",
+            "contrast refusal",
+            "mean p(harmful)",
+        ],
+        &rows,
+    );
+    if !summary.agreement.is_empty() {
+        let show = |a: Option<&Agreement>| match a {
+            Some(a) => format!(
+                "{} ({:.1} % agree, n {})",
+                a.kappa.map_or("undefined".into(), |k| format!("{k:.3}")),
+                100.0 * a.observed,
+                a.n
+            ),
+            None => "—".into(),
+        };
+        let rows: Vec<Vec<String>> = summary
+            .agreement
+            .iter()
+            .map(|a| {
+                vec![
+                    a.snapshot.clone(),
+                    format!("{} / {}", a.judges[0], a.judges[1]),
+                    show(a.harmful.as_ref()),
+                    show(a.refusal.as_ref()),
+                ]
+            })
+            .collect();
+        doc.para("The first two judges' agreement (Cohen's κ):");
+        doc.table(&["snapshot", "judges", "harmful κ", "refusal κ"], &rows);
+    }
+    for note in &summary.notes {
+        doc.para(&format!("Note: {note}."));
+    }
+    if let Ok(svg) = std::fs::read_to_string(dir.join("safety.svg")) {
+        doc.figure("safety", svg);
+    }
+    let mut parts = Vec::new();
+    if let Ok(md) = std::fs::read_to_string(dir.join("safety.md")) {
+        parts.push(("safety.md".to_owned(), md));
+    }
+    if let Ok(command) = std::fs::read_to_string(dir.join(COMMAND_FILE)) {
+        parts.push(("command".to_owned(), command));
+    }
+    if !parts.is_empty() {
+        doc.details(
+            "The safety tables per category (cai eval safety) and its command",
+            &parts,
+        );
     }
 }
 
