@@ -88,7 +88,15 @@ pub fn read_config<T: serde::de::DeserializeOwned + Default>(
     };
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the config file {}", path.display()))?;
-    toml::from_str(&text).map_err(|e| UsageError(format!("{}: {e}", path.display())).into())
+    Ok(parse_config(&text, &path.display().to_string())?)
+}
+
+/// A `--config` file's settings from its text; `origin` (the file) names it in errors.
+pub fn parse_config<T: serde::de::DeserializeOwned>(
+    text: &str,
+    origin: &str,
+) -> Result<T, UsageError> {
+    toml::from_str(text).map_err(|e| UsageError(format!("{origin}: {e}")))
 }
 
 /// Override a setting with a flag that was given.

@@ -316,6 +316,10 @@ pub struct DistillStage {
     pub batch_size: Option<u64>,
     /// Save a resumable checkpoint every N steps [default: 20, so a killed stage loses little].
     pub save_every: Option<u64>,
+    /// The trainer's own settings, every key of a `cai distill --config` file (cai-train's
+    /// `DistillConfig`), as a `[distill.config]` table; the keys above override it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<toml::Table>,
     /// Further `cai distill` flags, as words (`["--top-k", "32"]`).
     #[serde(default)]
     pub args: Vec<String>,
@@ -368,6 +372,10 @@ pub struct SftStage {
     pub batch_size: Option<u64>,
     /// Save a resumable checkpoint every N steps [default: 20, so a killed stage loses little].
     pub save_every: Option<u64>,
+    /// The trainer's own settings, every key of a `cai sft --config` file (cai-train's
+    /// `SftConfig`), as a `[sft.config]` table; the keys above override it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<toml::Table>,
     /// Further `cai sft` flags.
     #[serde(default)]
     pub args: Vec<String>,
@@ -417,6 +425,10 @@ pub struct TrainPmStage {
     pub batch_size: Option<u64>,
     /// Save a resumable checkpoint every N steps [default: 20, so a killed stage loses little].
     pub save_every: Option<u64>,
+    /// The trainer's own settings, every key of a `cai train-pm --config` file (cai-train's
+    /// `PmConfig`), as a `[train-pm.config]` table; the keys above override it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<toml::Table>,
     /// Further `cai train-pm` flags.
     #[serde(default)]
     pub args: Vec<String>,
@@ -450,6 +462,10 @@ pub struct RlStage {
     /// Train LoRA adapters.
     #[serde(default)]
     pub lora: bool,
+    /// The trainer's own settings, every key of a `cai rl --config` file (cai-train's
+    /// `RlConfig`), as a `[rl.config]` table; the keys above override it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<toml::Table>,
     /// Further `cai rl` flags.
     #[serde(default)]
     pub args: Vec<String>,

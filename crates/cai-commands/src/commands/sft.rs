@@ -212,7 +212,7 @@ impl SftCommandConfig {
 
 /// Which `[lora]` keys a config file set, so that unset ones can follow the run.
 #[derive(Debug, Default)]
-struct FileLora {
+pub(crate) struct FileLora {
     target_modules: bool,
     seed: bool,
 }
@@ -221,8 +221,13 @@ struct FileLora {
 fn read_config_file(path: &Path) -> anyhow::Result<(SftConfig, FileLora)> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the config file {}", path.display()))?;
-    let bad = |e: toml::de::Error| UsageError(format!("{}: {e}", path.display()));
-    let sft: SftConfig = toml::from_str(&text).map_err(bad)?;
+    Ok(parse_config(&text, &path.display().to_string())?)
+}
+
+/// A `--config` file's settings from its text; `origin` (the file) names it in errors.
+pub(crate) fn parse_config(text: &str, origin: &str) -> Result<(SftConfig, FileLora), UsageError> {
+    let bad = |e: toml::de::Error| UsageError(format!("{origin}: {e}"));
+    let sft: SftConfig = toml::from_str(text).map_err(bad)?;
     let table: toml::Table = text.parse().map_err(bad)?;
     let mut file_lora = FileLora::default();
     // SftConfig rejects unknown keys itself, but LoraConfig does not; check [lora] here.
@@ -231,11 +236,9 @@ fn read_config_file(path: &Path) -> anyhow::Result<(SftConfig, FileLora)> {
         if let Some(key) = lora.keys().find(|key| !known.contains_key(*key)) {
             let expected: Vec<&str> = known.keys().map(String::as_str).collect();
             return Err(UsageError(format!(
-                "{}: unknown key `{key}` in [lora]; expected one of {}",
-                path.display(),
+                "{origin}: unknown key `{key}` in [lora]; expected one of {}",
                 expected.join(", ")
-            ))
-            .into());
+            )));
         }
         file_lora.target_modules = lora.contains_key("target_modules");
         file_lora.seed = lora.contains_key("seed");
@@ -474,7 +477,10 @@ mod tests {
 
     #[test]
     fn schedules_parse_by_name() {
-        assert_eq!("cosine".parse::<ScheduleKind>().unwrap(), ScheduleKind::Cosine);
+        assert_eq!(
+            "cosine".parse::<ScheduleKind>().unwrap(),
+            ScheduleKind::Cosine
+        );
         assert!("step".parse::<ScheduleKind>().is_err());
     }
 

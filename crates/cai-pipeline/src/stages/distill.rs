@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::words::Words;
-use super::{merge, DeviceFlags, Job, PlanError, RunContext, StagePlan, Step, TrainingFlags};
+use super::{
+    merge, ConfigFile, DeviceFlags, Job, PlanError, RunContext, StagePlan, Step, TrainingFlags,
+};
 use crate::recipe::Stage;
 
 /// `cai distill`.
@@ -30,6 +32,9 @@ pub struct DistillJob {
     pub training: TrainingFlags,
     /// Device and dtype.
     pub device: DeviceFlags,
+    /// The recipe's `[stage.config]` table: written as the `--config` file before the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<ConfigFile>,
     /// The recipe's `args`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
@@ -47,6 +52,7 @@ impl DistillJob {
             .switch("--lora", self.lora)
             .training(&self.training)
             .device(&self.device)
+            .opt_path("--config", self.config.as_ref().map(|c| c.path.as_path()))
             .extra(&self.args)
             .done()
     }
@@ -78,6 +84,7 @@ pub(super) fn plan(ctx: &RunContext) -> Result<StagePlan, PlanError> {
         lora: s.lora,
         training: TrainingFlags::of(&s.training()),
         device: ctx.device(),
+        config: ConfigFile::of(ctx, Stage::Distill, s.config.as_ref()),
         args: s.args.clone(),
     }))));
     if s.lora {

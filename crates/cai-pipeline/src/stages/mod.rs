@@ -113,6 +113,32 @@ impl TrainingFlags {
     }
 }
 
+/// The file name of a stage's `[stage.config]` table in its folder.
+pub const TRAINER_CONFIG_FILE: &str = "trainer.toml";
+
+/// A training stage's `[stage.config]` table (the trainer's own settings), which the runner
+/// writes into the stage's folder and passes as the command's `--config` file: a recipe, a
+/// config file and the command's flags then merge through the command's one path (defaults,
+/// then the file, then the flags the recipe's keys and `[quick]` give).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigFile {
+    /// Where it is written (`<stage folder>/trainer.toml`).
+    pub path: PathBuf,
+    /// Its TOML text.
+    pub text: String,
+}
+
+impl ConfigFile {
+    /// The stage's config file, if its table has one.
+    pub fn of(ctx: &RunContext, stage: Stage, table: Option<&toml::Table>) -> Option<Self> {
+        let table = table?;
+        Some(Self {
+            path: ctx.stage_dir(stage).join(TRAINER_CONFIG_FILE),
+            text: toml::to_string(table).expect("a TOML table serialises"),
+        })
+    }
+}
+
 /// One command a stage runs, typed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "kebab-case")]
@@ -184,6 +210,17 @@ impl Job {
     pub fn training_output(&self) -> Option<&Path> {
         match self {
             Self::Distill(_) | Self::Sft(_) | Self::TrainPm(_) | Self::Rl(_) => Some(self.output()),
+            _ => None,
+        }
+    }
+
+    /// The `--config` file the runner writes before running the job, if any.
+    pub fn config_file(&self) -> Option<&ConfigFile> {
+        match self {
+            Self::Distill(j) => j.config.as_ref(),
+            Self::Sft(j) => j.config.as_ref(),
+            Self::TrainPm(j) => j.config.as_ref(),
+            Self::Rl(j) => j.config.as_ref(),
             _ => None,
         }
     }
@@ -429,7 +466,10 @@ fn stage_writes(p: &StagePlan, dir: &Path) -> Vec<String> {
     for step in &p.steps {
         match step {
             Step::Join { output, .. } => paths.push(output),
-            Step::Job(job) => paths.push(job.output()),
+            Step::Job(job) => {
+                paths.push(job.output());
+                paths.extend(job.config_file().map(|c| c.path.as_path()));
+            }
             Step::Eval => {}
         }
     }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::words::Words;
-use super::{merge, DeviceFlags, Job, PlanError, RunContext, StagePlan, Step};
+use super::{merge, ConfigFile, DeviceFlags, Job, PlanError, RunContext, StagePlan, Step};
 use crate::recipe::{PromptSet, Stage};
 
 /// `cai rl`. Unset settings take the command's defaults.
@@ -44,6 +44,9 @@ pub struct RlJob {
     pub lora: bool,
     /// Device and dtype.
     pub device: DeviceFlags,
+    /// The recipe's `[stage.config]` table: written as the `--config` file before the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<ConfigFile>,
     /// The recipe's `args`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
@@ -68,6 +71,7 @@ impl RlJob {
             .opt("--keep-last", self.keep_all.then_some("all"))
             .switch("--lora", self.lora)
             .device(&self.device)
+            .opt_path("--config", self.config.as_ref().map(|c| c.path.as_path()))
             .extra(&self.args)
             .done()
     }
@@ -132,6 +136,7 @@ pub(super) fn plan(ctx: &RunContext) -> Result<StagePlan, PlanError> {
         keep_all: r.eval.as_ref().is_some_and(|e| e.rl_checkpoints),
         lora: s.lora,
         device: ctx.device(),
+        config: ConfigFile::of(ctx, Stage::Rl, s.config.as_ref()),
         args: s.args.clone(),
     }))));
     if s.lora {

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::words::Words;
-use super::{DeviceFlags, Job, PlanError, RunContext, StagePlan, Step, TrainingFlags};
+use super::{ConfigFile, DeviceFlags, Job, PlanError, RunContext, StagePlan, Step, TrainingFlags};
 use crate::recipe::Stage;
 
 /// `cai train-pm`.
@@ -22,6 +22,9 @@ pub struct TrainPmJob {
     pub training: TrainingFlags,
     /// Device and dtype.
     pub device: DeviceFlags,
+    /// The recipe's `[stage.config]` table: written as the `--config` file before the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<ConfigFile>,
     /// The recipe's `args`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
@@ -36,6 +39,7 @@ impl TrainPmJob {
             .path("--output", &self.output)
             .training(&self.training)
             .device(&self.device)
+            .opt_path("--config", self.config.as_ref().map(|c| c.path.as_path()))
             .extra(&self.args)
             .done()
     }
@@ -55,6 +59,7 @@ pub(super) fn plan(ctx: &RunContext) -> Result<StagePlan, PlanError> {
         output: out.clone(),
         training: TrainingFlags::of(&s.training()),
         device: ctx.device(),
+        config: ConfigFile::of(ctx, Stage::TrainPm, s.config.as_ref()),
         args: s.args.clone(),
     }))));
     p.input_model("model", model);

@@ -7,8 +7,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use cai_pipeline::stages::{DeviceFlags, Job, TrainingFlags};
+use cai_train::distill::DistillConfig;
 use cai_train::pm::data::DataSource;
+use cai_train::pm::PmConfig;
 use cai_train::rl::config::Algo;
+use cai_train::rl::config::RlConfig;
 use clap::{Parser, ValueEnum};
 
 use crate::cli::{Cli, Command};
@@ -26,7 +29,7 @@ use crate::commands::rl::RlArgs;
 use crate::commands::sft::SftArgs;
 use crate::commands::train_pm::TrainPmArgs;
 use crate::model_args::{DeviceName, Dtype, ModelArgs};
-use crate::train_flags::RunFlags;
+use crate::train_flags::{parse_config, RunFlags};
 
 /// What a training job does about what an earlier attempt left in its output folder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +89,7 @@ pub(super) fn command(job: &Job, start: Start) -> anyhow::Result<Command> {
         Ok(RunFlags {
             learning_rate: t.learning_rate,
             save_every: Some(t.save_every),
+            config: job.config_file().map(|c| c.path.clone()),
             ..run_flags(d)?
         })
     };
@@ -196,6 +200,7 @@ pub(super) fn command(job: &Job, start: Start) -> anyhow::Result<Command> {
             let mut run = run_flags(&j.device)?;
             run.learning_rate = j.learning_rate;
             run.save_every = j.save_every;
+            run.config = j.config.as_ref().map(|c| c.path.clone());
             let algo = Algo::from_str(&j.algo, false).map_err(|_| {
                 anyhow::anyhow!(
                     "[rl] algo: '{}' is not an algorithm; expected ppo, rloo or dpo",
@@ -295,8 +300,32 @@ fn parse_with_args(job: &Job, start: Start) -> anyhow::Result<Command> {
         .map_err(|e| anyhow::anyhow!("`{line}` does not parse:\n{}", e.render()))
 }
 
-/// Run `job` in this process.
+/// Check a training job's `[stage.config]` table as its command will read it (unknown keys,
+/// wrong types), so that a mistake fails before any stage runs.
+pub(super) fn check_config(job: &Job) -> anyhow::Result<()> {
+    let Some(file) = job.config_file() else {
+        return Ok(());
+    };
+    let origin = format!("the recipe's [{}.config]", job.words()[0]);
+    match job {
+        Job::Sft(_) => drop(crate::commands::sft::parse_config(&file.text, &origin)?),
+        Job::Distill(_) => drop(parse_config::<DistillConfig>(&file.text, &origin)?),
+        Job::TrainPm(_) => drop(parse_config::<PmConfig>(&file.text, &origin)?),
+        Job::Rl(_) => drop(parse_config::<RlConfig>(&file.text, &origin)?),
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Run `job` in this process (its `[stage.config]` table written first as its `--config`
+/// file).
 pub(super) fn run(job: &Job, start: Start) -> anyhow::Result<ExitCode> {
+    if let Some(file) = job.config_file() {
+        if let Some(dir) = file.path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        cai_pipeline::runner::write_atomic(&file.path, file.text.as_bytes())?;
+    }
     let command = command(job, start).with_context(|| job.command_line())?;
     let code = crate::run(command);
     crate::interrupt::release_ctrl_c();
@@ -487,5 +516,85 @@ safety = { judges = ["refusal"] }
         let err = first_error(recipe("", "", "args = [\"--no-such-flag\"]")).unwrap();
         assert!(err.contains("--no-such-flag"), "{err}");
         assert_eq!(first_error(recipe("", "", "")), None);
+    }
+    /// The jobs a recipe's text plans (run directory `run`), with `[quick]` applied.
+    fn planned(text: &str, quick: bool) -> Vec<Job> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.toml");
+        std::fs::write(&path, text).unwrap();
+        let loaded = LoadedRecipe::load(Some(&path), quick).unwrap();
+        let ctx = RunContext {
+            loaded: &loaded,
+            run_dir: Path::new("run"),
+        };
+        plan_all(&ctx)
+            .unwrap()
+            .iter()
+            .flat_map(|p| p.jobs().cloned().collect::<Vec<_>>())
+            .collect()
+    }
+
+    #[test]
+    fn a_stages_config_table_is_its_commands_config_file() {
+        let recipe = |sft_config: &str| {
+            format!(
+                "name = \"c\"\n[models]\nbase = \"lab\"\n[data]\nred_team = [\"p.jsonl\"]\n\
+                 context = \"c.txt\"\nconstitution = \"default\"\n\
+                 [distill]\n[distill.config]\ngrad_accum = 2\n\
+                 [critique]\n[sft]\nepochs = 2\n[sft.config]\n{sft_config}\n\
+                 [label]\n[train-pm]\n[train-pm.config]\nwarmup_steps = 1\n\
+                 [rl]\n[rl.config]\nkl_estimator = \"k3\"\n\
+                 [quick.sft.config]\nwarmup_steps = 1\n"
+            )
+        };
+        let good = recipe("warmup_steps = 3\nschedule = \"linear\"\n[sft.config.lora]\nr = 4");
+        // Typed and parsed agree, with `--config` naming the file in the stage's folder.
+        let lines = typed_equals_parsed(&good, false);
+        for stage in ["distill", "sft", "train-pm", "rl"] {
+            let flag = format!("--config run/{stage}/trainer.toml");
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| l.starts_with(&format!("cai {stage} ")) && l.contains(&flag)),
+                "{stage}: {lines:?}"
+            );
+        }
+        let jobs = planned(&good, false);
+        let sft = jobs.iter().find(|j| matches!(j, Job::Sft(_))).unwrap();
+        let file = sft.config_file().unwrap();
+        let (config, _) = crate::commands::sft::parse_config(&file.text, "t").unwrap();
+        assert_eq!(config.warmup_steps, 3);
+        assert_eq!(config.schedule, cai_train::ScheduleKind::Linear);
+        assert_eq!(config.lora.unwrap().r, 4);
+        for job in &jobs {
+            check_config(job).unwrap();
+        }
+        // `[quick]` merges into the table like any other key.
+        let quick = planned(&good, true);
+        let text = &quick.iter().find_map(|j| match j {
+            Job::Sft(s) => s.config.clone(),
+            _ => None,
+        });
+        assert!(
+            text.as_ref().unwrap().text.contains("warmup_steps = 1"),
+            "{text:?}"
+        );
+        // A typo is named with the table it is in, before anything runs.
+        let bad = planned(&recipe("warmup_step = 3"), false);
+        let err = bad.iter().find_map(|j| check_config(j).err()).unwrap();
+        let err = format!("{err:#}");
+        assert!(
+            err.contains("[sft.config]") && err.contains("warmup_step"),
+            "{err}"
+        );
+        let bad = planned(&recipe("[sft.config.lora]\nrank = 4"), false);
+        let err = format!(
+            "{:#}",
+            bad.iter().find_map(|j| check_config(j).err()).unwrap()
+        );
+        assert!(
+            err.contains("[sft.config]") && err.contains("rank"),
+            "{err}"
+        );
     }
 }

@@ -128,6 +128,7 @@ pub fn run_recipe(
 fn check_jobs(plans: &[StagePlan]) -> anyhow::Result<()> {
     for plan in plans {
         for job in plan.jobs() {
+            jobs::check_config(job)?;
             jobs::command(job, Start::Afresh).with_context(|| {
                 format!(
                     "the {} stage's command `{}` is not valid (check the recipe's [{}] table \
