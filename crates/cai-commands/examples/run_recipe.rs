@@ -40,12 +40,6 @@ fn main() -> anyhow::Result<ExitCode> {
         PathBuf::from("cai-runs").join(format!("example-{}", loaded.recipe.name))
     });
     // Every stage; finished, unchanged ones are skipped, interrupted ones resume.
-    let code = run_recipe(&loaded, &run_dir, &Selection::all(&loaded))?;
-    println!(
-        "recipe {} ran in {}; its report is {}",
-        loaded.recipe.name,
-        run_dir.display(),
-        run_dir.join("report.html").display()
-    );
-    Ok(code)
+    // It prints its progress and the report's path on stderr, as `cai pipeline` does.
+    run_recipe(&loaded, &run_dir, &Selection::all(&loaded))
 }
