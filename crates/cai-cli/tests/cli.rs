@@ -50,6 +50,9 @@ mod lab;
 #[path = "cli/pipeline.rs"]
 mod pipeline;
 
+#[path = "cli/pipeline_safety.rs"]
+mod pipeline_safety;
+
 #[path = "cli/lab_eval.rs"]
 mod lab_eval;
 
