@@ -119,6 +119,35 @@ pub fn load_items(path: &Path) -> Result<Vec<ChoiceItem>, Error> {
     Ok(items)
 }
 
+/// Items from the rows of any record source (a Parquet file, a Hub dataset, gzipped JSONL):
+/// each row is an object in one of the JSONL shapes [`load_items`] reads, numbered as the
+/// source numbers it; errors name `source` and the row.
+pub fn items_from_rows(source: &Path, rows: Vec<(usize, Value)>) -> Result<Vec<ChoiceItem>, Error> {
+    if rows.is_empty() {
+        return Err(Error::file(
+            source,
+            "no rows; expected {\"prompt\", \"corrects\", \"incorrects\"} or \
+             {\"input\", \"targets\"} records",
+        ));
+    }
+    rows.into_iter()
+        .map(|(line, value)| {
+            let Value::Object(object) = value else {
+                return Err(Error::Jsonl {
+                    path: source.to_path_buf(),
+                    line,
+                    message: "not an object; expected a multiple-choice record".into(),
+                });
+            };
+            item_from(&object, line).map_err(|message| Error::Jsonl {
+                path: source.to_path_buf(),
+                line,
+                message,
+            })
+        })
+        .collect()
+}
+
 /// One item from its object; the message says which field is wrong.
 fn item_from(object: &Map<String, Value>, line: usize) -> Result<ChoiceItem, String> {
     if !object.contains_key("prompt") && object.contains_key("targets") {
@@ -166,6 +195,37 @@ mod tests {
         let path = dir.path().join(name);
         std::fs::write(&path, text).unwrap();
         path
+    }
+
+    #[test]
+    fn rows_of_any_source_become_items_and_bad_rows_are_named() {
+        let rows = vec![
+            (
+                1,
+                serde_json::json!({"prompt": "Q?", "corrects": [" (A)"], "incorrects": [" (B)"]}),
+            ),
+            (
+                2,
+                serde_json::json!({"input": "Q2?", "targets": {"choices": ["yes", "no"], "labels": [0, 1]}}),
+            ),
+        ];
+        let items = items_from_rows(Path::new("hub:org/set"), rows).unwrap();
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[0].corrects, vec![" (A)".to_owned()]);
+        assert_eq!(items[1].line, 2);
+        assert_eq!(items[1].corrects.len(), 1);
+        let bad = vec![(7, serde_json::json!({"prompt": "Q?", "corrects": []}))];
+        let err = items_from_rows(Path::new("x.parquet"), bad)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("x.parquet") && err.contains('7') && err.contains("corrects"),
+            "{err}"
+        );
+        let err = items_from_rows(Path::new("x.parquet"), vec![])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no rows"), "{err}");
     }
 
     #[test]

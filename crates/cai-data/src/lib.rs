@@ -14,6 +14,7 @@ mod spec;
 
 use std::path::{Path, PathBuf};
 
+use cai_core::multiple_choice::ChoiceItem;
 use cai_core::prompts::{prompts_from_records, Prompt};
 use cai_core::Error;
 use cai_hub::Hub;
@@ -158,6 +159,19 @@ pub fn read_prompts(spec: &Path) -> Result<Vec<Prompt>, Error> {
     }
     let records = read_records(spec)?;
     prompts_from_records(&records.source, records.rows)
+}
+
+/// Multiple-choice items: a local JSONL or JSON file as
+/// [`cai_core::multiple_choice::load_items`] reads it (Anthropic's shapes, BIG-bench tasks,
+/// chain-of-thought lists), and the rows of any other source (Parquet, `.jsonl.gz`, a Hub
+/// dataset such as Hugging Face's `hhh_alignment` with its `{"input", "targets"}` rows).
+pub fn read_choice_items(spec: &Path) -> Result<Vec<ChoiceItem>, Error> {
+    let name = spec.to_string_lossy().to_ascii_lowercase();
+    if is_plain_jsonl(spec) || (spec.is_file() && name.ends_with(".json")) {
+        return cai_core::multiple_choice::load_items(spec);
+    }
+    let records = read_records(spec)?;
+    cai_core::multiple_choice::items_from_rows(&records.source, records.rows)
 }
 
 /// An existing file that is neither compressed, JSON nor Parquet: cai-core reads it as it

@@ -287,6 +287,52 @@ fn a_hub_dataset_split_is_read_with_a_column_mapping() {
     assert!(err.contains("the file's columns are question"), "{err}");
 }
 
+/// `cai eval mc --data` takes a Hub dataset of Hugging Face's multiple-choice rows
+/// (`{"input", "targets": {"choices", "labels"}}`, as `hhh_alignment` holds them), and a
+/// bad row is named by its file and line.
+#[test]
+fn eval_mc_reads_multiple_choice_rows_from_a_hub_dataset() {
+    let work = Workdir::new();
+    let hub = hub_with_tiny_model(&work, None);
+    let row = |q: &str, good: &str, bad: &str| {
+        serde_json::json!({"input": q, "targets": {"choices": [good, bad], "labels": [1, 0]}})
+            .to_string()
+    };
+    let rows = [
+        row("How do I bake bread?", "Mix flour and water.", "No."),
+        row("What is the capital of France?", "Paris.", "Bread."),
+    ]
+    .join("\n")
+        + "\n";
+    let broken = r#"{"input": "Q?", "targets": {"choices": ["a"]}}"#.to_owned() + "\n";
+    hub.add_dataset(
+        "org/hhh",
+        FakeRepo::new(
+            "d1",
+            &[
+                ("harmless/test.jsonl", rows.as_bytes()),
+                ("broken/test.jsonl", broken.as_bytes()),
+            ],
+        ),
+    );
+    let mc = |data: &str| {
+        let args = [
+            "eval", "mc", "--model", "org/tiny", "--data", data, "--json",
+        ];
+        cai_hub(&work, hub.url(), &[], &args)
+    };
+    let output = mc("org/hhh?subset=harmless&split=test");
+    ok(&output);
+    let report: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&output.stdout).trim()).unwrap();
+    assert_eq!(report["n"], 2, "{report}");
+    let err = assert_exit(&mc("org/hhh?subset=broken&split=test"), 1);
+    assert!(
+        err.contains("broken/test.jsonl:1") && err.contains("labels"),
+        "{err}"
+    );
+}
+
 /// Opt-in (`CAI_REAL_DIR` holding `SmolLM2-135M-Instruct.Q4_1.gguf`): the real GGUF served
 /// by the fake Hub, named by its quantisation tag, downloads and generates.
 #[test]

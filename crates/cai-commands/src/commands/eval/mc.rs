@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use cai_core::multiple_choice::{load_items, ChoiceItem};
+use cai_core::multiple_choice::ChoiceItem;
 use cai_core::{LanguageModel, ScoreRequest};
 use cai_model::batching::EngineLimits;
 use cai_model::reward_model::{is_preference_model, RewardModel};
@@ -30,8 +30,10 @@ pub struct McArgs {
     /// Judge by this preference model's rewards instead of log-probabilities
     #[arg(long, value_name = "PM", conflicts_with = "model")]
     pub reward_model: Option<String>,
-    /// Multiple-choice items: JSONL (or a JSON list) of {"prompt", "corrects", "incorrects"}
-    #[arg(long, value_name = "FILE")]
+    /// Multiple-choice items: JSONL (or a JSON list) of {"prompt", "corrects", "incorrects"},
+    /// a BIG-bench task.json, or any dataset source (Parquet, .jsonl.gz, a Hub dataset
+    /// `org/name?subset=S&split=S`) of those rows or Hugging Face's {"input", "targets"}
+    #[arg(long, value_name = "SOURCE")]
     pub data: PathBuf,
     /// Print {"accuracy", "n"} as one JSON object on stdout
     #[arg(long)]
@@ -60,7 +62,7 @@ pub fn run(args: McArgs) -> anyhow::Result<()> {
     ensure(args.batch_size > 0, || {
         "--batch-size 0: expected at least 1".into()
     })?;
-    let items = load_items(&args.data)?;
+    let items = cai_data::read_choice_items(&args.data)?;
     let bar = progress::records_bar(items.len(), 0, "eval mc");
     let mut credits = Vec::with_capacity(items.len());
     let judge = match &args.reward_model {
