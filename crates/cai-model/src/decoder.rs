@@ -9,6 +9,7 @@
 //! [`Decoder::visit_linears`] walks the same list by linear layer, for LoRA ([`crate::lora`]).
 //! That walk is in `decoder/params.rs`, re-exported here; this file is the forward pass.
 
+mod layer_pass;
 mod params;
 
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use crate::lora::LoraSwitch;
 use crate::mask::{attention_mask, blocked, mask_values, positions_for};
 use crate::Result;
 
+pub use layer_pass::LayerPass;
 pub use params::{LinearSpec, LinearVisitor, ParamKind, ParamSpec, ParamVisitor};
 
 #[derive(Debug, Clone)]
@@ -217,17 +219,10 @@ impl Decoder {
         &self.device
     }
 
-    /// Shapes: ids `[b, s]` (u32) -> hidden states after the final norm `[b, s, hidden]`.
-    ///
-    /// `batch` gives each new token's validity and position. With a cache, the new tokens are
-    /// appended after what it holds and attend to all of it.
-    pub fn forward_hidden(
-        &self,
-        ids: &Tensor,
-        batch: &Batch,
-        cache: Option<&mut KvCache>,
-        mode: Mode,
-    ) -> Result<Tensor> {
+    /// The token (and learned position) embeddings of a cacheless or cached pass, and the
+    /// rotary factors of its positions. Shapes: ids `[b, s]` (u32) -> (`[b, s, hidden]`,
+    /// rotary factors `[b, s, head_dim / 2]`).
+    fn embed_positions(&self, ids: &Tensor, batch: &Batch) -> Result<(Tensor, Option<RopeAt>)> {
         let (b, s) = ids.dims2()?;
         let pos_flat: Vec<u32> = batch.positions.iter().flatten().copied().collect();
         let max_pos = pos_flat.iter().copied().max().unwrap_or(0) as usize;
@@ -253,12 +248,21 @@ impl Decoder {
             Some(r) => Some(r.at(&positions, max_pos + 1)?),
             None => None,
         };
+        Ok((x, rope_at))
+    }
+
+    /// Each layer's attention mask for `s` new tokens whose keys are the rows `valid` and
+    /// `positions` describe (`[b][t]`); one mask per distinct window, shared by the layers
+    /// that use it (Qwen may window only some layers).
+    fn masks_for(
+        &self,
+        valid: &[Vec<bool>],
+        positions: &[Vec<u32>],
+        s: usize,
+    ) -> Result<Vec<AttnMask>> {
         // The CPU attention kernel serves f32 inference and (with its backward) training.
         let kernel = self.device.is_cpu() && self.dtype == DType::F32;
-        let build_mask = |valid: &[Vec<bool>],
-                          positions: &[Vec<u32>],
-                          window: Option<usize>|
-         -> Result<AttnMask> {
+        let build_mask = |window: Option<usize>| -> Result<AttnMask> {
             Ok(if kernel {
                 AttnMask::Values(
                     mask_values(valid, positions, s, window, blocked(self.dtype)).map(Arc::new),
@@ -274,26 +278,38 @@ impl Decoder {
                 )?)
             })
         };
-        // One mask per distinct window: Qwen may window only some layers.
         let windows: Vec<Option<usize>> = (0..self.blocks.len())
             .map(|l| self.config.layer_window(l))
             .collect();
-        let masks_for = |valid: &[Vec<bool>], positions: &[Vec<u32>]| -> Result<Vec<AttnMask>> {
-            let mut built: Vec<(Option<usize>, AttnMask)> = Vec::new();
-            for &w in &windows {
-                if !built.iter().any(|(b, _)| *b == w) {
-                    built.push((w, build_mask(valid, positions, w)?));
-                }
+        let mut built: Vec<(Option<usize>, AttnMask)> = Vec::new();
+        for &w in &windows {
+            if !built.iter().any(|(b, _)| *b == w) {
+                built.push((w, build_mask(w)?));
             }
-            Ok(windows
-                .iter()
-                .map(|w| built.iter().find(|(b, _)| b == w).expect("built").1.clone())
-                .collect())
-        };
+        }
+        Ok(windows
+            .iter()
+            .map(|w| built.iter().find(|(b, _)| b == w).expect("built").1.clone())
+            .collect())
+    }
+
+    /// Shapes: ids `[b, s]` (u32) -> hidden states after the final norm `[b, s, hidden]`.
+    ///
+    /// `batch` gives each new token's validity and position. With a cache, the new tokens are
+    /// appended after what it holds and attend to all of it.
+    pub fn forward_hidden(
+        &self,
+        ids: &Tensor,
+        batch: &Batch,
+        cache: Option<&mut KvCache>,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        let (mut x, rope_at) = self.embed_positions(ids, batch)?;
+        let s = ids.dim(1)?;
         match cache {
             Some(cache) => {
                 cache.push_meta(&batch.valid, &batch.positions)?;
-                let masks = masks_for(cache.valid(), cache.positions())?;
+                let masks = self.masks_for(cache.valid(), cache.positions(), s)?;
                 for (l, block) in self.blocks.iter().enumerate() {
                     x = block.forward(
                         &x,
@@ -307,7 +323,7 @@ impl Decoder {
                 cache.commit(s);
             }
             None => {
-                let masks = masks_for(&batch.valid, &batch.positions)?;
+                let masks = self.masks_for(&batch.valid, &batch.positions, s)?;
                 for (block, mask) in self.blocks.iter().zip(&masks) {
                     x = block.forward(&x, &self.config, rope_at.as_ref(), mask, None, mode)?;
                 }

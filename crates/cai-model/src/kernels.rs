@@ -6,6 +6,7 @@
 pub mod attention_backward;
 mod cpu_storage;
 pub mod decode_attention;
+pub mod frozen_matmul;
 pub mod head_nll;
 pub mod rms_norm;
 pub mod small_matmul;

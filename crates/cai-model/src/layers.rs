@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 use candle_core::{DType, Device, Tensor, D};
 
 use crate::config::{Llama3RopeScaling, RopeScaling};
+use crate::kernels::frozen_matmul::FrozenMatmul;
 use crate::kernels::small_matmul::{self, SmallMatmul, SmallMatmulT};
 use crate::lora::LoraAdapter;
 use crate::Result;
@@ -65,6 +66,15 @@ impl Linear {
             Some(WeightLayout::InOut) => x2
                 .contiguous()?
                 .apply_op2_no_bwd(&self.weight.t()?, &SmallMatmulT)?,
+            // A frozen weight (LoRA's base, or a model no parameter of which trains) takes no
+            // gradient: candle's matmul would compute one anyway.
+            None if mode == Mode::Train
+                && !self.weight.is_variable()
+                && x2.device().is_cpu()
+                && x2.dtype() == DType::F32 =>
+            {
+                x2.apply_op2(&self.weight, FrozenMatmul)?
+            }
             None => x2.matmul(&self.weight.t()?)?,
         };
         if let Some(b) = &self.bias {
