@@ -1,5 +1,5 @@
 //! The training machinery every method shares: AdamW and its state, gradient accumulation and
-//! clipping, learning-rate schedules, masked cross-entropy, the trainee and its checkpoints,
+//! clipping, learning-rate schedules, masked cross-entropy, activation checkpointing, the trainee and its checkpoints,
 //! progress counters, `metrics.jsonl`, the divergence checks, the checks before a resume, the
 //! seeded data order, and the training session that ties them together.
 
@@ -10,6 +10,7 @@ pub mod grads;
 pub mod loss;
 pub mod metrics;
 pub mod optim;
+pub mod recompute;
 pub mod resume;
 pub mod schedule;
 pub mod session;

@@ -17,6 +17,8 @@ use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::core::data_order::EpochWalk;
+use crate::core::loss::hidden_cross_entropy;
+use crate::core::recompute::TrainPass;
 use crate::core::resume::{fingerprint, FINGERPRINT_KEY};
 use crate::core::session::{SessionSpec, TrainSession};
 use crate::core::trainee::Trainee;
@@ -72,6 +74,11 @@ pub struct SftConfig {
     pub revision_rounds: Option<usize>,
     /// SL-CAI: helpfulness samples mixed into the training data.
     pub helpful: Option<HelpfulMix>,
+    /// Activation checkpointing (transformers' `gradient_checkpointing`): keep only each
+    /// layer's input in the forward pass and recompute the layer in the backward pass — much
+    /// less memory for about one more forward pass (see [`crate::core::recompute`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub gradient_checkpointing: bool,
 }
 
 /// Helpful samples mixed into SL-CAI training so that the model stays helpful (CAI paper §3).
@@ -109,6 +116,7 @@ impl Default for SftConfig {
             dtype: "f32".into(),
             revision_rounds: None,
             helpful: None,
+            gradient_checkpointing: false,
         }
     }
 }
@@ -292,17 +300,18 @@ pub fn run_sft(
             let examples: Vec<&Example> = indices.iter().map(|&i| &rows[i]).collect();
             let (ids, batch, targets, mask) = collate(&examples, &run.device)?;
             step_tokens += batch.valid.iter().flatten().filter(|&&v| v).count();
-            let (loss, count) =
-                crate::core::loss::decoder_cross_entropy(decoder, &ids, &batch, &targets, &mask)?;
+            let pass = TrainPass::forward(decoder, &ids, &batch, cfg.gradient_checkpointing)?;
+            let (loss, count) = hidden_cross_entropy(decoder, pass.hidden(), &targets, &mask)?;
             if count == 0 {
                 continue;
             }
             let loss_value = f64::from(loss.to_scalar::<f32>()?);
             session.check_loss("loss", loss_value, false)?;
             step_loss += loss_value * count as f64 / total.max(1) as f64;
-            grads.add(
-                &(loss * (count as f64 / total.max(1) as f64))?.backward()?,
+            pass.backward(
+                &(loss * (count as f64 / total.max(1) as f64))?,
                 params,
+                &mut grads,
             )?;
         }
         session.check_loss("loss", step_loss, true)?;

@@ -673,3 +673,45 @@ fn the_checkpoint_of_weights_whose_loss_exploded_is_never_written() {
     }
     assert!(by_loss > 0, "no run diverged by its loss");
 }
+
+/// `gradient_checkpointing` trains as the plain pass does (full fine-tuning and LoRA: the same
+/// losses step for step, up to the rounding of sums), and is written to `sft_config.json` only
+/// when on, so runs without it keep their files.
+#[test]
+fn gradient_checkpointing_trains_as_the_plain_pass() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let data = toy_data(tmp.path());
+    for lora in [false, true] {
+        let base = SftConfig {
+            epochs: 3,
+            learning_rate: 1e-2,
+            lora: lora.then(LoraConfig::default),
+            ..quick()
+        };
+        let mut losses = Vec::new();
+        for checkpointing in [false, true] {
+            let out = tmp.path().join(format!("sft-{lora}-{checkpointing}"));
+            let cfg = SftConfig {
+                gradient_checkpointing: checkpointing,
+                ..base.clone()
+            };
+            let (outcome, _) = run(&model, &data, &out, &cfg, false, None);
+            outcome.unwrap();
+            losses.push(train_losses(&out.join("metrics.jsonl")));
+            let written = std::fs::read_to_string(out.join("sft_config.json")).unwrap();
+            assert_eq!(
+                written.contains("gradient_checkpointing"),
+                checkpointing,
+                "{written}"
+            );
+        }
+        assert_eq!(losses[0].len(), 6);
+        for ((step, plain), (_, checkpointed)) in losses[0].iter().zip(&losses[1]) {
+            assert!(
+                (plain - checkpointed).abs() <= 1e-4 * plain.abs(),
+                "lora {lora}, step {step}: {plain} vs {checkpointed}"
+            );
+        }
+    }
+}

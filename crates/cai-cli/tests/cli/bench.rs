@@ -81,3 +81,36 @@ fn a_shape_and_a_model_exclude_each_other() {
     ]);
     assert_eq!(output.status.code(), Some(2), "{output:?}");
 }
+
+/// `--lora` and `--gradient-checkpointing` reach the train workload's child process (an
+/// unknown flag there would fail it), and the table says how it trained.
+#[test]
+fn the_train_workload_takes_lora_and_gradient_checkpointing() {
+    let work = Workdir::new();
+    let model = work.tiny_model();
+    let table = stdout(&work.cai_ok(&[
+        "bench",
+        "--runs",
+        "1",
+        "--model",
+        model,
+        "--workloads",
+        "train",
+        "--lora",
+        "--gradient-checkpointing",
+    ]));
+    assert!(
+        table.contains("train: LoRA adapters, gradient checkpointing"),
+        "{table}"
+    );
+    let plain = stdout(&work.cai_ok(&[
+        "bench",
+        "--runs",
+        "1",
+        "--model",
+        model,
+        "--workloads",
+        "train",
+    ]));
+    assert!(!plain.contains("train: "), "{plain}");
+}

@@ -824,3 +824,29 @@ fn a_run_killed_and_resumed_matches_the_uninterrupted_run_bit_for_bit() {
     let b = std::fs::read(work.path("out/model.safetensors")).unwrap();
     assert!(a == b, "the resumed model differs");
 }
+
+/// `--gradient-checkpointing` reaches the trainer (recorded in `sft_config.json`, losses as
+/// without it), and a run without it writes no such key.
+#[test]
+fn gradient_checkpointing_is_a_flag_and_trains_alike() {
+    let work = Workdir::new();
+    let model = work.tiny_model();
+    work.write("data.jsonl", &toy_data());
+    work.cai_ok(&sft_args(model, "plain", "3", &[]));
+    work.cai_ok(&sft_args(
+        model,
+        "recomputed",
+        "3",
+        &["--gradient-checkpointing"],
+    ));
+    let plain: Value = serde_json::from_str(&work.read("plain/sft_config.json")).unwrap();
+    let recomputed: Value = serde_json::from_str(&work.read("recomputed/sft_config.json")).unwrap();
+    assert_eq!(plain["sft"].get("gradient_checkpointing"), None);
+    assert_eq!(recomputed["sft"]["gradient_checkpointing"], true);
+    let a = losses(&train_records(&work.path("plain/metrics.jsonl")));
+    let b = losses(&train_records(&work.path("recomputed/metrics.jsonl")));
+    assert_eq!(a.len(), 3);
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() <= 1e-4 * x.abs(), "{a:?} vs {b:?}");
+    }
+}

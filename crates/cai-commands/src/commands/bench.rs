@@ -12,7 +12,7 @@ use cai_model::decoder::Decoder;
 use cai_model::init::ModelShape;
 use cai_model::local::{LoadOptions, LocalModel};
 use cai_model::weights::random_decoder;
-use cai_train::bench::{bench_train, bench_train_decoder};
+use cai_train::bench::{bench_train, bench_train_decoder, TrainBenchOptions};
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -49,10 +49,17 @@ pub struct BenchArgs {
     /// A random model of a standard shape (docs/BENCH.md): bench-6m or smollm2-135m
     #[arg(long, value_enum, default_value = "bench-6m", conflicts_with = "model")]
     pub shape: Shape,
-    /// Run the workloads on this model instead (a Hugging Face model directory, a model id in
-    /// the local Hugging Face cache, or `lab`); train updates a copy of its weights in memory
+    /// Run the workloads on this model instead (a Hugging Face model directory, a GGUF file, a
+    /// Hub model id, or `lab`); train updates a copy of its weights in memory
     #[arg(long, value_name = "M")]
     pub model: Option<String>,
+    /// The train workload trains LoRA adapters (PEFT's default targets) instead of every
+    /// weight
+    #[arg(long)]
+    pub lora: bool,
+    /// The train workload uses activation checkpointing (as `cai sft --gradient-checkpointing`)
+    #[arg(long)]
+    pub gradient_checkpointing: bool,
     /// A tiny model instead of bench-6m, for tests of the harness
     #[arg(long, hide = true)]
     pub tiny: bool,
@@ -191,6 +198,7 @@ impl Workload {
         dtype: Dtype,
         device: DeviceName,
         runs: usize,
+        train: TrainBenchOptions,
     ) -> anyhow::Result<Throughput> {
         if self == Self::Train {
             if let BenchModel::Path(_) = model {
@@ -200,6 +208,7 @@ impl Workload {
                     TRAIN_SEQUENCES,
                     TRAIN_TOKENS,
                     runs,
+                    train,
                 )?);
             }
             // The trainer builds its own model: its parameters become variables.
@@ -212,6 +221,7 @@ impl Workload {
                 runs,
                 dtype.to_candle(),
                 &device,
+                train,
             )?);
         }
         let decoder = model.build(dtype, device)?;
@@ -358,6 +368,9 @@ pub struct BenchConfig {
     pub model: BenchModel,
     /// JSON output instead of the table.
     pub json: bool,
+    /// How the train workload trains (LoRA, activation checkpointing).
+    #[serde(skip)]
+    pub train: TrainBenchOptions,
 }
 
 impl BenchConfig {
@@ -382,6 +395,10 @@ impl BenchConfig {
                 (None, false) => BenchModel::Shape(args.shape),
             },
             json: args.json,
+            train: TrainBenchOptions {
+                lora: args.lora,
+                gradient_checkpointing: args.gradient_checkpointing,
+            },
         })
     }
 }
@@ -432,7 +449,13 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 /// Child mode: run the one workload of `config` and print its report as JSON.
 fn run_here(config: &BenchConfig) -> anyhow::Result<()> {
     let workload = config.workloads[0];
-    let t = workload.run(&config.model, config.dtype, config.device, config.runs)?;
+    let t = workload.run(
+        &config.model,
+        config.dtype,
+        config.device,
+        config.runs,
+        config.train,
+    )?;
     let report = WorkloadReport {
         workload,
         tokens: t.tokens,
@@ -455,6 +478,12 @@ fn run_in_child(config: &BenchConfig, workload: Workload) -> anyhow::Result<Work
     command.args(["--runs", &config.runs.to_string()]);
     command.args(["--device", &config.device.to_string()]);
     command.args(["--dtype", config.dtype.name()]);
+    if config.train.lora {
+        command.arg("--lora");
+    }
+    if config.train.gradient_checkpointing {
+        command.arg("--gradient-checkpointing");
+    }
     match &config.model {
         BenchModel::Tiny => {
             command.arg("--tiny");
@@ -538,6 +567,15 @@ fn print_table(
         config.runs,
         if config.runs == 1 { "" } else { "s" },
     );
+    let train = match (config.train.lora, config.train.gradient_checkpointing) {
+        (false, false) => None,
+        (true, false) => Some("LoRA adapters"),
+        (false, true) => Some("every weight, gradient checkpointing"),
+        (true, true) => Some("LoRA adapters, gradient checkpointing"),
+    };
+    if let Some(train) = train.filter(|_| config.workloads.contains(&Workload::Train)) {
+        println!("train: {train}");
+    }
     println!();
     println!(
         "{:<20} {:>10} {:>13}   {:<22} llama.cpp (docs/BENCH.md)",

@@ -142,9 +142,34 @@ fn decoder_cross_entropy_past(
     mask: &Tensor,
     fused_bytes: usize,
 ) -> Result<(Tensor, usize)> {
-    let (b, s) = ids.dims2()?;
-    let vocab = decoder.config().vocab_size;
     let hidden = decoder.forward_hidden(ids, batch, None, Mode::Train)?;
+    hidden_cross_entropy_past(decoder, &hidden, targets, mask, fused_bytes)
+}
+
+/// [`decoder_cross_entropy`] from the hidden states of a training pass already run (the
+/// final norm's output, e.g. [`crate::core::recompute::TrainPass::hidden`]).
+///
+/// Shapes: hidden `[b, s, hidden]`, targets `[b, s]` (u32), mask `[b, s]` (f32) -> (loss `[]`
+/// f32, count).
+pub fn hidden_cross_entropy(
+    decoder: &Decoder,
+    hidden: &Tensor,
+    targets: &Tensor,
+    mask: &Tensor,
+) -> Result<(Tensor, usize)> {
+    hidden_cross_entropy_past(decoder, hidden, targets, mask, FUSED_HEAD_BYTES)
+}
+
+/// [`hidden_cross_entropy`] with the fused path taken past `fused_bytes` of logits.
+pub(crate) fn hidden_cross_entropy_past(
+    decoder: &Decoder,
+    hidden: &Tensor,
+    targets: &Tensor,
+    mask: &Tensor,
+    fused_bytes: usize,
+) -> Result<(Tensor, usize)> {
+    let (b, s, _) = hidden.dims3()?;
+    let vocab = decoder.config().vocab_size;
     let selected: usize = mask
         .to_dtype(DType::F32)?
         .flatten_all()?
@@ -156,13 +181,13 @@ fn decoder_cross_entropy_past(
         .head_weight()
         .filter(|_| selected * vocab * 4 > fused_bytes);
     let Some(head) = head else {
-        let logits = decoder.logits_mode(&hidden, Mode::Train)?;
+        let logits = decoder.logits_mode(hidden, Mode::Train)?;
         return masked_cross_entropy(&logits, targets, mask);
     };
     if targets.dims() != [b, s] || mask.dims() != [b, s] {
         return Err(TrainError::Config(format!(
-            "decoder_cross_entropy: ids are [{b}, {s}] but targets are {:?} and mask {:?}; \
-             expected both [{b}, {s}]",
+            "decoder_cross_entropy: the hidden states are for [{b}, {s}] tokens but targets \
+             are {:?} and mask {:?}; expected both [{b}, {s}]",
             targets.dims(),
             mask.dims()
         )));
