@@ -57,8 +57,8 @@ static SHIPPED: [Shipped; 2] = [
 ];
 
 /// The directory of the model `spec` names: a directory in Hugging Face layout (one with a
-/// `config.json`, even when it is called `lab`), a shipped lab model's alias (`lab`), or a
-/// model id in the local Hugging Face cache.
+/// `config.json`, even when it is called `lab`), a shipped lab model's alias (`lab`), a GGUF
+/// file, or a Hub model id (from the Hugging Face cache, else downloaded into it).
 pub fn resolve_model_dir(spec: &str) -> anyhow::Result<PathBuf> {
     let is_model_dir = Path::new(spec).join("config.json").is_file();
     if !is_model_dir {

@@ -21,10 +21,10 @@ use crate::usage::{ensure, UsageError};
 /// the parsed flags are the validated config.
 #[derive(Debug, Clone, PartialEq, Args, Serialize, Deserialize)]
 pub struct ModelArgs {
-    /// Model directory in Hugging Face layout, a model id in the local Hugging Face cache
-    /// (`org/name`, optionally `@revision`; nothing is downloaded), `lab` for the lab's
-    /// shipped base model, or OpenAI-compatible endpoints (`http://host:port/v1`, several
-    /// comma-separated).
+    /// Model directory in Hugging Face layout, a GGUF file, a Hub model id (`org/name`,
+    /// optionally `@revision`: from the Hugging Face cache, else downloaded into it unless
+    /// HF_HUB_OFFLINE=1), `lab` for the lab's shipped base model, or OpenAI-compatible
+    /// endpoints (`http://host:port/v1`, several comma-separated).
     #[arg(long, value_name = "M")]
     pub model: String,
     /// Device to run on: cpu, cuda or cuda:N (CUDA needs a build with `--features cuda`).

@@ -84,7 +84,8 @@ pub fn resolve_with(spec: &str, hub: &Hub) -> Result<PathBuf> {
         return Err(ModelError::NotFound {
             spec: spec.to_owned(),
             searched: format!(
-                "it is not a directory or model file, and not in the Hugging Face cache                  ({}); cai downloads only org/name ids (openai-community/gpt2, not gpt2)",
+                "it is not a directory or model file, and not in the Hugging Face cache \
+                 ({}); cai downloads only org/name ids (openai-community/gpt2, not gpt2)",
                 cached_place(hub, &repo)
             ),
         });

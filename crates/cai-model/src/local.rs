@@ -121,7 +121,8 @@ pub struct LocalModel {
 const PREFIX_CACHE_SIZE: usize = 4;
 
 impl LocalModel {
-    /// Load a model directory, a GGUF file, or a model id in the local Hugging Face cache.
+    /// Load a model directory, a GGUF file, or a Hub model id (from the Hugging Face cache,
+    /// else downloaded into it).
     pub fn load(spec: &str, options: &LoadOptions) -> Result<Self> {
         // A Hub id may resolve to a GGUF file (`org/name:FILE.gguf`), so dispatch after.
         let dir = crate::hub::resolve_model_dir(spec)?;

@@ -32,8 +32,8 @@ use crate::usage::ensure;
 /// Raw `cai label` arguments.
 #[derive(Debug, Args)]
 pub struct LabelArgs {
-    /// The policy whose two samples per prompt are compared: a model directory, a model id
-    /// in the local Hugging Face cache, or `lab`
+    /// The policy whose two samples per prompt are compared: anything --model takes (a model
+    /// directory, a GGUF file, a Hub model id, `lab`, endpoints)
     #[arg(long, value_name = "M")]
     pub policy: String,
     /// The feedback model that answers the multiple-choice questions [default: the policy]

@@ -32,8 +32,8 @@ const TOKENIZER_FILES: [&str; 5] = [
 /// Raw `cai merge-lora` arguments.
 #[derive(Debug, Args)]
 pub struct MergeLoraArgs {
-    /// The base model the adapter was trained on: a directory in Hugging Face layout, or a
-    /// model id in the local Hugging Face cache
+    /// The base model the adapter was trained on: a directory in Hugging Face layout, a GGUF
+    /// file, or a Hub model id (from the Hugging Face cache, else downloaded)
     #[arg(long, value_name = "M")]
     pub model: String,
     /// PEFT adapter directory (adapter_config.json, adapter_model.safetensors), such as the

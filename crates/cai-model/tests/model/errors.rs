@@ -221,6 +221,10 @@ fn a_missing_model_is_not_found() {
     let err = load_err(&absent);
     assert!(matches!(err, ModelError::NotFound { .. }), "{err:?}");
     assert!(err.to_string().contains("no-such-model"), "{err}");
+    // A bare name is looked up in the cache only; its message reads as one sentence.
+    let err = load_err(std::path::Path::new("no-such-model-anywhere"));
+    assert!(matches!(err, ModelError::NotFound { .. }), "{err:?}");
+    assert!(!err.to_string().contains("  "), "a run of spaces: {err}");
 
     // A directory without weights.
     let err = Checkpoint::open_dir(tmp.path()).unwrap_err();
