@@ -1,7 +1,8 @@
 //! Prompt inputs of the stages: JSONL records with `prompt` (a user request) or `messages`
 //! (a dialogue ending with a user turn), hh-rlhf records whose `chosen`/`rejected`
 //! transcripts give the red-team prompt as their first human turn, and the rows of the
-//! datasets [`crate::import`] knows (HarmBench, Do-Not-Answer, `cai-conversation-harmless`).
+//! datasets [`crate::import`] knows (HarmBench, Do-Not-Answer, `cai-conversation-harmless`,
+//! hh-rlhf's `red-team-attempts`).
 //! Every prompt has an id.
 
 use std::collections::HashMap;
@@ -43,8 +44,9 @@ impl Prompt {
 ///   turn is dropped);
 /// - `"chosen"` or `"rejected"`: hh-rlhf transcripts; the prompt is the first human turn;
 /// - without `"prompt"` or `"messages"`, a row of a dataset shape that [`detect_shape`] finds
-///   from its keys: HarmBench (`Behavior`; id `BehaviorID`), Do-Not-Answer (`question`) or
-///   Hugging Face's `cai-conversation-harmless` (`init_prompt`).
+///   from its keys: HarmBench (`Behavior`; id `BehaviorID`), Do-Not-Answer (`question`),
+///   Hugging Face's `cai-conversation-harmless` (`init_prompt`) or hh-rlhf's
+///   `red-team-attempts` (`transcript`: its first human turn).
 ///
 /// An optional `"id"` (string or number) names the record; without one, the 0-based line
 /// index does (stable across runs of the same file). Errors name the file, line and field.

@@ -1,6 +1,6 @@
 //! Rows of one local file as JSON objects: JSONL (as cai-core reads it), gzip-compressed
-//! JSONL, a JSON array, or Parquet (each row's columns as fields; nested lists and structs
-//! become JSON arrays and objects).
+//! JSONL or JSON array (whatever its name says), a JSON array, or Parquet (each row's columns
+//! as fields; nested lists and structs become JSON arrays and objects).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -35,7 +35,8 @@ pub fn read_file(
     } else if name.ends_with(".gz") {
         let file = File::open(path).map_err(io_error(path))?;
         let decoded = BufReader::new(flate2::read::MultiGzDecoder::new(file));
-        read_json_or_jsonl(path, decoded, name.ends_with(".json.gz"))?
+        // Any name: hh-rlhf's red_team_attempts.jsonl.gz holds one JSON array.
+        read_json_or_jsonl(path, decoded, true)?
     } else if name.ends_with(".json") {
         let file = File::open(path).map_err(io_error(path))?;
         read_json_or_jsonl(path, BufReader::new(file), true)?
@@ -56,8 +57,8 @@ pub(crate) fn starts_with_parquet_magic(path: &Path) -> bool {
         .is_ok_and(|()| &magic == PARQUET_MAGIC)
 }
 
-/// A `.json` file holding one array of objects, or (as many `.json` files on the Hub do)
-/// JSON lines.
+/// A `.json` or gzip-compressed file holding one array of objects, or (as many `.json`
+/// files on the Hub do) JSON lines.
 fn read_json_or_jsonl(
     path: &Path,
     mut reader: impl BufRead,

@@ -8,7 +8,7 @@ use super::{columns, split_pair, ImportError, PairRecord, PromptRecord};
 use crate::dialogue::{parse_transcript, Message, Role};
 
 /// A transcript column as trimmed turns.
-fn transcript(
+pub(super) fn transcript(
     object: &Map<String, Value>,
     column: &str,
     row: usize,

@@ -10,12 +10,14 @@
 //! | `cai-conversation` | Hugging Face's `cai-conversation-harmless`: `init_prompt`, `init_response`, `critic_prompt`, `critic_response`, `revision_prompt`, `revision_response` (and `prompt`, `messages`, `chosen`, `rejected`) |
 //! | `harmbench` | `Behavior`/`behavior`, `SemanticCategory`/`category`, `BehaviorID`, `ContextString` |
 //! | `do-not-answer` | `question`, `risk_area`, `types_of_harm`, `specific_harms`, `id` |
+//! | `red-team-attempts` | hh-rlhf's `red-team-attempts`: `transcript` (`\n\nHuman: …`), `task_description`, `rating`, `min_harmlessness_score_transcript`, `tags`, `model_type`, `num_params` |
 
 mod cai_conversation;
 mod columns;
 mod do_not_answer;
 mod harmbench;
 mod hh_rlhf;
+mod red_team_attempts;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -40,16 +42,19 @@ pub enum Shape {
     HarmBench,
     /// Do-Not-Answer questions.
     DoNotAnswer,
+    /// hh-rlhf's red-team attempts: a `transcript` per attempt.
+    RedTeamAttempts,
 }
 
 impl Shape {
     /// Every shape, in the order [`detect_shape`] tries them.
-    pub const ALL: [Shape; 5] = [
+    pub const ALL: [Shape; 6] = [
         Shape::CaiConversation,
         Shape::HarmBench,
         Shape::DoNotAnswer,
         Shape::Cai,
         Shape::HhRlhf,
+        Shape::RedTeamAttempts,
     ];
 
     /// The shape's name, as [`Shape::from_name`] takes it.
@@ -60,11 +65,12 @@ impl Shape {
             Shape::CaiConversation => "cai-conversation",
             Shape::HarmBench => "harmbench",
             Shape::DoNotAnswer => "do-not-answer",
+            Shape::RedTeamAttempts => "red-team-attempts",
         }
     }
 
-    /// A shape by name (`cai`, `hh-rlhf`, `cai-conversation`, `harmbench`, `do-not-answer`);
-    /// the error lists the names.
+    /// A shape by name (`cai`, `hh-rlhf`, `cai-conversation`, `harmbench`, `do-not-answer`,
+    /// `red-team-attempts`); the error lists the names.
     pub fn from_name(name: &str) -> Result<Shape, ImportError> {
         Shape::ALL
             .into_iter()
@@ -80,6 +86,7 @@ impl Shape {
             Shape::DoNotAnswer => has("question") && (has("risk_area") || has("types_of_harm")),
             Shape::Cai => has("prompt") || has("messages"),
             Shape::HhRlhf => has("chosen") && has("rejected"),
+            Shape::RedTeamAttempts => has("transcript"),
         }
     }
 }
@@ -136,13 +143,14 @@ pub enum ImportError {
     #[error(
         "no known dataset shape has the columns {0:?}; expected prompt/messages (cai), \
          chosen+rejected (hh-rlhf), init_prompt+revision_response (cai-conversation), \
-         Behavior (harmbench) or question+risk_area (do-not-answer), or name the shape"
+         Behavior (harmbench), question+risk_area (do-not-answer) or transcript \
+         (red-team-attempts), or name the shape"
     )]
     NoShape(Vec<String>),
     /// A shape name that is none of cai's.
     #[error(
-        "unknown dataset shape {0:?}; expected cai, hh-rlhf, cai-conversation, harmbench or \
-         do-not-answer"
+        "unknown dataset shape {0:?}; expected cai, hh-rlhf, cai-conversation, harmbench, \
+         do-not-answer or red-team-attempts"
     )]
     UnknownShape(String),
 }
@@ -228,6 +236,7 @@ pub fn prompt_record(shape: Shape, value: &Value, row: usize) -> Result<PromptRe
         Shape::CaiConversation => cai_conversation::prompt(object, row),
         Shape::HarmBench => harmbench::prompt(object, row),
         Shape::DoNotAnswer => do_not_answer::prompt(object, row),
+        Shape::RedTeamAttempts => red_team_attempts::prompt(object, row),
     }
 }
 
@@ -237,11 +246,14 @@ pub fn pair_record(shape: Shape, value: &Value, row: usize) -> Result<PairRecord
     match shape {
         Shape::HhRlhf => hh_rlhf::pair(object, row),
         Shape::CaiConversation => cai_conversation::pair(object, row),
-        Shape::Cai | Shape::HarmBench | Shape::DoNotAnswer => Err(ImportError::NoSuchRecord {
-            shape,
-            record: "preference pairs",
-            hint: "use an hh-rlhf or cai-conversation dataset, or label pairs with cai label",
-        }),
+        Shape::Cai | Shape::HarmBench | Shape::DoNotAnswer | Shape::RedTeamAttempts => {
+            Err(ImportError::NoSuchRecord {
+                shape,
+                record: "preference pairs",
+                hint: "use an hh-rlhf or cai-conversation dataset (hh-rlhf's harmless-base \
+                       subset has chosen/rejected pairs), or label pairs with cai label",
+            })
+        }
     }
 }
 
@@ -316,7 +328,7 @@ mod tests {
 
     #[test]
     fn shapes_are_detected_from_columns_most_specific_first() {
-        let cases: [(&[&str], Shape); 8] = [
+        let cases: [(&[&str], Shape); 10] = [
             (&["prompt"], Shape::Cai),
             (&["id", "messages"], Shape::Cai),
             (&["chosen", "rejected"], Shape::HhRlhf),
@@ -341,6 +353,11 @@ mod tests {
                 &["id", "question", "risk_area", "types_of_harm"],
                 Shape::DoNotAnswer,
             ),
+            (
+                &["transcript", "task_description", "rating", "tags"],
+                Shape::RedTeamAttempts,
+            ),
+            (&["prompt", "transcript"], Shape::Cai),
         ];
         for (columns, shape) in cases {
             assert_eq!(detect_shape(columns).unwrap(), shape, "{columns:?}");
@@ -419,6 +436,13 @@ mod tests {
             .to_string();
         assert!(
             err.starts_with("harmbench rows hold no preference pairs"),
+            "{err}"
+        );
+        let err = pair_record(Shape::RedTeamAttempts, &json!({"transcript": "x"}), 0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("red-team-attempts rows hold no preference pairs"),
             "{err}"
         );
         let err = critique_example(Shape::HhRlhf, &row, 0)
