@@ -873,6 +873,19 @@ fn validate(recipe: &Recipe, origin: &str) -> Result<(), RecipeError> {
             }
         }
         if let Some(safety) = &e.safety {
+            let measured = e
+                .snapshots
+                .iter()
+                .any(|s| *s != Snapshot::Prompted && s.stage().is_none_or(|stage| present(stage)));
+            if !measured {
+                return Err(invalid(
+                    "[eval.safety]",
+                    "no snapshot with a model of its own to judge: [eval] snapshots lists none \
+                     whose stage the recipe has (`prompted` is the base model with a context, \
+                     which cai eval safety does not put in front of prompts)"
+                        .into(),
+                ));
+            }
             check_sets("[eval.safety] red_team", &[safety.red_team])?;
             if let BenignSet::Data(set) = safety.benign {
                 check_sets("[eval.safety] benign", &[set])?;
@@ -1192,6 +1205,14 @@ constitution = "default"
         );
         let e = err("[eval.safety]\njudges = [\"refusal\"]\nsamples = 0\n");
         assert!(e.contains("[eval.safety] samples"), "{e}");
+        let text = minimal()
+            + "eval_red_team = [\"e.jsonl\"]\ncontext = \"c.txt\"\n[eval]\n\
+               snapshots = [\"prompted\", \"sl-cai\"]\nsafety = { judges = [\"refusal\"] }\n";
+        let e = parse(&text, "r.toml", false).unwrap_err().to_string();
+        assert!(
+            e.contains("[eval.safety]") && e.contains("no snapshot"),
+            "{e}"
+        );
         let text =
             minimal() + "[eval]\nsnapshots = [\"base\"]\nsafety = { judges = [\"refusal\"] }\n";
         let e = parse(&text, "r.toml", false).unwrap_err().to_string();
