@@ -876,7 +876,7 @@ fn validate(recipe: &Recipe, origin: &str) -> Result<(), RecipeError> {
             let measured = e
                 .snapshots
                 .iter()
-                .any(|s| *s != Snapshot::Prompted && s.stage().is_none_or(|stage| present(stage)));
+                .any(|s| *s != Snapshot::Prompted && s.stage().is_none_or(present));
             if !measured {
                 return Err(invalid(
                     "[eval.safety]",
