@@ -3,15 +3,17 @@
 //!
 //! A file lands in three steps, so the cache never holds a half-written file under a real
 //! name: bytes go to `blobs/<etag>.incomplete` (locked, resumed with an HTTP `Range` after a
-//! failure), which is renamed to `blobs/<etag>` once its size is the announced one, and only
-//! then linked into `snapshots/<commit>/<file>`.
+//! failure), which is renamed to `blobs/<etag>` once its size is the announced one — and, for
+//! a large (LFS) file, whose etag is the sha256 of its content, once its bytes have that
+//! sha256 (a mismatch deletes them) — and only then linked into `snapshots/<commit>/<file>`.
 
 use std::fs::OpenOptions;
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 use crate::cache::Cache;
 use crate::config::HubConfig;
@@ -220,8 +222,13 @@ impl Hub {
         };
         let blob = cache.blob_path(repo, &etag);
         if !blob.is_file() {
-            let label = format!("{} {file}", repo.id);
-            self.fetch_blob(&get_url, &blob, size, &label)?;
+            let fetch = Fetch {
+                size,
+                sha256: is_sha256(&etag).then(|| etag.to_ascii_lowercase()),
+                label: format!("{} {file}", repo.id),
+                what: format!("{} file {file}", repo.describe()),
+            };
+            self.fetch_blob(&get_url, &blob, &fetch)?;
         }
         cache.link(repo, commit, file, &etag)
     }
@@ -238,8 +245,11 @@ impl Hub {
         Ok(cache.snapshot_dir(repo, &info.commit))
     }
 
-    /// Download `url` into `blob` through `blob.incomplete`, resuming what is there.
-    fn fetch_blob(&self, url: &str, blob: &Path, size: Option<u64>, label: &str) -> Result<()> {
+    /// Download `url` into `blob` through `blob.incomplete`, resuming what is there; with a
+    /// sha256 to check, the whole file must have it before the rename (else the partial file
+    /// is deleted and the error names both digests).
+    fn fetch_blob(&self, url: &str, blob: &Path, fetch: &Fetch) -> Result<()> {
+        let (size, label) = (fetch.size, fetch.label.as_str());
         let folder = blob.parent().expect("a blob has a folder");
         std::fs::create_dir_all(folder).map_err(io(folder))?;
         let name = blob
@@ -265,6 +275,11 @@ impl Hub {
             part.set_len(0).map_err(io(&part_path))?;
             have = 0;
         }
+        // The digest of what is there, then of each chunk as it arrives.
+        let mut digest = fetch.sha256.as_ref().map(|_| Sha256::new());
+        if let Some(digest) = digest.as_mut().filter(|_| have > 0) {
+            hash_prefix(&mut part, have, digest).map_err(io(&part_path))?;
+        }
         let kept = |have: u64| {
             if have == 0 {
                 return String::new();
@@ -289,6 +304,7 @@ impl Hub {
                     // The server sent the whole file (it ignored the range): start over.
                     part.set_len(0).map_err(io(&part_path))?;
                     have = 0;
+                    digest = fetch.sha256.as_ref().map(|_| Sha256::new());
                 }
                 status => {
                     return Err(HubError::Http {
@@ -321,6 +337,9 @@ impl Hub {
                     }
                 };
                 part.write_all(&buf[..n]).map_err(io(&part_path))?;
+                if let Some(digest) = digest.as_mut() {
+                    digest.update(&buf[..n]);
+                }
                 have += n as u64;
                 bar.set_position(have);
             }
@@ -333,6 +352,19 @@ impl Hub {
                     url: url.to_owned(),
                     message: format!("the connection closed after {have} of {size} bytes"),
                     kept: kept(have),
+                });
+            }
+        }
+        if let (Some(expected), Some(digest)) = (&fetch.sha256, digest) {
+            let got = format!("{:x}", digest.finalize());
+            if &got != expected {
+                // Deleted while still locked: a process waiting for the lock starts afresh.
+                let _ = std::fs::remove_file(&part_path);
+                return Err(HubError::Checksum {
+                    what: fetch.what.clone(),
+                    url: url.to_owned(),
+                    expected: expected.clone(),
+                    got,
                 });
             }
         }
@@ -373,6 +405,40 @@ impl Hub {
     }
 }
 
+/// What [`Hub::fetch_blob`] fetches.
+struct Fetch {
+    /// The announced size, if any.
+    size: Option<u64>,
+    /// The sha256 the content must have (lowercase hex), when the etag is one.
+    sha256: Option<String>,
+    /// `org/name file`, for the progress bar.
+    label: String,
+    /// `model org/name file f`, for errors.
+    what: String,
+}
+
+/// Whether an etag is a sha256 (64 hex digits): the Hub's name for an LFS file's content.
+/// A small file's etag is its git blob hash (40 digits), which is not checked.
+fn is_sha256(etag: &str) -> bool {
+    etag.len() == 64 && etag.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Feed the first `len` bytes of `file` (open for reading and appending) to `digest`.
+fn hash_prefix(file: &mut std::fs::File, len: u64, digest: &mut Sha256) -> std::io::Result<()> {
+    file.seek(std::io::SeekFrom::Start(0))?;
+    let mut reader = Read::by_ref(file).take(len);
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => digest.update(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Whether `url` is on the host (and scheme and port) of `endpoint`.
 fn same_origin(url: &str, endpoint: &str) -> bool {
     let origin = |u: &str| {
@@ -396,6 +462,14 @@ fn network(url: &str, e: ureq::Error, kept: String) -> HubError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_sha256_etag_is_checked() {
+        let sha = "a".repeat(64);
+        assert!(is_sha256(&sha) && is_sha256(&sha.to_ascii_uppercase()));
+        assert!(!is_sha256(&"a".repeat(40)), "a git blob hash");
+        assert!(!is_sha256(&"g".repeat(64)));
+    }
 
     #[test]
     fn tokens_go_to_the_hub_only() {

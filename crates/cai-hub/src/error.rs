@@ -87,6 +87,23 @@ pub enum HubError {
         /// What was wrong.
         message: String,
     },
+    /// A downloaded file's sha256 is not the one the Hub announced for it (`X-Linked-Etag`):
+    /// the bytes were damaged on the way. The partial file is deleted.
+    #[error(
+        "{what}: the downloaded bytes have sha256 {got}, but the Hub announced {expected} \
+         ({url}); they were damaged on the way, so cai deleted them: run the same command \
+         again to download the file afresh"
+    )]
+    Checksum {
+        /// The repository and file (`model org/name file model.safetensors`).
+        what: String,
+        /// The URL the bytes came from.
+        url: String,
+        /// The sha256 the Hub announced, hex.
+        expected: String,
+        /// The sha256 of the bytes received, hex.
+        got: String,
+    },
     /// No cache folder is named by the environment.
     #[error(
         "{what} needs the Hugging Face cache, but no cache folder is named: set HF_HUB_CACHE \

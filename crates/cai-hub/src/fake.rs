@@ -1,6 +1,7 @@
 //! A Hub served from 127.0.0.1 for tests: the `resolve/` and `api/` routes with the real
-//! Hub's headers (`X-Repo-Commit`, `ETag`, `X-Linked-Etag`/`X-Linked-Size` and a redirect to
-//! a CDN route for large files), ranges, gated repositories, and connections cut mid-file.
+//! Hub's headers (`X-Repo-Commit`, `ETag`, `X-Linked-Etag` — the sha256 of a large (LFS)
+//! file, as on the Hub — `X-Linked-Size` and a redirect to a CDN route for large files),
+//! ranges, gated repositories, connections cut mid-file and bytes damaged on the way.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -37,6 +38,8 @@ struct State {
     repos: BTreeMap<String, FakeRepo>,
     /// (file name, bytes): the next GET of that file sends this many bytes, then hangs up.
     cut: Option<(String, usize)>,
+    /// File name: the next GET of that file sends its bytes with one of them changed.
+    corrupt: Option<String>,
     /// Every request as "METHOD path [range]".
     log: Vec<String>,
 }
@@ -88,13 +91,25 @@ impl FakeHub {
         self.state.lock().unwrap().cut = Some((file.to_owned(), bytes));
     }
 
+    /// Make the next download of `file` arrive damaged: whole, but with one byte changed.
+    pub fn corrupt_next_download(&self, file: &str) {
+        self.state.lock().unwrap().corrupt = Some(file.to_owned());
+    }
+
     /// The requests served so far, as "METHOD path" plus " range=…" when one was asked.
     pub fn requests(&self) -> Vec<String> {
         self.state.lock().unwrap().log.clone()
     }
 }
 
-/// A stable content hash, hex (a stand-in for the Hub's git and LFS hashes).
+/// The sha256 of `bytes`, hex: the Hub's `X-Linked-Etag` of an LFS file.
+pub fn sha256_of(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(bytes))
+}
+
+/// A stable content hash, hex, 24 digits (a stand-in for the git blob hash that names a
+/// small file on the Hub: not a sha256, so the client does not check it as one).
 pub fn etag_of(bytes: &[u8]) -> String {
     let mut hash: u64 = 0xcbf29ce484222325;
     for &b in bytes {
@@ -204,7 +219,7 @@ fn route(
             .repos
             .values()
             .flat_map(|r| r.files.iter())
-            .find(|(_, bytes)| etag_of(bytes) == etag)
+            .find(|(_, bytes)| bytes.len() >= LFS_THRESHOLD && sha256_of(bytes) == etag)
             .map(|(name, bytes)| (name.clone(), bytes.clone()));
         return match found {
             Some((name, bytes)) => send_bytes(&mut state, &name, bytes, range),
@@ -256,8 +271,8 @@ fn route(
     let Some(bytes) = repo.files.get(&file).cloned() else {
         return Answer::error(404, "EntryNotFound");
     };
-    let etag = etag_of(&bytes);
     if bytes.len() >= LFS_THRESHOLD {
+        let etag = sha256_of(&bytes);
         return Answer::new(302)
             .header("Location", format!("{base}/cdn/{etag}"))
             .header("X-Repo-Commit", repo.commit.clone())
@@ -265,6 +280,7 @@ fn route(
             .header("X-Linked-Size", bytes.len().to_string())
             .header("ETag", "\"git-pointer\"");
     }
+    let etag = etag_of(&bytes);
     let answer = if method == "HEAD" {
         let mut a = Answer::new(200);
         a.headers
@@ -302,6 +318,11 @@ fn send_bytes(state: &mut State, name: &str, bytes: Vec<u8>, range: Option<&str>
     };
     if state.cut.as_ref().is_some_and(|(file, _)| file == name) {
         answer.cut = state.cut.take().map(|(_, n)| n);
+    }
+    if state.corrupt.as_deref() == Some(name) && !answer.body.is_empty() {
+        state.corrupt = None;
+        let middle = answer.body.len() / 2;
+        answer.body[middle] ^= 0xff;
     }
     answer
 }

@@ -1,9 +1,10 @@
 //! Downloads from a fake Hub on 127.0.0.1: the cache layout, resume after a cut, offline
-//! mode, gated and missing repositories, and a network that is not there.
+//! mode, gated and missing repositories, a network that is not there, and bytes damaged on
+//! the way (caught by the sha256 the Hub announces).
 
 use std::path::Path;
 
-use cai_hub::fake::{FakeHub, FakeRepo};
+use cai_hub::fake::{sha256_of, FakeHub, FakeRepo};
 use cai_hub::{Hub, HubConfig, HubError, Repo, RepoKind};
 
 fn config(endpoint: &str, cache: &Path) -> HubConfig {
@@ -281,4 +282,81 @@ fn a_cut_before_any_byte_claims_nothing_kept() {
     assert!(!text.contains("kept"), "{text}");
     assert!(!tmp.path().join("models--org--m/snapshots").exists());
     client.download(&repo, "abc", "model.safetensors").unwrap();
+}
+
+#[test]
+fn a_corrupted_download_is_deleted_and_named_with_both_digests() {
+    let hub = FakeHub::start();
+    let weights = big(5000);
+    hub.add_model(
+        "org/tiny",
+        FakeRepo::new(
+            "c0ffee",
+            &[("config.json", b"{}"), ("model.safetensors", &weights)],
+        ),
+    );
+    hub.corrupt_next_download("model.safetensors");
+    let tmp = tempfile::tempdir().unwrap();
+    let client = Hub::new(config(hub.url(), tmp.path()));
+    let repo = Repo::parse("org/tiny", RepoKind::Model).unwrap();
+    let expected = sha256_of(&weights);
+    let err = client
+        .download(&repo, "c0ffee", "model.safetensors")
+        .unwrap_err();
+    let HubError::Checksum {
+        expected: announced,
+        got,
+        ..
+    } = &err
+    else {
+        panic!("{err:?}");
+    };
+    assert_eq!(announced, &expected);
+    assert_ne!(got, &expected);
+    let text = err.to_string();
+    for part in [
+        "model org/tiny file model.safetensors",
+        expected.as_str(),
+        got.as_str(),
+        "run the same command again",
+    ] {
+        assert!(text.contains(part), "{part}: {text}");
+    }
+    // Nothing is kept: no partial file, no blob, no snapshot link.
+    assert_eq!(leftovers(tmp.path()), Vec::<String>::new());
+    let repo_dir = tmp.path().join("models--org--tiny");
+    assert!(!repo_dir.join("blobs").join(&expected).exists());
+    assert!(!repo_dir.join("snapshots/c0ffee/model.safetensors").exists());
+    // The retry downloads it whole, and it checks out.
+    let path = client
+        .download(&repo, "c0ffee", "model.safetensors")
+        .unwrap();
+    assert_eq!(std::fs::read(path).unwrap(), weights);
+}
+
+#[test]
+fn a_damaged_partial_file_is_caught_after_the_resume() {
+    let hub = FakeHub::start();
+    let weights = big(6000);
+    hub.add_model("org/tiny", FakeRepo::new("c1", &[("w.bin", &weights)]));
+    hub.cut_next_download("w.bin", 2500);
+    let tmp = tempfile::tempdir().unwrap();
+    let client = Hub::new(config(hub.url(), tmp.path()));
+    let repo = Repo::parse("org/tiny", RepoKind::Model).unwrap();
+    client.download(&repo, "c1", "w.bin").unwrap_err();
+    let part = tmp
+        .path()
+        .join("models--org--tiny/blobs")
+        .join(format!("{}.incomplete", sha256_of(&weights)));
+    let mut kept = std::fs::read(&part).unwrap();
+    assert_eq!(kept.len(), 2500);
+    kept[100] ^= 0xff;
+    std::fs::write(&part, &kept).unwrap();
+    let err = client.download(&repo, "c1", "w.bin").unwrap_err();
+    assert!(matches!(err, HubError::Checksum { .. }), "{err:?}");
+    assert!(!part.exists());
+    assert_eq!(
+        std::fs::read(client.download(&repo, "c1", "w.bin").unwrap()).unwrap(),
+        weights
+    );
 }
