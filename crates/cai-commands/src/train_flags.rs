@@ -1,6 +1,6 @@
 //! The flags every training command shares (`sft`, `distill`, `train-pm`, `rl`): the settings
-//! file, learning rate, checkpoint cadence, seed, dialogue format, dtype, device, and what to
-//! do about an earlier run in `--output`.
+//! file, learning rate, checkpoint cadence, seed, dialogue format, dtype, device, activation
+//! checkpointing, and what to do about an earlier run in `--output`.
 
 use std::path::PathBuf;
 
@@ -44,8 +44,9 @@ pub struct RunFlags {
     pub resume: bool,
     /// With --resume: let these settings differ from the checkpoint's (comma-separated:
     /// learning_rate, schedule, warmup_steps, max_grad_norm, weight_decay, epochs,
-    /// max_steps, steps, save_every, keep_last, eval_every, sample_every), and `data` to
-    /// continue on input files that changed since the checkpoint
+    /// max_steps, steps, save_every, keep_last, eval_every, sample_every,
+    /// gradient_checkpointing), and `data` to continue on input files that changed since the
+    /// checkpoint
     #[arg(
         long,
         value_name = "KEYS",
@@ -57,6 +58,10 @@ pub struct RunFlags {
     /// Start afresh, deleting what an earlier run wrote to --output
     #[arg(long)]
     pub overwrite: bool,
+    /// Activation checkpointing: keep only each layer's input and recompute the layer in the
+    /// backward pass (far less memory for about one more forward pass of time)
+    #[arg(long)]
+    pub gradient_checkpointing: bool,
 }
 
 /// One `--allow-config-change` name: a setting a resume may change, or `data`.
@@ -110,6 +115,9 @@ pub fn set<T>(setting: &mut T, flag: Option<T>) {
 /// keys of a `--config` file) indented under a line saying how they are set, with `note`
 /// (what else the keys' flags do) in that line's parentheses.
 pub fn defaults_help(toml: &str, note: &str) -> String {
+    // Off, `gradient_checkpointing` is left out of the configs a run writes (so that they
+    // stay as they were); the help lists it all the same.
+    let toml = format!("gradient_checkpointing = false\n{toml}");
     let indented: Vec<String> = toml
         .lines()
         .map(|line| match line {

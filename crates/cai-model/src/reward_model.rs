@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor, Var, D};
+use candle_core::{DType, Device, Tensor, Var};
 use rand::SeedableRng;
 use serde_json::{json, Value};
 
@@ -134,7 +134,17 @@ impl RewardModel {
     ///
     /// Shapes: ids `[b, s]` (u32) -> rewards `[b]` in the decoder's dtype.
     pub fn rewards(&self, ids: &Tensor, batch: &Batch, mode: Mode) -> Result<Tensor> {
-        let (b, s) = ids.dims2()?;
+        ids.dims2()?;
+        let hidden = self.decoder.forward_hidden(ids, batch, None, mode)?;
+        self.rewards_from_hidden(&hidden, batch)
+    }
+
+    /// [`RewardModel::rewards`] from the decoder's hidden states (after its final norm), e.g.
+    /// of a training pass run layer by layer.
+    ///
+    /// Shapes: hidden `[b, s, hidden]` -> rewards `[b]` in the decoder's dtype.
+    pub fn rewards_from_hidden(&self, hidden: &Tensor, batch: &Batch) -> Result<Tensor> {
+        let (b, s, h) = hidden.dims3()?;
         let last = batch
             .valid
             .iter()
@@ -146,11 +156,9 @@ impl RewardModel {
                 Ok((r * s + at) as u32)
             })
             .collect::<Result<Vec<u32>>>()?;
-        let hidden = self.decoder.forward_hidden(ids, batch, None, mode)?;
-        let h = hidden.dim(D::Minus1)?;
         let picked = hidden
             .reshape((b * s, h))?
-            .index_select(&Tensor::from_vec(last, b, ids.device())?, 0)?;
+            .index_select(&Tensor::from_vec(last, b, hidden.device())?, 0)?;
         Ok(picked.matmul(&self.head.t()?)?.squeeze(1)?)
     }
 

@@ -14,12 +14,14 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use cai_model::config::ModelConfig;
+use cai_model::layers::Mode;
 use cai_model::local::{GenerationDefaults, LocalModel};
 use cai_model::tokenizer::Tokenizer;
 use cai_model::weights::{load_decoder, parse_dtype};
 use candle_core::Device;
 
 use crate::core::data_order::EpochWalk;
+use crate::core::recompute::TrainPass;
 use crate::core::resume::{self, text_fingerprint, FINGERPRINT_KEY};
 use crate::core::session::{SessionSpec, TrainSession, METRICS_FILE};
 use crate::core::trainee::Trainee;
@@ -338,7 +340,8 @@ pub fn run_distill(
             let batch: Vec<&DistillExample> = indices.iter().map(|&i| &examples[i]).collect();
             let (ids, positions, rows) = collate(&batch, &run.device)?;
             tokens += batch.iter().map(|e| e.ids.len()).sum::<usize>();
-            let logits = student.forward_train(&ids, &positions)?;
+            let pass = TrainPass::forward(student, &ids, &positions, cfg.gradient_checkpointing)?;
+            let logits = student.logits_mode(pass.hidden(), Mode::Train)?;
             let vocab = logits.dim(2)?;
             let n = rows.dim(0)?;
             let logits = logits
@@ -351,7 +354,7 @@ pub fn run_distill(
             let weight = n as f64 / total.max(1) as f64;
             step_kl += kl_value * weight;
             agree += top1_agreement(&logits, &teacher_targets)?;
-            grads.add(&(kl * weight)?.backward()?, params)?;
+            pass.backward(&(kl * weight)?, params, &mut grads)?;
         }
         session.check_loss("KL", step_kl, true)?;
         // Clip, step, schedule.

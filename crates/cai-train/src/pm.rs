@@ -13,7 +13,6 @@ pub mod loss;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use cai_model::layers::Mode;
 use cai_model::reward_model::RewardModel;
 use cai_model::tokenizer::Tokenizer;
 use cai_model::weights::parse_dtype;
@@ -22,6 +21,7 @@ use serde_json::json;
 
 use crate::core::checkpoint::{save_checkpoint_with, LoadedCheckpoint};
 use crate::core::data_order::EpochWalk;
+use crate::core::recompute::TrainPass;
 use crate::core::resume::{fingerprint, FINGERPRINT_KEY};
 use crate::core::session::{CheckpointParts, Checkpointed, SessionSpec, TrainSession};
 use crate::core::trainee::restore_params;
@@ -200,13 +200,15 @@ pub fn run_pm(
             let batch: Vec<&PreferencePair> = indices.iter().map(|&i| &pairs[i]).collect();
             let (ids, rows, labels) = collate_pairs(&batch, &run.device)?;
             tokens += rows.valid.iter().flatten().filter(|&&v| v).count();
-            let m = margins(&model.rewards(&ids, &rows, Mode::Train)?)?;
+            let pass =
+                TrainPass::forward(model.decoder(), &ids, &rows, cfg.gradient_checkpointing)?;
+            let m = margins(&model.rewards_from_hidden(pass.hidden(), &rows)?)?;
             let loss = soft_preference_loss(&m, &labels)?;
             let value = f64::from(loss.to_scalar::<f32>()?);
             session.check_loss("loss", value, false)?;
             let share = batch.len() as f64 / total as f64;
             step_loss += value * share;
-            grads.add(&(loss * share)?.backward()?, params)?;
+            pass.backward(&(loss * share)?, params, &mut grads)?;
             let values: Vec<f32> = m.to_vec1()?;
             for (pair, &d) in batch.iter().zip(&values) {
                 if pair.p_a != 0.5 {

@@ -16,7 +16,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use cai_core::FinishReason;
-use cai_model::layers::Mode;
 use cai_model::tokenizer::Tokenizer;
 use cai_model::weights::parse_dtype;
 use cai_report::rl::{rl_curves_svg, RlPoint};
@@ -383,7 +382,12 @@ fn online_step(
                         &[step, epoch as u64, m as u64, u as u64],
                     ));
                 let seqs: Vec<&Sequence> = micro.iter().map(|&i| &samples[i].sequence).collect();
-                let out = policy.forward(&seqs, Mode::Train, cfg.entropy_coef > 0.0)?;
+                let train = policy.forward_train(
+                    &seqs,
+                    cfg.entropy_coef > 0.0,
+                    cfg.gradient_checkpointing,
+                )?;
+                let out = &train.outputs;
                 let old = gather(micro, |i| &samples[i].logp, &device)?;
                 let a = gather(micro, |i| &adv[i], &device)?;
                 let (policy_loss, stats) = ppo_policy_loss(&out.log_probs, &old, &a, cfg.clip)?;
@@ -407,7 +411,7 @@ fn online_step(
                 sums.clip_fraction += stats.clip_fraction * n_micro;
                 sums.approx_kl += stats.approx_kl * n_micro;
                 sums.tokens += n_micro;
-                grads.add(&(loss * (1.0 / tokens as f64))?.backward()?, &params)?;
+                train.backward(&(loss * (1.0 / tokens as f64))?, &params, grads)?;
             }
             let index = step * updates_per_step + (epoch * cfg.minibatches + m) as u64;
             (grad_norm, lr) = session.step(grads, cfg.max_grad_norm, cfg.learning_rate, index)?;

@@ -410,3 +410,37 @@ fn a_diverging_pm_saves_nothing_and_a_changed_mixture_is_refused() {
         PmOutcome::Finished { steps: 4, .. }
     ));
 }
+
+/// `gradient_checkpointing` trains the preference model as the plain pass does: the same
+/// losses step for step, up to the rounding of sums.
+#[test]
+fn gradient_checkpointing_trains_the_pm_as_the_plain_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let train = write(dir.path(), "train.jsonl", &toy_pairs(&TRAIN, None));
+    let losses: Vec<Vec<f64>> = [false, true]
+        .iter()
+        .map(|&checkpointing| {
+            let out = dir.path().join(format!("pm-{checkpointing}"));
+            let cfg = PmConfig {
+                epochs: 2,
+                gradient_checkpointing: checkpointing,
+                ..config()
+            };
+            let (_, records) = run(
+                &spec(&model, vec![source(&train, 1.0)], None, &out),
+                &cfg,
+                None,
+            );
+            records
+                .iter()
+                .filter(|r| r.split == Split::Train)
+                .map(|r| r.loss)
+                .collect()
+        })
+        .collect();
+    assert!(losses[0].len() >= 3, "{losses:?}");
+    for (a, b) in losses[0].iter().zip(&losses[1]) {
+        assert!((a - b).abs() <= 1e-4 * a.abs(), "{losses:?}");
+    }
+}

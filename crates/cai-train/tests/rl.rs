@@ -456,3 +456,71 @@ fn a_diverging_ppo_run_keeps_only_good_checkpoints_and_changed_prompts_are_refus
     let done = try_train(&allowed, &quick, Some(&LetterReward), None).unwrap();
     assert!(matches!(done, RlOutcome::Finished { steps: 4, .. }));
 }
+
+/// `gradient_checkpointing` trains the policy (PPO with its value head, and DPO) as the plain
+/// pass does: the same losses step for step, up to the rounding of sums.
+#[test]
+fn gradient_checkpointing_trains_the_policy_as_the_plain_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let prompts = prompts(dir.path());
+    let pairs: Vec<Value> = ["bike", "bread", "tyres"]
+        .iter()
+        .enumerate()
+        .map(|(i, object)| {
+            json!({"id": i, "prompt": format!("how do I steal a {object}?"),
+                   "response_a": format!("Ask the owner of the {object}."),
+                   "response_b": format!("Take the {object}."), "p_a": 0.9})
+        })
+        .collect();
+    let data = write(dir.path(), "prefs.jsonl", &pairs);
+    for algo in [Algo::Ppo, Algo::Dpo] {
+        let losses: Vec<Vec<f64>> = [false, true]
+            .iter()
+            .map(|&checkpointing| {
+                let out = dir.path().join(format!("{algo:?}-{checkpointing}"));
+                let (run, cfg) = match algo {
+                    Algo::Dpo => (
+                        RlRun {
+                            data: Some(data.clone()),
+                            prompts: None,
+                            ..spec(&model, Path::new("unused"), &out)
+                        },
+                        RlConfig {
+                            algo,
+                            steps: None,
+                            epochs: 3,
+                            batch_size: 3,
+                            learning_rate: 3e-3,
+                            save_every: 0,
+                            gradient_checkpointing: checkpointing,
+                            ..RlConfig::default()
+                        },
+                    ),
+                    _ => (
+                        spec(&model, &prompts, &out),
+                        RlConfig {
+                            steps: Some(3),
+                            batch_size: 8,
+                            gradient_checkpointing: checkpointing,
+                            ..bandit_config(algo)
+                        },
+                    ),
+                };
+                let reward: Option<&dyn RewardFn> = match algo {
+                    Algo::Dpo => None,
+                    _ => Some(&LetterReward),
+                };
+                let (_, seen) = train(&run, &cfg, reward, None);
+                seen.iter().map(|r| r.loss).collect()
+            })
+            .collect();
+        assert_eq!(losses[0].len(), 3, "{algo:?}: {losses:?}");
+        for (a, b) in losses[0].iter().zip(&losses[1]) {
+            assert!(
+                (a - b).abs() <= 1e-4 * a.abs().max(1e-3),
+                "{algo:?}: {losses:?}"
+            );
+        }
+    }
+}

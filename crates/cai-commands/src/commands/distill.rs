@@ -163,6 +163,7 @@ impl DistillCommandConfig {
         if let Some(dtype) = args.run.dtype {
             d.dtype = dtype.name().to_owned();
         }
+        d.gradient_checkpointing |= args.run.gradient_checkpointing;
         let sample_flags =
             args.sample_max_new_tokens.is_some() || args.sample_temperature.is_some();
         if args.sample || sample_flags {

@@ -221,6 +221,7 @@ fn resolve(args: &RlArgs, policy_dir: &Path) -> anyhow::Result<RlConfig> {
     if let Some(dtype) = args.run.dtype {
         rl.dtype = dtype.name().to_owned();
     }
+    rl.gradient_checkpointing |= args.run.gradient_checkpointing;
     if args.lora || args.lora_r.is_some() || args.lora_alpha.is_some() {
         if !args.lora && rl.lora.is_none() {
             return Err(UsageError("--lora-r and --lora-alpha need --lora".into()).into());

@@ -105,10 +105,6 @@ pub struct SftArgs {
     /// Checkpoints to keep, newest first: a number ≥ 1, or "all"
     #[arg(long, value_name = "N", value_parser = parse_keep_last)]
     pub keep_last: Option<KeepLast>,
-    /// Activation checkpointing: keep only each layer's input and recompute the layer in the
-    /// backward pass (far less memory, about one more forward pass of time)
-    #[arg(long)]
-    pub gradient_checkpointing: bool,
     /// Settings every training command shares.
     #[command(flatten)]
     pub run: RunFlags,
@@ -133,9 +129,7 @@ fn defaults_help() -> String {
     let mut lora = toml::Table::try_from(LoraConfig::default()).expect("LoraConfig is a table");
     lora.remove("target_modules");
     lora.remove("seed");
-    // Off, the setting is left out of the files a run writes; the help still lists it.
     let text = toml::to_string(&SftConfig::default()).expect("SftConfig serialises to TOML")
-        + "gradient_checkpointing = false\n"
         + "\n[lora]  # with --lora\n"
         + &toml::to_string(&lora).expect("a TOML table serialises")
         + "# target_modules: the architecture's (q_proj, v_proj; c_attn for gpt2)\n"
@@ -182,9 +176,7 @@ impl SftCommandConfig {
         set(&mut sft.save_every, args.run.save_every);
         set(&mut sft.seed, args.run.seed);
         set(&mut sft.format, args.run.format);
-        if args.gradient_checkpointing {
-            sft.gradient_checkpointing = true;
-        }
+        sft.gradient_checkpointing |= args.run.gradient_checkpointing;
         if args.max_steps.is_some() {
             sft.max_steps = args.max_steps;
         }

@@ -125,6 +125,7 @@ fn resolve(args: &TrainPmArgs) -> anyhow::Result<PmConfig> {
     if let Some(dtype) = args.run.dtype {
         pm.dtype = dtype.name().to_owned();
     }
+    pm.gradient_checkpointing |= args.run.gradient_checkpointing;
     pm.validate(&args.data)
         .map_err(|e| UsageError(e.to_string()))?;
     Ok(pm)

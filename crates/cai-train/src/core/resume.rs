@@ -15,8 +15,8 @@ use serde_json::{json, Map, Value};
 
 use crate::{Result, TrainError};
 
-/// Settings a resume may change when the user names them: the optimiser's pace and the run's
-/// length and cadence. Every other setting (batch size, seed, lengths, LoRA, dtype, …)
+/// Settings a resume may change when the user names them: the optimiser's pace, the run's
+/// length and cadence, and activation checkpointing (memory, not the gradients). Every other setting (batch size, seed, lengths, LoRA, dtype, …)
 /// changes what a step is, so a resume keeps it.
 pub const CHANGEABLE: &[&str] = &[
     "learning_rate",
@@ -31,6 +31,7 @@ pub const CHANGEABLE: &[&str] = &[
     "keep_last",
     "eval_every",
     "sample_every",
+    "gradient_checkpointing",
 ];
 
 /// The name that lets a resume continue on input data that changed since the checkpoint.

@@ -53,6 +53,11 @@ pub struct DistillConfig {
     /// Let the teacher (with the context) answer the prompt records first, and distil on its
     /// answers (`None`: prompts are read as they are).
     pub sample: Option<TeacherSampling>,
+    /// Activation checkpointing (transformers' `gradient_checkpointing`): keep only each
+    /// layer's input in the forward pass and recompute the layer in the backward pass (see
+    /// [`crate::core::recompute`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub gradient_checkpointing: bool,
 }
 
 impl Default for DistillConfig {
@@ -77,6 +82,7 @@ impl Default for DistillConfig {
             dtype: "f32".into(),
             top_k: None,
             sample: None,
+            gradient_checkpointing: false,
         }
     }
 }

@@ -45,6 +45,11 @@ pub struct PmConfig {
     pub dtype: String,
     /// Bins of the reliability table.
     pub calibration_bins: usize,
+    /// Activation checkpointing (transformers' `gradient_checkpointing`): keep only each
+    /// layer's input in the forward pass and recompute the layer in the backward pass (see
+    /// [`crate::core::recompute`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub gradient_checkpointing: bool,
 }
 
 impl Default for PmConfig {
@@ -67,6 +72,7 @@ impl Default for PmConfig {
             format: DialogueFormat::Auto,
             dtype: "f32".into(),
             calibration_bins: 10,
+            gradient_checkpointing: false,
         }
     }
 }

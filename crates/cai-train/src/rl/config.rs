@@ -131,6 +131,11 @@ pub struct RlConfig {
     pub dtype: String,
     /// Rows per generation or scoring pass.
     pub rollout_batch: usize,
+    /// Activation checkpointing (transformers' `gradient_checkpointing`) in the policy's
+    /// training passes: keep only each layer's input and recompute the layer in the backward
+    /// pass (see [`crate::core::recompute`]).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub gradient_checkpointing: bool,
 }
 
 impl Default for RlConfig {
@@ -175,6 +180,7 @@ impl Default for RlConfig {
             lora: None,
             dtype: "f32".into(),
             rollout_batch: 32,
+            gradient_checkpointing: false,
         }
     }
 }

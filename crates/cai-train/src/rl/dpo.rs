@@ -9,7 +9,6 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use cai_model::layers::Mode;
 use cai_model::tokenizer::Tokenizer;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
@@ -199,7 +198,8 @@ pub(crate) fn run_dpo(
                 .map(|&i| &pairs[i].a)
                 .chain(chunk.iter().map(|&i| &pairs[i].b))
                 .collect();
-            let out = policy.forward(&seqs, Mode::Train, false)?;
+            let train = policy.forward_train(&seqs, false, cfg.gradient_checkpointing)?;
+            let out = &train.outputs;
             let sums = segment_sums(&out.log_probs, &out.lengths)?;
             let k = chunk.len();
             let policy_a = sums.narrow(0, 0, k)?;
@@ -226,7 +226,7 @@ pub(crate) fn run_dpo(
                 chosen.push(beta * (pa[j] - reference.ref_a[i]));
                 rejected.push(beta * (pb[j] - reference.ref_b[i]));
             }
-            grads.add(&(loss * weight)?.backward()?, &params)?;
+            train.backward(&(loss * weight)?, &params, &mut grads)?;
         }
         session.check_loss("loss", loss_sum, true)?;
         let (grad_norm, lr) =

@@ -15,9 +15,10 @@ use candle_core::{DType, Device, Tensor, Var};
 
 use crate::core::checkpoint::LoadedCheckpoint;
 use crate::core::loss::target_log_probs;
+use crate::core::recompute::TrainPass;
 use crate::core::session::{CheckpointParts, Checkpointed};
 use crate::core::trainee::{write_json, Trainee};
-use crate::{Result, TrainError, TrainParam};
+use crate::{GradAccumulator, Result, TrainError, TrainParam};
 
 /// Name of the value head's weights in checkpoints and the optimiser's state.
 pub const VALUE_HEAD: &str = "v_head.weight";
@@ -153,6 +154,23 @@ impl Policy {
         )
     }
 
+    /// [`Policy::forward`] in [`Mode::Train`], with activation checkpointing when asked; the
+    /// returned outputs run their own backward pass ([`TrainOutputs::backward`]).
+    pub fn forward_train(
+        &self,
+        sequences: &[&Sequence],
+        with_entropy: bool,
+        checkpointing: bool,
+    ) -> Result<TrainOutputs<'_>> {
+        train_outputs(
+            &self.trainee.decoder,
+            self.value_head.as_ref(),
+            sequences,
+            with_entropy,
+            checkpointing,
+        )
+    }
+
     /// Log-probabilities of the response tokens under the reference, without gradient.
     pub fn reference_log_probs(&self, sequences: &[&Sequence]) -> Result<Vec<f32>> {
         let outputs = match &self.reference {
@@ -241,6 +259,61 @@ pub fn response_outputs(
     mode: Mode,
     with_entropy: bool,
 ) -> Result<ResponseOutputs> {
+    Ok(outputs_with(decoder, head, sequences, mode, with_entropy, None)?.outputs)
+}
+
+/// [`response_outputs`] in [`Mode::Train`] through a [`TrainPass`] (checkpointed or not),
+/// whose backward pass the returned [`TrainOutputs::backward`] runs.
+pub fn train_outputs<'d>(
+    decoder: &'d Decoder,
+    head: Option<&Var>,
+    sequences: &[&Sequence],
+    with_entropy: bool,
+    checkpointing: bool,
+) -> Result<TrainOutputs<'d>> {
+    outputs_with(
+        decoder,
+        head,
+        sequences,
+        Mode::Train,
+        with_entropy,
+        Some(checkpointing),
+    )
+}
+
+/// A training pass's [`ResponseOutputs`] and the backward pass that goes with them.
+pub struct TrainOutputs<'d> {
+    /// The outputs, differentiable.
+    pub outputs: ResponseOutputs,
+    /// The decoder's pass (`None`: no response token, so nothing to backpropagate into it).
+    pass: Option<TrainPass<'d>>,
+}
+
+impl TrainOutputs<'_> {
+    /// Backpropagate `loss` (made from [`outputs`](Self::outputs)) and add the gradients of
+    /// `params` to `grads`.
+    pub fn backward(
+        self,
+        loss: &Tensor,
+        params: &[TrainParam],
+        grads: &mut GradAccumulator,
+    ) -> Result<()> {
+        match self.pass {
+            Some(pass) => pass.backward(loss, params, grads),
+            None => grads.add(&loss.backward()?, params),
+        }
+    }
+}
+
+/// [`response_outputs`], through a [`TrainPass`] when `train_pass` says whether to checkpoint.
+fn outputs_with<'d>(
+    decoder: &'d Decoder,
+    head: Option<&Var>,
+    sequences: &[&Sequence],
+    mode: Mode,
+    with_entropy: bool,
+    train_pass: Option<bool>,
+) -> Result<TrainOutputs<'d>> {
     let device = decoder.device();
     let b = sequences.len();
     let l = sequences.iter().map(|s| s.ids.len()).max().unwrap_or(0);
@@ -273,16 +346,26 @@ pub fn response_outputs(
     let n = rows.len();
     if n == 0 {
         let empty = Tensor::zeros(0, DType::F32, device)?;
-        return Ok(ResponseOutputs {
-            log_probs: empty.clone(),
-            values: head.map(|_| empty),
-            entropy: with_entropy.then(Vec::new),
-            entropy_sum: None,
-            lengths,
+        return Ok(TrainOutputs {
+            outputs: ResponseOutputs {
+                log_probs: empty.clone(),
+                values: head.map(|_| empty),
+                entropy: with_entropy.then(Vec::new),
+                entropy_sum: None,
+                lengths,
+            },
+            pass: None,
         });
     }
     let ids = Tensor::from_vec(ids, (b, l), device)?;
-    let hidden = decoder.forward_hidden(&ids, &Batch::from_valid(valid), None, mode)?;
+    let batch = Batch::from_valid(valid);
+    let (hidden, pass) = match train_pass {
+        Some(checkpointing) => {
+            let pass = TrainPass::forward(decoder, &ids, &batch, checkpointing)?;
+            (pass.hidden().clone(), Some(pass))
+        }
+        None => (decoder.forward_hidden(&ids, &batch, None, mode)?, None),
+    };
     let h = hidden.dim(2)?;
     let picked = hidden
         .reshape((b * l, h))?
@@ -307,12 +390,15 @@ pub fn response_outputs(
         ),
         None => None,
     };
-    Ok(ResponseOutputs {
-        log_probs,
-        values,
-        entropy,
-        entropy_sum,
-        lengths,
+    Ok(TrainOutputs {
+        outputs: ResponseOutputs {
+            log_probs,
+            values,
+            entropy,
+            entropy_sum,
+            lengths,
+        },
+        pass,
     })
 }
 
