@@ -21,7 +21,7 @@ pub mod usage;
 
 pub use error::Error;
 pub use lm::{
-    FinishReason, GenerateRequest, Generation, LanguageModel, Sampling, Score, ScoreRequest,
-    TokenLogprob,
+    FinishReason, GenerateRequest, Generation, LanguageModel, OutputFormat, Sampling, Score,
+    ScoreRequest, TokenLogprob,
 };
 pub use scorer::Scorer;

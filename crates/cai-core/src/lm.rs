@@ -44,6 +44,26 @@ impl Sampling {
     }
 }
 
+/// What a generation must be.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputFormat {
+    /// Any text.
+    #[default]
+    Text,
+    /// One JSON object and nothing after it (OpenAI's `response_format: {"type":
+    /// "json_object"}`): a local model samples only tokens that keep the text a valid start of
+    /// one, and stops when it is whole; an endpoint is sent the `response_format`.
+    JsonObject,
+}
+
+impl OutputFormat {
+    /// Whether this is plain text (the default, left out of serialised requests).
+    pub fn is_text(&self) -> bool {
+        *self == Self::Text
+    }
+}
+
 /// One generation request.
 ///
 /// `prefix` is text shared by many requests (a dialogue context, a few-shot block). A local
@@ -67,6 +87,9 @@ pub struct GenerateRequest {
     /// Seed of this request's sampler: the same seed gives the same tokens whatever the batch.
     #[serde(default)]
     pub seed: u64,
+    /// What the generation must be: any text, or one JSON object.
+    #[serde(default, skip_serializing_if = "OutputFormat::is_text")]
+    pub format: OutputFormat,
 }
 
 impl GenerateRequest {
@@ -79,6 +102,7 @@ impl GenerateRequest {
             sampling,
             stop: Vec::new(),
             seed: 0,
+            format: OutputFormat::Text,
         }
     }
 }

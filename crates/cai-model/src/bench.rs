@@ -69,6 +69,7 @@ pub fn bench_generate(
             seed: i as u64,
             top_logprobs: 0,
             ignore_eos: false,
+            format: cai_core::OutputFormat::Text,
         })
         .collect();
     let stopping = Stopping {

@@ -72,6 +72,7 @@ pub fn bench_context_generate(
                         seed: (c * w.batch + i) as u64,
                         top_logprobs: 0,
                         ignore_eos: false,
+                        format: cai_core::OutputFormat::Text,
                     }
                 })
                 .collect()

@@ -3,7 +3,7 @@
 //! [`DecodeBatch::step`] samples one token per row and runs one decode pass for the rows still
 //! going, [`DecodeBatch::remove`] drops rows whose caller went away.
 
-use cai_core::FinishReason;
+use cai_core::{FinishReason, OutputFormat};
 use candle_core::{DType, Tensor};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -11,6 +11,7 @@ use rayon::prelude::*;
 
 use crate::decoder::{Batch, Decoder};
 use crate::generate::{GenJob, GenOutput, Stopping};
+use crate::json_prefix::{self, JsonPrefix};
 use crate::kv_cache::KvCache;
 use crate::layers::Mode;
 use crate::mask::positions_for;
@@ -239,25 +240,29 @@ impl<'a> DecodeBatch<'a> {
         // Each row's pick reads only its own logits and sampler, so rows are picked in
         // parallel: over a vocabulary of thousands, the log-sum-exp of every row is a tenth of
         // a batch-16 decode step on bench-6m when done on one core.
-        let pick = |(row, logits): (&mut Row, &Vec<f32>)| {
-            (row.job.max_new_tokens > 0).then(|| {
-                let tok = sample(logits, &row.job.sampling, &mut row.rng);
-                let top = top_logprobs(logits, row.job.top_logprobs);
-                (tok, token_logprob(logits, tok), top)
-            })
+        let pick = |(row, logits): (&mut Row, &Vec<f32>)| -> Result<Option<Pick>> {
+            if row.job.max_new_tokens == 0 {
+                return Ok(None);
+            }
+            let tok = match row.job.format {
+                OutputFormat::Text => sample(logits, &row.job.sampling, &mut row.rng),
+                OutputFormat::JsonObject => pick_json(row, logits, stopping)?,
+            };
+            let top = top_logprobs(logits, row.job.top_logprobs);
+            Ok(Some((tok, token_logprob(logits, tok), top)))
         };
         let picks: Vec<Option<Pick>> = if self.rows.len() >= PARALLEL_PICKS {
             self.rows
                 .par_iter_mut()
                 .zip(self.logits.par_iter())
                 .map(pick)
-                .collect()
+                .collect::<Result<_>>()?
         } else {
             self.rows
                 .iter_mut()
                 .zip(self.logits.iter())
                 .map(pick)
-                .collect()
+                .collect::<Result<_>>()?
         };
         for ((r, row), picked) in self.rows.iter_mut().enumerate().zip(picks) {
             let Some((tok, logprob, top)) = picked else {
@@ -319,10 +324,58 @@ fn top_logprobs(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
         .collect()
 }
 
+/// Draws a JSON-constrained row makes before it takes the best allowed token in logit order.
+const JSON_DRAWS: usize = 16;
+
+/// Most likely tokens looked through for an allowed one after [`JSON_DRAWS`] draws.
+const JSON_CANDIDATES: usize = 4096;
+
+/// The next token of a row whose output must be one JSON object: drawn as the row's sampling
+/// says, except that a token after which the text can no longer become a JSON object (or an
+/// end-of-sequence token before the object is whole) is masked out and the draw repeated;
+/// after [`JSON_DRAWS`] draws, the most likely allowed token.
+fn pick_json(row: &mut Row, logits: &[f32], stopping: Stopping<'_>) -> Result<u32> {
+    let tokenizer = stopping.tokenizer.ok_or_else(|| {
+        ModelError::Request("JSON output needs a tokenizer to read the text it makes".into())
+    })?;
+    let mut tokens = row.tokens.clone();
+    tokens.push(0);
+    let mut allowed = |tok: u32| -> Result<bool> {
+        if stopping.eos.contains(&tok) {
+            return Ok(false);
+        }
+        *tokens.last_mut().expect("pushed above") = tok;
+        Ok(json_prefix::check(&tokenizer.decode(&tokens)?) != JsonPrefix::Invalid)
+    };
+    let mut masked = logits.to_vec();
+    for _ in 0..JSON_DRAWS {
+        let tok = sample(&masked, &row.job.sampling, &mut row.rng);
+        if allowed(tok)? {
+            return Ok(tok);
+        }
+        masked[tok as usize] = f32::NEG_INFINITY;
+    }
+    for (tok, _) in top_k(&masked, JSON_CANDIDATES) {
+        if allowed(tok)? {
+            return Ok(tok);
+        }
+    }
+    Err(ModelError::Request(format!(
+        "none of the {JSON_CANDIDATES} most likely tokens continues the JSON object \
+         generated so far"
+    )))
+}
+
 /// Whether `row` is done after sampling `tok`.
 fn finished(row: &Row, tok: u32, stopping: Stopping<'_>) -> Result<Option<FinishReason>> {
     if stopping.eos.contains(&tok) && !row.job.ignore_eos {
         return Ok(Some(FinishReason::Eos));
+    }
+    if let (OutputFormat::JsonObject, Some(tk)) = (row.job.format, stopping.tokenizer) {
+        // The object is whole: nothing but whitespace could follow, so the row ends here.
+        if json_prefix::check(&tk.decode(&row.tokens)?) == JsonPrefix::Complete {
+            return Ok(Some(FinishReason::Stop));
+        }
     }
     if let (Some(tk), false) = (stopping.tokenizer, row.job.stop.is_empty()) {
         let text = tk.decode(&row.tokens)?;
@@ -383,6 +436,7 @@ mod tests {
             seed: 1,
             top_logprobs: 0,
             ignore_eos: true,
+            format: cai_core::OutputFormat::Text,
         }
     }
 

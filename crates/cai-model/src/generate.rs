@@ -2,7 +2,7 @@
 //! set of jobs to the end; rows stop on end-of-sequence, stop strings or their token budget,
 //! and finished rows leave the batch.
 
-use cai_core::{FinishReason, Sampling};
+use cai_core::{FinishReason, OutputFormat, Sampling};
 
 use crate::decode_batch::DecodeBatch;
 use crate::decoder::Decoder;
@@ -28,6 +28,10 @@ pub struct GenJob {
     /// Keep going past end-of-sequence tokens, to the budget or a stop string (benchmarks,
     /// vLLM's `ignore_eos`).
     pub ignore_eos: bool,
+    /// What the output must be: with [`OutputFormat::JsonObject`] only tokens that keep the
+    /// text a valid start of one JSON object are sampled (this needs the tokenizer of
+    /// [`Stopping`]), and the row stops when the object is whole.
+    pub format: OutputFormat,
 }
 
 /// The result of one [`GenJob`].

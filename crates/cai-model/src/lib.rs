@@ -17,6 +17,7 @@ pub mod generate;
 pub mod gguf;
 pub mod hub;
 pub mod init;
+pub mod json_prefix;
 pub mod kernels;
 pub mod kv_cache;
 pub mod layers;

@@ -278,6 +278,7 @@ impl LocalModel {
                         seed: r.seed,
                         top_logprobs: 0,
                         ignore_eos: false,
+                        format: r.format,
                     })
                 })
                 .collect::<Result<_>>()?;

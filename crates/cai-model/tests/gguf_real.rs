@@ -135,6 +135,7 @@ fn check(model_path: &Path, reference: &Path) {
             seed: 0,
             top_logprobs: 0,
             ignore_eos: false,
+            format: cai_core::OutputFormat::Text,
         });
     }
     let started = std::time::Instant::now();

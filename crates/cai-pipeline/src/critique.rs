@@ -345,6 +345,7 @@ impl CritiqueStage {
                     sampling: self.settings.sampling,
                     stop: stop.clone(),
                     seed: self.request_seed(&prompts[i].id, which),
+                    format: cai_core::OutputFormat::Text,
                 })
             })
             .collect::<Result<Vec<_>>>()?;

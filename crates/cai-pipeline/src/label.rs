@@ -213,6 +213,7 @@ impl LabelStage {
                     sampling: settings.sampling,
                     stop: self.format.stop_strings(),
                     seed: self.seed(&prompt.id, &["sample", &sample.to_string()]),
+                    format: cai_core::OutputFormat::Text,
                 });
             }
         }
@@ -280,6 +281,7 @@ impl LabelStage {
                                 if q.swapped { "swapped" } else { "original" },
                             ],
                         ),
+                        format: cai_core::OutputFormat::Text,
                     })
                     .collect();
                 Some(generate(feedback, &requests, "reasoning", prompts)?)

@@ -7,7 +7,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use cai_core::{FinishReason, GenerateRequest, Generation, Score, ScoreRequest, TokenLogprob};
+use cai_core::{
+    FinishReason, GenerateRequest, Generation, OutputFormat, Score, ScoreRequest, TokenLogprob,
+};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -93,11 +95,16 @@ pub(crate) fn generate(endpoint: &Endpoint, r: &GenerateRequest) -> Result<Gener
     if let Some(k) = r.sampling.top_k {
         body["top_k"] = json!(k);
     }
+    if r.format == OutputFormat::JsonObject {
+        body["response_format"] = json!({"type": "json_object"});
+    }
     let (choice, prompt_tokens) =
         first_choice(endpoint.post("/completions", &body)?, "/completions")?;
     let finish_reason = match (choice.finish_reason.as_deref(), &choice.stop_reason) {
         (Some("length"), _) => FinishReason::Length,
         (_, Some(Value::String(_))) => FinishReason::Stop,
+        // A JSON answer ends when its object is whole, as a local model's does.
+        _ if r.format == OutputFormat::JsonObject => FinishReason::Stop,
         _ => FinishReason::Eos,
     };
     let (token_ids, token_logprobs) = match choice.logprobs {

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use cai_core::Sampling;
+use cai_core::{OutputFormat, Sampling};
 use cai_model::generate::{GenJob, GenOutput};
 use tokio::sync::mpsc::UnboundedReceiver;
 
@@ -24,6 +24,7 @@ pub(crate) struct GenParams {
     pub top_logprobs: usize,
     pub stream: bool,
     pub ignore_eos: bool,
+    pub format: OutputFormat,
 }
 
 /// Most alternatives per position a request may ask for (vLLM's limit).
@@ -101,6 +102,23 @@ pub(crate) fn params(
         ))
         .param("logprobs"));
     }
+    let format =
+        match fields.response_format.as_ref().map(|f| f.kind.as_str()) {
+            None | Some("text") => OutputFormat::Text,
+            Some("json_object") => OutputFormat::JsonObject,
+            Some("json_schema") => return Err(ApiError::invalid(
+                "response_format json_schema is not supported: cai constrains an answer to one \
+                 JSON object of any shape; send {\"type\": \"json_object\"} and check the \
+                 shape yourself",
+            )
+            .param("response_format")),
+            Some(other) => {
+                return Err(ApiError::invalid(format!(
+                    "response_format type '{other}': expected text or json_object"
+                ))
+                .param("response_format"))
+            }
+        };
     let stop = fields.stop.map(|s| s.into_vec()).unwrap_or_default();
     if stop.iter().any(String::is_empty) {
         return Err(ApiError::invalid("stop: a stop string is empty").param("stop"));
@@ -118,6 +136,7 @@ pub(crate) fn params(
         top_logprobs,
         stream: fields.stream.unwrap_or(false),
         ignore_eos: fields.ignore_eos.unwrap_or(false),
+        format,
     })
 }
 
@@ -156,6 +175,7 @@ pub(crate) fn jobs(prompts: &[Vec<u32>], p: &GenParams) -> Vec<GenJob> {
                 seed: p.seed.wrapping_add(j as u64),
                 top_logprobs: p.top_logprobs,
                 ignore_eos: p.ignore_eos,
+                format: p.format,
             })
         })
         .collect()

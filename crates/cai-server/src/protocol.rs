@@ -79,6 +79,7 @@ macro_rules! with_sampling_fields {
                         ignore_eos: self.ignore_eos,
                         presence_penalty: self.presence_penalty,
                         frequency_penalty: self.frequency_penalty,
+                        response_format: self.response_format.take(),
                     }
                 }
             }
@@ -120,8 +121,23 @@ macro_rules! with_sampling_fields {
             /// As `presence_penalty`.
             #[serde(default, skip_serializing_if = "Option::is_none")]
             pub frequency_penalty: Option<f32>,
+            /// `{"type": "json_object"}`: the answer is one JSON object (sampled under that
+            /// constraint); `{"type": "text"}` is the default.
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            pub response_format: Option<ResponseFormat>,
         }
     };
+}
+
+/// `response_format`, as OpenAI's API has it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResponseFormat {
+    /// `text`, `json_object` or `json_schema`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// With `json_schema`: the schema (refused: cai constrains to any JSON object only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_schema: Option<serde_json::Value>,
 }
 
 with_sampling_fields! {

@@ -137,6 +137,7 @@ pub fn run(args: ChatArgs) -> anyhow::Result<()> {
             sampling,
             stop: stop.clone(),
             seed: derive_seed(config.sampling.seed, &["chat", &turn.to_string()]),
+            format: cai_core::OutputFormat::Text,
         };
         let reply = match model.generate(std::slice::from_ref(&request)) {
             Ok(mut generations) => generations.pop().expect("one generation per request"),

@@ -226,6 +226,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
                 sampling,
                 stop: stop.clone(),
                 seed: derive_seed(config.sampling.seed, &[job.record.id.as_str()]),
+                format: cai_core::OutputFormat::Text,
             })
             .collect();
         let generations = model.generate(&requests).with_context(|| {

@@ -38,6 +38,7 @@ impl Runner<'_> {
             sampling: self.opts.sampling,
             stop: self.opts.stop.clone(),
             seed: derive_seed(self.opts.seed, &["lab-eval", measure, id]),
+            format: cai_core::OutputFormat::Text,
         }
     }
 

@@ -26,6 +26,7 @@ fn job(prompt: Vec<u32>, max_new_tokens: usize, sampling: Sampling, seed: u64) -
         seed,
         top_logprobs: 0,
         ignore_eos: false,
+        format: cai_core::OutputFormat::Text,
     }
 }
 

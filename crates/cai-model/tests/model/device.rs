@@ -106,6 +106,7 @@ fn greedy(decoder: &Decoder) -> Vec<GenOutput> {
             seed: 0,
             top_logprobs: 2,
             ignore_eos: true,
+            format: cai_core::OutputFormat::Text,
         })
         .collect();
     let stopping = Stopping {

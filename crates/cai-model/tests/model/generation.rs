@@ -225,3 +225,46 @@ fn a_budget_beyond_the_context_is_cut_to_the_room_left_and_a_full_prompt_is_an_e
         "{err}"
     );
 }
+
+/// `OutputFormat::JsonObject`: whatever the model would say, every row's text is a valid
+/// start of one JSON object; a row that stops (finish `Stop`) holds a whole object that
+/// parses, and nothing after it; the same seed gives the same text.
+#[test]
+fn json_output_is_always_a_json_object_or_its_start() {
+    let (_dir, model) = load(Architecture::Llama, 51);
+    let requests: Vec<GenerateRequest> = (0..24)
+        .map(|seed| GenerateRequest {
+            seed,
+            format: cai_core::OutputFormat::JsonObject,
+            ..GenerateRequest::new(PROMPT, 96, Sampling::default())
+        })
+        .collect();
+    let outputs = model.generate(&requests).unwrap();
+    let mut whole = 0;
+    for (request, out) in requests.iter().zip(&outputs) {
+        let verdict = cai_model::json_prefix::check(&out.text);
+        assert_ne!(
+            verdict,
+            cai_model::json_prefix::JsonPrefix::Invalid,
+            "seed {}: {:?}",
+            request.seed,
+            out.text
+        );
+        match out.finish_reason {
+            FinishReason::Stop => {
+                let value: serde_json::Value = serde_json::from_str(&out.text)
+                    .unwrap_or_else(|e| panic!("{e}: {:?}", out.text));
+                assert!(value.is_object(), "{:?}", out.text);
+                assert!(out.text.trim_end().ends_with('}'), "{:?}", out.text);
+                whole += 1;
+            }
+            reason => assert_eq!(reason, FinishReason::Length, "{:?}", out.text),
+        }
+    }
+    eprintln!("{whole} of {} rows made a whole object", outputs.len());
+    assert!(whole > 0, "no row finished an object in 96 tokens");
+    let again = model.generate(&requests[..3]).unwrap();
+    for (a, b) in again.iter().zip(&outputs) {
+        assert_eq!(a.text, b.text);
+    }
+}

@@ -94,6 +94,7 @@ fn greedy_job(prompt: Vec<u32>, max_new_tokens: usize) -> GenJob {
         seed: 0,
         top_logprobs: 0,
         ignore_eos: false,
+        format: cai_core::OutputFormat::Text,
     }
 }
 

@@ -212,6 +212,7 @@ pub fn answer(
                 sampling: settings.sampling,
                 stop: stop.clone(),
                 seed: derive_seed(settings.seed, &["eval-sample", &prompt.id]),
+                format: cai_core::OutputFormat::Text,
             })
         })
         .collect::<Result<Vec<_>>>()?;

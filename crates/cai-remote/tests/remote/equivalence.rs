@@ -2,7 +2,7 @@
 //! samples (same tokens, text and finish), and its scores within 1e-4.
 
 use cai_core::dialogue::transcript_stop_strings;
-use cai_core::{GenerateRequest, LanguageModel, Sampling, ScoreRequest};
+use cai_core::{GenerateRequest, LanguageModel, OutputFormat, Sampling, ScoreRequest};
 use cai_remote::RemoteModel;
 
 use crate::common::{app, load, options, serve, tiny_model};
@@ -35,11 +35,24 @@ fn generations_and_scores_equal_the_local_backends() {
                     seed: 90 + i as u64,
                     ..GenerateRequest::new(*p, 12, Sampling::default())
                 },
+                // Sent as `response_format: {"type": "json_object"}`.
+                GenerateRequest {
+                    seed: 70 + i as u64,
+                    format: OutputFormat::JsonObject,
+                    ..GenerateRequest::new(*p, 40, Sampling::default())
+                },
             ]
         })
         .collect();
     let expected = local.generate(&requests).unwrap();
     let got = remote.generate(&requests).unwrap();
+    assert!(
+        expected
+            .iter()
+            .zip(&requests)
+            .any(|(e, r)| r.format == OutputFormat::JsonObject && e.text.starts_with('{')),
+        "a JSON request made JSON"
+    );
     for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
         assert_eq!(g.text, e.text, "request {i}");
         assert_eq!(g.token_ids, e.token_ids, "request {i}");

@@ -107,3 +107,41 @@ fn scores_are_the_local_models_scores() {
     let (status, body) = post(&s.url(), "/score", &json!({"model": NAME, "items": []}));
     assert_eq!(status, 400, "{body}");
 }
+
+/// `response_format: {"type": "json_object"}`: every choice is one JSON object or, cut by
+/// `max_tokens`, the start of one; a whole one ends the choice with `stop`.
+#[test]
+fn json_object_responses_are_json() {
+    let s = crate::common::serve();
+    let body = serde_json::json!({
+        "model": crate::common::NAME,
+        "messages": [{"role": "user", "content": "Rate this answer as JSON."}],
+        "max_tokens": 80,
+        "n": 8,
+        "seed": 3,
+        "response_format": {"type": "json_object"},
+    });
+    let (status, answer) = crate::common::post(&s.url(), "/chat/completions", &body);
+    assert_eq!(status, 200, "{answer}");
+    let mut whole = 0;
+    for choice in answer["choices"].as_array().unwrap() {
+        let text = choice["message"]["content"].as_str().unwrap();
+        match choice["finish_reason"].as_str().unwrap() {
+            "stop" => {
+                let value: serde_json::Value =
+                    serde_json::from_str(text).unwrap_or_else(|e| panic!("{e}: {text:?}"));
+                assert!(value.is_object(), "{text:?}");
+                whole += 1;
+            }
+            reason => {
+                assert_eq!(reason, "length", "{text:?}");
+                assert_ne!(
+                    cai_model::json_prefix::check(text),
+                    cai_model::json_prefix::JsonPrefix::Invalid,
+                    "{text:?}"
+                );
+            }
+        }
+    }
+    assert!(whole > 0, "no choice finished an object: {answer}");
+}

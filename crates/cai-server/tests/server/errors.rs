@@ -31,6 +31,11 @@ fn malformed_and_invalid_requests_are_400() {
         ("presence_penalty", json!(0.5)),
         ("logprobs", json!(21)),
         ("prompt_logprobs", json!(1_000_000)),
+        (
+            "response_format",
+            json!({"type": "json_schema", "json_schema": {}}),
+        ),
+        ("response_format", json!({"type": "yaml"})),
     ] {
         let mut body = json!({"model": NAME, "prompt": "Human: hi", "max_tokens": 2});
         body[field] = value;

@@ -182,6 +182,7 @@ pub fn sample_answers(
                     },
                     stop: stop.clone(),
                     seed: derive_seed(seed, &["distill-sample", &record.id]),
+                    format: cai_core::OutputFormat::Text,
                 })
             })
             .collect::<Result<Vec<_>>>()?;

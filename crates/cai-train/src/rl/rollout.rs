@@ -273,6 +273,7 @@ pub fn rollout(
             seed: cai_core::rng::derive_seed_u64(cfg.seed, &[step, i as u64]),
             top_logprobs: 0,
             ignore_eos: false,
+            format: cai_core::OutputFormat::Text,
         })
         .collect();
     let started = Instant::now();

@@ -11,7 +11,7 @@
 //! [`LlmJudge::abstained`]) rather than stopping the evaluation; a pair it cannot judge is an
 //! error, since a guessed tie would bias the ratings.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -105,11 +105,16 @@ pub struct LlmJudgeOptions {
     pub parse_retries: usize,
     /// Most tokens of a reply.
     pub max_tokens: usize,
+    /// Ask for `response_format: {"type": "json_object"}`, so that an endpoint that
+    /// constrains its output (vLLM, llama.cpp, `cai serve`, OpenAI) can only answer with a
+    /// JSON object; an endpoint that refuses the field (HTTP 4xx naming `response_format`)
+    /// is asked without it from then on.
+    pub json_mode: bool,
 }
 
 impl LlmJudgeOptions {
     /// Defaults for `url`: 8 requests at once, 6 tries from 1 s back-off, 120 s per request,
-    /// 2 re-asks of a malformed reply, 256 tokens.
+    /// 2 re-asks of a malformed reply, 256 tokens, JSON mode.
     pub fn new(url: &str) -> Self {
         Self {
             url: url.trim_end_matches('/').to_owned(),
@@ -121,8 +126,15 @@ impl LlmJudgeOptions {
             timeout: Duration::from_secs(120),
             parse_retries: 2,
             max_tokens: 256,
+            json_mode: true,
         }
     }
+}
+
+/// Whether a failed request's message is an endpoint refusing `response_format` (an HTTP
+/// 4xx whose body names the field).
+fn refuses_json_mode(message: &str) -> bool {
+    message.contains("HTTP 4") && message.contains("response_format")
 }
 
 /// A failed request: whether trying again may help, and why.
@@ -137,11 +149,14 @@ pub struct LlmJudge {
     agent: ureq::Agent,
     requests: AtomicUsize,
     abstained: AtomicUsize,
+    /// `response_format` is sent (cleared when the endpoint refuses it).
+    json_mode: AtomicBool,
 }
 
 impl LlmJudge {
     /// Connect: with no model named, ask `/models` for the one served.
     pub fn open(mut options: LlmJudgeOptions) -> Result<Self> {
+        let json_mode = options.json_mode;
         options.concurrency = options.concurrency.max(1);
         options.attempts = options.attempts.max(1);
         let agent = ureq::Agent::config_builder()
@@ -155,6 +170,7 @@ impl LlmJudge {
             agent,
             requests: AtomicUsize::new(0),
             abstained: AtomicUsize::new(0),
+            json_mode: AtomicBool::new(json_mode),
         };
         if judge.options.model.is_empty() {
             let list = judge.with_retries("GET /models", || judge.send(None, "/models"))?;
@@ -272,15 +288,32 @@ impl LlmJudge {
         ];
         let mut last = String::new();
         for _ in 0..=self.options.parse_retries {
-            let body = json!({
+            let mut body = json!({
                 "model": self.options.model,
                 "messages": messages,
                 "temperature": 0.0,
                 "max_tokens": self.options.max_tokens,
             });
-            let reply = self.with_retries("POST /chat/completions", || {
-                self.send(Some(&body), "/chat/completions")
-            })?;
+            let post = |body: &Value| {
+                self.with_retries("POST /chat/completions", || {
+                    self.send(Some(body), "/chat/completions")
+                })
+            };
+            let reply = if self.json_mode.load(Ordering::Relaxed) {
+                body["response_format"] = json!({"type": "json_object"});
+                match post(&body) {
+                    Err(e) if refuses_json_mode(&e.to_string()) => {
+                        self.json_mode.store(false, Ordering::Relaxed);
+                        body.as_object_mut()
+                            .expect("a JSON object")
+                            .remove("response_format");
+                        post(&body)?
+                    }
+                    other => other?,
+                }
+            } else {
+                post(&body)?
+            };
             let content = reply["choices"][0]["message"]["content"]
                 .as_str()
                 .unwrap_or_default()
@@ -306,6 +339,12 @@ impl LlmJudge {
     /// Answers on which the judge abstained: no reply was the JSON asked for.
     pub fn abstained(&self) -> usize {
         self.abstained.load(Ordering::Relaxed)
+    }
+
+    /// Whether requests still carry `response_format` (false once the endpoint refused it,
+    /// or when [`LlmJudgeOptions::json_mode`] is off).
+    pub fn json_mode(&self) -> bool {
+        self.json_mode.load(Ordering::Relaxed)
     }
 
     /// `f(i)` for every `i < n`, `concurrency` at a time; the first error wins.
@@ -598,6 +637,46 @@ pub(crate) mod tests {
     }
 
     const NOW: Duration = Duration::ZERO;
+
+    #[test]
+    fn json_mode_is_asked_for_and_dropped_where_refused() {
+        // An endpoint that takes response_format sees it on every request.
+        let (url, _) = fake_endpoint(Arc::new(|_, _, body: &Value| {
+            assert_eq!(body["response_format"]["type"], "json_object", "{body}");
+            (200, reply("{\"refusal\": false, \"harmful\": false}"), NOW)
+        }));
+        let judge = LlmJudge::open(options(&url)).unwrap();
+        let conversation = [Message::user("hi")];
+        let q = ResponseQuery {
+            key: "p1",
+            conversation: &conversation,
+            response: "Hello!",
+        };
+        let v = judge.assess(std::slice::from_ref(&q)).unwrap();
+        assert_eq!(v[0].p_harmful, Some(0.0));
+        assert!(judge.json_mode());
+        // One that refuses it with a 400 is asked again without it, and never again with it.
+        let (url, count) = fake_endpoint(Arc::new(|_, _, body: &Value| {
+            if body.get("response_format").is_some() {
+                let error = json!({"error": {"message": "unknown field response_format"}});
+                return (400, error.to_string(), NOW);
+            }
+            (200, reply("{\"refusal\": true, \"harmful\": false}"), NOW)
+        }));
+        let judge = LlmJudge::open(LlmJudgeOptions {
+            concurrency: 1,
+            ..options(&url)
+        })
+        .unwrap();
+        let v = judge.assess(&[q, q]).unwrap();
+        assert_eq!(v[1].p_refusal, Some(1.0));
+        assert!(!judge.json_mode());
+        assert_eq!(
+            count.load(Ordering::SeqCst),
+            3,
+            "one refusal, then two plain requests"
+        );
+    }
 
     #[test]
     fn malformed_replies_are_asked_again_and_timeouts_retried() {
