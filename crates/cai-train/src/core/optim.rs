@@ -1,6 +1,7 @@
 //! AdamW with decoupled weight decay, f32 first and second moments, and f32 master weights
 //! for parameters computed in bf16/f16; its state saves and restores exactly (see `persist`).
 
+mod fused;
 mod persist;
 
 use cai_model::decoder::{ParamKind, ParamSpec};
@@ -151,9 +152,11 @@ impl AdamW {
                 DType::F32 => None,
                 _ => Some(value.to_dtype(DType::F32)?.detach()),
             };
-            let exp_avg = value.zeros_like()?.to_dtype(DType::F32)?;
+            // Two tensors, not one shared: the fused update writes each in place.
+            let exp_avg = Tensor::zeros(value.shape(), DType::F32, value.device())?;
+            let exp_avg_sq = Tensor::zeros(value.shape(), DType::F32, value.device())?;
             slots.push(Slot {
-                exp_avg_sq: exp_avg.clone(),
+                exp_avg_sq,
                 exp_avg,
                 master,
                 steps: 0,
@@ -237,7 +240,8 @@ impl AdamW {
     /// with `t` the parameter's own update count. A parameter without a gradient in `grads`
     /// is skipped entirely (no decay, moments and `t` unchanged), as PyTorch skips
     /// parameters whose `.grad` is `None`. bf16/f16 parameters update their f32 master and
-    /// receive it rounded to their dtype.
+    /// receive it rounded to their dtype. On the CPU the update runs in place, bit for bit the
+    /// same (see `fused`), without a temporary the size of a parameter.
     pub fn step(&mut self, grads: &GradAccumulator, lr: f64) -> Result<()> {
         let AdamWConfig {
             beta1,
@@ -253,6 +257,30 @@ impl AdamW {
             slot.steps += 1;
             let t = i32::try_from(slot.steps).unwrap_or(i32::MAX);
             let lr = lr * slot.param.lr_scale;
+            let bias_correction1 = 1.0 - beta1.powi(t);
+            let bias_correction2 = 1.0 - beta2.powi(t);
+            let target = match &slot.master {
+                Some(master) => master.clone(),
+                None => slot.param.var.as_tensor().clone(),
+            };
+            if fused::applies(&[&target, &slot.exp_avg, &slot.exp_avg_sq, grad]) {
+                fused::adamw_in_place(
+                    &target,
+                    &slot.exp_avg,
+                    &slot.exp_avg_sq,
+                    grad,
+                    (beta1, beta2, eps),
+                    (slot.param.decay && weight_decay != 0.0).then(|| 1.0 - lr * weight_decay),
+                    (bias_correction1, bias_correction2),
+                    lr,
+                )?;
+                if let Some(master) = &slot.master {
+                    slot.param
+                        .var
+                        .set(&master.to_dtype(slot.param.var.dtype())?)?;
+                }
+                continue;
+            }
             let weights = match &slot.master {
                 Some(master) => master.clone(),
                 None => slot.param.var.as_tensor().detach(),
@@ -265,8 +293,6 @@ impl AdamW {
             slot.exp_avg = (slot.exp_avg.affine(beta1, 0.0)? + grad.affine(1.0 - beta1, 0.0)?)?;
             slot.exp_avg_sq =
                 (slot.exp_avg_sq.affine(beta2, 0.0)? + grad.sqr()?.affine(1.0 - beta2, 0.0)?)?;
-            let bias_correction1 = 1.0 - beta1.powi(t);
-            let bias_correction2 = 1.0 - beta2.powi(t);
             let denom = slot
                 .exp_avg_sq
                 .sqrt()?

@@ -12,6 +12,8 @@ use crate::{Result, TrainError};
 impl AdamW {
     /// The optimiser state as named tensors: `{name}.exp_avg`, `{name}.exp_avg_sq`,
     /// `{name}.step` (an i64 scalar) and, for bf16/f16 parameters, `{name}.master` (f32).
+    /// The tensors share storage with the optimiser, which updates them in place: they hold
+    /// this state until the next step (save them before it).
     pub fn state_tensors(&self) -> Result<HashMap<String, Tensor>> {
         let mut out = HashMap::new();
         for slot in &self.slots {
@@ -76,11 +78,12 @@ impl AdamW {
         }
         for (slot, (exp_avg, exp_avg_sq, steps, master)) in self.slots.iter_mut().zip(restored) {
             let device = slot.param.var.device().clone();
-            slot.exp_avg = exp_avg.to_device(&device)?;
-            slot.exp_avg_sq = exp_avg_sq.to_device(&device)?;
+            // Copies of their own: the update writes them in place.
+            slot.exp_avg = exp_avg.to_device(&device)?.copy()?;
+            slot.exp_avg_sq = exp_avg_sq.to_device(&device)?.copy()?;
             slot.steps = steps;
             if let Some(master) = master {
-                let master = master.to_device(&device)?;
+                let master = master.to_device(&device)?.copy()?;
                 slot.param
                     .var
                     .set(&master.to_dtype(slot.param.var.dtype())?)?;
