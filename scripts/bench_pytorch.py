@@ -2,12 +2,16 @@
 one machine. Not a dependency of cai: run it from a virtualenv with torch and transformers.
 
     python scripts/bench_pytorch.py WORKLOAD [RUNS] [--shape bench-6m|smollm2-135m] [--model DIR]
-        [--dtype f32|bf16] [--device cpu|cuda]
+        [--dtype f32|bf16] [--device cpu|cuda] [--lora] [--gradient-checkpointing]
 
 WORKLOAD is generate_b1, generate_b8, generate_b32, score or train: the same shapes as
 `cai bench` (generate: prompt 32 random tokens, 64 new greedy tokens; score: 32 x 256 tokens;
 train: 8 x 256 tokens, forward + backward + AdamW). `--shape` picks a random model of a standard
-shape (default bench-6m); `--model` loads a Hugging Face model directory instead.
+shape (default bench-6m); `--model` loads a Hugging Face model directory instead. For train,
+`--lora` trains LoRA adapters on q_proj and v_proj (r 8, alpha 16, dropout 0.05: PEFT's and
+cai's defaults, written out here so that peft is not needed) over frozen weights, and
+`--gradient-checkpointing` turns on transformers' activation checkpointing, as the same flags of
+`cai bench` do.
 
 Prints one JSON object: tokens/s of the best of RUNS (default 3) after a warm-up, and the
 process's peak RSS. Run each workload in its own process so that peak memory is its own.
@@ -33,6 +37,8 @@ ap.add_argument("--model", default=None)
 ap.add_argument("--dtype", default="f32", choices=["f32", "bf16"])
 ap.add_argument("--score-rows", type=int, default=32)
 ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (scripts/gpu-check.sh)")
+ap.add_argument("--lora", action="store_true", help="train: LoRA adapters on q_proj, v_proj")
+ap.add_argument("--gradient-checkpointing", action="store_true", help="train: activation checkpointing")
 args = ap.parse_args()
 work, runs = args.workload, args.runs
 torch.set_num_threads(2)
@@ -82,16 +88,35 @@ elif work == "score":
                 lp[:, :-1].gather(-1, part[:, 1:, None]).sum()
     t = timeit(fn); toks = 32 * 256
 elif work == "train":
-    model.train(); opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    class Lora(torch.nn.Module):
+        """`base(x) + (alpha / r) B A dropout(x)`, B zero at the start (PEFT's LoRA)."""
+        def __init__(self, base, r=8, alpha=16.0, dropout=0.05):
+            super().__init__()
+            self.base, self.scale, self.dropout = base, alpha / r, torch.nn.Dropout(dropout)
+            self.a = torch.nn.Linear(base.in_features, r, bias=False, dtype=base.weight.dtype)
+            self.b = torch.nn.Linear(r, base.out_features, bias=False, dtype=base.weight.dtype)
+            torch.nn.init.kaiming_uniform_(self.a.weight, a=5 ** 0.5); torch.nn.init.zeros_(self.b.weight)
+        def forward(self, x):
+            return self.base(x) + self.b(self.a(self.dropout(x))) * self.scale
+    if args.lora:
+        model.requires_grad_(False)
+        for layer in model.model.layers:
+            layer.self_attn.q_proj = Lora(layer.self_attn.q_proj).to(device)
+            layer.self_attn.v_proj = Lora(layer.self_attn.v_proj).to(device)
+    if args.gradient_checkpointing:
+        model.config.use_cache = False
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.train(); opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     ids = torch.randint(2, vocab, (8, 256), device=device)
     def fn():
         out = model(ids, labels=ids); out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
         opt.step(); opt.zero_grad(set_to_none=True)
     t = timeit(fn); toks = 8 * 256
 else:
     raise SystemExit(f"unknown workload {work!r}")
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"workload": work, "shape": args.model or args.shape, "dtype": args.dtype, "device": args.device,
+                  "lora": args.lora, "gradient_checkpointing": args.gradient_checkpointing,
                   "tokens_per_s": round(toks / t, 1), "best_s": round(t, 4),
                   "peak_rss_mib": round(rss, 1), "params": nparams, "load": os.getloadavg()[0]}))
