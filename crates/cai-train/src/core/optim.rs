@@ -270,7 +270,7 @@ impl AdamW {
                     &slot.exp_avg_sq,
                     grad,
                     (beta1, beta2, eps),
-                    (slot.param.decay && weight_decay != 0.0).then(|| 1.0 - lr * weight_decay),
+                    (slot.param.decay && weight_decay != 0.0).then_some(1.0 - lr * weight_decay),
                     (bias_correction1, bias_correction2),
                     lr,
                 )?;
