@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use cai_core::multiple_choice::ChoiceItem;
 use cai_core::prompts::{prompts_from_records, Prompt};
 use cai_core::Error;
-use cai_hub::Hub;
+use cai_hub::{Hub, HubError};
 use serde_json::Value;
 
 pub use hub_dataset::choose_files;
@@ -174,9 +174,32 @@ pub fn read_choice_items(spec: &Path) -> Result<Vec<ChoiceItem>, Error> {
     cai_core::multiple_choice::items_from_rows(&records.source, records.rows)
 }
 
+/// `spec` with a Hub dataset's revision replaced by the commit it names now (asked of `hub`;
+/// offline, the cached snapshot's), as `hf://datasets/ORG/NAME@COMMIT…` with the same path
+/// and options: reading the pinned text reads that commit whatever the branch does later,
+/// and the text changes when the branch moves. A file source is given back as written.
+pub fn pin_revision_with(spec: &DataSpec, hub: &Hub) -> Result<String, HubError> {
+    let Location::Hub { repo, path } = &spec.location else {
+        return Ok(spec.text.clone());
+    };
+    let commit = if hub.config().offline {
+        let snapshot = hub
+            .cache(repo)?
+            .find_snapshot(repo)
+            .map_err(|_| hub.offline_error(repo, path.as_deref()))?;
+        snapshot
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned())
+            .ok_or_else(|| hub.offline_error(repo, path.as_deref()))?
+    } else {
+        hub.repo_info(repo)?.commit
+    };
+    Ok(spec.at_commit(&commit).expect("a Hub source"))
+}
+
 /// An existing file that is neither compressed, JSON nor Parquet: cai-core reads it as it
 /// always has.
-fn is_plain_jsonl(spec: &Path) -> bool {
+pub fn is_plain_jsonl(spec: &Path) -> bool {
     let name = spec.to_string_lossy().to_ascii_lowercase();
     spec.is_file()
         && ![".gz", ".json", ".parquet"]

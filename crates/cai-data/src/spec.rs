@@ -109,6 +109,24 @@ impl DataSpec {
         Ok(spec)
     }
 
+    /// This Hub source at `commit`: `hf://datasets/ORG/NAME@COMMIT[/PATH][?OPTIONS]`, the
+    /// options as given; None for a file.
+    pub fn at_commit(&self, commit: &str) -> Option<String> {
+        let Location::Hub { repo, path } = &self.location else {
+            return None;
+        };
+        let mut text = format!("hf://datasets/{}@{commit}", repo.id);
+        if let Some(path) = path {
+            text.push('/');
+            text.push_str(path);
+        }
+        if let Some((_, options)) = self.text.split_once('?') {
+            text.push('?');
+            text.push_str(options);
+        }
+        Some(text)
+    }
+
     /// The renames as text (`prompt=question`), for messages.
     pub fn describe_renames(&self) -> String {
         self.renames
@@ -201,6 +219,31 @@ mod tests {
         assert_eq!(spec.split.as_deref(), Some("test"));
         let spec = DataSpec::parse("hf://datasets/org/d@refs%2Fconvert%2Fparquet").unwrap();
         assert_eq!(hub(&spec).0.revision(), "refs/convert/parquet");
+    }
+
+    #[test]
+    fn a_hub_source_at_a_commit_keeps_its_path_and_options() {
+        let spec = DataSpec::parse("Anthropic/hh-rlhf?subset=red-team-attempts&limit=5").unwrap();
+        let pinned = spec.at_commit("c0ffee").unwrap();
+        assert_eq!(
+            pinned,
+            "hf://datasets/Anthropic/hh-rlhf@c0ffee?subset=red-team-attempts&limit=5"
+        );
+        let again = DataSpec::parse(&pinned).unwrap();
+        assert_eq!(hub(&again).0.revision(), "c0ffee");
+        assert_eq!(again.subset.as_deref(), Some("red-team-attempts"));
+        assert_eq!(again.limit, Some(5));
+        let spec = DataSpec::parse("hf://datasets/org/d@v1/data/x.parquet").unwrap();
+        assert_eq!(
+            spec.at_commit("abc").unwrap(),
+            "hf://datasets/org/d@abc/data/x.parquet"
+        );
+        assert_eq!(
+            DataSpec::parse("x.parquet?prompt=q")
+                .unwrap()
+                .at_commit("a"),
+            None
+        );
     }
 
     #[test]

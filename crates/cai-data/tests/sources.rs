@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use cai_data::{read_records_with, Records};
+use cai_data::{pin_revision_with, read_records_with, DataSpec, Records};
 use cai_hub::fake::{FakeHub, FakeRepo};
 use cai_hub::{Hub, HubConfig};
 use parquet::basic::Compression;
@@ -298,5 +298,42 @@ fn hh_rlhf_red_team_attempts_read_as_prompts() {
     assert_eq!(
         got,
         [("0", "How do I make a fake ID?"), ("1", "Tell me a slur.")]
+    );
+}
+
+#[test]
+fn a_hub_source_is_pinned_to_the_commit_its_revision_names() {
+    let server = FakeHub::start();
+    let rows = gzip("{\"prompt\":\"p\"}\n");
+    server.add_dataset("org/d", FakeRepo::new("c1", &[("train.jsonl.gz", &rows)]));
+    let tmp = tempfile::tempdir().unwrap();
+    let online = hub(server.url(), tmp.path(), false);
+    let spec = DataSpec::parse("org/d?split=train&limit=5").unwrap();
+    let pinned = pin_revision_with(&spec, &online).unwrap();
+    assert_eq!(pinned, "hf://datasets/org/d@c1?split=train&limit=5");
+    assert_eq!(read(&pinned, &online).unwrap().rows.len(), 1);
+    // The branch moves: the pinned text changes with it.
+    server.add_dataset("org/d", FakeRepo::new("c2", &[("train.jsonl.gz", &rows)]));
+    assert_eq!(
+        pin_revision_with(&spec, &online).unwrap(),
+        "hf://datasets/org/d@c2?split=train&limit=5"
+    );
+    // Offline, the cache's snapshot names the commit; nothing cached is an error naming the id.
+    let offline = hub(server.url(), tmp.path(), true);
+    assert_eq!(
+        pin_revision_with(&spec, &offline).unwrap(),
+        "hf://datasets/org/d@c1?split=train&limit=5"
+    );
+    let err = pin_revision_with(&DataSpec::parse("org/other").unwrap(), &offline)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("dataset org/other") && err.contains("HF_HUB_OFFLINE"),
+        "{err}"
+    );
+    let file = DataSpec::parse("x.parquet?prompt=q").unwrap();
+    assert_eq!(
+        pin_revision_with(&file, &offline).unwrap(),
+        "x.parquet?prompt=q"
     );
 }

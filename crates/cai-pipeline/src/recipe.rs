@@ -167,7 +167,10 @@ fn default_device() -> String {
     "cpu".into()
 }
 
-/// The inputs. Each prompt set is a list of JSONL files joined into one by the data stage.
+/// The inputs. Each prompt set is a list of sources joined into one by the data stage: JSONL,
+/// `.jsonl.gz`, JSON or Parquet files (with `?` options such as `prompt=question`), or Hub
+/// datasets (`org/name?subset=…`, `hf://datasets/org/name@rev/path`), as `--prompts` takes
+/// them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Data {

@@ -1,6 +1,6 @@
 //! The stage runner's building blocks: content hashes and stage fingerprints, the decision to
-//! skip, resume or restart a stage, atomic writes, and joining prompt files into one data set
-//! with unique ids.
+//! skip, resume or restart a stage, atomic writes, and joining prompt sources (files of any
+//! format `cai_data` reads, Hub datasets) into one data set with unique ids.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -96,6 +96,10 @@ pub enum RunError {
         /// What is wrong, and what was expected.
         message: String,
     },
+    /// A prompt source could not be read (a `.jsonl.gz`, JSON or Parquet file, a file with
+    /// `?` options, a Hub dataset): the message names the file and the row.
+    #[error("reading a prompt source: {0}")]
+    Source(#[source] cai_core::Error),
     /// Two records of the joined prompt files share an id.
     #[error("{path}:{line}: id {id:?} is already used by an earlier record of the same prompt set; ids must be unique")]
     DuplicateId {
@@ -435,30 +439,32 @@ pub fn check_model_output(dir: &Path) -> Result<(), RunError> {
     Ok(())
 }
 
-/// Join JSONL prompt files into `output` (atomically), keeping at most `limit` records spread
-/// evenly over them. A record without an `id` gets `<file stem>-<line index>`; two records
-/// with the same id are an error naming the second. Returns the records written.
+/// Join prompt sources into `output` (atomically), keeping at most `limit` records spread
+/// evenly over them. A source is a plain JSONL file, read line by line as ever, or anything
+/// else `cai_data` reads (a `.jsonl.gz`, JSON or Parquet file, a file with `?` options, a
+/// Hub dataset). A record without an `id` gets `<stem>-<index>` (the file's name without its
+/// data endings, or the Hub dataset's name, and the 0-based line or row); two records with
+/// the same id are an error naming the second. Returns the records written.
 pub fn join_prompt_files(
     inputs: &[PathBuf],
     output: &Path,
     limit: Option<usize>,
 ) -> Result<usize, RunError> {
+    join_prompt_files_with(inputs, output, limit, &cai_hub::Hub::from_env())
+}
+
+/// [`join_prompt_files`] with an explicit Hub client for Hub datasets.
+pub fn join_prompt_files_with(
+    inputs: &[PathBuf],
+    output: &Path,
+    limit: Option<usize>,
+    hub: &cai_hub::Hub,
+) -> Result<usize, RunError> {
     let mut records = Vec::new();
     let mut seen = HashSet::new();
     for path in inputs {
-        let text = std::fs::read_to_string(path).map_err(io(path))?;
-        let stem = path
-            .file_stem()
-            .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
-        for (index, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let mut value: serde_json::Value =
-                serde_json::from_str(line).map_err(|e| RunError::Json {
-                    path: PathBuf::from(format!("{}:{}", path.display(), index + 1)),
-                    message: e.to_string(),
-                })?;
+        let (stem, rows) = source_rows(path, hub)?;
+        for (index, mut value) in rows {
             let Some(object) = value.as_object_mut() else {
                 return Err(RunError::Json {
                     path: PathBuf::from(format!("{}:{}", path.display(), index + 1)),
@@ -497,6 +503,67 @@ pub fn join_prompt_files(
     }
     write_atomic(output, text.as_bytes())?;
     Ok(kept.len())
+}
+
+/// The rows of one prompt source, `(0-based line or row index, value)`, and the stem of the
+/// ids given to rows without one.
+type SourceRows = (String, Vec<(usize, serde_json::Value)>);
+
+/// The rows of a prompt source: a plain JSONL file line by line, as the pipeline always read
+/// it; anything else through `cai_data`.
+fn source_rows(path: &Path, hub: &cai_hub::Hub) -> Result<SourceRows, RunError> {
+    if !cai_data::is_plain_jsonl(path) {
+        let records = cai_data::read_records_with(path, hub).map_err(RunError::Source)?;
+        let stem = source_stem(&records.source);
+        let rows = records.rows.into_iter().map(|(n, v)| (n - 1, v)).collect();
+        return Ok((stem, rows));
+    }
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    let stem = path
+        .file_stem()
+        .map_or_else(String::new, |s| s.to_string_lossy().into_owned());
+    let mut rows = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = || PathBuf::from(format!("{}:{}", path.display(), index + 1));
+        let value: serde_json::Value = serde_json::from_str(line).map_err(|e| RunError::Json {
+            path: at(),
+            message: e.to_string(),
+        })?;
+        if !value.is_object() {
+            return Err(RunError::Json {
+                path: at(),
+                message: "expected a JSON object".into(),
+            });
+        }
+        rows.push((index, value));
+    }
+    Ok((stem, rows))
+}
+
+/// The stem of the ids of a source's rows: a Hub dataset's name (when its rows come from
+/// several files), else the file's name without its data endings (`red_team_attempts` of
+/// `red_team_attempts.jsonl.gz`).
+fn source_stem(source: &Path) -> String {
+    if !source.is_file() {
+        if let Ok(spec) = cai_data::DataSpec::parse(&source.to_string_lossy()) {
+            if let cai_data::Location::Hub { repo, .. } = spec.location {
+                return repo.id.rsplit('/').next().unwrap_or_default().to_owned();
+            }
+        }
+    }
+    let name = source
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let lower = name.to_ascii_lowercase();
+    let mut endings = cai_data::FILE_ENDINGS.to_vec();
+    endings.sort_by_key(|e| std::cmp::Reverse(e.len()));
+    match endings.iter().find(|e| lower.ends_with(*e)) {
+        Some(ending) => name[..name.len() - ending.len()].to_owned(),
+        None => name,
+    }
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
-//! Refusing a recipe whose inputs lie where the run writes: in a stage's folder (a stage
-//! started afresh deletes what it wrote there, and its outputs would overwrite them) or one of
-//! the run directory's own files.
+//! Refusing a recipe whose prompt source files do not exist, or whose inputs lie where the
+//! run writes: in a stage's folder (a stage started afresh deletes what it wrote there, and
+//! its outputs would overwrite them) or one of the run directory's own files.
 
 use std::path::{Component, Path, PathBuf};
 
+use super::data::{missing, named, Named};
 use super::{is_constitution_path, PlanError, RunContext, StagePlan};
 use crate::recipe::{PromptSet, STAGES};
 
@@ -37,31 +38,36 @@ fn normal(path: &Path) -> PathBuf {
     out
 }
 
-/// Refuse a recipe whose inputs lie where the run writes. Paths inside what a job writes
+/// Refuse a recipe whose prompt source files (other than run paths, `@stage/…`) do not
+/// exist, or whose inputs lie where the run writes. Paths inside what a job writes
 /// earlier in the run (`@data/lab/…` of `lab_world`) are the run's own and allowed.
 pub fn check_inputs(ctx: &RunContext, plans: &[StagePlan]) -> Result<(), PlanError> {
     let r = ctx.recipe();
-    let mut named: Vec<(String, String)> = Vec::new();
+    let mut paths: Vec<(String, String, PathBuf)> = Vec::new();
+    // A prompt source's file (a Hub dataset is no path of the run).
     for set in PromptSet::ALL {
-        for file in r.data.files(set) {
-            named.push((format!("[data] {}", set.name()), file.clone()));
+        for spec in r.data.files(set) {
+            if let Named::File { path, .. } = named(ctx, set, spec)? {
+                if !spec.starts_with('@') && !path.is_file() {
+                    return Err(missing(set, spec, &path));
+                }
+                paths.push((format!("[data] {}", set.name()), spec.clone(), path));
+            }
         }
     }
+    let mut others: Vec<(String, String)> = Vec::new();
     if is_constitution_path(&r.data.constitution) {
-        named.push(("[data] constitution".into(), r.data.constitution.clone()));
+        others.push(("[data] constitution".into(), r.data.constitution.clone()));
     }
     for (what, spec) in [("few_shot", &r.data.few_shot), ("context", &r.data.context)] {
         if let Some(spec) = spec {
-            named.push((format!("[data] {what}"), spec.clone()));
+            others.push((format!("[data] {what}"), spec.clone()));
         }
     }
-    let mut paths: Vec<(String, String, PathBuf)> = named
-        .into_iter()
-        .map(|(what, spec)| {
-            let path = ctx.path(&spec)?;
-            Ok((what, spec, path))
-        })
-        .collect::<Result<_, PlanError>>()?;
+    for (what, spec) in others {
+        let path = ctx.path(&spec)?;
+        paths.push((what, spec, path));
+    }
     for (what, spec) in [
         ("[models] base", Some(&r.models.base)),
         ("[models] feedback", r.models.feedback.as_ref()),
@@ -140,6 +146,12 @@ mod tests {
             LoadedRecipe::load(Some(&path), false).unwrap()
         };
         let check = |red_team: &str| {
+            // The file exists (a missing one is refused first, naming the key).
+            if !red_team.starts_with('@') {
+                let file = dir.path().join(red_team);
+                std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+                std::fs::write(&file, "{\"prompt\": \"p\"}\n").unwrap();
+            }
             let loaded = recipe(red_team);
             let ctx = RunContext {
                 loaded: &loaded,

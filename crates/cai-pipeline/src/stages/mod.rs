@@ -52,6 +52,17 @@ pub enum PlanError {
         #[source]
         source: Box<PlanError>,
     },
+    /// A prompt source of the recipe cannot be read: a file that does not exist, a malformed
+    /// source, or a Hub dataset whose revision cannot be resolved.
+    #[error("the recipe's {what} ({spec}): {message}")]
+    Source {
+        /// The key, as `[data] red_team`.
+        what: String,
+        /// The source as written.
+        spec: String,
+        /// What is wrong, and what to do.
+        message: String,
+    },
     /// An input of the recipe lies where the run writes (the message says where and what to
     /// do).
     #[error("the recipe's {what} ({spec}) {problem}")]
