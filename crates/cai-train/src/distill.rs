@@ -23,7 +23,7 @@ use candle_core::Device;
 use crate::core::data_order::EpochWalk;
 use crate::core::recompute::TrainPass;
 use crate::core::resume::{self, text_fingerprint, FINGERPRINT_KEY};
-use crate::core::session::{SessionSpec, TrainSession, METRICS_FILE};
+use crate::core::session::{epoch_session_spec, TrainSession, METRICS_FILE};
 use crate::core::trainee::Trainee;
 use crate::distill::batch::{collate, evaluate};
 use crate::distill::config::validate;
@@ -33,7 +33,7 @@ use crate::distill::data::{
 };
 use crate::distill::loss::{distill_kl, top1_agreement};
 use crate::distill::teacher::{fingerprint, TargetSource, Teacher, TopKTable};
-use crate::{AdamWConfig, GradAccumulator, MetricRecord, Result, Schedule, Split, TrainError};
+use crate::{GradAccumulator, MetricRecord, Result, Split, TrainError};
 
 /// What to distil, from what, and where to write.
 #[derive(Debug, Clone)]
@@ -265,30 +265,14 @@ pub fn run_distill(
         &trainee,
         &tokenizer,
         trainee.params.clone(),
-        SessionSpec {
+        epoch_session_spec!(
             method: "distill",
             config: config_json,
             config_file: DISTILL_CONFIG_FILE,
-            output: &run.output,
-            resume: run.resume,
-            allow_changes: &run.allow_changes,
-            seed: cfg.seed,
-            keep_last: cfg.keep_last,
-            optimizer: AdamWConfig {
-                lr: cfg.learning_rate,
-                weight_decay: cfg.weight_decay,
-                ..AdamWConfig::default()
-            },
-            schedule: Schedule::for_run(
-                cfg.schedule,
-                cfg.warmup_steps,
-                examples.len(),
-                cfg.batch_size * cfg.grad_accum,
-                cfg.epochs,
-                cfg.max_steps,
-            )?,
-            device: &run.device,
-        },
+            run: run,
+            cfg: cfg,
+            examples: examples.len(),
+        )?,
     )?;
     let (student, params, total_steps) = (&trainee.decoder, &trainee.params, session.total_steps());
     let eval_now = |session: &mut TrainSession<'_, Trainee>,

@@ -23,15 +23,15 @@ use crate::core::checkpoint::{save_checkpoint_with, LoadedCheckpoint};
 use crate::core::data_order::EpochWalk;
 use crate::core::recompute::TrainPass;
 use crate::core::resume::{fingerprint, FINGERPRINT_KEY};
-use crate::core::session::{CheckpointParts, Checkpointed, SessionSpec, TrainSession};
+use crate::core::session::{epoch_session_spec, CheckpointParts, Checkpointed, TrainSession};
 use crate::core::trainee::restore_params;
 pub use crate::pm::config::PmConfig;
 use crate::pm::data::{load_pairs, mix, DataSource, PreferencePair};
 use crate::pm::eval::{collate_pairs, evaluate, margins, write_report, PmEval};
 use crate::pm::loss::soft_preference_loss;
 use crate::{
-    AdamWConfig, Checkpoint, CheckpointOptions, GradAccumulator, MetricRecord, Result, Schedule,
-    Split, TrainError, TrainParam,
+    Checkpoint, CheckpointOptions, GradAccumulator, MetricRecord, Result, Split, TrainError,
+    TrainParam,
 };
 
 /// What to train on and where to write.
@@ -145,30 +145,14 @@ pub fn run_pm(
         &trainee,
         &tokenizer,
         trainee.params.clone(),
-        SessionSpec {
+        epoch_session_spec!(
             method: "pm",
             config: config_json(run, cfg)?,
             config_file: PM_CONFIG_FILE,
-            output: &run.output,
-            resume: run.resume,
-            allow_changes: &run.allow_changes,
-            seed: cfg.seed,
-            keep_last: cfg.keep_last,
-            optimizer: AdamWConfig {
-                lr: cfg.learning_rate,
-                weight_decay: cfg.weight_decay,
-                ..AdamWConfig::default()
-            },
-            schedule: Schedule::for_run(
-                cfg.schedule,
-                cfg.warmup_steps,
-                pairs.len(),
-                cfg.batch_size * cfg.grad_accum,
-                cfg.epochs,
-                cfg.max_steps,
-            )?,
-            device: &run.device,
-        },
+            run: run,
+            cfg: cfg,
+            examples: pairs.len(),
+        )?,
     )?;
     let (model, params, total_steps) = (&trainee.model, &trainee.params, session.total_steps());
     let evaluate_on = |pairs: &[PreferencePair], split: &str| {

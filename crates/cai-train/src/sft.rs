@@ -20,12 +20,11 @@ use crate::core::data_order::EpochWalk;
 use crate::core::loss::hidden_cross_entropy;
 use crate::core::recompute::TrainPass;
 use crate::core::resume::{fingerprint, FINGERPRINT_KEY};
-use crate::core::session::{SessionSpec, TrainSession};
+use crate::core::session::{epoch_session_spec, TrainSession};
 use crate::core::trainee::Trainee;
 use crate::sft::data::{load_examples, mix_helpful, pack, Example, LoadedExamples};
 use crate::{
-    masked_cross_entropy, AdamWConfig, GradAccumulator, MetricRecord, Result, Schedule,
-    ScheduleKind, Split, TrainError,
+    masked_cross_entropy, GradAccumulator, MetricRecord, Result, ScheduleKind, Split, TrainError,
 };
 
 /// Settings of an SFT run. Defaults follow the CAI paper where it gives one (one epoch, a
@@ -239,30 +238,14 @@ pub fn run_sft(
         &trainee,
         &tokenizer,
         trainee.params.clone(),
-        SessionSpec {
+        epoch_session_spec!(
             method: "sft",
             config: config_json,
             config_file: SFT_CONFIG_FILE,
-            output: &run.output,
-            resume: run.resume,
-            allow_changes: &run.allow_changes,
-            seed: cfg.seed,
-            keep_last: cfg.keep_last,
-            optimizer: AdamWConfig {
-                lr: cfg.learning_rate,
-                weight_decay: cfg.weight_decay,
-                ..AdamWConfig::default()
-            },
-            schedule: Schedule::for_run(
-                cfg.schedule,
-                cfg.warmup_steps,
-                rows.len(),
-                cfg.batch_size * cfg.grad_accum,
-                cfg.epochs,
-                cfg.max_steps,
-            )?,
-            device: &run.device,
-        },
+            run: run,
+            cfg: cfg,
+            examples: rows.len(),
+        )?,
     )?;
     let (decoder, params, total_steps) = (&trainee.decoder, &trainee.params, session.total_steps());
     let eval_now = |session: &mut TrainSession<'_, Trainee>,

@@ -79,6 +79,53 @@ pub struct SessionSpec<'a> {
     pub device: &'a Device,
 }
 
+/// The [`SessionSpec`] of an epoch-based trainer (SFT, distillation, the PM): its config
+/// `$cfg` has the shared epoch settings (`seed`, `keep_last`, `learning_rate`,
+/// `weight_decay`, `schedule`, `warmup_steps`, `batch_size`, `grad_accum`, `epochs`,
+/// `max_steps`) and its run `$run` has `output`, `resume`, `allow_changes` and `device`; the
+/// optimiser is AdamW at the config's rate and decay, the schedule runs over `$examples`
+/// examples. A macro because the three configs share these field names but no type.
+/// Evaluates to `Result<SessionSpec>`.
+macro_rules! epoch_session_spec {
+    (
+        method: $method:expr,
+        config: $config:expr,
+        config_file: $config_file:expr,
+        run: $run:expr,
+        cfg: $cfg:expr,
+        examples: $examples:expr $(,)?
+    ) => {{
+        let config = $config;
+        let (run, cfg) = ($run, $cfg);
+        $crate::core::schedule::Schedule::for_run(
+            cfg.schedule,
+            cfg.warmup_steps,
+            $examples,
+            cfg.batch_size * cfg.grad_accum,
+            cfg.epochs,
+            cfg.max_steps,
+        )
+        .map(|schedule| $crate::core::session::SessionSpec {
+            method: $method,
+            config,
+            config_file: $config_file,
+            output: &run.output,
+            resume: run.resume,
+            allow_changes: &run.allow_changes,
+            seed: cfg.seed,
+            keep_last: cfg.keep_last,
+            optimizer: $crate::core::optim::AdamWConfig {
+                lr: cfg.learning_rate,
+                weight_decay: cfg.weight_decay,
+                ..$crate::core::optim::AdamWConfig::default()
+            },
+            schedule,
+            device: &run.device,
+        })
+    }};
+}
+pub(crate) use epoch_session_spec;
+
 /// A training run in progress over the model `M`.
 pub struct TrainSession<'m, M: Checkpointed> {
     /// The model being trained.
