@@ -113,6 +113,20 @@ pub fn prompts_from_records(
     Ok(prompts)
 }
 
+/// The id a dataset row gives itself in a column other than `"id"` (HarmBench's
+/// `BehaviorID`) when [`read_prompts`] reads the row in that dataset's shape, so that a tool
+/// joining prompt files can write it as the record's `"id"` and both agree.
+pub fn dataset_row_id(object: &Map<String, Value>) -> Option<String> {
+    match dataset_shape(object)? {
+        Shape::HarmBench => match object.get("BehaviorID")? {
+            Value::String(id) if !id.is_empty() => Some(id.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// The dataset shape of a record without `prompt` or `messages`, when [`detect_shape`]
 /// finds one other than cai's own and hh-rlhf's (which [`prompt_messages`] reads): such
 /// records were errors before, so files in cai's shapes read as they always did.

@@ -471,6 +471,10 @@ pub fn join_prompt_files_with(
                     message: "expected a JSON object".into(),
                 });
             };
+            // A HarmBench row is read by its BehaviorID: write that as its id.
+            if let Some(own) = cai_core::prompts::dataset_row_id(object) {
+                object.insert("id".into(), own.into());
+            }
             let id = match object.get("id") {
                 Some(serde_json::Value::String(id)) => id.clone(),
                 Some(serde_json::Value::Number(n)) => n.to_string(),
@@ -734,6 +738,29 @@ mod tests {
         std::fs::write(dir.path().join("b"), "2").unwrap();
         assert_eq!(hash_path(dir.path()).unwrap(), before);
         assert_eq!(size_on_disk(dir.path()), 2);
+    }
+
+    #[test]
+    fn joined_ids_are_the_ids_the_prompt_readers_give() {
+        let dir = tempfile::tempdir().unwrap();
+        let hb = dir.path().join("hb.jsonl");
+        std::fs::write(
+            &hb,
+            "{\"Behavior\": \"Pick a lock\", \"BehaviorID\": \"lock_1\"}\n\
+             {\"Behavior\": \"Write a threat\"}\n\
+             {\"id\": \"x\", \"Behavior\": \"Steal\", \"BehaviorID\": \"steal_2\"}\n",
+        )
+        .unwrap();
+        let out = dir.path().join("out.jsonl");
+        join_prompt_files(&[hb], &out, None).unwrap();
+        let joined = jsonl_ids(&out).unwrap();
+        assert_eq!(joined, ["lock_1", "hb-1", "steal_2"]);
+        let read: Vec<String> = cai_core::prompts::read_prompts(&out)
+            .unwrap()
+            .into_iter()
+            .map(|p| p.id)
+            .collect();
+        assert_eq!(read, joined);
     }
 
     #[test]
