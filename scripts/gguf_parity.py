@@ -49,6 +49,14 @@ TEXTS = [
     "URL: https://example.com/path?q=1&r=2#frag — email: a.b@c.org",
     "Mixed123numbers456and789letters 0x1F 1e-5 -42",
     "\n\nHuman: How do I bake bread?\n\nAssistant: Mix flour, water, salt and yeast.",
+    # Texts that start with newlines, and a blank line before a digit: transformers' GGUF
+    # tokenizer for SmolLM2 merges "\n\n1" where the model's own tokenizer splits the digit
+    # (Anthropic's HHH evaluation file has "\n\n1." items).
+    "\n\n1.",
+    "\n\n1. Preheat the oven.\n2. Mix 200g flour.\n\n3. Bake 25 minutes.",
+    "\nA single leading newline.",
+    "\n\n\nThree newlines, then 42 and 7.",
+    "\n\nHuman: What is 2+2?\n\nAssistant: 4.",
 ]
 
 CHATS = [
