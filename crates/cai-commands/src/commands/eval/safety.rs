@@ -48,12 +48,14 @@ pub struct SafetyArgs {
     /// llm:URL[#MODEL], pm:DIR or oracle
     #[arg(long = "judge", value_name = "JUDGE", required = true)]
     pub judges: Vec<JudgeSpec>,
-    /// Red-team prompts (JSONL with "prompt", optional "category"): ASR is measured on them
-    #[arg(long, value_name = "FILE")]
+    /// Red-team prompts ("prompt", optional "category"; a JSONL, .jsonl.gz, JSON or Parquet
+    /// file, or a Hub dataset `org/name?split=S`): ASR is measured on them
+    #[arg(long, value_name = "SOURCE")]
     pub red_team: Option<String>,
-    /// Prompts to answer (JSONL with "prompt", optional "category" and "label" safe|unsafe),
-    /// or `over-refusal` for the set cai ships: over-refusal is measured on them
-    #[arg(long, value_name = "FILE|over-refusal")]
+    /// Prompts to answer ("prompt", optional "category" and "label" safe|unsafe; any source
+    /// --red-team takes), or `over-refusal` for the set cai ships: over-refusal is measured
+    /// on them
+    #[arg(long, value_name = "SOURCE|over-refusal")]
     pub benign: Option<String>,
     /// Directory for samples/, verdicts.jsonl, safety.json, safety.md and safety.svg; an
     /// existing one is resumed
