@@ -36,7 +36,11 @@ pub struct SafetyPoint {
 
 /// The figure as SVG text: `judges` in legend and colour order, `points` the snapshots each
 /// judge gave both rates for.
-pub fn safety_svg(judges: &[String], points: &[SafetyPoint], title: &str) -> Result<String, String> {
+pub fn safety_svg(
+    judges: &[String],
+    points: &[SafetyPoint],
+    title: &str,
+) -> Result<String, String> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
