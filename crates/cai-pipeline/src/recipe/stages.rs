@@ -40,6 +40,20 @@ macro_rules! training_of {
 }
 training_of!(DistillStage, SftStage, TrainPmStage);
 
+macro_rules! lora_of {
+    ($($stage:ty),*) => {$(
+        impl $stage {
+            /// Whether the stage trains LoRA adapters: `lora = true`, or a `[lora]` table in
+            /// its `config` (the command trains adapters from either), so that the pipeline
+            /// merges them into a plain model for the stages after it.
+            pub fn uses_lora(&self) -> bool {
+                self.lora || self.config.as_ref().is_some_and(|c| c.contains_key("lora"))
+            }
+        }
+    )*};
+}
+lora_of!(DistillStage, SftStage, RlStage);
+
 /// `[distill]`: context distillation of `data.context`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -81,13 +81,13 @@ pub(super) fn plan(ctx: &RunContext) -> Result<StagePlan, PlanError> {
         data,
         output: out.clone(),
         sample: s.sample,
-        lora: s.lora,
-        training: TrainingFlags::of(&s.training()),
+        lora: s.uses_lora(),
+        training: TrainingFlags::of(&s.training(), s.config.as_ref()),
         device: ctx.device(),
         config: ConfigFile::of(ctx, Stage::Distill, s.config.as_ref()),
         args: s.args.clone(),
     }))));
-    if s.lora {
+    if s.uses_lora() {
         p.steps.push(merge::step(ctx, Stage::Distill, &model));
     }
     p.input_model("model", model);

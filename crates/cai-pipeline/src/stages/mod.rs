@@ -107,19 +107,22 @@ pub struct TrainingFlags {
     pub max_steps: Option<u64>,
     /// Sequences (pairs for the PM) per micro-batch.
     pub batch_size: Option<u64>,
-    /// Checkpoint every N steps.
-    pub save_every: u64,
+    /// Checkpoint every N steps: the stage's `save_every`, else the pipeline's interval unless
+    /// the stage's config table sets one (then the command reads it from there).
+    pub save_every: Option<u64>,
 }
 
 impl TrainingFlags {
-    /// A stage's settings, with the pipeline's checkpoint interval when it sets none.
-    pub fn of(t: &crate::recipe::Training) -> Self {
+    /// A stage's settings (`t`) beside its `[<stage>.config]` table, with the pipeline's
+    /// checkpoint interval when neither sets one.
+    pub fn of(t: &crate::recipe::Training, config: Option<&toml::Table>) -> Self {
+        let in_config = config.is_some_and(|c| c.contains_key("save_every"));
         Self {
             learning_rate: t.learning_rate,
             epochs: t.epochs,
             max_steps: t.max_steps,
             batch_size: t.batch_size,
-            save_every: t.save_every.unwrap_or(DEFAULT_SAVE_EVERY),
+            save_every: t.save_every.or((!in_config).then_some(DEFAULT_SAVE_EVERY)),
         }
     }
 }
@@ -382,9 +385,13 @@ impl RunContext<'_> {
     /// The model a trained stage leaves for later stages (merged when trained with LoRA).
     pub fn stage_model(&self, stage: Stage) -> PathBuf {
         let lora = match stage {
-            Stage::Distill => self.recipe().distill.as_ref().is_some_and(|s| s.lora),
-            Stage::Sft => self.recipe().sft.as_ref().is_some_and(|s| s.lora),
-            Stage::Rl => self.recipe().rl.as_ref().is_some_and(|s| s.lora),
+            Stage::Distill => self
+                .recipe()
+                .distill
+                .as_ref()
+                .is_some_and(|s| s.uses_lora()),
+            Stage::Sft => self.recipe().sft.as_ref().is_some_and(|s| s.uses_lora()),
+            Stage::Rl => self.recipe().rl.as_ref().is_some_and(|s| s.uses_lora()),
             _ => false,
         };
         self.stage_dir(stage)

@@ -134,12 +134,12 @@ pub(super) fn plan(ctx: &RunContext) -> Result<StagePlan, PlanError> {
         learning_rate: s.learning_rate,
         save_every: s.save_every,
         keep_all: r.eval.as_ref().is_some_and(|e| e.rl_checkpoints),
-        lora: s.lora,
+        lora: s.uses_lora(),
         device: ctx.device(),
         config: ConfigFile::of(ctx, Stage::Rl, s.config.as_ref()),
         args: s.args.clone(),
     }))));
-    if s.lora {
+    if s.uses_lora() {
         p.steps.push(merge::step(ctx, Stage::Rl, &policy));
     }
     p.input_model("policy", policy);

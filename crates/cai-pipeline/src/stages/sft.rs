@@ -76,13 +76,13 @@ pub(super) fn plan(ctx: &RunContext) -> Result<StagePlan, PlanError> {
         helpful_data: has_helpful.then(|| critique.join("sl.helpful.jsonl")),
         helpful_ratio: s.helpful_ratio.filter(|_| has_helpful),
         revision_rounds: s.revision_rounds,
-        lora: s.lora,
-        training: TrainingFlags::of(&s.training()),
+        lora: s.uses_lora(),
+        training: TrainingFlags::of(&s.training(), s.config.as_ref()),
         device: ctx.device(),
         config: ConfigFile::of(ctx, Stage::Sft, s.config.as_ref()),
         args: s.args.clone(),
     }))));
-    if s.lora {
+    if s.uses_lora() {
         p.steps.push(merge::step(ctx, Stage::Sft, &model));
     }
     p.input_model("model", model);

@@ -57,7 +57,7 @@ pub(super) fn plan(ctx: &RunContext) -> Result<StagePlan, PlanError> {
         model: model.clone(),
         data: labels.clone(),
         output: out.clone(),
-        training: TrainingFlags::of(&s.training()),
+        training: TrainingFlags::of(&s.training(), s.config.as_ref()),
         device: ctx.device(),
         config: ConfigFile::of(ctx, Stage::TrainPm, s.config.as_ref()),
         args: s.args.clone(),

@@ -60,7 +60,7 @@ impl Words {
             .opt("--epochs", t.epochs)
             .opt("--max-steps", t.max_steps)
             .opt("--batch-size", t.batch_size)
-            .flag("--save-every", t.save_every)
+            .opt("--save-every", t.save_every)
     }
 
     /// A recipe's `args = [...]`, as given.

@@ -88,7 +88,7 @@ pub(super) fn command(job: &Job, start: Start) -> anyhow::Result<Command> {
     let training_run = |d: &DeviceFlags, t: &TrainingFlags| -> anyhow::Result<RunFlags> {
         Ok(RunFlags {
             learning_rate: t.learning_rate,
-            save_every: Some(t.save_every),
+            save_every: t.save_every,
             config: job.config_file().map(|c| c.path.clone()),
             ..run_flags(d)?
         })
@@ -569,6 +569,28 @@ safety = { judges = ["refusal"] }
         for job in &jobs {
             check_config(job).unwrap();
         }
+        // A `[lora]` table trains adapters as `lora = true` does: the stage says `--lora`
+        // and its adapter is merged for the stages after it.
+        assert!(matches!(sft, Job::Sft(j) if j.lora), "{sft:?}");
+        assert!(
+            jobs.iter()
+                .any(|j| matches!(j, Job::MergeLora(m) if m.adapter.starts_with("run/sft"))),
+            "{lines:?}"
+        );
+        // A `save_every` in the table is the command's: the pipeline passes no interval.
+        let saving = planned(&recipe("save_every = 7"), false);
+        let sft_line = saving
+            .iter()
+            .find(|j| matches!(j, Job::Sft(_)))
+            .unwrap()
+            .command_line();
+        assert!(!sft_line.contains("--save-every"), "{sft_line}");
+        let distill_line = saving
+            .iter()
+            .find(|j| matches!(j, Job::Distill(_)))
+            .unwrap()
+            .command_line();
+        assert!(distill_line.contains("--save-every 20"), "{distill_line}");
         // `[quick]` merges into the table like any other key.
         let quick = planned(&good, true);
         let text = &quick.iter().find_map(|j| match j {
