@@ -20,8 +20,9 @@ use crate::sampling::{log_sum_exp, sample, token_logprob};
 use crate::score::top_k;
 use crate::{ModelError, Result};
 
-/// A row's next token, its log-probability and the top alternatives.
-type Pick = (u32, f32, Vec<(u32, f32)>);
+/// A row's next token, its log-probability, the top alternatives, and whether the token
+/// makes the row's JSON object whole (always false for text rows).
+type Pick = (u32, f32, Vec<(u32, f32)>, bool);
 
 /// The most cache slots reserved ahead for tokens not yet made; beyond them the cache grows
 /// as they come. The papers' responses (≤ 128 tokens) never grow it.
@@ -39,6 +40,8 @@ struct Row {
     logprobs: Vec<f32>,
     top_logprobs: Vec<Vec<(u32, f32)>>,
     next_pos: u32,
+    /// A JSON row's object is whole (it ends after this token).
+    json_whole: bool,
 }
 
 /// A token sampled by [`DecodeBatch::step`].
@@ -193,6 +196,7 @@ impl<'a> DecodeBatch<'a> {
             logprobs: Vec::new(),
             top_logprobs: Vec::new(),
             next_pos: (p + job.prompt.len()) as u32,
+            json_whole: false,
             job,
         }));
         Ok(())
@@ -244,12 +248,16 @@ impl<'a> DecodeBatch<'a> {
             if row.job.max_new_tokens == 0 {
                 return Ok(None);
             }
-            let tok = match row.job.format {
-                OutputFormat::Text => sample(logits, &row.job.sampling, &mut row.rng),
-                OutputFormat::JsonObject => pick_json(row, logits, stopping)?,
+            let (tok, whole) = match row.job.format {
+                OutputFormat::Text => (sample(logits, &row.job.sampling, &mut row.rng), false),
+                OutputFormat::JsonObject => match pick_json(row, logits, stopping)? {
+                    Some((tok, verdict)) => (tok, verdict == JsonPrefix::Complete),
+                    // No token continues the object: the row ends here, cut short.
+                    None => return Ok(None),
+                },
             };
             let top = top_logprobs(logits, row.job.top_logprobs);
-            Ok(Some((tok, token_logprob(logits, tok), top)))
+            Ok(Some((tok, token_logprob(logits, tok), top, whole)))
         };
         let picks: Vec<Option<Pick>> = if self.rows.len() >= PARALLEL_PICKS {
             self.rows
@@ -265,13 +273,14 @@ impl<'a> DecodeBatch<'a> {
                 .collect::<Result<_>>()?
         };
         for ((r, row), picked) in self.rows.iter_mut().enumerate().zip(picks) {
-            let Some((tok, logprob, top)) = picked else {
+            let Some((tok, logprob, top, whole)) = picked else {
                 step.finished
                     .push((row.id, finish(row, FinishReason::Length, stopping)?));
                 continue;
             };
             row.logprobs.push(logprob);
             row.tokens.push(tok);
+            row.json_whole = whole;
             if row.job.top_logprobs > 0 {
                 row.top_logprobs.push(top.clone());
             }
@@ -324,46 +333,53 @@ fn top_logprobs(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
         .collect()
 }
 
-/// Draws a JSON-constrained row makes before it takes the best allowed token in logit order.
+/// Draws a JSON-constrained row makes before it looks through the tokens in logit order.
 const JSON_DRAWS: usize = 16;
 
-/// Most likely tokens looked through for an allowed one after [`JSON_DRAWS`] draws.
-const JSON_CANDIDATES: usize = 4096;
-
-/// The next token of a row whose output must be one JSON object: drawn as the row's sampling
-/// says, except that a token after which the text can no longer become a JSON object (or an
-/// end-of-sequence token before the object is whole) is masked out and the draw repeated;
-/// after [`JSON_DRAWS`] draws, the most likely allowed token.
-fn pick_json(row: &mut Row, logits: &[f32], stopping: Stopping<'_>) -> Result<u32> {
+/// The next token of a row whose output must be one JSON object, with what the text is after
+/// it: drawn as the row's sampling says, except that a token is masked out and the draw
+/// repeated when the text after it can no longer become a JSON object, when it adds no text
+/// (an end-of-sequence or other special token: the object is not whole yet), after
+/// [`JSON_DRAWS`] draws, the most likely allowed token; `None` when no token of the
+/// vocabulary is allowed (the row then ends, cut short, without failing its batch).
+fn pick_json(
+    row: &mut Row,
+    logits: &[f32],
+    stopping: Stopping<'_>,
+) -> Result<Option<(u32, JsonPrefix)>> {
     let tokenizer = stopping.tokenizer.ok_or_else(|| {
         ModelError::Request("JSON output needs a tokenizer to read the text it makes".into())
     })?;
+    let before = tokenizer.decode(&row.tokens)?;
     let mut tokens = row.tokens.clone();
     tokens.push(0);
-    let mut allowed = |tok: u32| -> Result<bool> {
+    let mut verdict = |tok: u32| -> Result<Option<JsonPrefix>> {
         if stopping.eos.contains(&tok) {
-            return Ok(false);
+            return Ok(None);
         }
         *tokens.last_mut().expect("pushed above") = tok;
-        Ok(json_prefix::check(&tokenizer.decode(&tokens)?) != JsonPrefix::Invalid)
+        let text = tokenizer.decode(&tokens)?;
+        if text == before {
+            return Ok(None);
+        }
+        Ok(Some(json_prefix::check(&text)).filter(|v| *v != JsonPrefix::Invalid))
     };
     let mut masked = logits.to_vec();
     for _ in 0..JSON_DRAWS {
         let tok = sample(&masked, &row.job.sampling, &mut row.rng);
-        if allowed(tok)? {
-            return Ok(tok);
+        if let Some(v) = verdict(tok)? {
+            return Ok(Some((tok, v)));
         }
         masked[tok as usize] = f32::NEG_INFINITY;
     }
-    for (tok, _) in top_k(&masked, JSON_CANDIDATES) {
-        if allowed(tok)? {
-            return Ok(tok);
+    let mut order: Vec<u32> = (0..masked.len() as u32).collect();
+    order.sort_unstable_by(|&a, &b| masked[b as usize].total_cmp(&masked[a as usize]));
+    for tok in order {
+        if let Some(v) = verdict(tok)? {
+            return Ok(Some((tok, v)));
         }
     }
-    Err(ModelError::Request(format!(
-        "none of the {JSON_CANDIDATES} most likely tokens continues the JSON object \
-         generated so far"
-    )))
+    Ok(None)
 }
 
 /// Whether `row` is done after sampling `tok`.
@@ -371,11 +387,9 @@ fn finished(row: &Row, tok: u32, stopping: Stopping<'_>) -> Result<Option<Finish
     if stopping.eos.contains(&tok) && !row.job.ignore_eos {
         return Ok(Some(FinishReason::Eos));
     }
-    if let (OutputFormat::JsonObject, Some(tk)) = (row.job.format, stopping.tokenizer) {
+    if row.json_whole {
         // The object is whole: nothing but whitespace could follow, so the row ends here.
-        if json_prefix::check(&tk.decode(&row.tokens)?) == JsonPrefix::Complete {
-            return Ok(Some(FinishReason::Stop));
-        }
+        return Ok(Some(FinishReason::Stop));
     }
     if let (Some(tk), false) = (stopping.tokenizer, row.job.stop.is_empty()) {
         let text = tk.decode(&row.tokens)?;
@@ -426,6 +440,63 @@ mod tests {
     use crate::weights::random_decoder;
     use cai_core::Sampling;
     use candle_core::Device;
+
+    /// A byte-level BPE trained here, and a JSON row at its start.
+    fn json_setup(dir: &std::path::Path) -> (crate::tokenizer::Tokenizer, Row) {
+        let corpus = dir.join("corpus.txt");
+        std::fs::write(&corpus, "Human: hi {\"a\": 1}\nAssistant: ok\n".repeat(30)).unwrap();
+        let tokenizer = crate::tokenizer::Tokenizer::train_bpe(&corpus, 300).unwrap();
+        let row = Row {
+            id: 0,
+            job: GenJob {
+                format: OutputFormat::JsonObject,
+                ..job(8)
+            },
+            rng: ChaCha8Rng::seed_from_u64(0),
+            tokens: Vec::new(),
+            logprobs: Vec::new(),
+            top_logprobs: Vec::new(),
+            next_pos: 0,
+            json_whole: false,
+        };
+        (tokenizer, row)
+    }
+
+    /// A JSON row never takes a token that adds no text (a special token the decoder skips,
+    /// an id past the tokenizer's vocabulary), however likely: it would stall the object.
+    #[test]
+    fn a_json_row_skips_tokens_that_add_no_text() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (tokenizer, mut row) = json_setup(tmp.path());
+        let special = tokenizer.token_to_id("<|endoftext|>").unwrap();
+        let brace = tokenizer.token_to_id("{").unwrap();
+        let vocab = tokenizer.vocab_size();
+        let mut logits = vec![0.0f32; vocab + 4];
+        logits[special as usize] = 9.0;
+        logits[vocab + 2] = 8.0;
+        logits[brace as usize] = 5.0;
+        let stopping = Stopping {
+            tokenizer: Some(&tokenizer),
+            eos: &[],
+        };
+        let (tok, verdict) = pick_json(&mut row, &logits, stopping).unwrap().unwrap();
+        assert_eq!((tok, verdict), (brace, JsonPrefix::Partial));
+    }
+
+    /// A JSON row no token can continue ends alone (`None`), without failing its batch.
+    #[test]
+    fn a_json_row_no_token_continues_gives_none_not_an_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (tokenizer, mut row) = json_setup(tmp.path());
+        // Text that no continuation makes an object: every candidate is refused.
+        row.tokens = tokenizer.encode("Human", false).unwrap();
+        let logits = vec![0.0f32; tokenizer.vocab_size()];
+        let stopping = Stopping {
+            tokenizer: Some(&tokenizer),
+            eos: &[],
+        };
+        assert_eq!(pick_json(&mut row, &logits, stopping).unwrap(), None);
+    }
 
     fn job(max_new_tokens: usize) -> GenJob {
         GenJob {

@@ -30,7 +30,8 @@ pub struct GenJob {
     pub ignore_eos: bool,
     /// What the output must be: with [`OutputFormat::JsonObject`] only tokens that keep the
     /// text a valid start of one JSON object are sampled (this needs the tokenizer of
-    /// [`Stopping`]), and the row stops when the object is whole.
+    /// [`Stopping`]), and the row stops when the object is whole (a stop string still ends
+    /// it where it occurs).
     pub format: OutputFormat,
 }
 

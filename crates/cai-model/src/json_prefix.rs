@@ -42,13 +42,62 @@ enum State {
     Done,
 }
 
-/// Where a string is in an escape.
+/// Where a string is in an escape. A `\uXXXX` high surrogate must be followed at once by a
+/// `\uXXXX` low one (as serde_json and RFC 8259's UTF-16 reading require); a lone low one is
+/// invalid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Escape {
+    /// Plain text.
     None,
+    /// After `\`.
     Backslash,
-    /// In `\uXXXX`, with this many hex digits still to come.
-    Unicode(u8),
+    /// In `\uXXXX`: the hex digits still to come, the value so far, and whether this is the
+    /// low half of a surrogate pair.
+    Unicode { left: u8, value: u32, low: bool },
+    /// After a high surrogate: the `\` of its low half must follow.
+    LowNext,
+    /// After that `\`: its `u` must follow.
+    LowBackslash,
+}
+
+impl Escape {
+    /// The escape state after `c` in a string, `Some(None)` when `c` is the closing quote, or
+    /// `None` when `c` cannot come here.
+    fn next(self, c: char) -> Option<Option<Self>> {
+        let unicode = |low| Self::Unicode {
+            left: 4,
+            value: 0,
+            low,
+        };
+        Some(Some(match (self, c) {
+            (Self::None, '"') => return Some(None),
+            (Self::None, '\\') => Self::Backslash,
+            (Self::None, c) if (c as u32) < 0x20 => return None,
+            (Self::None, _) => Self::None,
+            (Self::Backslash, '"' | '\\' | '/' | 'b' | 'f' | 'n' | 'r' | 't') => Self::None,
+            (Self::Backslash, 'u') => unicode(false),
+            (Self::LowNext, '\\') => Self::LowBackslash,
+            (Self::LowBackslash, 'u') => unicode(true),
+            (Self::Unicode { left, value, low }, c) => {
+                let value = value * 16 + c.to_digit(16)?;
+                if left > 1 {
+                    Self::Unicode {
+                        left: left - 1,
+                        value,
+                        low,
+                    }
+                } else {
+                    match (value, low) {
+                        (0xD800..=0xDBFF, false) => Self::LowNext,
+                        (0xDC00..=0xDFFF, true) => Self::None,
+                        (0xDC00..=0xDFFF, false) | (_, true) => return None,
+                        _ => Self::None,
+                    }
+                }
+            }
+            _ => return None,
+        }))
+    }
 }
 
 /// Where a number is (`-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`).
@@ -141,34 +190,11 @@ impl Reader {
             escape: Escape::None,
         };
         let next = match self.state {
-            State::Str { key, escape } => match (escape, c) {
-                (Escape::None, '"') if key => Some(State::Colon),
-                (Escape::None, '"') => Some(self.after_value()),
-                (Escape::None, '\\') => Some(State::Str {
-                    key,
-                    escape: Escape::Backslash,
-                }),
-                (Escape::None, c) if (c as u32) < 0x20 => None,
-                (Escape::None, _) => Some(self.state),
-                (Escape::Backslash, '"' | '\\' | '/' | 'b' | 'f' | 'n' | 'r' | 't') => {
-                    Some(State::Str {
-                        key,
-                        escape: Escape::None,
-                    })
-                }
-                (Escape::Backslash, 'u') => Some(State::Str {
-                    key,
-                    escape: Escape::Unicode(4),
-                }),
-                (Escape::Unicode(left), c) if c.is_ascii_hexdigit() => Some(State::Str {
-                    key,
-                    escape: if left == 1 {
-                        Escape::None
-                    } else {
-                        Escape::Unicode(left - 1)
-                    },
-                }),
-                _ => None,
+            State::Str { key, escape } => match escape.next(c) {
+                None => None,
+                Some(Some(escape)) => Some(State::Str { key, escape }),
+                Some(None) if key => Some(State::Colon),
+                Some(None) => Some(self.after_value()),
             },
             State::Num(number) => match number.next(c) {
                 Some(next) => Some(State::Num(next)),
@@ -244,9 +270,12 @@ mod tests {
             " {\"a\": 1}\n",
             r#"{"verdict": "harmful", "p": 0.75, "tags": ["x", -1.5e+3, true, null, {}], "n": []}"#,
             r#"{"s": "quote \" and \\ and \u00e9 and \n", "k": false}"#,
+            r#"{"emoji": "\ud83d\ude00"}"#,
             r#"{"nested": {"a": [[0], [1, 2]]}}"#,
         ] {
             assert_eq!(check(text), JsonPrefix::Complete, "{text}");
+            let value: serde_json::Value = serde_json::from_str(text).unwrap();
+            assert!(value.is_object(), "{text}");
         }
     }
 
@@ -293,6 +322,12 @@ mod tests {
             "{} {}",
             "{}x",
             "{\"a\": 1]",
+            // A lone surrogate, high or low, and a high one followed by anything else.
+            "{\"a\": \"\\ud800\"}",
+            "{\"a\": \"\\udc00\"}",
+            "{\"a\": \"\\ud800x\"}",
+            "{\"a\": \"\\ud800\\n\"}",
+            "{\"a\": \"\\ud800\\u0041\"}",
         ] {
             assert_eq!(check(text), JsonPrefix::Invalid, "{text:?}");
         }
