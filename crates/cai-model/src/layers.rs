@@ -67,9 +67,10 @@ impl Linear {
                 .contiguous()?
                 .apply_op2_no_bwd(&self.weight.t()?, &SmallMatmulT)?,
             // A frozen weight (LoRA's base, or a model no parameter of which trains) takes no
-            // gradient: candle's matmul would compute one anyway.
+            // gradient: candle's matmul would compute one anyway. `track_op` is false only
+            // for a tensor that is neither a variable nor made from one.
             None if mode == Mode::Train
-                && !self.weight.is_variable()
+                && !self.weight.track_op()
                 && x2.device().is_cpu()
                 && x2.dtype() == DType::F32 =>
             {
