@@ -342,24 +342,33 @@ mod tests {
 
     use super::*;
 
-    /// The typed arguments of every job equal what clap makes of the job's command line: the
-    /// text in the manifests is the command that ran. Returns the command lines checked.
-    fn typed_equals_parsed(recipe: &str, quick: bool) -> Vec<String> {
+    /// `f` of a recipe's text planned in run directory `run` (with `[quick]` applied) and the
+    /// planned stages' jobs.
+    fn with_plan<T>(text: &str, quick: bool, f: impl FnOnce(&RunContext, Vec<Job>) -> T) -> T {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("r.toml");
-        std::fs::write(&path, recipe).unwrap();
+        std::fs::write(&path, text).unwrap();
         let loaded = LoadedRecipe::load(Some(&path), quick).unwrap();
         let ctx = RunContext {
             loaded: &loaded,
             run_dir: Path::new("run"),
         };
-        let mut jobs: Vec<Job> = plan_all(&ctx)
+        let jobs = plan_all(&ctx)
             .unwrap()
             .iter()
             .flat_map(|p| p.jobs().cloned().collect::<Vec<_>>())
             .collect();
-        // The eval stage's jobs are made when it runs (over the RL checkpoints there are).
-        jobs.extend(eval_jobs(&ctx, &snapshots(&ctx)).unwrap());
+        f(&ctx, jobs)
+    }
+
+    /// The typed arguments of every job equal what clap makes of the job's command line: the
+    /// text in the manifests is the command that ran. Returns the command lines checked.
+    fn typed_equals_parsed(recipe: &str, quick: bool) -> Vec<String> {
+        let jobs = with_plan(recipe, quick, |ctx, mut jobs| {
+            // The eval stage's jobs are made when it runs (over the RL checkpoints there are).
+            jobs.extend(eval_jobs(ctx, &snapshots(ctx)).unwrap());
+            jobs
+        });
         let mut checked = 0;
         for job in &jobs {
             for start in [Start::Resume, Start::Afresh] {
@@ -483,19 +492,9 @@ safety = { judges = ["refusal"] }
             )
         };
         let first_error = |text: String| {
-            let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("r.toml");
-            std::fs::write(&path, text).unwrap();
-            let loaded = LoadedRecipe::load(Some(&path), false).unwrap();
-            let ctx = RunContext {
-                loaded: &loaded,
-                run_dir: Path::new("run"),
-            };
-            plan_all(&ctx)
-                .unwrap()
+            planned(&text, false)
                 .iter()
-                .flat_map(|p| p.jobs().cloned().collect::<Vec<_>>())
-                .find_map(|job| command(&job, Start::Afresh).err())
+                .find_map(|job| command(job, Start::Afresh).err())
                 .map(|e| format!("{e:#}"))
         };
         let err = first_error(recipe("device = \"gpu\"", "", "")).unwrap();
@@ -517,21 +516,10 @@ safety = { judges = ["refusal"] }
         assert!(err.contains("--no-such-flag"), "{err}");
         assert_eq!(first_error(recipe("", "", "")), None);
     }
+
     /// The jobs a recipe's text plans (run directory `run`), with `[quick]` applied.
     fn planned(text: &str, quick: bool) -> Vec<Job> {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("r.toml");
-        std::fs::write(&path, text).unwrap();
-        let loaded = LoadedRecipe::load(Some(&path), quick).unwrap();
-        let ctx = RunContext {
-            loaded: &loaded,
-            run_dir: Path::new("run"),
-        };
-        plan_all(&ctx)
-            .unwrap()
-            .iter()
-            .flat_map(|p| p.jobs().cloned().collect::<Vec<_>>())
-            .collect()
+        with_plan(text, quick, |_, jobs| jobs)
     }
 
     #[test]
