@@ -390,10 +390,13 @@ impl Mlp {
         match self {
             Mlp::SwiGlu { gate, up, down } => {
                 let (g, u) = (gate.forward_mode(x, mode)?, up.forward_mode(x, mode)?);
-                let fused = mode == Mode::Train && g.device().is_cpu() && g.dtype() == DType::F32;
-                let h = if fused {
-                    g.contiguous()?
-                        .apply_op2(&u.contiguous()?, crate::kernels::train_ops::SwiGluOp)?
+                let fused = g.device().is_cpu() && g.dtype() == DType::F32;
+                let op = crate::kernels::train_ops::SwiGluOp;
+                let (g, u) = (g.contiguous()?, u.contiguous()?);
+                let h = if fused && mode == Mode::Train {
+                    g.apply_op2(&u, op)?
+                } else if fused {
+                    g.apply_op2_no_bwd(&u, &op)?
                 } else {
                     (candle_nn::ops::silu(&g)? * u)?
                 };

@@ -6,9 +6,10 @@
 pub mod attention_backward;
 mod cpu_storage;
 pub mod decode_attention;
+mod dense;
 pub mod frozen_matmul;
 pub mod head_nll;
 pub mod rms_norm;
 pub mod small_matmul;
 pub mod train_ops;
-mod vector;
+pub(crate) mod vector;

@@ -26,7 +26,7 @@ pub fn log_sum_exp(xs: &[f32]) -> f32 {
     if !max.is_finite() {
         return max;
     }
-    max + (xs.iter().map(|&x| (x - max).exp() as f64).sum::<f64>()).ln() as f32
+    max + crate::kernels::vector::sum_exp_shifted(xs, max).ln() as f32
 }
 
 /// Pick the next token from one row of logits.

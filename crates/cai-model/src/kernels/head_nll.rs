@@ -11,10 +11,11 @@
 use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor, D};
-use gemm::Parallelism;
 use rayon::prelude::*;
 
 use crate::kernels::cpu_storage::contiguous_f32;
+use crate::kernels::dense::{self, Mat};
+use crate::kernels::vector;
 use crate::{ModelError, Result};
 
 /// Bytes of logits one chunk may hold; rows per chunk follow from the vocabulary.
@@ -112,48 +113,24 @@ fn matmul(
     k: usize,
     accumulate: bool,
 ) {
-    assert!(dst.len() >= m * n && a.len() >= m * k && b.len() >= k * n);
-    let (a_cs, a_rs) = if a_t {
-        (m as isize, 1)
+    let a = if a_t {
+        Mat::transposed(a, m)
     } else {
-        (1, k as isize)
+        Mat::rows(a, k)
     };
-    let (b_cs, b_rs) = if b_t {
-        (k as isize, 1)
+    let b = if b_t {
+        Mat::transposed(b, k)
     } else {
-        (1, n as isize)
+        Mat::rows(b, n)
     };
-    // SAFETY: the asserts above bound every index gemm reads or writes by the strides given.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.as_ptr(),
-            a_cs,
-            a_rs,
-            b.as_ptr(),
-            b_cs,
-            b_rs,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            Parallelism::Rayon(rayon::current_num_threads()),
-        )
-    }
+    let threads = rayon::current_num_threads();
+    dense::gemm(dst, n, a, b, m, n, k, 1.0, accumulate, threads);
 }
 
 /// A row's max and log-sum-exp.
 fn row_stats(row: &[f32]) -> (f32, f32) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f32 = row.iter().map(|v| (v - max).exp()).sum();
-    (max, sum.ln())
+    (max, vector::sum_exp_shifted(row, max).ln() as f32)
 }
 
 impl CustomOp2 for HeadNll {
@@ -229,9 +206,8 @@ impl CustomOp2 for HeadNll {
                         _ => row_stats(row),
                     };
                     let scale = gs[r] * self.weights[r];
-                    for v in row.iter_mut() {
-                        *v = scale * (*v - max - lse).exp();
-                    }
+                    vector::exp_shifted_sum(row, max + lse);
+                    row.iter_mut().for_each(|v| *v *= scale);
                     row[self.targets[r] as usize] -= scale;
                 });
             // ∂h[chunk] = d · W   ([rows, V] · [V, h])
