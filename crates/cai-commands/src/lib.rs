@@ -120,6 +120,17 @@ fn keep_freed_memory() {
     }
 }
 
+/// Give the kernel back the freed memory that [`keep_freed_memory`] keeps (glibc's
+/// `malloc_trim`): between pipeline stages, so one stage's freed buffers do not count in the
+/// next stage's resident memory.
+pub fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap pages; it is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Pin candle's element-wise thread pool to the calling thread on small machines unless the
 /// user chose a size. candle runs its own pool beside rayon's (which the matmuls use); on
 /// 2 cores the two pools' spinning threads fight over the cores (measured on `bench-6m`

@@ -139,3 +139,9 @@ pub fn peak_rss_mib() -> Option<f64> {
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
 }
+
+/// Restart the peak that [`peak_rss_mib`] reports from the current resident size (Linux: writes
+/// `5` to `/proc/self/clear_refs`; does nothing elsewhere or where that is not allowed).
+pub fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}

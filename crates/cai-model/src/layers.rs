@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 use candle_core::{DType, Device, Tensor, D};
 
 use crate::config::{Llama3RopeScaling, RopeScaling};
-use crate::kernels::frozen_matmul::FrozenMatmul;
+use crate::kernels::linear_matmul::LinearMatmul;
 use crate::kernels::small_matmul::{self, SmallMatmul, SmallMatmulT};
 use crate::lora::LoraAdapter;
 use crate::Result;
@@ -66,15 +66,21 @@ impl Linear {
             Some(WeightLayout::InOut) => x2
                 .contiguous()?
                 .apply_op2_no_bwd(&self.weight.t()?, &SmallMatmulT)?,
-            // A frozen weight (LoRA's base, or a model no parameter of which trains) takes no
-            // gradient: candle's matmul would compute one anyway. `track_op` is false only
-            // for a tensor that is neither a variable nor made from one.
-            None if mode == Mode::Train
-                && !self.weight.track_op()
-                && x2.device().is_cpu()
-                && x2.dtype() == DType::F32 =>
+            // On the CPU in f32 one op each way (see `LinearMatmul`); a frozen weight (LoRA's
+            // base, or a model no parameter of which trains) takes no gradient. `track_op` is
+            // false only for a tensor that is neither a variable nor made from one.
+            None if x2.device().is_cpu()
+                && x2.dtype() == DType::F32
+                && self.weight.dtype() == DType::F32 =>
             {
-                x2.apply_op2(&self.weight, FrozenMatmul)?
+                let op = LinearMatmul {
+                    weight_grad: self.weight.track_op(),
+                };
+                if mode == Mode::Train {
+                    x2.apply_op2(&self.weight, op)?
+                } else {
+                    x2.apply_op2_no_bwd(&self.weight, &op)?
+                }
             }
             None => x2.matmul(&self.weight.t()?)?,
         };

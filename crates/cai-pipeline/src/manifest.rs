@@ -105,6 +105,10 @@ pub struct Manifest {
     pub attempts: u32,
     /// Seconds spent over all attempts with this fingerprint.
     pub seconds: f64,
+    /// Peak resident memory of the last attempt, in MiB (Linux; absent elsewhere and in
+    /// manifests of older versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_rss_mib: Option<f64>,
     /// Unix time the last attempt started.
     pub started_at: u64,
     /// Unix time it finished.
@@ -163,6 +167,7 @@ mod tests {
             jobs: vec![],
             attempts: 1,
             seconds: 1.5,
+            peak_rss_mib: None,
             started_at: 7,
             finished_at: None,
             error: None,

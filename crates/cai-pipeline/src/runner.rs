@@ -587,6 +587,7 @@ mod tests {
             jobs: vec![],
             attempts: 1,
             seconds: 0.0,
+            peak_rss_mib: None,
             started_at: 0,
             finished_at: None,
             error: None,

@@ -31,7 +31,7 @@ pub use crate::distill::config::DistillConfig;
 use crate::distill::data::{
     load_answers, read_records, sample_answers, save_answers, tokenize, DistillExample,
 };
-use crate::distill::loss::{distill_kl, top1_agreement};
+use crate::distill::loss::{distill_kl, fused_full_kl, top1_agreement};
 use crate::distill::teacher::{fingerprint, TargetSource, Teacher, TopKTable};
 use crate::{GradAccumulator, MetricRecord, Result, Split, TrainError};
 
@@ -325,19 +325,30 @@ pub fn run_distill(
             let (ids, positions, rows) = collate(&batch, &run.device)?;
             tokens += batch.iter().map(|e| e.ids.len()).sum::<usize>();
             let pass = TrainPass::forward(student, &ids, &positions, cfg.gradient_checkpointing)?;
-            let logits = student.logits_mode(pass.hidden(), Mode::Train)?;
-            let vocab = logits.dim(2)?;
             let n = rows.dim(0)?;
-            let logits = logits
-                .reshape((logits.elem_count() / vocab, vocab))?
-                .index_select(&rows, 0)?;
             let teacher_targets = train_targets.targets(indices, &batch, &run.device)?;
-            let kl = distill_kl(&logits, &teacher_targets)?;
+            let hidden = pass.hidden();
+            let h = hidden.dim(2)?;
+            let picked = hidden
+                .reshape((hidden.elem_count() / h, h))?
+                .index_select(&rows, 0)?;
+            let fused = match student.head_weight() {
+                Some(head) => fused_full_kl(&picked, head, &teacher_targets)?,
+                None => None,
+            };
+            let (kl, agreed) = match fused {
+                Some(fused) => fused,
+                None => {
+                    let logits = student.logits_mode(&picked, Mode::Train)?;
+                    let kl = distill_kl(&logits, &teacher_targets)?;
+                    (kl, top1_agreement(&logits, &teacher_targets)?)
+                }
+            };
             let kl_value = f64::from(kl.to_scalar::<f32>()?);
             session.check_loss("KL", kl_value, false)?;
             let weight = n as f64 / total.max(1) as f64;
             step_kl += kl_value * weight;
-            agree += top1_agreement(&logits, &teacher_targets)?;
+            agree += agreed;
             pass.backward(&(kl * weight)?, params, &mut grads)?;
         }
         session.check_loss("KL", step_kl, true)?;

@@ -126,6 +126,10 @@ fn the_quick_lab_run_reproduces_the_orderings_and_a_rerun_skips_every_stage() {
         let manifest: Value =
             serde_json::from_str(&w.read(&format!("run/{stage}/manifest.json"))).unwrap();
         assert_eq!(manifest["status"], "finished", "{stage}: {manifest}");
+        if cfg!(target_os = "linux") {
+            let mib = manifest["peak_rss_mib"].as_f64();
+            assert!(mib.is_some_and(|m| m > 1.0), "{stage}: peak memory {mib:?}");
+        }
         assert!(
             w.path(&format!("run/{stage}/config.json")).is_file(),
             "{stage}"
@@ -148,6 +152,7 @@ fn the_quick_lab_run_reproduces_the_orderings_and_a_rerun_skips_every_stage() {
     }
     assert!(!html.contains("src=\"http") && !html.contains("href=\"http"));
     assert!(w.read("run/report.md").contains("| sl-cai |"));
+    assert!(w.read("run/report.md").contains("peak memory"));
 
     // Nothing changed: every stage is skipped.
     let again = w.cai_ok(&["pipeline", "--quick", "--run-dir", "run"]);

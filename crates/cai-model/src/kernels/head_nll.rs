@@ -1,4 +1,5 @@
-//! The output layer and the token log-likelihood in one op, in chunks of rows: the
+//! The output layer and the token log-likelihood (or a distillation KL against a teacher's
+//! distribution) in one op, in chunks of rows: the
 //! `[rows, vocab]` logits of a whole batch (400 MB for 2,048 tokens of a 49,152-token
 //! vocabulary) never exist at once, in the forward or the backward pass.
 //!
@@ -66,10 +67,13 @@ fn head_nll_chunked(
     }
     if device.is_cpu() && hidden.dtype() == DType::F32 && weight.dtype() == DType::F32 {
         let op = HeadNll {
-            targets: targets.to_vec(),
-            weights: weights.to_vec(),
+            target: Target::Hard {
+                targets: targets.to_vec(),
+                weights: weights.to_vec(),
+            },
             chunk: chunk.max(1),
             stats: Mutex::new(Vec::new()),
+            argmax: None,
         };
         return Ok(hidden.contiguous()?.apply_op2(&weight.contiguous()?, op)?);
     }
@@ -83,14 +87,114 @@ fn head_nll_chunked(
     Ok((logp * w)?.neg()?)
 }
 
-/// The chunked CPU op behind [`head_nll`].
+/// `out[r] = KL(p_r ‖ softmax(hidden[r] · Wᵀ))` over the whole vocabulary, with `p_r` the
+/// distribution whose log-probabilities are row `r` of `log_p` (a teacher's): the distillation
+/// loss, differentiable with respect to `hidden` and `weight`, chunked as [`head_nll`] is.
+/// Also returns each row's most likely token under the student (for top-1 agreement).
+///
+/// Shapes: hidden `[n, h]`, weight `[V, h]`, log_p `[n, V]` -> (`[n]` f32, `n` ids). On the CPU
+/// in f32 only (other devices compose the ops from the logits).
+pub fn head_kl(hidden: &Tensor, weight: &Tensor, log_p: &Tensor) -> Result<(Tensor, Vec<u32>)> {
+    head_kl_chunked(hidden, weight, log_p, chunk_rows(weight.dim(0)?))
+}
+
+/// [`head_kl`] with `chunk` rows of logits at a time.
+fn head_kl_chunked(
+    hidden: &Tensor,
+    weight: &Tensor,
+    log_p: &Tensor,
+    chunk: usize,
+) -> Result<(Tensor, Vec<u32>)> {
+    let (n, h) = hidden.dims2()?;
+    let (vocab, h2) = weight.dims2()?;
+    if h != h2 || log_p.dims() != [n, vocab] {
+        return Err(ModelError::Request(format!(
+            "head_kl: hidden is [{n}, {h}], the output layer [{vocab}, {h2}] and the teacher's \
+             log-probs {:?}; expected equal widths and [{n}, {vocab}]",
+            log_p.dims()
+        )));
+    }
+    let cpu_f32 = [hidden, weight, log_p]
+        .iter()
+        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32);
+    if !cpu_f32 {
+        return Err(ModelError::Request(
+            "head_kl: runs on f32 CPU tensors; compose the loss from the logits elsewhere".into(),
+        ));
+    }
+    if n == 0 {
+        return Ok((Tensor::zeros(0, DType::F32, hidden.device())?, Vec::new()));
+    }
+    let argmax = std::sync::Arc::new(Mutex::new(Vec::new()));
+    let op = HeadNll {
+        target: Target::Soft {
+            log_p: log_p.contiguous()?.detach(),
+        },
+        chunk: chunk.max(1),
+        stats: Mutex::new(Vec::new()),
+        argmax: Some(argmax.clone()),
+    };
+    let kl = hidden.contiguous()?.apply_op2(&weight.contiguous()?, op)?;
+    let ids = std::mem::take(&mut *argmax.lock().unwrap_or_else(|e| e.into_inner()));
+    Ok((kl, ids))
+}
+
+/// What each row of logits is compared with.
+enum Target {
+    /// One token per row, its loss weighted: `−w_r log q_r(t_r)`.
+    Hard {
+        targets: Vec<u32>,
+        weights: Vec<f32>,
+    },
+    /// A distribution per row, as log-probabilities `[n, V]`: `KL(p_r ‖ q_r)`.
+    Soft { log_p: Tensor },
+}
+
+/// The chunked CPU op behind [`head_nll`] and [`head_kl`].
 struct HeadNll {
-    targets: Vec<u32>,
-    weights: Vec<f32>,
+    target: Target,
     /// Rows of logits computed at once.
     chunk: usize,
     /// Each row's (max, log-sum-exp), saved by the forward pass for the backward pass.
     stats: Mutex<Vec<(f32, f32)>>,
+    /// Where the forward pass leaves each row's argmax, when asked.
+    argmax: Option<std::sync::Arc<Mutex<Vec<u32>>>>,
+}
+
+/// The f32 elements of a contiguous CPU tensor, with the storage guard that keeps them alive.
+fn with_f32<R>(
+    t: &Tensor,
+    what: &str,
+    f: impl FnOnce(&[f32]) -> candle_core::Result<R>,
+) -> candle_core::Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        candle_core::bail!("head-nll: {what} is not on the CPU");
+    };
+    f(contiguous_f32(cpu, layout, "head-nll", what)?)
+}
+
+/// `Σ_v p_v (log p_v − log q_v)` for one row, with `log q = logits − max − lse`.
+fn row_kl(logits: &[f32], log_p: &[f32], max: f32, lse: f32) -> f32 {
+    let shift = max + lse;
+    let mut acc = 0f64;
+    for (&l, &lp) in logits.iter().zip(log_p) {
+        if lp > f32::NEG_INFINITY {
+            acc += (lp.exp() * (lp - (l - shift))) as f64;
+        }
+    }
+    acc as f32
+}
+
+/// The first index of a row's largest value.
+fn row_argmax(row: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best as u32
 }
 
 /// Rows per chunk for a vocabulary of `vocab`.
@@ -153,19 +257,48 @@ impl CustomOp2 for HeadNll {
         let mut logits = vec![0f32; step.min(n) * vocab];
         let mut stats = Vec::with_capacity(n);
         let mut out = Vec::with_capacity(n);
+        let mut argmax = Vec::new();
+        let soft = match &self.target {
+            Target::Soft { log_p } => Some(log_p),
+            Target::Hard { .. } => None,
+        };
         for r0 in (0..n).step_by(step) {
             let rows = step.min(n - r0);
             let buf = &mut logits[..rows * vocab];
             matmul(buf, &hs[r0 * h..], false, w, true, rows, vocab, h, false);
             let chunk: Vec<(f32, f32)> = buf.par_chunks_exact(vocab).map(row_stats).collect();
-            for (i, (&(max, lse), row)) in chunk.iter().zip(buf.chunks_exact(vocab)).enumerate() {
-                let r = r0 + i;
-                let t = self.targets[r] as usize;
-                out.push(-self.weights[r] * (row[t] - max - lse));
+            match (&self.target, soft) {
+                (Target::Hard { targets, weights }, _) => {
+                    for (i, (&(max, lse), row)) in
+                        chunk.iter().zip(buf.chunks_exact(vocab)).enumerate()
+                    {
+                        let r = r0 + i;
+                        let t = targets[r] as usize;
+                        out.push(-weights[r] * (row[t] - max - lse));
+                    }
+                }
+                (Target::Soft { .. }, Some(log_p)) => with_f32(log_p, "log_p", |lp| {
+                    let lp = &lp[r0 * vocab..(r0 + rows) * vocab];
+                    let kl: Vec<f32> = buf
+                        .par_chunks_exact(vocab)
+                        .zip(lp.par_chunks_exact(vocab))
+                        .zip(chunk.par_iter())
+                        .map(|((row, p), &(max, lse))| row_kl(row, p, max, lse))
+                        .collect();
+                    out.extend(kl);
+                    Ok(())
+                })?,
+                (Target::Soft { .. }, None) => unreachable!("soft targets carry log_p"),
+            }
+            if self.argmax.is_some() {
+                argmax.extend(buf.chunks_exact(vocab).map(row_argmax));
             }
             stats.extend(chunk);
         }
         *self.stats.lock().unwrap_or_else(|e| e.into_inner()) = stats;
+        if let Some(slot) = &self.argmax {
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = argmax;
+        }
         Ok((CpuStorage::F32(out), Shape::from(n)))
     }
 
@@ -197,19 +330,41 @@ impl CustomOp2 for HeadNll {
             let buf = &mut d[..rows * vocab];
             let h_chunk = &hs[r0 * h..(r0 + rows) * h];
             matmul(buf, h_chunk, false, w, true, rows, vocab, h, false);
-            buf.par_chunks_exact_mut(vocab)
-                .enumerate()
-                .for_each(|(i, row)| {
-                    let r = r0 + i;
-                    let (max, lse) = match saved.get(r) {
-                        Some(&s) if saved.len() == n => s,
-                        _ => row_stats(row),
-                    };
-                    let scale = gs[r] * self.weights[r];
-                    vector::exp_shifted_sum(row, max + lse);
-                    row.iter_mut().for_each(|v| *v *= scale);
-                    row[self.targets[r] as usize] -= scale;
-                });
+            // d = g_r · w_r · (q − onehot(t_r))   or   g_r · (q − p_r)
+            let softmax = |i: usize, row: &mut [f32]| {
+                let r = r0 + i;
+                let (max, lse) = match saved.get(r) {
+                    Some(&s) if saved.len() == n => s,
+                    _ => row_stats(row),
+                };
+                vector::exp_shifted_sum(row, max + lse);
+            };
+            match &self.target {
+                Target::Hard { targets, weights } => buf
+                    .par_chunks_exact_mut(vocab)
+                    .enumerate()
+                    .for_each(|(i, row)| {
+                        softmax(i, row);
+                        let r = r0 + i;
+                        let scale = gs[r] * weights[r];
+                        row.iter_mut().for_each(|v| *v *= scale);
+                        row[targets[r] as usize] -= scale;
+                    }),
+                Target::Soft { log_p } => with_f32(log_p, "log_p", |lp| {
+                    let lp = &lp[r0 * vocab..(r0 + rows) * vocab];
+                    buf.par_chunks_exact_mut(vocab)
+                        .zip(lp.par_chunks_exact(vocab))
+                        .enumerate()
+                        .for_each(|(i, (row, p))| {
+                            softmax(i, row);
+                            let scale = gs[r0 + i];
+                            for (v, &lpv) in row.iter_mut().zip(p) {
+                                *v = scale * (*v - lpv.exp());
+                            }
+                        });
+                    Ok(())
+                })?,
+            }
             // ∂h[chunk] = d · W   ([rows, V] · [V, h])
             matmul(
                 &mut dh[r0 * h..(r0 + rows) * h],
@@ -328,5 +483,74 @@ mod tests {
         assert!(err.contains("1 targets"), "{err}");
         let empty = Tensor::zeros((0, 4), DType::F32, &dev).unwrap();
         assert_eq!(head_nll(&empty, &w, &[], &[]).unwrap().dims(), [0]);
+    }
+
+    /// The KL against a teacher's distribution and its gradients agree with the composed ops
+    /// (`Σ p (log p − log_softmax(h Wᵀ))`), across chunks; argmaxes are the logits' argmaxes.
+    #[test]
+    fn kl_matches_the_composed_ops_in_value_and_gradients() {
+        let dev = Device::Cpu;
+        // Chunks of 8 rows: four full chunks and a ragged one.
+        let (n, h, vocab) = (37, 16, 4000);
+        let hv = Var::from_tensor(&Tensor::randn(0f32, 1.0, (n, h), &dev).unwrap()).unwrap();
+        let wv = Var::from_tensor(&Tensor::randn(0f32, 0.5, (vocab, h), &dev).unwrap()).unwrap();
+        let teacher = Tensor::randn(0f32, 2.0, (n, vocab), &dev).unwrap();
+        let mut log_p = candle_nn::ops::log_softmax(&teacher, D::Minus1).unwrap();
+        // A teacher certain of nothing at one token: log p = −∞ contributes 0.
+        let mut lp: Vec<f32> = log_p.flatten_all().unwrap().to_vec1().unwrap();
+        lp[5] = f32::NEG_INFINITY;
+        log_p = Tensor::from_vec(lp, (n, vocab), &dev).unwrap();
+        let probe = Tensor::randn(0f32, 1.0, n, &dev).unwrap();
+
+        let (fused, ids) = head_kl_chunked(hv.as_tensor(), wv.as_tensor(), &log_p, 8).unwrap();
+        let logits = hv.as_tensor().matmul(&wv.as_tensor().t().unwrap()).unwrap();
+        let log_q = candle_nn::ops::log_softmax(&logits, D::Minus1).unwrap();
+        let p = log_p.exp().unwrap();
+        let finite_lp = log_p.clamp(-1e30f32, 0f32).unwrap();
+        let plain = (p * (finite_lp - &log_q).unwrap()).unwrap().sum(1).unwrap();
+        assert!(
+            max_diff(&fused, &plain) < 1e-4,
+            "{}",
+            max_diff(&fused, &plain)
+        );
+        let want_ids: Vec<u32> = logits.argmax(D::Minus1).unwrap().to_vec1().unwrap();
+        assert_eq!(ids, want_ids);
+
+        let gf = (fused * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let gp = (plain * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for v in [&hv, &wv] {
+            let want = gp.get(v.as_tensor()).unwrap();
+            let d = max_diff(gf.get(v.as_tensor()).unwrap(), want);
+            let scale = want
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(
+                d < 1e-4 * scale.max(1.0),
+                "gradient differs by {d} (largest {scale})"
+            );
+        }
+        // Mismatched shapes are errors naming them.
+        let err = head_kl(
+            hv.as_tensor(),
+            wv.as_tensor(),
+            &log_p.narrow(0, 0, 3).unwrap(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("[37, 4000]"), "{err}");
     }
 }

@@ -157,6 +157,7 @@ mod tests {
             jobs: vec![],
             attempts: 1,
             seconds: 1.0,
+            peak_rss_mib: None,
             started_at: 0,
             finished_at: Some(1),
             error: None,

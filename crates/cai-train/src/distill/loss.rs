@@ -134,6 +134,33 @@ fn checked_ids(ids: &Tensor, vocab: usize) -> Result<Vec<Vec<u32>>> {
     Ok(top)
 }
 
+/// [`distill_kl`] and [`top1_agreement`] for a full teacher distribution straight from the
+/// student's hidden states, through the fused, chunked output layer
+/// ([`cai_model::kernels::head_nll::head_kl`]): the student's `[n, V]` logits, their
+/// log-softmax and the KL's element-wise products (and all their gradients) never exist, only
+/// a few MiB of logits at a time. `None` when the fused op does not apply (top-k targets, or
+/// tensors that are not f32 on the CPU): compose from the logits then.
+///
+/// Shapes: hidden `[n, h]`, head `[V, h]` (the output layer) -> (`[]` mean KL, agreements).
+pub fn fused_full_kl(
+    hidden: &Tensor,
+    head: &Tensor,
+    teacher: &TeacherTargets,
+) -> Result<Option<(Tensor, usize)>> {
+    let TeacherTargets::Full(log_p) = teacher else {
+        return Ok(None);
+    };
+    let cpu_f32 = [hidden, head, log_p]
+        .iter()
+        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32);
+    if !cpu_f32 || hidden.dim(0)? == 0 {
+        return Ok(None);
+    }
+    let (kl, student) = cai_model::kernels::head_nll::head_kl(hidden, head, log_p)?;
+    let agree = agreement(&student, teacher)?;
+    Ok(Some((kl.mean_all()?, agree)))
+}
+
 /// Positions at which the student's most likely token is the teacher's.
 ///
 /// Shapes: student_logits `[n, V]`, teacher targets for `n` positions -> a count ≤ n.
@@ -142,11 +169,20 @@ pub fn top1_agreement(student_logits: &Tensor, teacher: &TeacherTargets) -> Resu
         .to_dtype(DType::F32)?
         .argmax(D::Minus1)?
         .to_vec1()?;
+    agreement(&student, teacher)
+}
+
+/// How many of the student's most likely tokens are the teacher's.
+fn agreement(student: &[u32], teacher: &TeacherTargets) -> Result<usize> {
     let teacher: Vec<u32> = match teacher {
         TeacherTargets::Full(log_p) => log_p.argmax(D::Minus1)?.to_vec1()?,
         TeacherTargets::TopK { ids, .. } => ids.narrow(1, 0, 1)?.squeeze(1)?.to_vec1()?,
     };
-    Ok(student.iter().zip(&teacher).filter(|(s, t)| s == t).count())
+    Ok(student
+        .iter()
+        .zip(&teacher)
+        .filter(|(s, t)| *s == *t)
+        .count())
 }
 
 #[cfg(test)]

@@ -10,11 +10,12 @@ use std::path::Path;
 use cai_model::decoder::{Batch, Decoder};
 use cai_model::layers::Mode;
 use cai_model::prefix::Prefix;
+use cai_model::sampling::log_sum_exp;
 use cai_model::score::top_k;
 use candle_core::{DType, Device, Tensor, D};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::core::loss::log_softmax_last;
 use crate::distill::data::DistillExample;
 use crate::distill::loss::TeacherTargets;
 use crate::{Result, TrainError};
@@ -82,13 +83,9 @@ impl Teacher {
                 }
             }
         }
-        let prefix_row = Tensor::from_slice(
-            &self.prefix.last_logprobs,
-            (1, self.prefix.last_logprobs.len()),
-            device,
-        )?;
-        let computed = if rows.is_empty() {
-            None
+        let vocab = self.prefix.last_logprobs.len();
+        let computed: Vec<f32> = if rows.is_empty() {
+            Vec::new()
         } else {
             let mut ids = Vec::with_capacity(b * l);
             let mut valid = Vec::with_capacity(b);
@@ -117,14 +114,27 @@ impl Teacher {
                 .reshape((b * l, h))?
                 .index_select(&Tensor::from_vec(rows, n, device)?, 0)?;
             let logits = self.decoder.logits(&picked)?.to_dtype(DType::F32)?;
-            Some(log_softmax_last(&logits)?)
+            let mut flat: Vec<f32> = logits.flatten_all()?.to_vec1()?;
+            drop(logits);
+            // log-softmax in place, row by row: no [n, V] temporaries.
+            flat.par_chunks_mut(vocab).for_each(|row| {
+                let lse = log_sum_exp(row);
+                row.iter_mut().for_each(|v| *v -= lse);
+            });
+            flat
         };
-        let table = match computed {
-            Some(c) => Tensor::cat(&[&prefix_row, &c], 0)?,
-            None => prefix_row,
-        };
-        let n = source.len();
-        Ok(table.index_select(&Tensor::from_vec(source, n, device)?, 0)?)
+        // Each position's row: the prefix's distribution or the next computed row, in order.
+        let mut out = Vec::with_capacity(source.len() * vocab);
+        for &from in &source {
+            match from {
+                0 => out.extend_from_slice(&self.prefix.last_logprobs),
+                i => {
+                    let i = i as usize - 1;
+                    out.extend_from_slice(&computed[i * vocab..(i + 1) * vocab]);
+                }
+            }
+        }
+        Ok(Tensor::from_vec(out, (source.len(), vocab), device)?)
     }
 
     /// A short digest of what the teacher computes: the bits of its distribution after the

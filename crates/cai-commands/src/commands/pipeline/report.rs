@@ -81,6 +81,7 @@ fn stages_section(doc: &mut Document, manifests: &[(Stage, Option<Manifest>)]) {
                 "".into(),
                 "".into(),
                 "".into(),
+                "".into(),
             ],
             Some(m) => {
                 let outputs: Vec<String> = m
@@ -101,13 +102,25 @@ fn stages_section(doc: &mut Document, manifests: &[(Stage, Option<Manifest>)]) {
                     stage.name().into(),
                     status.into(),
                     format!("{:.1} s", m.seconds),
+                    m.peak_rss_mib
+                        .map_or("—".into(), |mib| format!("{:.0} MiB", mib)),
                     m.attempts.to_string(),
                     outputs.join("; "),
                 ]
             }
         })
         .collect();
-    doc.table(&["stage", "status", "time", "attempts", "outputs"], &rows);
+    doc.table(
+        &[
+            "stage",
+            "status",
+            "time",
+            "peak memory",
+            "attempts",
+            "outputs",
+        ],
+        &rows,
+    );
     let commands: Vec<(String, String)> = manifests
         .iter()
         .filter_map(|(s, m)| Some((s, m.as_ref()?)))

@@ -346,6 +346,7 @@ fn run_stage(
             .collect::<Result<_, _>>()?,
         attempts,
         seconds,
+        peak_rss_mib: None,
         started_at: now(),
         finished_at: None,
         error: None,
@@ -356,9 +357,14 @@ fn run_stage(
         &dir.join(CONFIG_FILE),
         (serde_json::to_string_pretty(&plan.config)? + "\n").as_bytes(),
     )?;
+    // Each stage's own peak: hand the previous stages' freed memory back to the kernel and
+    // restart the high-water mark.
+    crate::release_freed_memory();
+    cai_model::bench::reset_peak_rss();
     let started = Instant::now();
     let result = run_steps(ctx, plan);
     manifest.seconds = seconds + started.elapsed().as_secs_f64();
+    manifest.peak_rss_mib = cai_model::bench::peak_rss_mib();
     match result {
         Ok(StageEnd::Done) => {
             let outputs = match check_outputs(plan) {
@@ -380,7 +386,13 @@ fn run_stage(
             manifest.outputs = outputs;
             write_metrics(plan, &dir, &manifest)?;
             manifest.write(&dir)?;
-            eprintln!("[{stage}] finished in {:.1} s", manifest.seconds);
+            match manifest.peak_rss_mib {
+                Some(mib) => eprintln!(
+                    "[{stage}] finished in {:.1} s, peak memory {:.0} MiB",
+                    manifest.seconds, mib
+                ),
+                None => eprintln!("[{stage}] finished in {:.1} s", manifest.seconds),
+            }
             Ok(StageEnd::Done)
         }
         Ok(StageEnd::Interrupted) => {
