@@ -73,14 +73,12 @@ impl Linear {
                 && x2.dtype() == DType::F32
                 && self.weight.dtype() == DType::F32 =>
             {
+                // Recorded for backprop whenever an operand tracks gradients, in either mode
+                // (a tied output layer is applied through `forward` while training).
                 let op = LinearMatmul {
                     weight_grad: self.weight.track_op(),
                 };
-                if mode == Mode::Train {
-                    x2.apply_op2(&self.weight, op)?
-                } else {
-                    x2.apply_op2_no_bwd(&self.weight, &op)?
-                }
+                x2.apply_op2(&self.weight, op)?
             }
             None => x2.matmul(&self.weight.t()?)?,
         };

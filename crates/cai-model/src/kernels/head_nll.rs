@@ -139,6 +139,85 @@ fn head_kl_chunked(
     Ok((kl, ids))
 }
 
+/// Inference only: each row's log-probability of its target token and, when asked, the entropy
+/// of its whole distribution, through the output layer a chunk of rows at a time — the
+/// `[n, V]` logits never exist (805 MB for the 4,096 response tokens of a SmolLM2 rollout).
+///
+/// Shapes: hidden `[n, h]`, weight `[V, h]` (f32, CPU), `n` targets -> (`n` log-probs,
+/// `n` entropies in nats when `with_entropy`).
+pub fn head_log_probs(
+    hidden: &Tensor,
+    weight: &Tensor,
+    targets: &[u32],
+    with_entropy: bool,
+) -> Result<(Vec<f32>, Option<Vec<f32>>)> {
+    let (n, h) = hidden.dims2()?;
+    let (vocab, h2) = weight.dims2()?;
+    if h != h2 || targets.len() != n {
+        return Err(ModelError::Request(format!(
+            "head_log_probs: hidden is [{n}, {h}] and the output layer [{vocab}, {h2}] with {} \
+             targets; expected equal widths and {n} targets",
+            targets.len()
+        )));
+    }
+    if let Some(&bad) = targets.iter().find(|&&t| t as usize >= vocab) {
+        return Err(ModelError::Request(format!(
+            "head_log_probs: target id {bad} is outside the vocabulary of {vocab}"
+        )));
+    }
+    let cpu_f32 = [hidden, weight]
+        .iter()
+        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32);
+    if !cpu_f32 {
+        return Err(ModelError::Request(
+            "head_log_probs: runs on f32 CPU tensors".into(),
+        ));
+    }
+    let hs: Vec<f32> = hidden.flatten_all()?.to_vec1()?;
+    let w = weight.contiguous()?;
+    let step = chunk_rows(vocab);
+    let mut logits = vec![0f32; step.min(n) * vocab];
+    let mut log_probs = Vec::with_capacity(n);
+    let mut entropies = Vec::with_capacity(if with_entropy { n } else { 0 });
+    with_f32(&w, "weight", |w| {
+        for r0 in (0..n).step_by(step) {
+            let rows = step.min(n - r0);
+            let buf = &mut logits[..rows * vocab];
+            matmul(buf, &hs[r0 * h..], false, w, true, rows, vocab, h, false);
+            let stats: Vec<(f32, f32, f32)> = buf
+                .par_chunks_exact_mut(vocab)
+                .enumerate()
+                .map(|(i, row)| {
+                    let (max, lse) = row_stats(row);
+                    let lp = row[targets[r0 + i] as usize] - max - lse;
+                    // H = −Σ q (l − max − lse) = lse − Σ e^{l−max} (l − max) / Σ e^{l−max}
+                    let entropy = if with_entropy {
+                        row.iter_mut().for_each(|v| *v -= max);
+                        let (mut num, mut den) = (0f64, 0f64);
+                        for &v in row.iter() {
+                            let e = (v as f64).exp();
+                            num += e * v as f64;
+                            den += e;
+                        }
+                        ((den.ln() - num / den) as f32).max(0.0)
+                    } else {
+                        0.0
+                    };
+                    (lp, entropy, lse)
+                })
+                .collect();
+            for (lp, entropy, _) in stats {
+                log_probs.push(lp);
+                if with_entropy {
+                    entropies.push(entropy);
+                }
+            }
+        }
+        Ok(())
+    })?;
+    Ok((log_probs, with_entropy.then_some(entropies)))
+}
+
 /// What each row of logits is compared with.
 enum Target {
     /// One token per row, its loss weighted: `−w_r log q_r(t_r)`.
@@ -357,9 +436,12 @@ impl CustomOp2 for HeadNll {
                         .enumerate()
                         .for_each(|(i, (row, p))| {
                             softmax(i, row);
+                            // ∂/∂logits of Σ p (log p − log q) is q Σp − p (Σp = 1 for a
+                            // normalised teacher).
+                            let mass = vector::sum_exp_shifted(p, 0.0) as f32;
                             let scale = gs[r0 + i];
                             for (v, &lpv) in row.iter_mut().zip(p) {
-                                *v = scale * (*v - lpv.exp());
+                                *v = scale * (*v * mass - lpv.exp());
                             }
                         });
                     Ok(())
@@ -552,5 +634,28 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("[37, 4000]"), "{err}");
+    }
+
+    /// Log-probabilities and entropies agree with the full log-softmax, over several chunks.
+    #[test]
+    fn inference_log_probs_and_entropies_match_the_log_softmax() {
+        let dev = Device::Cpu;
+        let (n, h, vocab) = (9, 8, 70_000);
+        let hs = Tensor::randn(0f32, 1.0, (n, h), &dev).unwrap();
+        let w = Tensor::randn(0f32, 0.7, (vocab, h), &dev).unwrap();
+        let targets: Vec<u32> = (0..n as u32).map(|i| i * 6007 % vocab as u32).collect();
+        let (lp, ent) = head_log_probs(&hs, &w, &targets, true).unwrap();
+        let logits = hs.matmul(&w.t().unwrap()).unwrap();
+        let log_q = candle_nn::ops::log_softmax(&logits, D::Minus1).unwrap();
+        let rows: Vec<Vec<f32>> = log_q.to_vec2().unwrap();
+        for (r, row) in rows.iter().enumerate() {
+            assert!((lp[r] - row[targets[r] as usize]).abs() < 1e-4, "row {r}");
+            let want: f32 = -row.iter().map(|&l| l.exp() * l).sum::<f32>();
+            let got = ent.as_ref().unwrap()[r];
+            assert!((got - want).abs() < 1e-3 * want.max(1.0), "{got} vs {want}");
+        }
+        let (_, none) = head_log_probs(&hs, &w, &targets, false).unwrap();
+        assert!(none.is_none());
+        assert!(head_log_probs(&hs, &w, &[vocab as u32; 9], false).is_err());
     }
 }

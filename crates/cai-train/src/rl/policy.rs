@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use cai_model::config::ModelConfig;
 use cai_model::decoder::{Batch, Decoder};
+use cai_model::kernels::head_nll::{head_log_probs, head_nll};
 use cai_model::layers::Mode;
 use cai_model::lora::LoraConfig;
 use cai_model::tokenizer::Tokenizer;
@@ -370,15 +371,33 @@ fn outputs_with<'d>(
     let picked = hidden
         .reshape((b * l, h))?
         .index_select(&Tensor::from_vec(rows, n, device)?, 0)?;
-    let logits = decoder.logits_mode(&picked, mode)?;
-    let log_probs = target_log_probs(&logits, &targets)?;
-    let (entropy, entropy_sum) = match (with_entropy, mode) {
-        (false, _) => (None, None),
-        (true, Mode::Infer) => (Some(entropies(&logits.detach())?), None),
-        (true, Mode::Train) => {
-            let lp = crate::core::loss::log_softmax_last(&logits.to_dtype(DType::F32)?)?;
-            let sum = (lp.exp()? * &lp)?.sum_all()?.neg()?;
-            (None, Some(sum))
+    // The fused output layer (no [n, V] logits) where it applies: f32 on the CPU with a plain
+    // output matrix, and no entropy gradient asked for.
+    let fused_head = decoder.head_weight().filter(|w| {
+        picked.device().is_cpu() && picked.dtype() == DType::F32 && w.dtype() == DType::F32
+    });
+    let (log_probs, entropy, entropy_sum) = match (fused_head, mode, with_entropy) {
+        (Some(w), Mode::Infer, _) => {
+            let (lp, entropy) = head_log_probs(&picked, w, &targets, with_entropy)?;
+            (Tensor::from_vec(lp, n, device)?, entropy, None)
+        }
+        (Some(w), Mode::Train, false) => {
+            let nll = head_nll(&picked, w, &targets, &vec![1.0; n])?;
+            (nll.neg()?, None, None)
+        }
+        _ => {
+            let logits = decoder.logits_mode(&picked, mode)?;
+            let log_probs = target_log_probs(&logits, &targets)?;
+            let (entropy, entropy_sum) = match (with_entropy, mode) {
+                (false, _) => (None, None),
+                (true, Mode::Infer) => (Some(entropies(&logits.detach())?), None),
+                (true, Mode::Train) => {
+                    let lp = crate::core::loss::log_softmax_last(&logits.to_dtype(DType::F32)?)?;
+                    let sum = (lp.exp()? * &lp)?.sum_all()?.neg()?;
+                    (None, Some(sum))
+                }
+            };
+            (log_probs, entropy, entropy_sum)
         }
     };
     let values = match head {
