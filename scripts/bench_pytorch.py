@@ -4,9 +4,10 @@ one machine. Not a dependency of cai: run it from a virtualenv with torch and tr
     python scripts/bench_pytorch.py WORKLOAD [RUNS] [--shape bench-6m|smollm2-135m] [--model DIR]
         [--dtype f32|bf16] [--device cpu|cuda] [--lora] [--gradient-checkpointing]
 
-WORKLOAD is generate_b1, generate_b8, generate_b32, score or train: the same shapes as
-`cai bench` (generate: prompt 32 random tokens, 64 new greedy tokens; score: 32 x 256 tokens;
-train: 8 x 256 tokens, forward + backward + AdamW). `--shape` picks a random model of a standard
+WORKLOAD is generate_b1, generate_b8, generate_b32, score, train or critique: the same shapes
+as `cai bench` (generate: prompt 32 random tokens, 64 new greedy tokens; score: 32 x 256 tokens;
+train: 8 x 256 tokens, forward + backward + AdamW; critique: a 256-token context, then 8
+transcripts through 3 waves of 64 new tokens, each later wave adding a 16-token request). `--shape` picks a random model of a standard
 shape (default bench-6m); `--model` loads a Hugging Face model directory instead. For train,
 `--lora` trains LoRA adapters on q_proj and v_proj (r 8, alpha 16, dropout 0.05: PEFT's and
 cai's defaults, written out here so that peft is not needed) over frozen weights, and
@@ -78,6 +79,27 @@ if work.startswith("generate_b"):
                                  min_new_tokens=64, use_cache=True, pad_token_id=0)
         assert out.shape == (b, 96), out.shape
     t = timeit(fn); toks = b * 64
+elif work == "critique":
+    # One critique round as `cai bench --workloads critique` shapes it: a 256-token context, then
+    # 8 transcripts (prompts of 32 tokens) through 3 waves of 64 greedy new tokens, each later
+    # wave's prompt the transcript so far plus a 16-token request. transformers' generate has
+    # no shared-prefix cache, so every wave reads the context again (cai computes it once).
+    model.eval()
+    g = torch.Generator().manual_seed(5)
+    context = torch.randint(2, vocab, (1, 256), generator=g).repeat(8, 1)
+    prompts = torch.randint(2, vocab, (8, 32), generator=g)
+    requests = [torch.randint(2, vocab, (8, 16), generator=g) for _ in range(3)]
+    def fn():
+        transcript = prompts
+        for wave in range(3):
+            if wave > 0:
+                transcript = torch.cat([transcript, requests[wave]], 1)
+            ids = torch.cat([context, transcript], 1).to(device)
+            with torch.inference_mode():
+                out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                     max_new_tokens=64, min_new_tokens=64, use_cache=True, pad_token_id=0)
+            transcript = torch.cat([transcript, out[:, ids.shape[1]:].cpu()], 1)
+    t = timeit(fn); toks = 8 * 64 * 3
 elif work == "score":
     # In passes of --score-rows rows (default 32: one pass; cai's engine runs 16 x 256 per pass).
     model.eval(); ids = torch.randint(2, vocab, (32, 256), device=device)

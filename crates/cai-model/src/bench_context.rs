@@ -1,7 +1,8 @@
-//! The dialogue-prompting workload of `cai bench`: greedy generation after a long context that
+//! The dialogue-prompting workloads of `cai bench`: greedy generation after a long context that
 //! every request shares, with the context's KV cache computed once and reused by every batch
-//! (what [`crate::local::LocalModel`] does), or recomputed as part of every prompt. The ratio
-//! of the two is the saving of prefix reuse.
+//! (what [`crate::local::LocalModel`] does), or recomputed as part of every prompt (the ratio
+//! of the two is the saving of prefix reuse); and the critique stage's waves, each a batch
+//! whose transcripts grow by the last wave's answers and a request.
 
 use cai_core::Sampling;
 use rand::{Rng, SeedableRng};
@@ -96,6 +97,91 @@ pub fn bench_context_generate(
     })
 }
 
+/// The shape of the critique workload: what one round of `cai critique` asks of a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CritiqueWorkload {
+    /// Tokens of the shared few-shot context (its KV cache computed once per run).
+    pub context: usize,
+    /// Rows (transcripts) per wave.
+    pub batch: usize,
+    /// Tokens of each red-team prompt.
+    pub prompt: usize,
+    /// Tokens of the request appended before each later wave (the critique or revision
+    /// request).
+    pub request: usize,
+    /// Greedy new tokens per row and wave (end-of-sequence ignored).
+    pub new_tokens: usize,
+    /// Waves: answer, critique, revision.
+    pub waves: usize,
+}
+
+impl Default for CritiqueWorkload {
+    /// A 256-token context, 8 rows, prompts of 32 tokens, requests of 16, 64 new tokens in each
+    /// of 3 waves (docs/BENCH.md).
+    fn default() -> Self {
+        Self {
+            context: 256,
+            batch: 8,
+            prompt: 32,
+            request: 16,
+            new_tokens: 64,
+            waves: 3,
+        }
+    }
+}
+
+/// New tokens per second over the critique workload's waves: each wave is one batched
+/// generation after the shared context, whose prompts are the previous wave's prompts, its
+/// answers and a request — the transcript grows and is prefilled again, as the critique stage
+/// does. Best of `runs` after one warm-up.
+pub fn bench_critique_waves(
+    decoder: &Decoder,
+    w: CritiqueWorkload,
+    runs: usize,
+) -> Result<Throughput> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let vocab = decoder.config().vocab_size as u32;
+    let mut tokens =
+        |n: usize| -> Vec<u32> { (0..n).map(|_| rng.random_range(1..vocab)).collect() };
+    let context = tokens(w.context);
+    let prompts: Vec<Vec<u32>> = (0..w.batch).map(|_| tokens(w.prompt)).collect();
+    let requests: Vec<Vec<u32>> = (0..w.waves).map(|_| tokens(w.request)).collect();
+    let stopping = Stopping {
+        tokenizer: None,
+        eos: &[],
+    };
+    best_of(runs, || {
+        let prefix = Prefix::compute(decoder, context.clone())?;
+        let mut transcripts = prompts.clone();
+        let mut generated = 0;
+        for (wave, request) in requests.iter().enumerate() {
+            if wave > 0 {
+                transcripts.iter_mut().for_each(|t| t.extend(request));
+            }
+            let jobs: Vec<GenJob> = transcripts
+                .iter()
+                .enumerate()
+                .map(|(i, t)| GenJob {
+                    prompt: t.clone(),
+                    max_new_tokens: w.new_tokens,
+                    sampling: Sampling::greedy(),
+                    stop: Vec::new(),
+                    seed: (wave * w.batch + i) as u64,
+                    top_logprobs: 0,
+                    ignore_eos: true,
+                    format: cai_core::OutputFormat::Text,
+                })
+                .collect();
+            let outs = generate_batch(decoder, Some(&prefix), &jobs, stopping)?;
+            for (t, o) in transcripts.iter_mut().zip(&outs) {
+                t.extend(&o.tokens);
+                generated += o.tokens.len();
+            }
+        }
+        Ok(generated)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,5 +213,29 @@ mod tests {
             assert_eq!(t.tokens, 2 * 3 * 5);
             assert!(t.seconds > 0.0);
         }
+    }
+
+    #[test]
+    fn the_critique_waves_generate_every_token_of_every_wave() {
+        let shape = ModelShape {
+            hidden_size: 32,
+            num_layers: 2,
+            num_heads: 4,
+            intermediate_size: 64,
+            vocab_size: 100,
+            max_position_embeddings: 256,
+            ..ModelShape::default()
+        };
+        let decoder = random_decoder(shape.config().unwrap(), 0, DType::F32, &Device::Cpu).unwrap();
+        let w = CritiqueWorkload {
+            context: 20,
+            batch: 3,
+            prompt: 4,
+            request: 2,
+            new_tokens: 5,
+            waves: 3,
+        };
+        let t = bench_critique_waves(&decoder, w, 1).unwrap();
+        assert_eq!(t.tokens, 3 * 3 * 5);
     }
 }

@@ -6,7 +6,9 @@ use std::process::Command;
 use anyhow::{bail, Context};
 use cai_model::batching::EngineLimits;
 use cai_model::bench::{bench_generate, bench_score, bench_shape, peak_rss_mib, Throughput};
-use cai_model::bench_context::{bench_context_generate, ContextWorkload};
+use cai_model::bench_context::{
+    bench_context_generate, bench_critique_waves, ContextWorkload, CritiqueWorkload,
+};
 use cai_model::config::ModelConfig;
 use cai_model::decoder::Decoder;
 use cai_model::init::ModelShape;
@@ -29,8 +31,9 @@ pub struct BenchArgs {
     #[arg(long)]
     pub json: bool,
     /// Workloads, comma-separated: generate (batch 1, 8 and 32), score, train, context
-    /// (generation after a 1,000-token context, its cache reused or recomputed), or single
-    /// ones (generate_b1, generate_b8, generate_b32, context_reuse, context_recompute)
+    /// (generation after a 1,000-token context, its cache reused or recomputed), critique (one
+    /// round's answer, critique and revision waves), or single ones (generate_b1, generate_b8,
+    /// generate_b32, context_reuse, context_recompute)
     #[arg(long, value_delimiter = ',', default_value = "generate,score,train")]
     pub workloads: Vec<String>,
     /// Timed runs per workload, after one warm-up; the fastest is reported
@@ -102,6 +105,9 @@ pub enum Workload {
     /// The same generation with the context recomputed as part of every prompt.
     #[value(name = "context_recompute")]
     ContextRecompute,
+    /// One critique round: answer, critique and revision waves of 8 growing transcripts.
+    #[value(name = "critique")]
+    Critique,
 }
 
 /// Prompt and new tokens of the generate workloads (docs/BENCH.md: prompt 32 tokens, 64 new
@@ -123,6 +129,17 @@ const CONTEXT: ContextWorkload = ContextWorkload {
     new_tokens: NEW_TOKENS,
 };
 
+/// The critique workload: a 256-token few-shot context, then 8 transcripts through the answer,
+/// critique and revision waves (prompts of 32 tokens, requests of 16, 64 new tokens each).
+const CRITIQUE: CritiqueWorkload = CritiqueWorkload {
+    context: 256,
+    batch: 8,
+    prompt: PROMPT_TOKENS,
+    request: 16,
+    new_tokens: NEW_TOKENS,
+    waves: 3,
+};
+
 /// Throughput of the reference tools on the same workload, as docs/BENCH.md's table "Anchors
 /// measured on this kind of machine" gives them (2-core AMD EPYC Zen 4, AVX-512, fp32,
 /// 2 threads). Update both together.
@@ -133,7 +150,7 @@ struct Anchor {
 
 impl Workload {
     /// Every workload, in report order.
-    const ALL: [Workload; 7] = [
+    const ALL: [Workload; 8] = [
         Workload::GenerateB1,
         Workload::GenerateB8,
         Workload::GenerateB32,
@@ -141,6 +158,7 @@ impl Workload {
         Workload::Train,
         Workload::ContextReuse,
         Workload::ContextRecompute,
+        Workload::Critique,
     ];
 
     /// The name used on the command line and in JSON.
@@ -153,6 +171,7 @@ impl Workload {
             Self::Train => "train",
             Self::ContextReuse => "context_reuse",
             Self::ContextRecompute => "context_recompute",
+            Self::Critique => "critique",
         }
     }
 
@@ -165,6 +184,7 @@ impl Workload {
             Self::Train => format!("train {TRAIN_SEQUENCES} × {TRAIN_TOKENS}"),
             Self::ContextReuse => "context, reused".into(),
             Self::ContextRecompute => "context, recomputed".into(),
+            Self::Critique => format!("critique, {} waves", CRITIQUE.waves),
         }
     }
 
@@ -176,6 +196,7 @@ impl Workload {
             Self::Score => SCORE_SEQUENCES,
             Self::Train => TRAIN_SEQUENCES,
             Self::ContextReuse | Self::ContextRecompute => CONTEXT.batch,
+            Self::Critique => CRITIQUE.batch,
         }
     }
 
@@ -186,7 +207,7 @@ impl Workload {
             Self::GenerateB32 => ("~2,400", "~3,300"),
             Self::Score => ("~11,500", "~10,500 prefill"),
             Self::Train => ("~3,500", "—"),
-            Self::ContextReuse | Self::ContextRecompute => ("—", "—"),
+            Self::ContextReuse | Self::ContextRecompute | Self::Critique => ("—", "—"),
         };
         Anchor { pytorch, llama_cpp }
     }
@@ -242,6 +263,7 @@ impl Workload {
                 let reuse = self == Self::ContextReuse;
                 bench_context_generate(decoder, CONTEXT, reuse, runs)?
             }
+            Self::Critique => bench_critique_waves(decoder, CRITIQUE, runs)?,
             Self::Train => unreachable!("handled above"),
         })
     }
@@ -263,7 +285,7 @@ fn select(names: &[String]) -> Result<Vec<Workload>, UsageError> {
                 Err(_) => {
                     return Err(UsageError(format!(
                         "--workloads: unknown workload '{other}'; expected generate, score, \
-                         train, context, generate_b1, generate_b8, generate_b32, \
+                         train, context, critique, generate_b1, generate_b8, generate_b32, \
                          context_reuse or context_recompute"
                     )))
                 }
