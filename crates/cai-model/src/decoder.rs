@@ -305,6 +305,10 @@ impl Decoder {
         mode: Mode,
     ) -> Result<Tensor> {
         let (mut x, rope_at) = self.embed_positions(ids, batch)?;
+        if mode == Mode::Infer {
+            // Inference records no graph (see `Linear::forward_mode`).
+            x = x.detach();
+        }
         let s = ids.dim(1)?;
         match cache {
             Some(cache) => {
@@ -342,7 +346,7 @@ impl Decoder {
     pub fn logits_mode(&self, hidden: &Tensor, mode: Mode) -> Result<Tensor> {
         match &self.lm_head {
             Some(head) => head.forward_mode(hidden, mode),
-            None => Linear::new(self.embed.clone(), None).forward(hidden),
+            None => Linear::new(self.embed.clone(), None).forward_mode(hidden, mode),
         }
     }
 
@@ -488,5 +492,46 @@ impl Attention {
             .transpose(1, 2)?
             .reshape((b, s, nh * hd))?;
         self.o.forward_mode(&out, mode)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::init::ModelShape;
+    use crate::weights::random_decoder;
+    use candle_core::Device;
+
+    /// Inference over trainable weights (a rollout, an evaluation) builds no backprop graph,
+    /// which would keep every layer's activations alive; training still does, tied output
+    /// layer included.
+    #[test]
+    fn inference_over_trainable_weights_records_no_graph() {
+        let shape = ModelShape {
+            hidden_size: 32,
+            num_layers: 2,
+            num_heads: 4,
+            intermediate_size: 64,
+            vocab_size: 100,
+            max_position_embeddings: 64,
+            ..ModelShape::default()
+        };
+        let dev = Device::Cpu;
+        let mut d = random_decoder(shape.config().unwrap(), 0, DType::F32, &dev).unwrap();
+        d.make_trainable().unwrap();
+        let ids = Tensor::new(&[[1u32, 2, 3, 4, 5, 6, 7, 8]], &dev).unwrap();
+        let batch = Batch::from_valid(vec![vec![true; 8]]);
+        let hidden = d.forward_hidden(&ids, &batch, None, Mode::Infer).unwrap();
+        assert!(!hidden.track_op(), "an inference pass recorded a graph");
+        assert!(!d.logits(&hidden).unwrap().track_op());
+        let trained = d.forward_hidden(&ids, &batch, None, Mode::Train).unwrap();
+        assert!(trained.track_op());
+        let logits = d.logits_mode(&trained, Mode::Train).unwrap();
+        let grads = logits.sum_all().unwrap().backward().unwrap();
+        let (_, embed) = &d.params()[0];
+        assert!(
+            grads.get(embed).is_some(),
+            "the embedding lost its gradient"
+        );
     }
 }

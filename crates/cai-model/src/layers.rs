@@ -69,12 +69,22 @@ impl Linear {
             // On the CPU in f32 one op each way (see `LinearMatmul`); a frozen weight (LoRA's
             // base, or a model no parameter of which trains) takes no gradient. `track_op` is
             // false only for a tensor that is neither a variable nor made from one.
+            // Inference records nothing for backprop, even over trainable weights (a rollout,
+            // an evaluation): a recorded op would keep every layer's activations alive until
+            // the output is dropped.
+            None if mode == Mode::Infer => {
+                let w = self.weight.detach();
+                let x2 = x2.detach();
+                if x2.device().is_cpu() && x2.dtype() == DType::F32 && w.dtype() == DType::F32 {
+                    x2.apply_op2_no_bwd(&w, &LinearMatmul { weight_grad: false })?
+                } else {
+                    x2.matmul(&w.t()?)?
+                }
+            }
             None if x2.device().is_cpu()
                 && x2.dtype() == DType::F32
                 && self.weight.dtype() == DType::F32 =>
             {
-                // Recorded for backprop whenever an operand tracks gradients, in either mode
-                // (a tied output layer is applied through `forward` while training).
                 let op = LinearMatmul {
                     weight_grad: self.weight.track_op(),
                 };
