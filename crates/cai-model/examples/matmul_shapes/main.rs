@@ -6,13 +6,14 @@
 //! layouts: `[in, out]` (`SmallMatmulT`, the projections after `prepare_for_inference`) and
 //! `[out, in]` (`SmallMatmul`, the tied output layer). `MATMUL_SHAPES=head,down` and
 //! `MATMUL_ROWS=32,64` pick shapes and row counts; `MATMUL_REPS` sets the runs per timing (the
-//! best counts; default 5).
+//! best counts; default 5); `MATMUL_MIB` the total size of the distinct weights (default 256;
+//! a few MiB measure the kernels on weights from cache).
 
 mod old;
 
 use std::time::Instant;
 
-use cai_model::kernels::small_matmul;
+use cai_model::kernels::small_matmul::{self, Isa};
 use candle_core::{Device, Storage, Tensor};
 
 /// A comma-separated list from the environment variable `name`, if set.
@@ -51,11 +52,18 @@ fn with_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> R {
     f(&data[start..end])
 }
 
-/// Seconds per kernel for one shape: `[old, new, gemm]` per layout.
-#[derive(Clone)]
-struct Times {
-    in_out: [f64; 3],
-    out_in: [f64; 3],
+/// Kernels timed per layout: old, new (widest ISA), new on AVX2, candle's GEMM.
+const KERNELS: usize = 4;
+
+/// One row of the table: GFLOP/s of every kernel for `flops` done in the given seconds.
+fn print_line(label: &str, flops: f64, in_out: &[f64; KERNELS], out_in: &[f64; KERNELS]) {
+    let g = |s: &f64| format!("{:>6.1}", flops / s / 1e9);
+    let cols = |t: &[f64; KERNELS]| t.iter().map(g).collect::<Vec<_>>().join(" ");
+    println!(
+        "{label} | [in,out]: {} | [out,in]: {}",
+        cols(in_out),
+        cols(out_in)
+    );
 }
 
 fn main() -> candle_core::Result<()> {
@@ -76,6 +84,10 @@ fn main() -> candle_core::Result<()> {
         None => vec![1, 8, 16, 32, 64],
     };
     let only = env_list("MATMUL_SHAPES");
+    let mib: usize = std::env::var("MATMUL_MIB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(256);
     let shapes = [
         ("q/o", h, h),
         ("k/v", h, kv),
@@ -87,26 +99,19 @@ fn main() -> candle_core::Result<()> {
         "GFLOP/s, weights streamed from memory; threads: {}",
         rayon::current_num_threads()
     );
+    let avx2 = Isa::Avx2;
+    let has_avx2 = avx2.available();
     println!(
-        "{:>3} {:<8} {:>5} {:>6} | [in,out]: {:>6} {:>6} {:>6} | [out,in]: {:>6} {:>6} {:>6}",
-        "m", "shape", "k", "n", "old", "new", "gemm", "old", "new", "gemm"
+        "{:>3} {:<8} {:>5} {:>6} | [in,out]: {:>6} {:>6} {:>6} {:>6} | [out,in]: {:>6} {:>6} {:>6} {:>6}",
+        "m", "shape", "k", "n", "old", "new", "avx2", "gemm", "old", "new", "avx2", "gemm"
     );
     // Totals per m over all shapes: flops and seconds per kernel.
-    let mut totals = vec![
-        (
-            0f64,
-            Times {
-                in_out: [0.0; 3],
-                out_in: [0.0; 3]
-            }
-        );
-        rows.len()
-    ];
+    let mut totals = vec![(0f64, [0f64; KERNELS], [0f64; KERNELS]); rows.len()];
     for (name, k, n) in shapes {
         if only.as_ref().is_some_and(|o| !o.iter().any(|s| s == name)) {
             continue;
         }
-        let copies = ((256usize << 20) / (4 * n * k)).max(2);
+        let copies = ((mib << 20) / (4 * n * k)).max(2);
         let w = Tensor::randn(0f32, 0.02, (copies, n, k), &dev)?;
         let ws: Vec<Tensor> = (0..copies).map(|c| w.get(c).unwrap()).collect();
         let wts: Vec<Tensor> = ws
@@ -118,62 +123,67 @@ fn main() -> candle_core::Result<()> {
             let x = Tensor::randn(0f32, 1.0, (m, k), &dev)?;
             let xs = x.flatten_all()?.to_vec1::<f32>()?;
             let flops = 2.0 * (m * n * k * copies) as f64;
-            let run_t = |f: &Kernel| {
+            let run = |weights: &[Tensor], f: &Kernel| {
                 time(&mut || {
-                    for wt in &wts {
-                        with_slice(wt, |s| f(&xs, s, m, n, k));
-                    }
-                })
-            };
-            let run = |f: &Kernel| {
-                time(&mut || {
-                    for w in &ws {
+                    for w in weights {
                         with_slice(w, |s| f(&xs, s, m, n, k));
                     }
                 })
             };
-            let t = Times {
-                in_out: [
-                    run_t(&old::matmul_weight_t),
-                    run_t(&small_matmul::matmul_weight_t),
-                    time(&mut || {
-                        for wt in &wts {
-                            x.matmul(wt).unwrap();
-                        }
-                    }),
-                ],
-                out_in: [
-                    run(&old::matmul_transposed),
-                    run(&small_matmul::matmul_transposed),
-                    time(&mut || {
-                        for w in &ws {
-                            x.matmul(&w.t().unwrap()).unwrap();
-                        }
-                    }),
-                ],
-            };
-            let g = |s: f64| flops / s / 1e9;
-            println!(
-                "{m:>3} {name:<8} {k:>5} {n:>6} | [in,out]: {:>6.1} {:>6.1} {:>6.1} | [out,in]: {:>6.1} {:>6.1} {:>6.1}",
-                g(t.in_out[0]), g(t.in_out[1]), g(t.in_out[2]),
-                g(t.out_in[0]), g(t.out_in[1]), g(t.out_in[2]),
+            let skip = f64::NAN;
+            let in_out = [
+                run(&wts, &old::matmul_weight_t),
+                run(&wts, &small_matmul::matmul_weight_t),
+                if has_avx2 {
+                    run(&wts, &move |x, w, m, n, k| {
+                        small_matmul::matmul_weight_t_on(avx2, x, w, m, n, k)
+                    })
+                } else {
+                    skip
+                },
+                time(&mut || {
+                    for wt in &wts {
+                        x.matmul(wt).unwrap();
+                    }
+                }),
+            ];
+            let out_in = [
+                run(&ws, &old::matmul_transposed),
+                run(&ws, &small_matmul::matmul_transposed),
+                if has_avx2 {
+                    run(&ws, &move |x, w, m, n, k| {
+                        small_matmul::matmul_transposed_on(avx2, x, w, m, n, k)
+                    })
+                } else {
+                    skip
+                },
+                time(&mut || {
+                    for w in &ws {
+                        x.matmul(&w.t().unwrap()).unwrap();
+                    }
+                }),
+            ];
+            print_line(
+                &format!("{m:>3} {name:<8} {k:>5} {n:>6}"),
+                flops,
+                &in_out,
+                &out_in,
             );
             let total = &mut totals[r];
             total.0 += flops;
-            for c in 0..3 {
-                total.1.in_out[c] += t.in_out[c];
-                total.1.out_in[c] += t.out_in[c];
+            for c in 0..KERNELS {
+                total.1[c] += in_out[c];
+                total.2[c] += out_in[c];
             }
         }
     }
     println!("all shapes (total flops / total time):");
-    for (&m, (flops, t)) in rows.iter().zip(&totals) {
-        let g = |s: f64| flops / s / 1e9;
-        println!(
-            "{m:>3} {:<8} {:>5} {:>6} | [in,out]: {:>6.1} {:>6.1} {:>6.1} | [out,in]: {:>6.1} {:>6.1} {:>6.1}",
-            "all", "", "",
-            g(t.in_out[0]), g(t.in_out[1]), g(t.in_out[2]),
-            g(t.out_in[0]), g(t.out_in[1]), g(t.out_in[2]),
+    for (&m, (flops, in_out, out_in)) in rows.iter().zip(&totals) {
+        print_line(
+            &format!("{m:>3} {:<8} {:>5} {:>6}", "all", "", ""),
+            *flops,
+            in_out,
+            out_in,
         );
     }
     Ok(())

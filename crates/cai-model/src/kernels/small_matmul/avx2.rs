@@ -4,7 +4,9 @@
 
 use std::arch::x86_64::*;
 
-use super::loops::StripBlock;
+use std::ops::Range;
+
+use super::loops::{self, CacheBlock, StripBlock};
 use super::prefetch::{self, Prefetch};
 
 /// Rows of `x` per packed panel (the register block's height) in `columns_t`.
@@ -43,6 +45,22 @@ pub(super) unsafe fn strip_block(s: &StripBlock, pf: &mut Prefetch) {
         (false, 2) => block_t::<2, true>(s, &masks, pf),
         (false, _) => block_t::<1, true>(s, &masks, pf),
     }
+}
+
+/// Copy weight rows into packed strips of 24 (see [`loops::pack_rows`]) with this
+/// instruction set's vector moves.
+///
+/// # Safety
+/// The CPU supports AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub(super) unsafe fn pack(
+    wt: &[f32],
+    n: usize,
+    b: CacheBlock,
+    rows: Range<usize>,
+    buf: &mut [f32],
+) {
+    loops::pack_rows::<T_COLS>(wt, n, b, rows, buf)
 }
 
 /// `c[r, :] (+)= Σ_t a[t][r] · b[t][:]` for `rows <= R` rows and the columns of one strip

@@ -4,7 +4,9 @@
 
 use std::arch::x86_64::*;
 
-use super::loops::StripBlock;
+use std::ops::Range;
+
+use super::loops::{self, CacheBlock, StripBlock};
 use super::prefetch::{self, Prefetch};
 
 /// Rows of `x` per packed panel (the register block's height) in `columns_t`.
@@ -42,6 +44,22 @@ pub(super) unsafe fn strip_block(s: &StripBlock, pf: &mut Prefetch) {
         2 => block_t::<2>(s, &masks, pf),
         _ => block_t::<1>(s, &masks, pf),
     }
+}
+
+/// Copy weight rows into packed strips of 48 (see [`loops::pack_rows`]) with this
+/// instruction set's vector moves.
+///
+/// # Safety
+/// The CPU supports AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn pack(
+    wt: &[f32],
+    n: usize,
+    b: CacheBlock,
+    rows: Range<usize>,
+    buf: &mut [f32],
+) {
+    loops::pack_rows::<T_COLS>(wt, n, b, rows, buf)
 }
 
 /// `c[r, :] (+)= Σ_t a[t][r] · b[t][:]` for `rows <= R` rows and the masked columns of one

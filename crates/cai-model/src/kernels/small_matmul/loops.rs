@@ -12,6 +12,7 @@
 //! weights stream from memory while the FMAs run.
 
 use std::cell::RefCell;
+use std::ops::Range;
 
 use super::prefetch::Prefetch;
 
@@ -47,12 +48,17 @@ pub(super) struct StripBlock {
     pub(super) first: bool,
 }
 
-/// A register block of one instruction set.
-pub(super) type StripFn = unsafe fn(&StripBlock, &mut Prefetch);
+/// The code of one instruction set: a register block, and [`pack_rows`] for its strip width
+/// compiled with its vector moves.
+#[derive(Clone, Copy)]
+pub(super) struct Kernels {
+    pub(super) strip: unsafe fn(&StripBlock, &mut Prefetch),
+    pub(super) pack: unsafe fn(&[f32], usize, CacheBlock, Range<usize>, &mut [f32]),
+}
 
 /// A cache block of the weight: rows `k0..k0 + kb`, columns `jc..jc + wc`.
 #[derive(Clone, Copy)]
-struct CacheBlock {
+pub(super) struct CacheBlock {
     k0: usize,
     kb: usize,
     jc: usize,
@@ -64,12 +70,13 @@ thread_local! {
     static BUFFERS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
-/// Fill `out[:, j0..j1]` with `x · Wt[:, j0..j1]`, calling `strip` for every register block.
+/// Fill `out[:, j0..j1]` with `x · Wt[:, j0..j1]`, calling `kernels.strip` for every register
+/// block.
 ///
 /// Shapes: `xp` packed `[panels][k][panel_rows]`, `wt` `[k, n]`, `out` `[m, n]`.
 ///
 /// # Safety
-/// `strip` runs on this CPU; `out` points to an `m × n` buffer of which no other thread writes
+/// `kernels` run on this CPU and `blk.strip_cols` is their strip width; `out` points to an `m × n` buffer of which no other thread writes
 /// columns `j0..j1`; `j1 <= n`.
 pub(super) unsafe fn columns_t(
     xp: &[f32],
@@ -78,7 +85,7 @@ pub(super) unsafe fn columns_t(
     (m, n, k): (usize, usize, usize),
     (j0, j1): (usize, usize),
     blk: Blocking,
-    strip: StripFn,
+    kernels: Kernels,
 ) {
     let Blocking {
         panel_rows,
@@ -101,16 +108,19 @@ pub(super) unsafe fn columns_t(
     };
     if panels == 1 {
         // Each weight element is used once: stream the strips in place, no copies.
-        return direct(xp, wt, out, (m, n, k), (j0, j1), sc, strip);
+        return direct(xp, wt, out, (m, n, k), (j0, j1), sc, kernels.strip);
     }
     let size = kc.min(k) * nc.next_multiple_of(sc);
-    BUFFERS.with_borrow_mut(|(cur, next)| {
-        for buf in [&mut *cur, &mut *next] {
-            if buf.len() < size {
-                buf.resize(size, 0.0);
+    BUFFERS.with_borrow_mut(|(cur_buf, next_buf)| {
+        for buf in [&mut *cur_buf, &mut *next_buf] {
+            if buf.len() < size + 16 {
+                buf.resize(size + 16, 0.0);
             }
         }
-        pack_rows(wt, n, first, 0..first.kb, sc, cur);
+        // Strips start on a cache line, so no vector load of a strip straddles two.
+        let mut cur = aligned(cur_buf, size);
+        let mut next = aligned(next_buf, size);
+        (kernels.pack)(wt, n, first, 0..first.kb, &mut *cur);
         for (bi, b) in blocks.iter().enumerate() {
             let strips = b.wc.div_ceil(sc);
             let following = blocks.get(bi + 1).copied();
@@ -143,15 +153,21 @@ pub(super) unsafe fn columns_t(
                         rows: (m - p * panel_rows).min(panel_rows),
                         first: b.k0 == 0,
                     };
-                    strip(&block, &mut pf);
+                    (kernels.strip)(&block, &mut pf);
                 }
                 if let Some(f) = following {
-                    pack_rows(wt, n, f, rows, sc, next);
+                    (kernels.pack)(wt, n, f, rows, &mut *next);
                 }
             }
-            std::mem::swap(cur, next);
+            std::mem::swap(&mut cur, &mut next);
         }
     });
+}
+
+/// The first `len` floats of `buf` from its first 64-byte boundary (`buf` holds `len + 16`).
+fn aligned(buf: &mut [f32], len: usize) -> &mut [f32] {
+    let skip = buf.as_ptr().align_offset(64).min(16);
+    &mut buf[skip..skip + len]
 }
 
 /// Rows ahead of the current one that [`direct`] prefetches: enough lines in flight to cover
@@ -171,7 +187,7 @@ unsafe fn direct(
     (m, n, k): (usize, usize, usize),
     (j0, j1): (usize, usize),
     sc: usize,
-    strip: StripFn,
+    strip: unsafe fn(&StripBlock, &mut Prefetch),
 ) {
     for j in (j0..j1).step_by(sc) {
         let width = (j1 - j).min(sc);
@@ -198,30 +214,14 @@ unsafe fn direct(
 }
 
 /// Copy rows `rows` (relative to the block) of cache block `b` into `buf`, laid out
-/// `[strip][t][sc]` with the last strip zero-padded.
-fn pack_rows(
+/// `[strip][t][SC]` with the last strip zero-padded. Inlined into each instruction set's
+/// `pack`, so the copies of `SC` floats become its vector moves.
+#[inline(always)]
+pub(super) fn pack_rows<const SC: usize>(
     wt: &[f32],
     n: usize,
     b: CacheBlock,
-    rows: std::ops::Range<usize>,
-    sc: usize,
-    buf: &mut [f32],
-) {
-    // A strip width known at compile time makes each copy a few vector moves, not a call.
-    match sc {
-        48 => pack_rows_of::<48>(wt, n, b, rows, buf),
-        24 => pack_rows_of::<24>(wt, n, b, rows, buf),
-        16 => pack_rows_of::<16>(wt, n, b, rows, buf),
-        _ => pack_rows_any(wt, n, b, rows, sc, buf),
-    }
-}
-
-/// [`pack_rows`] for strips of `SC` columns.
-fn pack_rows_of<const SC: usize>(
-    wt: &[f32],
-    n: usize,
-    b: CacheBlock,
-    rows: std::ops::Range<usize>,
+    rows: Range<usize>,
     buf: &mut [f32],
 ) {
     for t in rows {
@@ -237,25 +237,6 @@ fn pack_rows_of<const SC: usize>(
             let dst = &mut buf[(full.len() * b.kb + t) * SC..][..SC];
             dst[..tail.len()].copy_from_slice(tail);
             dst[tail.len()..].fill(0.0);
-        }
-    }
-}
-
-/// [`pack_rows`] for any strip width.
-fn pack_rows_any(
-    wt: &[f32],
-    n: usize,
-    b: CacheBlock,
-    rows: std::ops::Range<usize>,
-    sc: usize,
-    buf: &mut [f32],
-) {
-    for t in rows {
-        let src = &wt[(b.k0 + t) * n + b.jc..][..b.wc];
-        for (s, part) in src.chunks(sc).enumerate() {
-            let dst = &mut buf[(s * b.kb + t) * sc..][..sc];
-            dst[..part.len()].copy_from_slice(part);
-            dst[part.len()..].fill(0.0);
         }
     }
 }

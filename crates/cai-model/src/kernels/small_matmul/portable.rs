@@ -2,7 +2,9 @@
 //! fixed-size arrays (4 rows × 16 columns) that the compiler vectorises for any target. It
 //! multiplies and adds separately: `mul_add` without hardware FMA is a slow library call.
 
-use super::loops::StripBlock;
+use std::ops::Range;
+
+use super::loops::{self, CacheBlock, StripBlock};
 use super::prefetch::Prefetch;
 
 /// Rows of `x` per packed panel in `columns_t`.
@@ -50,6 +52,20 @@ pub(super) unsafe fn strip_block(s: &StripBlock, pf: &mut Prefetch) {
     for (r, acc_row) in acc.iter().enumerate().take(rows) {
         std::ptr::copy_nonoverlapping(acc_row.as_ptr(), c.add(r * n), width);
     }
+}
+
+/// Copy weight rows into packed strips of 16 (see [`loops::pack_rows`]).
+///
+/// # Safety
+/// None beyond the types: `unsafe` only to share the signature of the SIMD versions.
+pub(super) unsafe fn pack(
+    wt: &[f32],
+    n: usize,
+    b: CacheBlock,
+    rows: Range<usize>,
+    buf: &mut [f32],
+) {
+    loops::pack_rows::<T_COLS>(wt, n, b, rows, buf)
 }
 
 /// Fill `out[:, j0..j1]` with `x · W[j0..j1, :]ᵀ`: blocks of 4 weight rows, each times every

@@ -106,7 +106,7 @@ fn out_in_kernel_matches_naive_on_every_isa() {
     for isa in isas() {
         for &(m, n, k) in SHAPES {
             let (x, w) = operands(m, n, k);
-            let got = matmul_transposed_with(isa, &x, &w, m, n, k);
+            let got = matmul_transposed_on(isa, &x, &w, m, n, k);
             let want = naive(&x, &w, m, n, k);
             assert_close(&got, &want, &format!("{isa:?} {m}x{n}x{k}"));
         }
@@ -126,7 +126,7 @@ fn simd_kernels_sum_each_output_in_order_blocked_or_not() {
             }
             // A single row takes dot products (16 or 8 partial sums), not this order.
             if m > 1 {
-                let got = matmul_transposed_with(isa, &x, &w, m, n, k);
+                let got = matmul_transposed_on(isa, &x, &w, m, n, k);
                 assert_eq!(got, want, "{isa:?} [out, in] {m}x{n}x{k}");
             }
         }
@@ -147,7 +147,7 @@ fn public_entry_points_match_naive() {
 fn empty_operands_give_empty_or_zero_outputs() {
     for isa in isas() {
         assert!(matmul_weight_t_with(isa, &[], &[], 0, 0, 0, 1, 1).is_empty());
-        assert_eq!(matmul_transposed_with(isa, &[], &[], 2, 3, 0), vec![0.0; 6]);
+        assert_eq!(matmul_transposed_on(isa, &[], &[], 2, 3, 0), vec![0.0; 6]);
         assert_eq!(
             matmul_weight_t_with(isa, &[], &[], 2, 3, 0, 1, 1),
             vec![0.0; 6]
@@ -165,7 +165,7 @@ fn panels_are_row_interleaved_and_zero_padded() {
 }
 
 #[test]
-fn weight_blocks_fit_l1_and_a_quarter_of_l2_and_are_even() {
+fn weight_blocks_fit_l1_and_a_sixteenth_of_l2_and_are_even() {
     let Caches { l1, l2 } = caches();
     assert!(l1 >= 8 << 10 && l2 >= 64 << 10, "L1 {l1}, L2 {l2} bytes");
     // A small weight is one block.
@@ -176,7 +176,7 @@ fn weight_blocks_fit_l1_and_a_quarter_of_l2_and_are_even() {
             kc * (48 + 8) * 4 <= l1 * 3 / 4 || kc == 16,
             "{k}x{n}: kc {kc}"
         );
-        assert!(kc * nc * 4 <= l2 / 4 || nc == 48, "{k}x{n}: {kc}x{nc}");
+        assert!(kc * nc * 4 <= l2 / 16 || nc == 48, "{k}x{n}: {kc}x{nc}");
         assert!(nc % 48 == 0 && kc >= 16.min(k), "{k}x{n}: {kc}x{nc}");
         let blocks = k.div_ceil(kc);
         assert!(blocks * kc - k < blocks, "{k}: uneven blocks of {kc}");
