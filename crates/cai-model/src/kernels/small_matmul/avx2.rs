@@ -1,5 +1,6 @@
 //! AVX2 + FMA register blocks of the few-row matmul, for CPUs without AVX-512 (AMD Zen 2/3,
-//! older Intel): 4 rows × 24 columns (12 of the 16 `ymm` registers) in `columns_t`, up to 6
+//! older Intel): 6 rows × 16 columns (12 of the 16 `ymm` registers; 4 × 24 spilled an
+//! accumulator to the stack) in `columns_t`, up to 6
 //! weight rows × 16 rows of `x` in `columns`. Same scheme as the AVX-512 blocks.
 
 use std::arch::x86_64::*;
@@ -10,9 +11,9 @@ use super::loops::{self, CacheBlock, StripBlock};
 use super::prefetch::{self, Prefetch};
 
 /// Rows of `x` per packed panel (the register block's height) in `columns_t`.
-pub(super) const T_ROWS: usize = 4;
+pub(super) const T_ROWS: usize = 6;
 /// 8-lane vectors of weight columns per register block in `columns_t`.
-const T_VECS: usize = 3;
+const T_VECS: usize = 2;
 /// Weight columns per strip in `columns_t`.
 pub(super) const T_COLS: usize = 8 * T_VECS;
 /// Weight rows per register block in `columns`.
@@ -29,7 +30,7 @@ unsafe fn masks(width: usize) -> [__m256i; T_VECS] {
     masks
 }
 
-/// One register block of `columns_t` (see [`StripBlock`]): up to 4 rows × 24 columns, the
+/// One register block of `columns_t` (see [`StripBlock`]): up to 6 rows × 16 columns, the
 /// output of the last strip of a range masked.
 ///
 /// # Safety
@@ -38,16 +39,18 @@ unsafe fn masks(width: usize) -> [__m256i; T_VECS] {
 pub(super) unsafe fn strip_block(s: &StripBlock, pf: &mut Prefetch) {
     let masks = masks(s.width);
     match (s.width == T_COLS, s.rows) {
-        (true, 3..) => block_t::<4, false>(s, &masks, pf),
+        (true, 5..) => block_t::<6, false>(s, &masks, pf),
+        (true, 3 | 4) => block_t::<4, false>(s, &masks, pf),
         (true, 2) => block_t::<2, false>(s, &masks, pf),
         (true, _) => block_t::<1, false>(s, &masks, pf),
-        (false, 3..) => block_t::<4, true>(s, &masks, pf),
+        (false, 5..) => block_t::<6, true>(s, &masks, pf),
+        (false, 3 | 4) => block_t::<4, true>(s, &masks, pf),
         (false, 2) => block_t::<2, true>(s, &masks, pf),
         (false, _) => block_t::<1, true>(s, &masks, pf),
     }
 }
 
-/// Copy weight rows into packed strips of 24 (see [`loops::pack_rows`]) with this
+/// Copy weight rows into packed strips of 16 (see [`loops::pack_rows`]) with this
 /// instruction set's vector moves.
 ///
 /// # Safety
@@ -64,9 +67,9 @@ pub(super) unsafe fn pack(
 }
 
 /// `c[r, :] (+)= Σ_t a[t][r] · b[t][:]` for `rows <= R` rows and the columns of one strip
-/// (all 24 unless `MASKED`), over `kb` steps; `first` starts from zero, else from `c`.
+/// (all 16 unless `MASKED`), over `kb` steps; `first` starts from zero, else from `c`.
 ///
-/// Shapes: `a` `[kb][4]` (a packed panel), `b` `[kb][ldb]`, `c` `[rows, n]`.
+/// Shapes: `a` `[kb][6]` (a packed panel), `b` `[kb][ldb]`, `c` `[rows, n]`.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
 unsafe fn block_t<const R: usize, const MASKED: bool>(

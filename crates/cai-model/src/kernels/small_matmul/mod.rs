@@ -6,8 +6,8 @@
 //! one operand, broadcast an element at a time, by 16-lane (AVX-512), 8-lane (AVX2) or
 //! plain-array (portable) vectors of the other, so each weight element fetched from memory
 //! feeds many rows of `x` and no horizontal sums are needed:
-//! - [`SmallMatmulT`], weight kept as `[in, out]`: `x` is packed into panels of 8 (AVX2: 4)
-//!   rows (`[t][row]`, so a broadcast reads one address); a panel times a strip of 48 (24)
+//! - [`SmallMatmulT`], weight kept as `[in, out]`: `x` is packed into panels of 8 (AVX2: 6)
+//!   rows (`[t][row]`, so a broadcast reads one address); a panel times a strip of 48 (16)
 //!   weight columns accumulates in 24 (12) registers. With more than one panel, the weight
 //!   goes through cache blocks sized from L1 and L2 and copied contiguous (see `loops`), so
 //!   every panel reuses a strip from L1 while the next block streams in.
