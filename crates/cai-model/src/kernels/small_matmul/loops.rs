@@ -7,9 +7,9 @@
 //! (a 49,152-token output layer: 3 · 2¹⁶ bytes) every row of a strip falls into the same cache
 //! set, so a strip read in place would not stay in cache from one panel of `x` to the next.
 //! A strip (`kc × strip_cols`) and a panel of `x` fit in L1, so every panel reuses the strip
-//! from L1; the block and the next one fit in half of L2. While a strip computes, a slice of
-//! the next block's rows is prefetched (spread over the strip's steps) and then copied, so the
-//! weights stream from memory while the FMAs run.
+//! from L1; the block and the next one fit in a small part of L2. While a strip computes, a
+//! slice of the next block's rows is prefetched (spread over the strip's steps), and copied
+//! after the following strip, so the weights stream from memory while the FMAs run.
 
 use std::cell::RefCell;
 use std::ops::Range;
@@ -121,16 +121,16 @@ pub(super) unsafe fn columns_t(
         let mut cur = aligned(cur_buf, size);
         let mut next = aligned(next_buf, size);
         (kernels.pack)(wt, n, first, 0..first.kb, &mut *cur);
-        for (bi, b) in blocks.iter().enumerate() {
+        // Step `i` (a strip of a block, in order) computes, then copies `jobs[i]`: its share
+        // of the next block's rows. Those rows were prefetched during step `i - 1`, a whole
+        // strip earlier, so the copy finds them in cache.
+        let jobs = pack_jobs(&blocks, sc);
+        let mut step = 0;
+        for b in &blocks {
             let strips = b.wc.div_ceil(sc);
-            let following = blocks.get(bi + 1).copied();
-            let share = following.map_or(0, |f| f.kb.div_ceil(strips));
             for s in 0..strips {
-                // This strip's share of the next block: prefetched now, copied after.
-                let rows =
-                    following.map_or(0..0, |f| (s * share).min(f.kb)..((s + 1) * share).min(f.kb));
-                let mut pf = match following {
-                    Some(f) if !rows.is_empty() => Prefetch::new(
+                let mut pf = match jobs.get(step + 1) {
+                    Some((f, rows)) if !rows.is_empty() => Prefetch::new(
                         // SAFETY: row `k0 + rows.start < k`, column `jc < n`: inside `wt`.
                         wt.as_ptr().add((f.k0 + rows.start) * n + f.jc),
                         n,
@@ -155,13 +155,31 @@ pub(super) unsafe fn columns_t(
                     };
                     (kernels.strip)(&block, &mut pf);
                 }
-                if let Some(f) = following {
-                    (kernels.pack)(wt, n, f, rows, &mut *next);
+                if let Some((f, rows)) = jobs.get(step) {
+                    (kernels.pack)(wt, n, *f, rows.clone(), &mut *next);
                 }
+                step += 1;
             }
             std::mem::swap(&mut cur, &mut next);
         }
     });
+}
+
+/// For every strip of every block, in order, the rows of the following block copied after it:
+/// the following block's rows split evenly over this block's strips (none after the last).
+fn pack_jobs(blocks: &[CacheBlock], sc: usize) -> Vec<(CacheBlock, Range<usize>)> {
+    let mut jobs = Vec::new();
+    for (bi, b) in blocks.iter().enumerate() {
+        let strips = b.wc.div_ceil(sc);
+        let Some(&f) = blocks.get(bi + 1) else {
+            break;
+        };
+        let share = f.kb.div_ceil(strips);
+        for s in 0..strips {
+            jobs.push((f, (s * share).min(f.kb)..((s + 1) * share).min(f.kb)));
+        }
+    }
+    jobs
 }
 
 /// The first `len` floats of `buf` from its first 64-byte boundary (`buf` holds `len + 16`).
