@@ -1,45 +1,16 @@
+//! The few-row kernels as they were before the register-blocked rewrite (commit 07e26cf),
+//! kept in the example only, to time old against new in one run.
+//!
 //! A CPU kernel for `y = x Wᵀ` when `x` has few rows — the decode step of generation, where a
 //! general GEMM spends more time packing `W` than multiplying. Each output is a dot product of
 //! two contiguous rows, computed in register blocks of 4 × 4 with 16-lane FMA accumulators,
 //! split across threads by output column. Inference only: it has no backward pass, and
-//! [`crate::layers::Linear`] uses it only when neither operand tracks gradients.
+//! `Linear` uses it only when neither operand tracks gradients.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Shape};
-
-use crate::kernels::cpu_storage::contiguous_f32;
 use rayon::prelude::*;
 
-/// Largest row count for which the kernel beats packed GEMM on the reference model.
-pub const MAX_ROWS: usize = 64;
 /// Below this many multiply-adds a second thread costs more than it saves.
 const PARALLEL_WORK: usize = 1 << 20;
-
-/// `x [m, k] · W[n, k]ᵀ -> [m, n]` for f32 CPU tensors (see the module docs).
-pub struct SmallMatmul;
-
-impl CustomOp2 for SmallMatmul {
-    fn name(&self) -> &'static str {
-        "small-m-matmul"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(s1, l1, self.name(), "x")?;
-        let w = contiguous_f32(s2, l2, self.name(), "w")?;
-        let (m, k) = l1.shape().dims2()?;
-        let (n, k2) = l2.shape().dims2()?;
-        if k != k2 {
-            candle_core::bail!("small-m-matmul: inner dimensions {k} and {k2} differ");
-        }
-        let out = matmul_transposed(x, w, m, n, k);
-        Ok((CpuStorage::F32(out), Shape::from((m, n))))
-    }
-}
 
 /// `x [m, k] · W[n, k]ᵀ` as a row-major `[m, n]` vector.
 pub fn matmul_transposed(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
@@ -311,38 +282,6 @@ mod avx2 {
     }
 }
 
-/// `x [m, k] · Wt[k, n] -> [m, n]` for f32 CPU tensors whose weight is stored transposed
-/// (`[in, out]` row-major, see [`crate::decoder::Decoder::prepare_for_inference`]). Each
-/// thread owns a range of output columns; inside it, 4-row × 64-column register blocks
-/// accumulate broadcast `x` values times contiguous weight rows, so no horizontal sums are
-/// needed; each 64-column block of the weight is read from memory once and reused from cache
-/// for every 4 input rows.
-pub struct SmallMatmulT;
-
-impl CustomOp2 for SmallMatmulT {
-    fn name(&self) -> &'static str {
-        "small-m-matmul-t"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = contiguous_f32(s1, l1, self.name(), "x")?;
-        let wt = contiguous_f32(s2, l2, self.name(), "wt")?;
-        let (m, k) = l1.shape().dims2()?;
-        let (k2, n) = l2.shape().dims2()?;
-        if k != k2 {
-            candle_core::bail!("small-m-matmul-t: inner dimensions {k} and {k2} differ");
-        }
-        let out = matmul_weight_t(x, wt, m, n, k);
-        Ok((CpuStorage::F32(out), Shape::from((m, n))))
-    }
-}
-
 /// Raw output pointer shared by threads that write disjoint column ranges.
 #[derive(Clone, Copy)]
 struct OutPtr(*mut f32);
@@ -420,121 +359,5 @@ unsafe fn columns_t_portable(
             }
         }
         std::ptr::copy_nonoverlapping(acc.as_ptr(), out.0.add(i * n + j0), j1 - j0);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn naive(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
-        let mut y = vec![0f32; m * n];
-        for i in 0..m {
-            for j in 0..n {
-                y[i * n + j] = (0..k)
-                    .map(|t| x[i * k + t] as f64 * w[j * k + t] as f64)
-                    .sum::<f64>() as f32;
-            }
-        }
-        y
-    }
-
-    /// Deterministic x `[m, k]` and W `[n, k]` with varied, exactly representable values.
-    fn operands(m: usize, n: usize, k: usize) -> (Vec<f32>, Vec<f32>) {
-        let x = (0..m * k)
-            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 7.0)
-            .collect();
-        let w = (0..n * k)
-            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0)
-            .collect();
-        (x, w)
-    }
-
-    /// W `[n, k]` -> Wᵀ `[k, n]`, row-major.
-    fn transpose(w: &[f32], n: usize, k: usize) -> Vec<f32> {
-        let mut wt = vec![0f32; k * n];
-        for j in 0..n {
-            for t in 0..k {
-                wt[t * n + j] = w[j * k + t];
-            }
-        }
-        wt
-    }
-
-    #[test]
-    fn transposed_weight_kernel_matches_naive() {
-        for &(m, n, k) in &[
-            (1, 1, 1),
-            (3, 5, 17),
-            (8, 100, 64),
-            (5, 4096, 40),
-            (16, 70, 300),
-            (4, 64, 16),
-        ] {
-            let (x, w) = operands(m, n, k);
-            let wt = transpose(&w, n, k);
-            let got = matmul_weight_t(&x, &wt, m, n, k);
-            let want = naive(&x, &w, m, n, k);
-            for (g, e) in got.iter().zip(&want) {
-                assert!(
-                    (g - e).abs() < 1e-4 * (1.0 + e.abs()),
-                    "{m}x{n}x{k}: {g} vs {e}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn portable_transposed_kernel_matches_naive() {
-        let (m, n, k) = (5, 37, 19);
-        let (x, w) = operands(m, n, k);
-        let wt = transpose(&w, n, k);
-        let mut out = vec![0f32; m * n];
-        let ptr = OutPtr(out.as_mut_ptr());
-        // SAFETY: one caller owns the whole output; two column ranges cover it.
-        unsafe {
-            columns_t_portable(&x, &wt, ptr, m, n, k, 0, 16);
-            columns_t_portable(&x, &wt, ptr, m, n, k, 16, n);
-        }
-        for (g, e) in out.iter().zip(naive(&x, &w, m, n, k)) {
-            assert!((g - e).abs() < 1e-4 * (1.0 + e.abs()), "{g} vs {e}");
-        }
-    }
-
-    #[test]
-    fn scalar_fallback_matches_naive() {
-        let (m, n, k) = (3, 5, 7);
-        let x: Vec<f32> = (0..m * k).map(|i| i as f32 / 10.0).collect();
-        let w: Vec<f32> = (0..n * k).map(|i| 1.0 - i as f32 / 20.0).collect();
-        let mut out_t = vec![0f32; m * n];
-        columns_scalar(&x, &w, &mut out_t, m, k);
-        let want = naive(&x, &w, m, n, k);
-        for i in 0..m {
-            for j in 0..n {
-                assert!((out_t[j * m + i] - want[i * n + j]).abs() < 1e-5);
-            }
-        }
-    }
-
-    #[test]
-    fn matches_naive_matmul_on_ragged_shapes() {
-        for &(m, n, k) in &[
-            (1, 1, 1),
-            (3, 5, 17),
-            (8, 33, 64),
-            (5, 4096, 40),
-            (16, 7, 300),
-            (4, 4, 16),
-        ] {
-            let (x, w) = operands(m, n, k);
-            let got = matmul_transposed(&x, &w, m, n, k);
-            let want = naive(&x, &w, m, n, k);
-            for (g, e) in got.iter().zip(&want) {
-                assert!(
-                    (g - e).abs() < 1e-4 * (1.0 + e.abs()),
-                    "{m}x{n}x{k}: {g} vs {e}"
-                );
-            }
-        }
     }
 }
