@@ -4,10 +4,11 @@ one machine. Not a dependency of cai: run it from a virtualenv with torch and tr
     python scripts/bench_pytorch.py WORKLOAD [RUNS] [--shape bench-6m|smollm2-135m] [--model DIR]
         [--dtype f32|bf16] [--device cpu|cuda] [--lora] [--gradient-checkpointing]
 
-WORKLOAD is generate_b1, generate_b8, generate_b32, score, train or critique: the same shapes
-as `cai bench` (generate: prompt 32 random tokens, 64 new greedy tokens; score: 32 x 256 tokens;
+WORKLOAD is generate_b1, generate_b8, generate_b32, score, train, critique or ppo_step: the
+same shapes as `cai bench` (generate: prompt 32 random tokens, 64 new greedy tokens; score: 32 x 256 tokens;
 train: 8 x 256 tokens, forward + backward + AdamW; critique: a 256-token context, then 8
-transcripts through 3 waves of 64 new tokens, each later wave adding a 16-token request). `--shape` picks a random model of a standard
+transcripts through 3 waves of 64 new tokens, each later wave adding a 16-token request;
+ppo_step: 8 sampled responses of 64 tokens, policy and reference log-probs, one update). `--shape` picks a random model of a standard
 shape (default bench-6m); `--model` loads a Hugging Face model directory instead. For train,
 `--lora` trains LoRA adapters on q_proj and v_proj (r 8, alpha 16, dropout 0.05: PEFT's and
 cai's defaults, written out here so that peft is not needed) over frozen weights, and
@@ -100,6 +101,43 @@ elif work == "critique":
                                      max_new_tokens=64, min_new_tokens=64, use_cache=True, pad_token_id=0)
             transcript = torch.cat([transcript, out[:, ids.shape[1]:].cpu()], 1)
     t = timeit(fn); toks = 8 * 64 * 3
+elif work == "ppo_step":
+    # One PPO step as `cai bench --workloads ppo_step` shapes it: 8 prompts of 32 tokens, 64 new
+    # tokens sampled at temperature 1, the policy's and a frozen reference's log-probs of them,
+    # then one clipped-surrogate update (the per-token KL as advantage stand-in) with AdamW.
+    import copy
+    reference = copy.deepcopy(model).eval().requires_grad_(False)
+    if args.gradient_checkpointing:
+        model.config.use_cache = False
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
+    prompts = torch.randint(2, vocab, (8, 32), generator=torch.Generator().manual_seed(6)).to(device)
+    def response_logp(m, seq):
+        logits = m(seq).logits[:, 31:-1].float()
+        return torch.log_softmax(logits, -1).gather(-1, seq[:, 32:, None]).squeeze(-1)
+    def fn():
+        model.eval()
+        # A plain sampling loop over the KV cache: transformers' generate(do_sample=True) took
+        # ~20 s for this on bench-6m (greedy: 0.2 s), which would not be a fair baseline.
+        with torch.inference_mode():
+            out = model(prompts, use_cache=True)
+            past, seq = out.past_key_values, prompts
+            for _ in range(64):
+                probs = torch.softmax(out.logits[:, -1].float(), -1)
+                nxt = torch.multinomial(probs, 1)
+                seq = torch.cat([seq, nxt], 1)
+                out = model(nxt, past_key_values=past, use_cache=True)
+                past = out.past_key_values
+        seq = seq.clone()
+        with torch.no_grad():
+            old, ref = response_logp(model, seq), response_logp(reference, seq)
+        model.train()
+        new = response_logp(model, seq)
+        adv = ref - old; ratio = torch.exp(new - old)
+        loss = -torch.min(ratio * adv, ratio.clamp(0.8, 1.2) * adv).mean()
+        loss.backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step(); opt.zero_grad(set_to_none=True)
+    t = timeit(fn); toks = 8 * 64
 elif work == "score":
     # In passes of --score-rows rows (default 32: one pass; cai's engine runs 16 x 256 per pass).
     model.eval(); ids = torch.randint(2, vocab, (32, 256), device=device)

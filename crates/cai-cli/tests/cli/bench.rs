@@ -15,12 +15,12 @@ fn json_summary_has_throughput_and_peak_memory_per_workload() {
         "1",
         "--tiny",
         "--workloads",
-        "generate_b1,generate_b8,critique",
+        "generate_b1,generate_b8,critique,ppo_step",
     ]);
     let text = stdout(&output);
     assert_eq!(text.lines().count(), 1, "{text}");
     let summary: Value = serde_json::from_str(&text).unwrap();
-    for workload in ["generate_b1", "generate_b8", "critique"] {
+    for workload in ["generate_b1", "generate_b8", "critique", "ppo_step"] {
         assert!(
             summary[format!("{workload}_tok_s")].as_f64().unwrap() > 0.0,
             "{summary}"

@@ -14,7 +14,9 @@ use cai_model::decoder::Decoder;
 use cai_model::init::ModelShape;
 use cai_model::local::{LoadOptions, LocalModel};
 use cai_model::weights::random_decoder;
-use cai_train::bench::{bench_train, bench_train_decoder, TrainBenchOptions};
+use cai_train::bench::{
+    bench_ppo_step, bench_train, bench_train_decoder, PpoStepWorkload, TrainBenchOptions,
+};
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -32,8 +34,8 @@ pub struct BenchArgs {
     pub json: bool,
     /// Workloads, comma-separated: generate (batch 1, 8 and 32), score, train, context
     /// (generation after a 1,000-token context, its cache reused or recomputed), critique (one
-    /// round's answer, critique and revision waves), or single ones (generate_b1, generate_b8,
-    /// generate_b32, context_reuse, context_recompute)
+    /// round's answer, critique and revision waves), ppo_step (a rollout and one update), or
+    /// single ones (generate_b1, generate_b8, generate_b32, context_reuse, context_recompute)
     #[arg(long, value_delimiter = ',', default_value = "generate,score,train")]
     pub workloads: Vec<String>,
     /// Timed runs per workload, after one warm-up; the fastest is reported
@@ -108,6 +110,9 @@ pub enum Workload {
     /// One critique round: answer, critique and revision waves of 8 growing transcripts.
     #[value(name = "critique")]
     Critique,
+    /// One PPO step: 8 sampled responses, policy and reference log-probs, one update.
+    #[value(name = "ppo_step")]
+    PpoStep,
 }
 
 /// Prompt and new tokens of the generate workloads (docs/BENCH.md: prompt 32 tokens, 64 new
@@ -140,6 +145,13 @@ const CRITIQUE: CritiqueWorkload = CritiqueWorkload {
     waves: 3,
 };
 
+/// The PPO-step workload: 8 prompts of 32 tokens, 64 new tokens sampled at temperature 1.
+const PPO: PpoStepWorkload = PpoStepWorkload {
+    batch: 8,
+    prompt: PROMPT_TOKENS,
+    new_tokens: NEW_TOKENS,
+};
+
 /// Throughput of the reference tools on the same workload, as docs/BENCH.md's table "Anchors
 /// measured on this kind of machine" gives them (2-core AMD EPYC Zen 4, AVX-512, fp32,
 /// 2 threads). Update both together.
@@ -150,7 +162,7 @@ struct Anchor {
 
 impl Workload {
     /// Every workload, in report order.
-    const ALL: [Workload; 8] = [
+    const ALL: [Workload; 9] = [
         Workload::GenerateB1,
         Workload::GenerateB8,
         Workload::GenerateB32,
@@ -159,6 +171,7 @@ impl Workload {
         Workload::ContextReuse,
         Workload::ContextRecompute,
         Workload::Critique,
+        Workload::PpoStep,
     ];
 
     /// The name used on the command line and in JSON.
@@ -172,6 +185,7 @@ impl Workload {
             Self::ContextReuse => "context_reuse",
             Self::ContextRecompute => "context_recompute",
             Self::Critique => "critique",
+            Self::PpoStep => "ppo_step",
         }
     }
 
@@ -185,6 +199,7 @@ impl Workload {
             Self::ContextReuse => "context, reused".into(),
             Self::ContextRecompute => "context, recomputed".into(),
             Self::Critique => format!("critique, {} waves", CRITIQUE.waves),
+            Self::PpoStep => format!("PPO step, {} × {}", PPO.batch, PPO.new_tokens),
         }
     }
 
@@ -197,6 +212,7 @@ impl Workload {
             Self::Train => TRAIN_SEQUENCES,
             Self::ContextReuse | Self::ContextRecompute => CONTEXT.batch,
             Self::Critique => CRITIQUE.batch,
+            Self::PpoStep => PPO.batch,
         }
     }
 
@@ -207,7 +223,9 @@ impl Workload {
             Self::GenerateB32 => ("~2,400", "~3,300"),
             Self::Score => ("~11,500", "~10,500 prefill"),
             Self::Train => ("~3,500", "—"),
-            Self::ContextReuse | Self::ContextRecompute | Self::Critique => ("—", "—"),
+            Self::ContextReuse | Self::ContextRecompute | Self::Critique | Self::PpoStep => {
+                ("—", "—")
+            }
         };
         Anchor { pytorch, llama_cpp }
     }
@@ -221,6 +239,11 @@ impl Workload {
         runs: usize,
         train: TrainBenchOptions,
     ) -> anyhow::Result<Throughput> {
+        if self == Self::PpoStep {
+            let (policy, reference) = (model.build(dtype, device)?, model.build(dtype, device)?);
+            let checkpointing = train.gradient_checkpointing;
+            return Ok(bench_ppo_step(policy, reference, PPO, runs, checkpointing)?);
+        }
         if self == Self::Train {
             if let BenchModel::Path(_) = model {
                 let decoder = model.build(dtype, device)?;
@@ -264,7 +287,7 @@ impl Workload {
                 bench_context_generate(decoder, CONTEXT, reuse, runs)?
             }
             Self::Critique => bench_critique_waves(decoder, CRITIQUE, runs)?,
-            Self::Train => unreachable!("handled above"),
+            Self::Train | Self::PpoStep => unreachable!("handled above"),
         })
     }
 }
@@ -285,8 +308,8 @@ fn select(names: &[String]) -> Result<Vec<Workload>, UsageError> {
                 Err(_) => {
                     return Err(UsageError(format!(
                         "--workloads: unknown workload '{other}'; expected generate, score, \
-                         train, context, critique, generate_b1, generate_b8, generate_b32, \
-                         context_reuse or context_recompute"
+                         train, context, critique, ppo_step, generate_b1, generate_b8, \
+                         generate_b32, context_reuse or context_recompute"
                     )))
                 }
             },
