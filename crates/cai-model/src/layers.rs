@@ -81,14 +81,16 @@ impl Linear {
                     x2.matmul(&w.t()?)?
                 }
             }
-            None if x2.device().is_cpu()
+            // A frozen weight (LoRA's base, or a model no parameter of which trains) takes no
+            // gradient: candle's matmul would compute one anyway. A trainable weight keeps
+            // candle's matmul: through this op its backward measured slower and ~20 % larger
+            // (bench-6m train, 3,310 against 3,610 tok/s, 614 against 506 MiB).
+            None if !self.weight.track_op()
+                && x2.device().is_cpu()
                 && x2.dtype() == DType::F32
                 && self.weight.dtype() == DType::F32 =>
             {
-                let op = LinearMatmul {
-                    weight_grad: self.weight.track_op(),
-                };
-                x2.apply_op2(&self.weight, op)?
+                x2.apply_op2(&self.weight, LinearMatmul { weight_grad: false })?
             }
             None => x2.matmul(&self.weight.t()?)?,
         };

@@ -1,12 +1,12 @@
-//! `x Wᵀ` for a linear layer's weight `[out, in]` as one op, for f32 on the CPU.
+//! `x Wᵀ` for a linear layer's weight `[out, in]` as one op, for f32 on the CPU: inference, and
+//! training over a frozen weight.
 //!
 //! Forward, the product goes straight into a fresh output through [`crate::kernels::dense`]
 //! (candle's matmul zero-fills its output first: ~4 % of a SmolLM2 scoring pass). Backward,
-//! `∂x = G W` and, only for a weight that trains, `∂W = Gᵀ x` directly in the weight's layout:
-//! candle's matmul always computed both operands' gradients (with LoRA, a frozen base matrix
-//! got an unused `[out, in]` gradient: an extra GEMM per layer and the model's size in the
-//! gradient store), and went through the weight's transposed view, one more node to
-//! accumulate.
+//! `∂x = G W` and, only when asked (`weight_grad`), `∂W = Gᵀ x`: candle's matmul always computed
+//! both operands' gradients (with LoRA, a frozen base matrix got an unused `[out, in]` gradient:
+//! an extra GEMM per layer and the model's size in the gradient store). A trainable weight stays
+//! on candle's matmul ([`crate::layers::Linear`] says why).
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 
