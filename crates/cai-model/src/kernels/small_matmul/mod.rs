@@ -103,46 +103,10 @@ impl CustomOp2 for SmallMatmulT {
     }
 }
 
-/// The instruction set a call runs on: the widest the CPU has, or a forced one (benchmarks,
-/// tests).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Isa {
-    /// 16-lane AVX-512F.
-    #[cfg(target_arch = "x86_64")]
-    Avx512,
-    /// 8-lane AVX2 with FMA (e.g. AMD Zen 2/3, older Intel).
-    #[cfg(target_arch = "x86_64")]
-    Avx2,
-    /// Plain Rust the compiler vectorises for the baseline target.
-    Portable,
-}
+pub use crate::kernels::vector::Isa;
 
+/// The register-block geometry of each instruction set.
 impl Isa {
-    /// The widest instruction set this CPU supports.
-    pub fn detect() -> Isa {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if is_x86_feature_detected!("avx512f") {
-                return Isa::Avx512;
-            }
-            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                return Isa::Avx2;
-            }
-        }
-        Isa::Portable
-    }
-
-    /// Whether this CPU can run `self`.
-    pub fn available(self) -> bool {
-        match self {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => is_x86_feature_detected!("avx512f"),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"),
-            Isa::Portable => true,
-        }
-    }
-
     /// Rows of `x` per packed panel in `columns_t` (the register block's height).
     fn panel_rows(self) -> usize {
         match self {
@@ -361,8 +325,35 @@ pub fn matmul_weight_t_on(
     n: usize,
     k: usize,
 ) -> Vec<f32> {
+    if m == 1 {
+        return single_row(isa, x, wt, n, k);
+    }
     let (kc, nc) = weight_block(k, n, isa.strip_cols(), isa.panel_rows());
     matmul_weight_t_with(isa, x, wt, m, n, k, kc, nc)
+}
+
+/// Output columns per accumulator block of [`single_row`] (4 KiB: stays in L1).
+const ROW_BLOCK: usize = 1024;
+
+/// One row times `[k, n]` weights: per block of output columns, an axpy of each weight row's
+/// slice into an accumulator that stays in L1. At one row the packed kernel's block copies
+/// cost more than they save (bench-6m generate, batch 1: 1,385 against 1,134 tok/s).
+/// Shapes: x `[k]`, wt `[k, n]` -> `[n]`.
+fn single_row(isa: Isa, x: &[f32], wt: &[f32], n: usize, k: usize) -> Vec<f32> {
+    assert!(isa.available(), "{isa:?} is not supported by this CPU");
+    assert_eq!(x.len(), k);
+    assert_eq!(wt.len(), k * n);
+    let mut out = vec![0f32; n];
+    let ptr = OutPtr(out.as_mut_ptr());
+    split_columns(1, n, k, 16, |j0, j1| {
+        // SAFETY: `out` holds `n` floats and column ranges are disjoint between calls.
+        let cols = unsafe { std::slice::from_raw_parts_mut(ptr.get().add(j0), j1 - j0) };
+        for (b, acc) in cols.chunks_mut(ROW_BLOCK).enumerate() {
+            let c0 = j0 + b * ROW_BLOCK;
+            crate::kernels::vector::row_times(isa, x, &wt[c0..], n, acc);
+        }
+    });
+    out
 }
 
 /// The cache block of the weight in `columns_t`, `kc` rows × `nc` columns: a packed strip
