@@ -5,14 +5,15 @@
 #
 # RUNS: timed runs per workload (default 3); SHAPES: space-separated (default
 # "bench-6m smollm2-135m"); WORKLOADS: space-separated (default "generate_b1 generate_b8
-# generate_b32 score train"). Needs target/release/cai (cargo build --release -p cai-cli) and a
+# generate_b32 score train critique ppo_step"). Needs target/release/cai (cargo build --release
+# -p cai-cli; $CAI picks another binary) and a
 # Python with torch + transformers ($PYTHON, default /work/venv/bin/python). Prints one
 # table row per shape and workload with the load average (/proc/loadavg) after it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}
 SHAPES=${2:-"bench-6m smollm2-135m"}
-WORKLOADS=${3:-"generate_b1 generate_b8 generate_b32 score train"}
+WORKLOADS=${3:-"generate_b1 generate_b8 generate_b32 score train critique ppo_step"}
 PYTHON=${PYTHON:-/work/venv/bin/python}
 CAI=${CAI:-target/release/cai}
 export RAYON_NUM_THREADS=${RAYON_NUM_THREADS:-2}
