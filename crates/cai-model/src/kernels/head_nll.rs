@@ -184,7 +184,7 @@ pub fn head_log_probs(
             let rows = step.min(n - r0);
             let buf = &mut logits[..rows * vocab];
             matmul(buf, &hs[r0 * h..], false, w, true, rows, vocab, h, false);
-            let stats: Vec<(f32, f32, f32)> = buf
+            let stats: Vec<(f32, f32)> = buf
                 .par_chunks_exact_mut(vocab)
                 .enumerate()
                 .map(|(i, row)| {
@@ -203,10 +203,10 @@ pub fn head_log_probs(
                     } else {
                         0.0
                     };
-                    (lp, entropy, lse)
+                    (lp, entropy)
                 })
                 .collect();
-            for (lp, entropy, _) in stats {
+            for (lp, entropy) in stats {
                 log_probs.push(lp);
                 if with_entropy {
                     entropies.push(entropy);
