@@ -686,7 +686,10 @@ mod tests {
     #[test]
     fn groups_expand_in_report_order() {
         assert_eq!(
-            select(&names(&["context", "train", "score", "generate"])).unwrap(),
+            select(&names(&[
+                "ppo_step", "critique", "context", "train", "score", "generate"
+            ]))
+            .unwrap(),
             Workload::ALL
         );
         assert_eq!(
