@@ -185,22 +185,10 @@ pub fn bench_critique_waves(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::init::ModelShape;
-    use crate::weights::random_decoder;
-    use candle_core::{DType, Device};
 
     #[test]
     fn both_ways_generate_the_same_number_of_tokens() {
-        let shape = ModelShape {
-            hidden_size: 32,
-            num_layers: 2,
-            num_heads: 4,
-            intermediate_size: 64,
-            vocab_size: 100,
-            max_position_embeddings: 256,
-            ..ModelShape::default()
-        };
-        let decoder = random_decoder(shape.config().unwrap(), 0, DType::F32, &Device::Cpu).unwrap();
+        let decoder = crate::test_util::tiny_decoder(256);
         let w = ContextWorkload {
             context: 40,
             batches: 2,
@@ -217,16 +205,7 @@ mod tests {
 
     #[test]
     fn the_critique_waves_generate_every_token_of_every_wave() {
-        let shape = ModelShape {
-            hidden_size: 32,
-            num_layers: 2,
-            num_heads: 4,
-            intermediate_size: 64,
-            vocab_size: 100,
-            max_position_embeddings: 256,
-            ..ModelShape::default()
-        };
-        let decoder = random_decoder(shape.config().unwrap(), 0, DType::F32, &Device::Cpu).unwrap();
+        let decoder = crate::test_util::tiny_decoder(256);
         let w = CritiqueWorkload {
             context: 20,
             batch: 3,

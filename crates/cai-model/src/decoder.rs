@@ -498,8 +498,6 @@ impl Attention {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::init::ModelShape;
-    use crate::weights::random_decoder;
     use candle_core::Device;
 
     /// Inference over trainable weights (a rollout, an evaluation) builds no backprop graph,
@@ -507,17 +505,8 @@ mod tests {
     /// layer included.
     #[test]
     fn inference_over_trainable_weights_records_no_graph() {
-        let shape = ModelShape {
-            hidden_size: 32,
-            num_layers: 2,
-            num_heads: 4,
-            intermediate_size: 64,
-            vocab_size: 100,
-            max_position_embeddings: 64,
-            ..ModelShape::default()
-        };
         let dev = Device::Cpu;
-        let mut d = random_decoder(shape.config().unwrap(), 0, DType::F32, &dev).unwrap();
+        let mut d = crate::test_util::tiny_decoder(64);
         d.make_trainable().unwrap();
         let ids = Tensor::new(&[[1u32, 2, 3, 4, 5, 6, 7, 8]], &dev).unwrap();
         let batch = Batch::from_valid(vec![vec![true; 8]]);
