@@ -24,8 +24,9 @@ pub fn bench_6m(dtype: DType, device: &Device) -> Result<Decoder> {
 /// A random model of `shape` (seed 0), laid out for inference: `bench-6m`, or the SmolLM2-135M
 /// shape of [`ModelShape::smollm2_135m`].
 pub fn bench_shape(shape: &ModelShape, dtype: DType, device: &Device) -> Result<Decoder> {
-    let mut decoder = random_decoder(shape.config()?, 0, dtype, device)?;
-    decoder.prepare_for_inference()?;
+    let build = Decoder::inference_build_dtype(dtype, device);
+    let mut decoder = random_decoder(shape.config()?, 0, build, device)?;
+    decoder.prepare_for_inference_as(dtype)?;
     Ok(decoder)
 }
 

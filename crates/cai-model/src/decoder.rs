@@ -237,6 +237,10 @@ impl Decoder {
             self.embed
                 .embedding(&ids.flatten_all()?)?
                 .reshape((b, s, self.config.hidden_size))?;
+        if x.dtype() != self.dtype {
+            // bf16 weights under f32 activations (`Decoder::prepare_for_bf16_inference`).
+            x = x.to_dtype(self.dtype)?;
+        }
         if let Some(wpe) = &self.wpe {
             x = (x + wpe.embedding(&positions.flatten_all()?)?.reshape((
                 b,
@@ -498,7 +502,59 @@ impl Attention {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Device;
+    use crate::decoder::params::ParamKind;
+
+    /// Log-probabilities of every position through `d`. Shapes: ids `[1, s]` -> `[s, vocab]`.
+    fn log_probs(d: &Decoder, ids: &Tensor) -> Tensor {
+        let s = ids.dim(1).unwrap();
+        let batch = Batch::from_valid(vec![vec![true; s]]);
+        let hidden = d.forward_hidden(ids, &batch, None, Mode::Infer).unwrap();
+        let logits = d.logits(&hidden).unwrap().squeeze(0).unwrap();
+        candle_nn::ops::log_softmax(&logits, D::Minus1).unwrap()
+    }
+
+    /// `--dtype bf16` on the CPU: bf16 weights (the tied output layer included), f32
+    /// activations; log-probabilities within bf16 rounding of the f32 model's, with and
+    /// without a KV cache.
+    #[test]
+    fn bf16_weights_stay_within_rounding_of_f32() {
+        let dev = Device::Cpu;
+        let f32_model = crate::test_util::tiny_decoder(64);
+        let mut bf16_model = f32_model.clone();
+        bf16_model.prepare_for_bf16_inference().unwrap();
+        assert_eq!(bf16_model.dtype(), DType::F32, "activations stay f32");
+        assert!(bf16_model
+            .params()
+            .iter()
+            .filter(|(spec, _)| spec.kind == ParamKind::Matrix || spec.kind == ParamKind::Embedding)
+            .all(|(_, t)| t.dtype() == DType::BF16));
+        let ids = Tensor::new(&[[3u32, 14, 15, 92, 65, 35, 89, 79, 32, 38]], &dev).unwrap();
+        let (want, got) = (log_probs(&f32_model, &ids), log_probs(&bf16_model, &ids));
+        let diff = crate::test_util::max_abs_diff(&want, &got);
+        assert!(diff > 0.0, "the bf16 model computed exactly the f32 values");
+        assert!(diff < 0.02, "bf16 log-probs differ from f32 by {diff} nats");
+        // Token by token through a KV cache (the decode path: one row per step).
+        let mut cache = KvCache::new(bf16_model.config(), 1, 10, DType::F32, &dev).unwrap();
+        let mut last = None;
+        for t in 0..10 {
+            let step = ids.narrow(1, t, 1).unwrap();
+            let batch = Batch {
+                valid: vec![vec![true]],
+                positions: vec![vec![t as u32]],
+            };
+            let h = bf16_model
+                .forward_hidden(&step, &batch, Some(&mut cache), Mode::Infer)
+                .unwrap();
+            last = Some(bf16_model.logits(&h).unwrap().squeeze(0).unwrap());
+        }
+        let last = candle_nn::ops::log_softmax(&last.unwrap(), D::Minus1).unwrap();
+        let full_last = got.narrow(0, 9, 1).unwrap();
+        let diff = crate::test_util::max_abs_diff(&last, &full_last);
+        assert!(
+            diff < 1e-3,
+            "cached and uncached bf16 passes differ by {diff}"
+        );
+    }
 
     /// Inference over trainable weights (a rollout, an evaluation) builds no backprop graph,
     /// which would keep every layer's activations alive; training still does, tied output

@@ -4,6 +4,7 @@
 //! they share.
 
 pub mod attention_backward;
+pub mod bf16;
 mod cpu_storage;
 pub mod decode_attention;
 mod dense;

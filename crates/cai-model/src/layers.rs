@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 use candle_core::{DType, Device, Tensor, D};
 
 use crate::config::{Llama3RopeScaling, RopeScaling};
+use crate::kernels::bf16::Bf16Matmul;
 use crate::kernels::linear_matmul::LinearMatmul;
 use crate::kernels::small_matmul::{self, SmallMatmul, SmallMatmulT};
 use crate::lora::LoraAdapter;
@@ -59,7 +60,18 @@ impl Linear {
         let in_dim = *dims.last().expect("rank >= 1");
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let x2 = x.reshape((rows, in_dim))?;
+        let bf16_weight = mode == Mode::Infer
+            && x2.device().is_cpu()
+            && x2.dtype() == DType::F32
+            && self.weight.dtype() == DType::BF16;
         let mut y = match small_matmul_kind(&x2, &self.weight) {
+            // bf16 weights under f32 activations (`Decoder::prepare_for_bf16_inference`).
+            _ if bf16_weight => {
+                let w = self.weight.detach().contiguous()?;
+                x2.detach()
+                    .contiguous()?
+                    .apply_op2_no_bwd(&w, &Bf16Matmul)?
+            }
             Some(WeightLayout::OutIn) => x2
                 .contiguous()?
                 .apply_op2_no_bwd(&self.weight, &SmallMatmul)?,
@@ -91,6 +103,11 @@ impl Linear {
                 && self.weight.dtype() == DType::F32 =>
             {
                 x2.apply_op2(&self.weight, LinearMatmul { weight_grad: false })?
+            }
+            // A weight in another dtype than the activations (a bf16 weight under f32
+            // activations, trained after all) is converted.
+            None if self.weight.dtype() != x2.dtype() => {
+                x2.matmul(&self.weight.to_dtype(x2.dtype())?.t()?)?
             }
             None => x2.matmul(&self.weight.t()?)?,
         };

@@ -139,7 +139,8 @@ impl LocalModel {
                 (Device::Cpu, _) | (_, None) => DType::F32,
                 (_, Some(name)) => parse_dtype(name).unwrap_or(DType::F32),
             });
-        crate::memory::check(&options.device, config.memory_bytes(dtype), || {
+        let build = Decoder::inference_build_dtype(dtype, &options.device);
+        crate::memory::check(&options.device, config.memory_bytes(build), || {
             format!(
                 "{}: {} in {}",
                 config_path.display(),
@@ -148,8 +149,8 @@ impl LocalModel {
             )
         })?;
         let ckpt = Checkpoint::open_dir(&dir)?;
-        let mut decoder = load_decoder(config, &ckpt, dtype, &options.device)?;
-        decoder.prepare_for_inference()?;
+        let mut decoder = load_decoder(config, &ckpt, build, &options.device)?;
+        decoder.prepare_for_inference_as(dtype)?;
         let defaults = GenerationDefaults::from_dir(&dir)?;
         Ok(Self::from_parts(dir, decoder, tokenizer, defaults))
     }
@@ -159,9 +160,10 @@ impl LocalModel {
     /// compute dtype). [`LocalModel::dir`] is then the file.
     fn load_gguf(path: &Path, options: &LoadOptions) -> Result<Self> {
         let dtype = options.dtype.unwrap_or(DType::F32);
-        let model = crate::gguf::load(path, dtype, &options.device)?;
+        let build = Decoder::inference_build_dtype(dtype, &options.device);
+        let model = crate::gguf::load(path, build, &options.device)?;
         let mut decoder = model.decoder;
-        decoder.prepare_for_inference()?;
+        decoder.prepare_for_inference_as(dtype)?;
         Ok(Self::from_parts(
             path.to_path_buf(),
             decoder,

@@ -240,13 +240,16 @@ impl Workload {
         train: TrainBenchOptions,
     ) -> anyhow::Result<Throughput> {
         if self == Self::PpoStep {
-            let (policy, reference) = (model.build(dtype, device)?, model.build(dtype, device)?);
+            let (policy, reference) = (
+                model.build_for_training(dtype, device)?,
+                model.build_for_training(dtype, device)?,
+            );
             let checkpointing = train.gradient_checkpointing;
             return Ok(bench_ppo_step(policy, reference, PPO, runs, checkpointing)?);
         }
         if self == Self::Train {
             if let BenchModel::Path(_) = model {
-                let decoder = model.build(dtype, device)?;
+                let decoder = model.build_for_training(dtype, device)?;
                 return Ok(bench_train_decoder(
                     decoder,
                     TRAIN_SEQUENCES,
@@ -367,8 +370,32 @@ impl BenchModel {
         })
     }
 
+    /// The model in `dtype` for the inference workloads: bf16 on the CPU is f32 activations
+    /// over packed bf16 weights, as `cai generate --dtype bf16` runs.
     fn build(&self, dtype: Dtype, device: DeviceName) -> anyhow::Result<Decoder> {
+        self.build_as(dtype, device, false)
+    }
+
+    /// The model for the training workloads: every parameter in `dtype` (bf16 packing is for
+    /// inference only).
+    fn build_for_training(&self, dtype: Dtype, device: DeviceName) -> anyhow::Result<Decoder> {
+        self.build_as(dtype, device, true)
+    }
+
+    fn build_as(
+        &self,
+        dtype: Dtype,
+        device: DeviceName,
+        training: bool,
+    ) -> anyhow::Result<Decoder> {
         let device = cai_model::device::device_from_name(&device.to_string())?;
+        if training {
+            if let Self::Shape(_) = self {
+                let mut decoder = random_decoder(self.config()?, 0, dtype.to_candle(), &device)?;
+                decoder.prepare_for_inference()?;
+                return Ok(decoder);
+            }
+        }
         Ok(match self {
             Self::Shape(_) => {
                 bench_shape(&self.shape().expect("a shape"), dtype.to_candle(), &device)?

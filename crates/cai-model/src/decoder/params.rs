@@ -302,6 +302,46 @@ impl Decoder {
         })
     }
 
+    /// The dtype to build a model in that will run inference at `requested` on `device`: bf16
+    /// on the CPU means f32 activations over packed bf16 weights, so such a model is built in
+    /// f32 and then given to [`Decoder::prepare_for_inference_as`].
+    pub fn inference_build_dtype(requested: DType, device: &candle_core::Device) -> DType {
+        if device.is_cpu() && requested == DType::BF16 {
+            DType::F32
+        } else {
+            requested
+        }
+    }
+
+    /// Prepare for inference at the dtype the user asked for: bf16 on the CPU packs the
+    /// weights ([`Decoder::prepare_for_bf16_inference`]), anything else re-lays them
+    /// ([`Decoder::prepare_for_inference`]).
+    pub fn prepare_for_inference_as(&mut self, requested: DType) -> Result<()> {
+        if requested == DType::BF16 && self.device.is_cpu() && self.dtype == DType::F32 {
+            self.prepare_for_bf16_inference()
+        } else {
+            self.prepare_for_inference()
+        }
+    }
+
+    /// Prepare an f32 CPU model for inference with bf16 weights: every linear layer's weight
+    /// and the token embedding (a tied output layer) become bf16 tensors, which
+    /// [`crate::kernels::bf16`]'s kernels multiply with f32 activations rounded to bf16,
+    /// summing in f32; norms, attention, the KV cache and the activations stay f32 (embedding
+    /// rows are widened as they are looked up). A model on another device or in another dtype
+    /// is left as it is. Call once, on a model that will only run inference.
+    pub fn prepare_for_bf16_inference(&mut self) -> Result<()> {
+        if !self.device.is_cpu() || self.dtype != DType::F32 {
+            return Ok(());
+        }
+        self.visit_linears(&mut |_, l| {
+            l.weight = l.weight.to_dtype(DType::BF16)?.contiguous()?;
+            Ok(())
+        })?;
+        self.embed = self.embed.to_dtype(DType::BF16)?.contiguous()?;
+        Ok(())
+    }
+
     /// Turn every parameter into a trainable [`Var`] (full fine-tuning) and return them in
     /// checkpoint order with their specs. The model's tensors are the variables' tensors, so an
     /// optimiser step on a variable changes the model.
