@@ -136,14 +136,15 @@ impl Default for CritiqueWorkload {
 /// New tokens per second over the critique workload's waves: each wave is one batched
 /// generation after the shared context, whose prompts are the previous wave's prompts, its
 /// answers and a request — the transcript grows, as the critique stage's does, and each row
-/// continues the keys and values its last wave left in a [`PrefixCache`] of the default
-/// budget (made afresh for each run, inside the timing). Best of `runs` after one warm-up.
+/// continues the keys and values its last wave left in a [`PrefixCache`] (made afresh for
+/// each run, inside the timing) of the budget a model gets: the default, or
+/// [`crate::batching::KV_REUSE_ENV`]'s. Best of `runs` after one warm-up.
 pub fn bench_critique_waves(
     decoder: &Decoder,
     w: CritiqueWorkload,
     runs: usize,
 ) -> Result<Throughput> {
-    bench_critique_waves_with(decoder, w, EngineLimits::default(), runs)
+    bench_critique_waves_with(decoder, w, EngineLimits::default().with_env()?, runs)
 }
 
 /// [`bench_critique_waves`] under the given limits (`kv_reuse_bytes` 0: every wave prefills

@@ -332,6 +332,16 @@ impl LocalModel {
                 }
             }
         }
+        let reuse = self.kv_reuse.stats();
+        tracing::debug!(
+            requests = requests.len(),
+            hits = reuse.hits,
+            reused_tokens = reuse.reused_tokens,
+            kept_rows = self.kv_reuse.len(),
+            kept_mib = self.kv_reuse.bytes() >> 20,
+            evicted = reuse.evicted,
+            "prefix reuse so far"
+        );
         Ok(results
             .into_iter()
             .map(|g| g.expect("every request answered"))

@@ -84,7 +84,7 @@ fn later_waves_continue_the_last_waves_rows_as_a_fresh_prefill_would() {
         }
         // Each row's newer entry replaces the older one it continues.
         assert_eq!(reuse.len(), 3, "wave {wave}");
-        assert_eq!(reuse.stats().hits, 3 * wave as u64);
+        assert_eq!(reuse.stats().hits, 3 * wave);
     }
     assert_eq!(reuse.stats().reused_tokens, expect_reused as u64);
 }

@@ -32,7 +32,7 @@ fn a_continued_transcript_starts_from_the_kept_rows_and_generates_the_same() {
             prefix: CONTEXT.into(),
             ..GenerateRequest::new(prompt, 10, Sampling::greedy())
         };
-        let mut prompts = vec![PROMPT.to_string(), format!("{PROMPT} The capital")];
+        let mut prompts = [PROMPT.to_string(), format!("{PROMPT} The capital")];
         for wave in 0..3 {
             let requests: Vec<GenerateRequest> = prompts.iter().map(|p| ask(p)).collect();
             let got = reusing.generate(&requests).unwrap();
