@@ -2,15 +2,18 @@
 //! every request shares, with the context's KV cache computed once and reused by every batch
 //! (what [`crate::local::LocalModel`] does), or recomputed as part of every prompt (the ratio
 //! of the two is the saving of prefix reuse); and the critique stage's waves, each a batch
-//! whose transcripts grow by the last wave's answers and a request.
+//! whose transcripts grow by the last wave's answers and a request, run through the engine's
+//! prefix reuse ([`PrefixCache`]) as [`crate::local::LocalModel`] runs them.
 
 use cai_core::Sampling;
 use rand::{Rng, SeedableRng};
 
+use crate::batching::EngineLimits;
 use crate::bench::{best_of, Throughput};
 use crate::decoder::Decoder;
-use crate::generate::{generate_batch, GenJob, Stopping};
+use crate::generate::{generate_batch, generate_batch_reusing, GenJob, Stopping};
 use crate::prefix::Prefix;
+use crate::prefix_cache::PrefixCache;
 use crate::Result;
 
 /// The shape of the workload.
@@ -132,11 +135,24 @@ impl Default for CritiqueWorkload {
 
 /// New tokens per second over the critique workload's waves: each wave is one batched
 /// generation after the shared context, whose prompts are the previous wave's prompts, its
-/// answers and a request — the transcript grows and is prefilled again, as the critique stage
-/// does. Best of `runs` after one warm-up.
+/// answers and a request — the transcript grows, as the critique stage's does, and each row
+/// continues the keys and values its last wave left in a [`PrefixCache`] (made afresh for
+/// each run, inside the timing) of the budget a model gets: the default, or
+/// [`crate::batching::KV_REUSE_ENV`]'s. Best of `runs` after one warm-up.
 pub fn bench_critique_waves(
     decoder: &Decoder,
     w: CritiqueWorkload,
+    runs: usize,
+) -> Result<Throughput> {
+    bench_critique_waves_with(decoder, w, EngineLimits::default().with_env()?, runs)
+}
+
+/// [`bench_critique_waves`] under the given limits (`kv_reuse_bytes` 0: every wave prefills
+/// its whole transcript again).
+pub fn bench_critique_waves_with(
+    decoder: &Decoder,
+    w: CritiqueWorkload,
+    limits: EngineLimits,
     runs: usize,
 ) -> Result<Throughput> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
@@ -152,6 +168,7 @@ pub fn bench_critique_waves(
     };
     best_of(runs, || {
         let prefix = Prefix::compute(decoder, context.clone())?;
+        let reuse = PrefixCache::new(limits.kv_reuse_bytes, limits.kv_reuse_min_tokens);
         let mut transcripts = prompts.clone();
         let mut generated = 0;
         for (wave, request) in requests.iter().enumerate() {
@@ -172,7 +189,8 @@ pub fn bench_critique_waves(
                     format: cai_core::OutputFormat::Text,
                 })
                 .collect();
-            let outs = generate_batch(decoder, Some(&prefix), &jobs, stopping)?;
+            let outs =
+                generate_batch_reusing(decoder, Some(&prefix), &jobs, stopping, Some(&reuse))?;
             for (t, o) in transcripts.iter_mut().zip(&outs) {
                 t.extend(&o.tokens);
                 generated += o.tokens.len();
@@ -215,6 +233,12 @@ mod tests {
             waves: 3,
         };
         let t = bench_critique_waves(&decoder, w, 1).unwrap();
+        assert_eq!(t.tokens, 3 * 3 * 5);
+        let off = EngineLimits {
+            kv_reuse_bytes: 0,
+            ..EngineLimits::default()
+        };
+        let t = bench_critique_waves_with(&decoder, w, off, 1).unwrap();
         assert_eq!(t.tokens, 3 * 3 * 5);
     }
 }

@@ -1,7 +1,9 @@
 //! A running generation batch that rows can join and leave between decode steps (continuous
 //! batching): [`DecodeBatch::add`] prefills new rows and joins their cache to the batch's,
 //! [`DecodeBatch::step`] samples one token per row and runs one decode pass for the rows still
-//! going, [`DecodeBatch::remove`] drops rows whose caller went away.
+//! going, [`DecodeBatch::remove`] drops rows whose caller went away. With a
+//! [`PrefixCache`] ([`DecodeBatch::with_reuse`]), finished rows leave their keys and values
+//! there and new rows whose tokens continue one start from them.
 
 use cai_core::{FinishReason, OutputFormat};
 use candle_core::{DType, Tensor};
@@ -14,11 +16,14 @@ use crate::generate::{GenJob, GenOutput, Stopping};
 use crate::json_prefix::{self, JsonPrefix};
 use crate::kv_cache::KvCache;
 use crate::layers::Mode;
-use crate::mask::positions_for;
 use crate::prefix::Prefix;
+use crate::prefix_cache::PrefixCache;
 use crate::sampling::{log_sum_exp, sample, token_logprob};
 use crate::score::top_k;
 use crate::{ModelError, Result};
+use prefill::{prefill_fresh, prefill_reused, Joining};
+
+mod prefill;
 
 /// A row's next token, its log-probability, the top alternatives, and whether the token
 /// makes the row's JSON object whole (always false for text rows).
@@ -42,6 +47,9 @@ struct Row {
     next_pos: u32,
     /// A JSON row's object is whole (it ends after this token).
     json_whole: bool,
+    /// The prefix's and prompt's tokens, kept only to name the row's keys and values in a
+    /// [`PrefixCache`] when it finishes (empty without one).
+    context: Vec<u32>,
 }
 
 /// A token sampled by [`DecodeBatch::step`].
@@ -74,6 +82,7 @@ pub struct DecodeBatch<'a> {
     /// Next-token logits of each row, aligned with `rows`.
     logits: Vec<Vec<f32>>,
     cache: Option<KvCache>,
+    reuse: Option<&'a PrefixCache>,
 }
 
 impl<'a> DecodeBatch<'a> {
@@ -84,7 +93,16 @@ impl<'a> DecodeBatch<'a> {
             rows: Vec::new(),
             logits: Vec::new(),
             cache: None,
+            reuse: None,
         }
+    }
+
+    /// Keep finished rows' keys and values in `reuse` and start new rows from the longest
+    /// kept row their tokens continue (`None`, or a disabled cache: every row is prefilled
+    /// from its prompt). Results equal a fresh prefill's within float rounding.
+    pub fn with_reuse(mut self, reuse: Option<&'a PrefixCache>) -> Self {
+        self.reuse = reuse.filter(|c| c.enabled());
+        self
     }
 
     /// Rows in the batch.
@@ -130,7 +148,6 @@ impl<'a> DecodeBatch<'a> {
                 j.max_new_tokens
             )));
         }
-        let l = jobs.iter().map(|(_, j)| j.prompt.len()).max().unwrap_or(0);
         let budget = jobs
             .iter()
             .map(|(_, j)| j.max_new_tokens)
@@ -139,44 +156,38 @@ impl<'a> DecodeBatch<'a> {
         // Room for what is made, not what is allowed: the cache grows (doubling) as tokens
         // come, so a budget of millions reserves nothing it does not use.
         let room = budget.min(KV_ROOM_STEP);
-        let mut cache = match prefix {
-            Some(pre) => pre.cache.expand(b, p + l + room)?,
-            None => KvCache::new(
-                decoder.config(),
-                b,
-                p + l + room,
-                decoder.dtype(),
-                decoder.device(),
-            )?,
-        };
-        let mut logits: Vec<Vec<f32>> = if l > 0 {
-            // Left-pad every prompt to `l`.
-            let mut ids = Vec::with_capacity(b * l);
-            let mut valid = Vec::with_capacity(b);
-            for (_, j) in &jobs {
-                let pad = l - j.prompt.len();
-                ids.extend(std::iter::repeat_n(0u32, pad).chain(j.prompt.iter().copied()));
-                valid.push((0..l).map(|i| i >= pad).collect::<Vec<bool>>());
-            }
-            let positions = valid.iter().map(|v| positions_for(v, p as u32)).collect();
-            let ids = Tensor::from_vec(ids, (b, l), decoder.device())?;
-            let batch = Batch { valid, positions };
-            let hidden = decoder.forward_hidden(&ids, &batch, Some(&mut cache), Mode::Infer)?;
-            decoder
-                .logits(&hidden.narrow(1, l - 1, 1)?.squeeze(1)?)?
-                .to_dtype(DType::F32)?
-                .to_vec2()?
-        } else {
-            vec![Vec::new(); b]
-        };
-        for (row_logits, (_, j)) in logits.iter_mut().zip(&jobs) {
-            if j.prompt.is_empty() {
-                *row_logits = prefix.expect("checked above").last_logprobs.clone();
-            }
+        let adapters = decoder.adapters_enabled();
+        let (mut reused, mut fresh): (Vec<Joining>, Vec<Joining>) = jobs
+            .into_iter()
+            .map(|(id, job)| {
+                let Some(reuse) = self.reuse else {
+                    return (id, job, Vec::new(), None);
+                };
+                let context: Vec<u32> = prefix
+                    .map_or(&[][..], |pre| &pre.tokens)
+                    .iter()
+                    .chain(&job.prompt)
+                    .copied()
+                    .collect();
+                let hit = reuse.lookup(&context, adapters, p);
+                (id, job, context, hit)
+            })
+            .partition(|j| j.3.is_some());
+        let mut parts = Vec::new();
+        let mut logits = Vec::new();
+        if !fresh.is_empty() {
+            let (cache, mut l) = prefill_fresh(decoder, prefix, &fresh, room)?;
+            parts.push(cache);
+            logits.append(&mut l);
         }
-        self.cache = Some(match self.cache.take() {
-            None => cache,
-            Some(running) => {
+        if !reused.is_empty() {
+            let (cache, mut l) = prefill_reused(decoder, &reused, room)?;
+            parts.push(cache);
+            logits.append(&mut l);
+        }
+        let joined = match (&self.cache, parts.len()) {
+            (None, 1) => parts.pop().expect("one part"),
+            (running, _) => {
                 let spare = self
                     .rows
                     .iter()
@@ -185,20 +196,25 @@ impl<'a> DecodeBatch<'a> {
                     .max()
                     .unwrap_or(0)
                     .min(KV_ROOM_STEP);
-                KvCache::concat_rows(&[&running, &cache], spare)?
+                let all: Vec<&KvCache> = running.iter().chain(&parts).collect();
+                KvCache::concat_rows(&all, spare)?
             }
-        });
+        };
+        self.cache = Some(joined);
         self.logits.append(&mut logits);
-        self.rows.extend(jobs.into_iter().map(|(id, job)| Row {
-            id,
-            rng: ChaCha8Rng::seed_from_u64(job.seed),
-            tokens: Vec::new(),
-            logprobs: Vec::new(),
-            top_logprobs: Vec::new(),
-            next_pos: (p + job.prompt.len()) as u32,
-            json_whole: false,
-            job,
-        }));
+        fresh.append(&mut reused);
+        self.rows
+            .extend(fresh.into_iter().map(|(id, job, context, _)| Row {
+                id,
+                rng: ChaCha8Rng::seed_from_u64(job.seed),
+                tokens: Vec::new(),
+                logprobs: Vec::new(),
+                top_logprobs: Vec::new(),
+                next_pos: (p + job.prompt.len()) as u32,
+                json_whole: false,
+                context,
+                job,
+            }));
         Ok(())
     }
 
@@ -230,6 +246,31 @@ impl<'a> DecodeBatch<'a> {
             self.rows.push(rows[r].take().expect("each row kept once"));
             self.logits
                 .push(logits[r].take().expect("each row kept once"));
+        }
+        Ok(())
+    }
+
+    /// Leave the keys and values of the finished rows at these indices in the
+    /// [`PrefixCache`], named by the tokens they hold: the row's prefix and prompt, then the
+    /// generated tokens that went through the model (not the last one sampled).
+    fn keep_finished(&self, done: &[usize]) -> Result<()> {
+        let (Some(reuse), Some(cache)) = (self.reuse, &self.cache) else {
+            return Ok(());
+        };
+        let adapters = self.decoder.adapters_enabled();
+        for &r in done {
+            let row = &self.rows[r];
+            let Some(kept) = cache.compact_row(r)? else {
+                continue;
+            };
+            let tokens: Vec<u32> = row
+                .context
+                .iter()
+                .chain(&row.tokens)
+                .take(kept.len())
+                .copied()
+                .collect();
+            reuse.insert(tokens, kept, adapters);
         }
         Ok(())
     }
@@ -272,8 +313,10 @@ impl<'a> DecodeBatch<'a> {
                 .map(pick)
                 .collect::<Result<_>>()?
         };
+        let mut done = Vec::new();
         for ((r, row), picked) in self.rows.iter_mut().enumerate().zip(picks) {
             let Some((tok, logprob, top, whole)) = picked else {
+                done.push(r);
                 step.finished
                     .push((row.id, finish(row, FinishReason::Length, stopping)?));
                 continue;
@@ -291,13 +334,17 @@ impl<'a> DecodeBatch<'a> {
                 top,
             });
             match finished(row, tok, stopping)? {
-                Some(reason) => step.finished.push((row.id, finish(row, reason, stopping)?)),
+                Some(reason) => {
+                    done.push(r);
+                    step.finished.push((row.id, finish(row, reason, stopping)?));
+                }
                 None => {
                     keep.push(r);
                     next.push(tok);
                 }
             }
         }
+        self.keep_finished(&done)?;
         self.keep_rows(&keep)?;
         if self.rows.is_empty() {
             return Ok(step);
@@ -458,6 +505,7 @@ mod tests {
             top_logprobs: Vec::new(),
             next_pos: 0,
             json_whole: false,
+            context: Vec::new(),
         };
         (tokenizer, row)
     }

@@ -129,6 +129,14 @@ pub enum ModelError {
         /// What is wrong.
         message: String,
     },
+    /// An engine setting (an environment variable) has a value that cannot be used.
+    #[error("{name}: {message}")]
+    Setting {
+        /// The setting's name.
+        name: &'static str,
+        /// What is wrong and what was expected.
+        message: String,
+    },
     /// A request cannot be served (empty prompt, context too long, …).
     #[error("{0}")]
     Request(String),

@@ -7,6 +7,7 @@ use cai_core::{FinishReason, OutputFormat, Sampling};
 use crate::decode_batch::DecodeBatch;
 use crate::decoder::Decoder;
 use crate::prefix::Prefix;
+use crate::prefix_cache::PrefixCache;
 use crate::tokenizer::Tokenizer;
 use crate::Result;
 
@@ -68,7 +69,20 @@ pub fn generate_batch(
     jobs: &[GenJob],
     stopping: Stopping<'_>,
 ) -> Result<Vec<GenOutput>> {
-    let mut batch = DecodeBatch::new(decoder);
+    generate_batch_reusing(decoder, prefix, jobs, stopping, None)
+}
+
+/// [`generate_batch`] with prefix reuse: rows start from the longest kept row of `reuse` that
+/// their tokens continue, and leave their own keys and values there when they finish
+/// ([`DecodeBatch::with_reuse`]).
+pub fn generate_batch_reusing(
+    decoder: &Decoder,
+    prefix: Option<&Prefix>,
+    jobs: &[GenJob],
+    stopping: Stopping<'_>,
+    reuse: Option<&PrefixCache>,
+) -> Result<Vec<GenOutput>> {
+    let mut batch = DecodeBatch::new(decoder).with_reuse(reuse);
     batch.add(
         prefix,
         jobs.iter()

@@ -195,6 +195,74 @@ impl KvCache {
         })
     }
 
+    /// Row `row`'s real tokens as a one-row cache with no padding and no spare room: its
+    /// valid slots in order, which must hold positions `0, 1, …` (a row that started at
+    /// position 0, as every generation row does); `None` otherwise. What a finished row
+    /// leaves for [`crate::prefix_cache::PrefixCache`].
+    /// Shapes: each layer `[batch, kv_heads, capacity, head_dim]` -> `[1, kv_heads, n, head_dim]`.
+    pub fn compact_row(&self, row: usize) -> Result<Option<Self>> {
+        let slots: Vec<u32> = (0..self.len)
+            .filter(|&i| self.valid[row][i])
+            .map(|i| i as u32)
+            .collect();
+        let in_order = slots
+            .iter()
+            .zip(0u32..)
+            .all(|(&i, p)| self.positions[row][i as usize] == p);
+        if slots.is_empty() || !in_order {
+            return Ok(None);
+        }
+        let n = slots.len();
+        let device = self
+            .layers
+            .first()
+            .map(|(k, _)| k.device().clone())
+            .unwrap_or(Device::Cpu);
+        let idx = Tensor::from_vec(slots, n, &device)?;
+        let layers = self
+            .layers
+            .iter()
+            .map(|(k, v)| {
+                Ok((
+                    k.narrow(0, row, 1)?.index_select(&idx, 2)?.contiguous()?,
+                    v.narrow(0, row, 1)?.index_select(&idx, 2)?.contiguous()?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Some(Self {
+            layers,
+            len: n,
+            valid: vec![vec![true; n]],
+            positions: vec![(0..n as u32).collect()],
+        }))
+    }
+
+    /// The first `n` filled slots (at most [`KvCache::len`]) as a cache that shares this one's
+    /// memory; appending to it grows it into fresh memory first, so this cache never changes.
+    /// Shapes: each layer `[batch, kv_heads, capacity, head_dim]` -> `[batch, kv_heads, n, head_dim]`.
+    pub fn truncated(&self, n: usize) -> Result<Self> {
+        let n = n.min(self.len);
+        let layers = self
+            .layers
+            .iter()
+            .map(|(k, v)| Ok((k.narrow(2, 0, n)?, v.narrow(2, 0, n)?)))
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            layers,
+            len: n,
+            valid: self.valid.iter().map(|v| v[..n].to_vec()).collect(),
+            positions: self.positions.iter().map(|p| p[..n].to_vec()).collect(),
+        })
+    }
+
+    /// Bytes the keys and values hold (allocated slots, filled or not).
+    pub fn bytes(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|(k, v)| (k.elem_count() + v.elem_count()) * k.dtype().size_in_bytes())
+            .sum()
+    }
+
     /// The rows of several caches in one cache, in order: each part's slots are right-aligned
     /// (left-padded with invalid slots) to the longest part, after dropping the leading slots
     /// that no row of that part uses; `spare` empty slots follow. Continuous batching joins

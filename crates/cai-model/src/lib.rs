@@ -26,6 +26,7 @@ pub mod lora;
 pub mod mask;
 pub mod memory;
 pub mod prefix;
+pub mod prefix_cache;
 mod read_limits;
 pub mod reward_model;
 pub mod sampling;

@@ -1,6 +1,9 @@
 //! `LocalModel`: a model directory loaded onto a device, implementing the `LanguageModel`
 //! trait with batched generation and scoring, and a small cache of prefilled shared prefixes.
 //! Scoring requests that share a prompt (a question's options) prefill the prompt once.
+//! Generation keeps finished rows' keys and values ([`PrefixCache`], bounded by
+//! [`EngineLimits::kv_reuse_bytes`]) so that a request continuing an earlier one (the critique
+//! stage's next wave) prefills only what is new.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -18,8 +21,9 @@ use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
 use crate::decoder::Decoder;
 use crate::fork_score::{score_forked, ForkJob};
-use crate::generate::{generate_batch, GenJob, Stopping};
+use crate::generate::{generate_batch_reusing, GenJob, Stopping};
 use crate::prefix::Prefix;
+use crate::prefix_cache::PrefixCache;
 use crate::score::{score_batch, ScoreJob, ScoreOutput};
 use crate::tokenizer::Tokenizer;
 use crate::weights::{load_decoder, parse_dtype};
@@ -115,6 +119,7 @@ pub struct LocalModel {
     defaults: GenerationDefaults,
     limits: EngineLimits,
     prefixes: Mutex<Vec<(String, Arc<Prefix>)>>,
+    kv_reuse: PrefixCache,
 }
 
 /// Prefilled prefixes kept per model (least recently used dropped first).
@@ -152,7 +157,8 @@ impl LocalModel {
         let mut decoder = load_decoder(config, &ckpt, build, &options.device)?;
         decoder.prepare_for_inference_as(dtype)?;
         let defaults = GenerationDefaults::from_dir(&dir)?;
-        Ok(Self::from_parts(dir, decoder, tokenizer, defaults))
+        let limits = EngineLimits::default().with_env()?;
+        Ok(Self::from_parts(dir, decoder, tokenizer, defaults).with_limits(limits))
     }
 
     /// Load a GGUF file: config and tokenizer from its metadata, weights dequantised to the
@@ -164,15 +170,18 @@ impl LocalModel {
         let model = crate::gguf::load(path, build, &options.device)?;
         let mut decoder = model.decoder;
         decoder.prepare_for_inference_as(dtype)?;
+        let limits = EngineLimits::default().with_env()?;
         Ok(Self::from_parts(
             path.to_path_buf(),
             decoder,
             model.tokenizer,
             GenerationDefaults::default(),
-        ))
+        )
+        .with_limits(limits))
     }
 
-    /// Assemble from parts already in memory.
+    /// Assemble from parts already in memory, with the default [`EngineLimits`] (not
+    /// [`EngineLimits::with_env`]: callers that want the environment apply it).
     pub fn from_parts(
         dir: PathBuf,
         decoder: Decoder,
@@ -186,13 +195,27 @@ impl LocalModel {
             defaults,
             limits: EngineLimits::default(),
             prefixes: Mutex::new(Vec::new()),
+            kv_reuse: reuse_cache(EngineLimits::default()),
         }
     }
 
-    /// Change the batch limits.
+    /// Change the batch limits (and with them the prefix-reuse cache, emptied).
     pub fn with_limits(mut self, limits: EngineLimits) -> Self {
         self.limits = limits;
+        self.kv_reuse = reuse_cache(limits);
         self
+    }
+
+    /// The engine limits.
+    pub fn limits(&self) -> EngineLimits {
+        self.limits
+    }
+
+    /// The kept keys and values of finished generation rows, which later requests continuing
+    /// them start from (a continuous-batching server passes it to
+    /// [`crate::decode_batch::DecodeBatch::with_reuse`]).
+    pub fn kv_reuse(&self) -> &PrefixCache {
+        &self.kv_reuse
     }
 
     /// The model directory.
@@ -217,8 +240,8 @@ impl LocalModel {
 
     /// The prefilled prefix for `text` (computed once, then reused), or `None` for "".
     ///
-    /// The cache holds keys and values computed with the weights (and LoRA switch) of the
-    /// time; call [`LocalModel::clear_prefixes`] after changing either.
+    /// The cache holds keys and values computed with the weights of the time; call
+    /// [`LocalModel::clear_prefixes`] after changing them or the LoRA switch.
     pub fn prefix(&self, text: &str) -> Result<Option<Arc<Prefix>>> {
         if text.is_empty() {
             return Ok(None);
@@ -241,9 +264,11 @@ impl LocalModel {
         Ok(Some(prefix))
     }
 
-    /// Forget every prefilled prefix (after the weights or the adapters' switch changed).
+    /// Forget every prefilled prefix and every kept row (after the weights or the adapters'
+    /// switch changed).
     pub fn clear_prefixes(&self) {
         self.prefixes.lock().expect("prefix cache lock").clear();
+        self.kv_reuse.clear();
     }
 
     /// Tokens of a prompt: with bos when it starts the sequence and the tokenizer wants one.
@@ -290,7 +315,13 @@ impl LocalModel {
             };
             for chunk in plan_batches(jobs.len(), |k| jobs[k].prompt.len(), self.limits) {
                 let batch: Vec<GenJob> = chunk.iter().map(|&k| jobs[k].clone()).collect();
-                let outs = generate_batch(&self.decoder, prefix.as_deref(), &batch, stopping)?;
+                let outs = generate_batch_reusing(
+                    &self.decoder,
+                    prefix.as_deref(),
+                    &batch,
+                    stopping,
+                    Some(&self.kv_reuse),
+                )?;
                 for (&k, out) in chunk.iter().zip(outs) {
                     results[members[k]] = Some(Generation {
                         text: out.text,
@@ -303,6 +334,16 @@ impl LocalModel {
                 }
             }
         }
+        let reuse = self.kv_reuse.stats();
+        tracing::debug!(
+            requests = requests.len(),
+            hits = reuse.hits,
+            reused_tokens = reuse.reused_tokens,
+            kept_rows = self.kv_reuse.len(),
+            kept_mib = self.kv_reuse.bytes() >> 20,
+            evicted = reuse.evicted,
+            "prefix reuse so far"
+        );
         Ok(results
             .into_iter()
             .map(|g| g.expect("every request answered"))
@@ -426,6 +467,11 @@ impl LocalModel {
             .map(|o| o.expect("every job scored"))
             .collect())
     }
+}
+
+/// The prefix-reuse cache the limits describe.
+fn reuse_cache(limits: EngineLimits) -> PrefixCache {
+    PrefixCache::new(limits.kv_reuse_bytes, limits.kv_reuse_min_tokens)
 }
 
 /// Whether some non-empty prompt has more than one continuation to score (and none is empty,

@@ -46,3 +46,6 @@ mod files;
 
 #[path = "model/device.rs"]
 mod device;
+
+#[path = "model/reuse.rs"]
+mod reuse;

@@ -73,6 +73,7 @@ fn the_reward_is_the_head_on_the_last_real_tokens_hidden_state() {
         let limits = cai_model::batching::EngineLimits {
             max_batch: 2,
             max_batch_tokens: 64,
+            ..Default::default()
         };
         let batched = model.score_sequences(&rows, limits).unwrap();
         for (a, b) in batched.iter().zip(&together) {
