@@ -135,7 +135,8 @@ struct Owner {
 /// The scheduler loop: wait for work when idle; otherwise take what has arrived, run the
 /// one-off jobs, admit waiting generations up to the row limit, drop cancelled rows, step.
 fn schedule(model: &LocalModel, inbox: &Receiver<Work>, options: EngineOptions) {
-    let mut batch = DecodeBatch::new(model.decoder());
+    // A chat client resends the conversation each turn: finished rows' KV is kept and reused.
+    let mut batch = DecodeBatch::new(model.decoder()).with_reuse(Some(model.kv_reuse()));
     let mut waiting: VecDeque<Generation> = VecDeque::new();
     let mut owners: HashMap<u64, Owner> = HashMap::new();
     let mut next_id = 0u64;
