@@ -171,6 +171,11 @@ pub struct Models {
     pub device: String,
     /// Compute dtype of every stage (f32, bf16, f16) [default: each command's].
     pub dtype: Option<String>,
+    /// Compute dtype of the stages that only run models — critique, label, eval — when it
+    /// should differ from `dtype` [default: `dtype`]. `bf16` on the CPU runs bf16 weights
+    /// under f32 activations (AMX / AVX-512 BF16 kernels) while training stays f32.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inference_dtype: Option<String>,
 }
 
 fn default_device() -> String {

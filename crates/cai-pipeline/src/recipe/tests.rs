@@ -52,6 +52,27 @@ fn an_unknown_key_is_named_with_its_line() {
 }
 
 #[test]
+fn a_bad_dtype_is_named_by_its_field() {
+    for field in ["dtype", "inference_dtype"] {
+        let text = minimal().replace("base = \"m\"", &format!("base = \"m\"\n{field} = \"f8\""));
+        let err = parse(&text, "r.toml", false).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("[models] {field}")) && err.contains("f8"),
+            "{err}"
+        );
+    }
+    let text = minimal().replace("base = \"m\"", "base = \"m\"\ninference_dtype = \"bf16\"");
+    assert_eq!(
+        parse(&text, "r.toml", false)
+            .unwrap()
+            .models
+            .inference_dtype
+            .as_deref(),
+        Some("bf16")
+    );
+}
+
+#[test]
 fn a_typo_in_quick_is_named_when_quick_applies() {
     let text = minimal() + "[critique]\n[quick]\ncritique = { rond = 1 }\n";
     assert!(parse(&text, "r.toml", false).is_ok());

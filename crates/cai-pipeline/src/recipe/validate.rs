@@ -16,6 +16,19 @@ pub(super) fn validate(recipe: &Recipe, origin: &str) -> Result<(), RecipeError>
             "expected at least one JSONL file of red-team prompts".into(),
         ));
     }
+    for (field, value) in [
+        ("[models] dtype", &recipe.models.dtype),
+        ("[models] inference_dtype", &recipe.models.inference_dtype),
+    ] {
+        if let Some(v) = value.as_deref() {
+            if !matches!(v, "f32" | "f16" | "bf16") {
+                return Err(invalid(
+                    field,
+                    format!("'{v}' is not a dtype; expected f32, f16 or bf16"),
+                ));
+            }
+        }
+    }
     if recipe.data.limit == Some(0) {
         return Err(invalid("[data] limit", "expected at least 1".into()));
     }

@@ -89,7 +89,7 @@ pub(super) fn plan(ctx: &RunContext) -> Result<StagePlan, PlanError> {
         max_new_tokens: s.max_new_tokens,
         temperature: s.temperature,
         batch_size: s.batch_size,
-        device: ctx.device(),
+        device: ctx.inference_device(),
         args: s.args.clone(),
     }))));
     p.input_model("model", model);

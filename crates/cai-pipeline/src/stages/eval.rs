@@ -167,7 +167,7 @@ impl EloJob {
             samples: elo.samples,
             bootstrap: elo.bootstrap,
             max_new_tokens: elo.max_new_tokens,
-            device: ctx.device(),
+            device: ctx.inference_device(),
             args: elo.args.clone(),
         })
     }
@@ -250,7 +250,7 @@ impl SafetyJob {
             samples: safety.samples,
             max_new_tokens: safety.max_new_tokens,
             bootstrap: safety.bootstrap,
-            device: ctx.device(),
+            device: ctx.inference_device(),
             args: safety.args.clone(),
         }
     }

@@ -92,7 +92,7 @@ pub(super) fn plan(ctx: &RunContext) -> Result<StagePlan, PlanError> {
         swap: s.swap,
         context_b,
         max_new_tokens: s.max_new_tokens,
-        device: ctx.device(),
+        device: ctx.inference_device(),
         args: s.args.clone(),
     }))));
     p.input_model("policy", policy);

@@ -418,6 +418,16 @@ impl RunContext<'_> {
         }
     }
 
+    /// The device and dtype of the commands that only run models (critique, label, eval):
+    /// `[models] inference_dtype` when set, else as [`RunContext::device`].
+    pub fn inference_device(&self) -> DeviceFlags {
+        let models = &self.recipe().models;
+        DeviceFlags {
+            dtype: models.inference_dtype.clone().or(models.dtype.clone()),
+            ..self.device()
+        }
+    }
+
     /// `[data] context`, resolved.
     pub fn context_path(&self) -> Result<Option<PathBuf>, RecipeError> {
         self.recipe()

@@ -502,11 +502,6 @@ safety = { judges = ["refusal"] }
             err.contains("[models] device") && err.contains("gpu"),
             "{err}"
         );
-        let err = first_error(recipe("dtype = \"f8\"", "", "")).unwrap();
-        assert!(
-            err.contains("[models] dtype") && err.contains("f8"),
-            "{err}"
-        );
         let err = first_error(recipe("", "ensemble = \"none\"", "")).unwrap();
         assert!(
             err.contains("[label] ensemble") && err.contains("none"),
@@ -515,6 +510,53 @@ safety = { judges = ["refusal"] }
         let err = first_error(recipe("", "", "args = [\"--no-such-flag\"]")).unwrap();
         assert!(err.contains("--no-such-flag"), "{err}");
         assert_eq!(first_error(recipe("", "", "")), None);
+    }
+
+    /// `[models] inference_dtype` reaches the stages that only run models (critique, label
+    /// and the eval stage's jobs); the training stages keep `[models] dtype`.
+    #[test]
+    fn the_inference_dtype_reaches_only_the_inference_stages() {
+        let text = cai_pipeline::recipe::LAB_RECIPE.replacen(
+            "[models]\n",
+            "[models]\ninference_dtype = \"bf16\"\n",
+            1,
+        );
+        let dtypes = with_plan(&text, false, |ctx, mut jobs| {
+            jobs.extend(eval_jobs(ctx, &snapshots(ctx)).unwrap());
+            jobs.iter()
+                .map(|job| {
+                    let words = job.words();
+                    let command = words
+                        .iter()
+                        .find(|w| *w != "cai")
+                        .cloned()
+                        .unwrap_or_default();
+                    let bf16 = words
+                        .windows(2)
+                        .any(|w| w[0] == "--dtype" && w[1] == "bf16");
+                    (command, bf16)
+                })
+                .collect::<Vec<_>>()
+        });
+        let bf16: Vec<&str> = dtypes
+            .iter()
+            .filter(|(_, b)| *b)
+            .map(|(c, _)| c.as_str())
+            .collect();
+        let f32: Vec<&str> = dtypes
+            .iter()
+            .filter(|(_, b)| !*b)
+            .map(|(c, _)| c.as_str())
+            .collect();
+        for stage in ["critique", "label", "eval"] {
+            assert!(bf16.contains(&stage), "{stage} not in bf16: {dtypes:?}");
+        }
+        for stage in ["distill", "sft", "train-pm", "rl"] {
+            assert!(
+                f32.contains(&stage),
+                "{stage} not in the default dtype: {dtypes:?}"
+            );
+        }
     }
 
     /// The jobs a recipe's text plans (run directory `run`), with `[quick]` applied.
