@@ -4,11 +4,14 @@
 //! they share.
 
 pub mod attention_backward;
+pub mod attention_heads;
 mod cpu_storage;
 pub mod decode_attention;
 mod dense;
 pub mod head_nll;
 pub mod linear_matmul;
+pub mod linear_train;
+pub mod mlp_block;
 pub mod rms_norm;
 pub mod small_matmul;
 pub mod train_ops;
