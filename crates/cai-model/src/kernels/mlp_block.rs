@@ -4,8 +4,8 @@
 //! Through candle's ops this was nine nodes (two four-node linear layers and the SwiGLU op),
 //! each of whose gradients candle's backward materialises as a zero-filled tensor plus an add,
 //! and `x` received two gradients added one after the other. Here the backward pass forms
-//! `∂g` and `∂u` element-wise, then `∂x = ∂g W_gate + ∂u W_up` as one GEMM accumulating into
-//! the other, and `∂W = ∂gᵀ x`, `∂W_up = ∂uᵀ x`. The op keeps the forward pass's `g` and `u`
+//! `∂g` and `∂u` element-wise, then `∂x = ∂g W_gate + ∂u W_up` (two GEMMs into fresh buffers,
+//! then one add: bit for bit the composed ops' sum), and `∂W = ∂gᵀ x`, `∂W_up = ∂uᵀ x`. The op keeps the forward pass's `g` and `u`
 //! for its backward (candle's graph kept them too, as the SwiGLU op's inputs).
 
 use std::sync::Mutex;
@@ -116,16 +116,21 @@ impl CustomOp3 for SwiGluProj {
         })?;
         drop(saved);
         let dx = if x.track_op() {
-            // SAFETY: the first `input_grad` (not accumulating) writes all m × k elements.
-            let mut dx = unsafe { unfilled(m * k) };
+            // SAFETY: each `input_grad` (not accumulating) writes all m × k elements.
+            let (mut dx, mut dx_up) = unsafe { (unfilled(m * k), unfilled(m * k)) };
             with_f32(wg, name, "the gate weight", |w| {
                 input_grad(&mut dx, &dg, w, dims, false);
                 Ok(())
             })?;
             with_f32(wu, name, "the up weight", |w| {
-                input_grad(&mut dx, &du, w, dims, true);
+                input_grad(&mut dx_up, &du, w, dims, false);
                 Ok(())
             })?;
+            // Two products added, not one GEMM accumulating into the other: the sum is then
+            // bit for bit the composed ops' (a GEMM's accumulation rounds differently).
+            dx.par_chunks_mut(SWIGLU_BLOCK)
+                .zip(dx_up.par_chunks(SWIGLU_BLOCK))
+                .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, b)| *a += b));
             Some(Tensor::from_vec(dx, x.shape(), x.device())?)
         } else {
             None
@@ -191,5 +196,54 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("[3, 6]") && err.contains("[5, 6]"), "{err}");
+    }
+
+    /// The differing elements of two tensors of one shape, bit for bit.
+    fn bits_differ(a: &Tensor, b: &Tensor) -> usize {
+        let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
+        let b: Vec<f32> = b.flatten_all().unwrap().to_vec1().unwrap();
+        a.iter()
+            .zip(&b)
+            .filter(|(x, y)| x.to_bits() != y.to_bits())
+            .count()
+    }
+
+    /// The fused ops give what candle's ops gave before them BIT FOR BIT, values and
+    /// gradients (the quick lab pipeline's weights stay byte-identical): `LinearTrain` against
+    /// reshape / matmul, `SwiGluProj` against two matmuls and the SwiGLU op, at a size where
+    /// the GEMMs block and thread.
+    #[test]
+    fn fused_ops_match_the_ops_they_replace_bit_for_bit() {
+        use crate::kernels::linear_train::LinearTrain;
+        use crate::kernels::train_ops::SwiGluOp;
+        let dev = Device::Cpu;
+        let var = |shape: &[usize], sd: f32| {
+            Var::from_tensor(&Tensor::randn(0f32, sd, shape, &dev).unwrap()).unwrap()
+        };
+        let (x, wg, wu) = (
+            var(&[3, 37, 256], 1.0),
+            var(&[1024, 256], 0.1),
+            var(&[1024, 256], 0.1),
+        );
+        let (xt, gt, ut) = (x.as_tensor(), wg.as_tensor(), wu.as_tensor());
+        let probe = Tensor::randn(0f32, 1.0, (3, 37, 1024), &dev).unwrap();
+        let backward = |y: &Tensor| (y * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+        let x2 = xt.reshape((111, 256)).unwrap();
+        let linear = |w: &Tensor| x2.matmul(&w.t().unwrap()).unwrap();
+        let plain = linear(gt).reshape((3, 37, 1024)).unwrap();
+        let fused = xt.apply_op2(gt, LinearTrain).unwrap();
+        assert_eq!(bits_differ(&plain, &fused), 0);
+        let (gp, gf) = (backward(&plain), backward(&fused));
+        for t in [xt, gt] {
+            assert_eq!(bits_differ(gp.get(t).unwrap(), gf.get(t).unwrap()), 0);
+        }
+        let plain = linear(gt).apply_op2(&linear(ut), SwiGluOp).unwrap();
+        let plain = plain.reshape((3, 37, 1024)).unwrap();
+        let fused = xt.apply_op3(gt, ut, SwiGluProj::default()).unwrap();
+        assert_eq!(bits_differ(&plain, &fused), 0);
+        let (gp, gf) = (backward(&plain), backward(&fused));
+        for t in [xt, gt, ut] {
+            assert_eq!(bits_differ(gp.get(t).unwrap(), gf.get(t).unwrap()), 0);
+        }
     }
 }
