@@ -109,7 +109,10 @@ impl SplitHeads {
     /// `(b, s, heads, d)` of an input `[b, s, heads · d]`, checked against the factors.
     fn dims(&self, x: &Shape) -> candle_core::Result<(usize, usize, usize, usize)> {
         let (b, s, width) = x.dims3()?;
-        if self.heads == 0 || width % self.heads != 0 || (width / self.heads) % 2 != 0 {
+        if self.heads == 0
+            || !width.is_multiple_of(self.heads)
+            || !(width / self.heads).is_multiple_of(2)
+        {
             candle_core::bail!(
                 "split-heads: a width of {width} does not split into {} heads of even size",
                 self.heads

@@ -24,7 +24,10 @@ pub struct LinearTrain;
 pub(crate) unsafe fn unfilled(len: usize) -> Vec<f32> {
     let mut v = Vec::with_capacity(len);
     // SAFETY: capacity is `len`; the caller writes every element before reading it.
-    unsafe { v.set_len(len) };
+    #[allow(clippy::uninit_vec)]
+    unsafe {
+        v.set_len(len)
+    };
     v
 }
 
