@@ -443,9 +443,10 @@ fn fused_heads(x: &Tensor, rope: Option<&RopeAt>) -> bool {
 }
 
 impl Attention {
-    /// A training pass without a cache in a few graph nodes: three projections, each split
-    /// into heads (q and k rotated) by one op, the attention op, one op merging the heads,
-    /// and the output projection. Shapes: x `[b, s, h]` -> `[b, s, h]`.
+    /// A training pass without a cache in five graph nodes: three projections, each with its
+    /// split into heads (q and k rotated) as one op, the attention op, and the merge of the
+    /// heads with the output projection as one op (a projection with a bias or an adapter is
+    /// a node of its own). Shapes: x `[b, s, h]` -> `[b, s, h]`.
     fn forward_train_fused(
         &self,
         x: &Tensor,
@@ -455,12 +456,22 @@ impl Attention {
         [q, k, v]: [&Linear; 3],
     ) -> Result<Tensor> {
         use crate::kernels::attention_heads::{MergeHeads, SplitHeads};
+        let x = x.contiguous()?;
+        // A plain linear layer (no bias, no adapter) runs inside the split or merge op, whose
+        // backward then needs only the layer's input, not its output.
+        let plain = |l: &Linear| {
+            l.bias.is_none() && l.lora.is_none() && crate::layers::train_kernel(&x, &l.weight)
+        };
         let split = |l: &Linear, heads: usize, rotate: bool| -> Result<Tensor> {
             let op = SplitHeads {
                 heads,
                 rope: if rotate { rope.cloned() } else { None },
             };
-            Ok(l.forward_mode(x, Mode::Train)?.apply_op1(op)?)
+            Ok(if plain(l) {
+                x.apply_op2(&l.weight, op)?
+            } else {
+                l.forward_mode(&x, Mode::Train)?.apply_op1(op)?
+            })
         };
         let q = split(q, cfg.num_heads, true)?;
         let k = split(k, cfg.num_kv_heads, true)?;
@@ -469,8 +480,12 @@ impl Attention {
             scale: 1.0 / (cfg.head_dim as f32).sqrt(),
             mask: mask.clone(),
         };
-        let out = q.apply_op3(&k, &v, op)?.apply_op1(MergeHeads)?;
-        self.o.forward_mode(&out, Mode::Train)
+        let heads = q.apply_op3(&k, &v, op)?;
+        if plain(&self.o) {
+            return Ok(heads.apply_op2(&self.o.weight, MergeHeads)?);
+        }
+        self.o
+            .forward_mode(&heads.apply_op1(MergeHeads)?, Mode::Train)
     }
 
     /// Shapes: x `[b, s, h]` -> `[b, s, h]`; the cache (if any) gains `s` slots.
