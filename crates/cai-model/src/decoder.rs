@@ -396,6 +396,12 @@ impl Mlp {
     /// Shapes: x `[b, s, h]` -> `[b, s, h]`.
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         match self {
+            Mlp::SwiGlu { gate, up, down } if mode == Mode::Train && fused_swiglu(x, gate, up) => {
+                // One graph node for both projections and the gate (see `SwiGluProj`).
+                let op = crate::kernels::mlp_block::SwiGluProj::default();
+                let h = x.contiguous()?.apply_op3(&gate.weight, &up.weight, op)?;
+                down.forward_mode(&h, mode)
+            }
             Mlp::SwiGlu { gate, up, down } => {
                 let (g, u) = (gate.forward_mode(x, mode)?, up.forward_mode(x, mode)?);
                 let fused = g.device().is_cpu() && g.dtype() == DType::F32;
@@ -419,7 +425,73 @@ impl Mlp {
     }
 }
 
+/// Whether the gate and up projections can run as one [`crate::kernels::mlp_block::SwiGluProj`]:
+/// plain f32 CPU weights, no bias, no LoRA adapter.
+fn fused_swiglu(x: &Tensor, gate: &Linear, up: &Linear) -> bool {
+    [gate, up]
+        .iter()
+        .all(|l| l.bias.is_none() && l.lora.is_none() && crate::layers::train_kernel(x, &l.weight))
+        && gate.weight.dims() == up.weight.dims()
+}
+
+/// Whether a training pass can split and merge heads with
+/// [`crate::kernels::attention_heads`]: f32 on the CPU, contiguous f32 rotary factors.
+fn fused_heads(x: &Tensor, rope: Option<&RopeAt>) -> bool {
+    x.device().is_cpu()
+        && x.dtype() == DType::F32
+        && rope.is_none_or(|at| {
+            [&at.cos, &at.sin]
+                .iter()
+                .all(|t| t.dtype() == DType::F32 && t.is_contiguous())
+        })
+}
+
 impl Attention {
+    /// A training pass without a cache in five graph nodes: three projections, each with its
+    /// split into heads (q and k rotated) as one op, the attention op, and the merge of the
+    /// heads with the output projection as one op (a projection with a bias or an adapter is
+    /// a node of its own). Shapes: x `[b, s, h]` -> `[b, s, h]`.
+    fn forward_train_fused(
+        &self,
+        x: &Tensor,
+        cfg: &ModelConfig,
+        rope: Option<&RopeAt>,
+        mask: &Option<Arc<Vec<f32>>>,
+        [q, k, v]: [&Linear; 3],
+    ) -> Result<Tensor> {
+        use crate::kernels::attention_heads::{MergeHeads, SplitHeads};
+        let x = x.contiguous()?;
+        // A plain linear layer (no bias, no adapter) runs inside the split or merge op, whose
+        // backward then needs only the layer's input, not its output.
+        let plain = |l: &Linear| {
+            l.bias.is_none() && l.lora.is_none() && crate::layers::train_kernel(&x, &l.weight)
+        };
+        let split = |l: &Linear, heads: usize, rotate: bool| -> Result<Tensor> {
+            let op = SplitHeads {
+                heads,
+                rope: if rotate { rope.cloned() } else { None },
+            };
+            Ok(if plain(l) {
+                x.apply_op2(&l.weight, op)?
+            } else {
+                l.forward_mode(&x, Mode::Train)?.apply_op1(op)?
+            })
+        };
+        let q = split(q, cfg.num_heads, true)?;
+        let k = split(k, cfg.num_kv_heads, true)?;
+        let v = split(v, cfg.num_kv_heads, false)?;
+        let op = DecodeAttention {
+            scale: 1.0 / (cfg.head_dim as f32).sqrt(),
+            mask: mask.clone(),
+        };
+        let heads = q.apply_op3(&k, &v, op)?;
+        if plain(&self.o) {
+            return Ok(heads.apply_op2(&self.o.weight, MergeHeads)?);
+        }
+        self.o
+            .forward_mode(&heads.apply_op1(MergeHeads)?, Mode::Train)
+    }
+
     /// Shapes: x `[b, s, h]` -> `[b, s, h]`; the cache (if any) gains `s` slots.
     fn forward(
         &self,
@@ -430,6 +502,15 @@ impl Attention {
         cache: Option<(&mut KvCache, usize)>,
         mode: Mode,
     ) -> Result<Tensor> {
+        if mode == Mode::Train && cache.is_none() && self.q_norm.is_none() {
+            if let (AttnMask::Values(values), Some(q), Some(k), Some(v)) =
+                (mask, &self.q, &self.k, &self.v)
+            {
+                if fused_heads(x, rope) {
+                    return self.forward_train_fused(x, cfg, rope, values, [q, k, v]);
+                }
+            }
+        }
         let (b, s, _) = x.dims3()?;
         let (nh, nkv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
         let (q, k, v) = match &self.qkv {
@@ -554,6 +635,51 @@ mod tests {
             diff < 1e-3,
             "cached and uncached bf16 passes differ by {diff}"
         );
+    }
+
+    /// A training pass through the fused f32 kernels (`LinearTrain`, `SwiGluProj`,
+    /// `SplitHeads`, `MergeHeads`, attention) gives every parameter the gradient candle's
+    /// composed ops give the same weights in f64, a left-padded row included.
+    #[test]
+    fn fused_training_gradients_match_the_composed_ops_in_f64() {
+        let dev = Device::Cpu;
+        let mut d32 = crate::test_util::tiny_decoder(16);
+        let params = d32.params();
+        let mut next = params.iter();
+        let mut d64 = Decoder::build(d32.config().clone(), DType::F64, &dev, &mut |_| {
+            Ok(next
+                .next()
+                .expect("one tensor per parameter")
+                .1
+                .to_dtype(DType::F64)?)
+        })
+        .unwrap();
+        let (v32, v64) = (d32.make_trainable().unwrap(), d64.make_trainable().unwrap());
+        let ids = Tensor::new(&[[5u32, 17, 3, 99, 42, 8], [0, 0, 61, 2, 7, 30]], &dev).unwrap();
+        let batch = Batch::from_valid(vec![
+            vec![true; 6],
+            vec![false, false, true, true, true, true],
+        ]);
+        let probe = Tensor::randn(0f32, 1.0, (2, 6, 100), &dev).unwrap();
+        let grads = |d: &Decoder, dtype: DType| {
+            let logits = d.forward_train(&ids, &batch).unwrap();
+            let p = probe.to_dtype(dtype).unwrap();
+            (logits * p).unwrap().sum_all().unwrap().backward().unwrap()
+        };
+        let (g32, g64) = (grads(&d32, DType::F32), grads(&d64, DType::F64));
+        for ((spec, a), (_, b)) in v32.iter().zip(&v64) {
+            let a = g32.get(a.as_tensor()).expect("an f32 gradient");
+            let b = g64.get(b.as_tensor()).expect("an f64 gradient");
+            let b = b.to_dtype(DType::F32).unwrap();
+            let scale = b.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+            let scale = scale.to_scalar::<f32>().unwrap().max(1e-3);
+            let diff = crate::test_util::max_abs_diff(a, &b);
+            assert!(
+                diff <= 1e-4 * scale,
+                "{}: {diff} against {scale}",
+                spec.name
+            );
+        }
     }
 
     /// Inference over trainable weights (a rollout, an evaluation) builds no backprop graph,

@@ -12,6 +12,7 @@ use candle_core::{DType, Device, Tensor, D};
 use crate::config::{Llama3RopeScaling, RopeScaling};
 use crate::kernels::bf16::Bf16Matmul;
 use crate::kernels::linear_matmul::LinearMatmul;
+use crate::kernels::linear_train::LinearTrain;
 use crate::kernels::small_matmul::{self, SmallMatmul, SmallMatmulT};
 use crate::lora::LoraAdapter;
 use crate::Result;
@@ -56,6 +57,15 @@ impl Linear {
     /// Forward in `mode`: the base path picks its kernel as [`Linear::forward`] does; in
     /// [`Mode::Train`] an adapter's input dropout applies. Shapes: x `[.., in]` -> `[.., out]`.
     pub fn forward_mode(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        if mode == Mode::Train && self.lora.is_none() && train_kernel(x, &self.weight) {
+            // One graph node instead of four (see `LinearTrain`); a frozen weight gets no
+            // gradient.
+            let y = x.contiguous()?.apply_op2(&self.weight, LinearTrain)?;
+            return Ok(match &self.bias {
+                Some(b) => y.broadcast_add(b)?,
+                None => y,
+            });
+        }
         let dims = x.dims().to_vec();
         let in_dim = *dims.last().expect("rank >= 1");
         let rows: usize = dims[..dims.len() - 1].iter().product();
@@ -121,6 +131,13 @@ impl Linear {
         *out_dims.last_mut().expect("rank >= 1") = self.weight.dim(0)?;
         Ok(y.reshape(out_dims)?)
     }
+}
+
+/// The hand-differentiated training kernels ([`LinearTrain`],
+/// [`crate::kernels::mlp_block::SwiGluProj`]) serve f32 CPU training over a row-major
+/// `[out, in]` weight.
+pub(crate) fn train_kernel(x: &Tensor, w: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32 && w.dtype() == DType::F32 && w.is_contiguous()
 }
 
 /// How a weight `[out, in]` is laid out in memory.

@@ -88,10 +88,10 @@ impl CustomOp3 for RopeOp {
 pub struct SwiGluOp;
 
 /// Elements per task (and per stack buffer of sigmoids) in the SwiGLU passes.
-const SWIGLU_BLOCK: usize = 4096;
+pub(crate) const SWIGLU_BLOCK: usize = 4096;
 
 /// `out[i] = σ(x[i])` through the vector exponential. Shapes: x, out `[n]`, equal lengths.
-fn sigmoids<'a>(x: &[f32], out: &'a mut [f32]) -> &'a [f32] {
+pub(crate) fn sigmoids<'a>(x: &[f32], out: &'a mut [f32]) -> &'a [f32] {
     for (o, &v) in out.iter_mut().zip(x) {
         *o = -v;
     }

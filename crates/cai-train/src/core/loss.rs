@@ -77,12 +77,25 @@ pub fn masked_cross_entropy(
     if count == 0 {
         return Ok((Tensor::zeros((), DType::F32, device)?, 0));
     }
+    let total_weight: f32 = row_weights.iter().sum();
+    if device.is_cpu() && count == b * s && logits.dtype() == DType::F32 {
+        // Every position selected (no prompt or padding mask): the op reads the logits as they
+        // are. A row selection and a reshape would each cost the backward pass a zero-filled
+        // gradient the size of the logits plus an add (and the selection an index_add).
+        let op = WeightedNll {
+            targets: picked,
+            weights: row_weights,
+            stats: Default::default(),
+        };
+        let nll = logits.contiguous()?.apply_op1(op)?;
+        let loss = nll.sum_all()?.affine(1.0 / f64::from(total_weight), 0.0)?;
+        return Ok((loss, count));
+    }
     let rows = Tensor::from_vec(rows, count, device)?;
     let selected = logits
         .reshape((b * s, vocab))?
         .index_select(&rows, 0)?
         .to_dtype(DType::F32)?;
-    let total_weight: f32 = row_weights.iter().sum();
     if device.is_cpu() {
         // One pass forward and one backward over the [count, V] logits instead of the
         // half-dozen a composed log-softmax and gather take.
@@ -257,7 +270,7 @@ pub fn target_log_probs(logits: &Tensor, targets: &[u32]) -> Result<Tensor> {
 /// `out[r] = −w_r · log softmax(x_r)[t_r]` as one CPU op, with backward
 /// `∂out_r/∂x_rj = w_r · (softmax(x_r)_j − [j = t_r])`.
 ///
-/// Shapes: x `[n, V]` f32 -> `[n]`.
+/// Shapes: x `[.., V]` f32 (`n` rows in all) -> `[..]`.
 struct WeightedNll {
     targets: Vec<u32>,
     weights: Vec<f32>,
@@ -290,7 +303,17 @@ impl candle_core::CustomOp1 for WeightedNll {
         let Some((start, end)) = layout.contiguous_offsets() else {
             candle_core::bail!("weighted-nll: contiguous logits expected");
         };
-        let (n, vocab) = layout.shape().dims2()?;
+        let dims = layout.shape().dims();
+        let Some((&vocab, rows)) = dims.split_last() else {
+            candle_core::bail!("weighted-nll: logits [.., vocab] expected, got a scalar");
+        };
+        let n: usize = rows.iter().product();
+        if n != self.targets.len() {
+            candle_core::bail!(
+                "weighted-nll: {n} rows of logits but {} targets",
+                self.targets.len()
+            );
+        }
         let stats: Vec<(f32, f32)> = data[start..end]
             .par_chunks_exact(vocab)
             .map(Self::row_stats)
@@ -305,14 +328,23 @@ impl candle_core::CustomOp1 for WeightedNll {
         debug_assert_eq!(out.len(), n);
         Ok((
             candle_core::CpuStorage::F32(out),
-            candle_core::Shape::from(n),
+            candle_core::Shape::from(rows.to_vec()),
         ))
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        let (n, vocab) = x.dims2()?;
-        let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
-        let gs: Vec<f32> = grad.to_vec1()?;
+        let vocab = x.dim(candle_core::D::Minus1)?;
+        let n = x.elem_count() / vocab.max(1);
+        let gs: Vec<f32> = grad.flatten_all()?.to_vec1()?;
+        // The logits are read in place (a copy of them was ~32 MB per bench-6m step).
+        let (storage, layout) = x.storage_and_layout();
+        let candle_core::Storage::Cpu(candle_core::CpuStorage::F32(data)) = &*storage else {
+            candle_core::bail!("weighted-nll: f32 CPU logits expected");
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("weighted-nll: contiguous logits expected");
+        };
+        let xs = &data[start..end];
         let saved = self.stats.lock().expect("stats lock");
         let stats: Vec<(f32, f32)> = if saved.len() == n {
             saved.clone()
@@ -320,7 +352,13 @@ impl candle_core::CustomOp1 for WeightedNll {
             xs.par_chunks_exact(vocab).map(Self::row_stats).collect()
         };
         drop(saved);
-        let mut dx = vec![0f32; n * vocab];
+        let mut dx = Vec::with_capacity(n * vocab);
+        // SAFETY: f32 has no invalid bit patterns, and the pass below writes every element of
+        // every row before the one element per row it then reads back (the target's).
+        #[allow(clippy::uninit_vec)]
+        unsafe {
+            dx.set_len(n * vocab)
+        };
         dx.par_chunks_exact_mut(vocab)
             .zip(xs.par_chunks_exact(vocab))
             .enumerate()
@@ -332,7 +370,8 @@ impl candle_core::CustomOp1 for WeightedNll {
                 }
                 out[self.targets[r] as usize] -= scale;
             });
-        Ok(Some(Tensor::from_vec(dx, (n, vocab), x.device())?))
+        drop(storage);
+        Ok(Some(Tensor::from_vec(dx, x.shape(), x.device())?))
     }
 }
 
@@ -480,6 +519,40 @@ mod tests {
             approx(*found, expected);
         }
         assert_eq!(g[0][1], [0.0, 0.0, 0.0]);
+    }
+
+    /// With every position selected the op reads the logits in place; the loss and the
+    /// gradients are bit for bit those of the row-selecting path (taken here by one more,
+    /// masked position per row).
+    #[test]
+    fn a_full_mask_reads_the_logits_in_place_with_the_same_bits() {
+        let dev = Device::Cpu;
+        let wide = Tensor::randn(0f32, 3.0, (2, 4, 37), &dev).unwrap();
+        let full = Var::from_tensor(&wide.narrow(1, 0, 3).unwrap().contiguous().unwrap()).unwrap();
+        let part = Var::from_tensor(&wide).unwrap();
+        let targets = Tensor::new(&[[4u32, 36, 0, 9], [11, 2, 30, 5]], &dev).unwrap();
+        let mask = Tensor::new(&[[1f32, 0.5, 2.0, 0.0], [1.0, 1.0, 1.0, 0.0]], &dev).unwrap();
+        let run = |logits: &Var, n: usize| {
+            let t = targets.narrow(1, 0, n).unwrap();
+            let m = mask.narrow(1, 0, n).unwrap();
+            let (loss, count) = masked_cross_entropy(logits.as_tensor(), &t, &m).unwrap();
+            let grad = loss
+                .backward()
+                .unwrap()
+                .get(logits.as_tensor())
+                .unwrap()
+                .clone();
+            (loss.to_scalar::<f32>().unwrap(), count, grad)
+        };
+        let (loss_full, count_full, grad_full) = run(&full, 3);
+        let (loss_part, count_part, grad_part) = run(&part, 4);
+        assert_eq!((count_full, count_part), (6, 6));
+        assert_eq!(loss_full.to_bits(), loss_part.to_bits());
+        let bits = |t: &Tensor| -> Vec<u32> {
+            let v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+            v.iter().map(|x| x.to_bits()).collect()
+        };
+        assert_eq!(bits(&grad_full), bits(&grad_part.narrow(1, 0, 3).unwrap()));
     }
 
     #[test]
