@@ -57,14 +57,24 @@ impl Linear {
     /// Forward in `mode`: the base path picks its kernel as [`Linear::forward`] does; in
     /// [`Mode::Train`] an adapter's input dropout applies. Shapes: x `[.., in]` -> `[.., out]`.
     pub fn forward_mode(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        if mode == Mode::Train && self.lora.is_none() && train_kernel(x, &self.weight) {
+        if mode == Mode::Train && train_kernel(x, &self.weight) {
             // One graph node instead of four (see `LinearTrain`); a frozen weight gets no
-            // gradient.
-            let y = x.contiguous()?.apply_op2(&self.weight, LinearTrain)?;
-            return Ok(match &self.bias {
-                Some(b) => y.broadcast_add(b)?,
-                None => y,
-            });
+            // gradient. A LoRA layer's base product takes the same op, so switching adapters
+            // off gives the plain layer's values bit for bit.
+            let mut y = x.contiguous()?.apply_op2(&self.weight, LinearTrain)?;
+            if let Some(b) = &self.bias {
+                y = y.broadcast_add(b)?;
+            }
+            if let Some(lora) = &self.lora {
+                let dims = y.dims().to_vec();
+                let (in_dim, out_dim) = (x.dim(D::Minus1)?, y.dim(D::Minus1)?);
+                let rows = y.elem_count() / out_dim.max(1);
+                let x2 = x.reshape((rows, in_dim))?;
+                y = lora
+                    .add_delta(&x2, y.reshape((rows, out_dim))?, mode)?
+                    .reshape(dims)?;
+            }
+            return Ok(y);
         }
         let dims = x.dims().to_vec();
         let in_dim = *dims.last().expect("rank >= 1");
