@@ -16,7 +16,9 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::kernels::cpu_storage::contiguous_f32;
-use crate::kernels::linear_train::{forward_product, input_grad, unfilled, weight_grad, with_f32};
+use crate::kernels::linear_train::{
+    forward_product, input_grad, project_backward, unfilled, weight_grad, with_f32,
+};
 use crate::layers::RopeAt;
 
 /// `[b, s, heads · d]` -> `[b, heads, s, d]`, each head's vector rotated by the rotary factors
@@ -318,36 +320,6 @@ impl CustomOp2 for MergeHeads {
             Ok((d_heads, dw))
         })
     }
-}
-
-/// The input and weight gradients of `y = x wᵀ` from `∂y` `[m, n]`, each only when its operand
-/// takes one. Shapes: x `[.., k]`, w `[n, k]`.
-fn project_backward(
-    x: &Tensor,
-    w: &Tensor,
-    dy: &[f32],
-    dims: (usize, usize, usize),
-    name: &str,
-) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-    let (m, n, k) = dims;
-    let dx = if x.track_op() {
-        // SAFETY: `input_grad` without `accumulate` writes all m × k elements.
-        let mut dx = unsafe { unfilled(m * k) };
-        with_f32(w, name, "the weight", |w| {
-            input_grad(&mut dx, dy, w, dims, false);
-            Ok(())
-        })?;
-        Some(Tensor::from_vec(dx, x.shape(), x.device())?)
-    } else {
-        None
-    };
-    let dw = if w.track_op() {
-        let dw = with_f32(x, name, "x", |x| Ok(weight_grad(dy, x, dims)))?;
-        Some(Tensor::from_vec(dw, (n, k), w.device())?)
-    } else {
-        None
-    };
-    Ok((dx, dw))
 }
 
 #[cfg(test)]

@@ -157,29 +157,41 @@ impl CustomOp2 for LinearTrain {
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
         let name = self.name();
         let dims = rows_of(x.shape(), w.shape(), name)?;
-        let (m, n, k) = dims;
         let grad = grad.contiguous()?;
         with_f32(&grad, name, "the gradient", |g| {
-            let dx = if x.track_op() {
-                let dx = with_f32(w, name, "the weight", |w| {
-                    // SAFETY: `input_grad` without `accumulate` writes all m × k elements.
-                    let mut dx = unsafe { unfilled(m * k) };
-                    input_grad(&mut dx, g, w, dims, false);
-                    Ok(dx)
-                })?;
-                Some(Tensor::from_vec(dx, x.shape(), x.device())?)
-            } else {
-                None
-            };
-            let dw = if w.track_op() {
-                let dw = with_f32(x, name, "x", |x| Ok(weight_grad(g, x, dims)))?;
-                Some(Tensor::from_vec(dw, (n, k), w.device())?)
-            } else {
-                None
-            };
-            Ok((dx, dw))
+            project_backward(x, w, g, dims, name)
         })
     }
+}
+
+/// The input and weight gradients of `y = x wᵀ` from `∂y` `[m, n]`, each only when its operand
+/// takes one. Shapes: x `[.., k]`, w `[n, k]`.
+pub(crate) fn project_backward(
+    x: &Tensor,
+    w: &Tensor,
+    dy: &[f32],
+    dims: (usize, usize, usize),
+    name: &str,
+) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+    let (m, n, k) = dims;
+    let dx = if x.track_op() {
+        // SAFETY: `input_grad` without `accumulate` writes all m × k elements.
+        let mut dx = unsafe { unfilled(m * k) };
+        with_f32(w, name, "the weight", |w| {
+            input_grad(&mut dx, dy, w, dims, false);
+            Ok(())
+        })?;
+        Some(Tensor::from_vec(dx, x.shape(), x.device())?)
+    } else {
+        None
+    };
+    let dw = if w.track_op() {
+        let dw = with_f32(x, name, "x", |x| Ok(weight_grad(dy, x, dims)))?;
+        Some(Tensor::from_vec(dw, (n, k), w.device())?)
+    } else {
+        None
+    };
+    Ok((dx, dw))
 }
 
 #[cfg(test)]
