@@ -15,7 +15,7 @@ use rayon::prelude::*;
 
 use crate::kernels::cpu_storage::contiguous_f32;
 use crate::kernels::linear_train::{forward_product, input_grad, unfilled, weight_grad, with_f32};
-use crate::kernels::train_ops::{sigmoids, SWIGLU_BLOCK};
+use crate::kernels::train_ops::{sigmoids, swiglu_grads, SWIGLU_BLOCK};
 
 /// Shapes: x `[.., hidden]` (contiguous), w_gate and w_up `[inter, hidden]` (contiguous) ->
 /// `[.., inter]`. One op value serves one forward pass (it holds that pass's `g` and `u`).
@@ -99,19 +99,7 @@ impl CustomOp3 for SwiGluProj {
         // SAFETY: the parallel pass below writes every element of both.
         let (mut dg, mut du) = unsafe { (unfilled(m * n), unfilled(m * n)) };
         with_f32(&grad, name, "the gradient", |dy| {
-            dg.par_chunks_mut(SWIGLU_BLOCK)
-                .zip(du.par_chunks_mut(SWIGLU_BLOCK))
-                .enumerate()
-                .for_each(|(c, (dg, du))| {
-                    let at = c * SWIGLU_BLOCK..c * SWIGLU_BLOCK + dg.len();
-                    let (g, u, dy) = (&g[at.clone()], &u[at.clone()], &dy[at]);
-                    let mut s = [0f32; SWIGLU_BLOCK];
-                    let s = sigmoids(g, &mut s[..g.len()]);
-                    for i in 0..g.len() {
-                        du[i] = dy[i] * g[i] * s[i];
-                        dg[i] = dy[i] * u[i] * s[i] * (1.0 + g[i] * (1.0 - s[i]));
-                    }
-                });
+            swiglu_grads(g, u, dy, &mut dg, &mut du);
             Ok(())
         })?;
         drop(saved);

@@ -142,24 +142,30 @@ impl CustomOp2 for SwiGluOp {
         let flat = |t: &Tensor| -> candle_core::Result<Vec<f32>> { t.flatten_all()?.to_vec1() };
         let (g, u, dy) = (flat(gate)?, flat(up)?, flat(grad)?);
         let (mut dg, mut du) = (vec![0f32; g.len()], vec![0f32; g.len()]);
-        dg.par_chunks_mut(SWIGLU_BLOCK)
-            .zip(du.par_chunks_mut(SWIGLU_BLOCK))
-            .enumerate()
-            .for_each(|(c, (dg, du))| {
-                let at = c * SWIGLU_BLOCK..c * SWIGLU_BLOCK + dg.len();
-                let (g, u, dy) = (&g[at.clone()], &u[at.clone()], &dy[at]);
-                let mut s = [0f32; SWIGLU_BLOCK];
-                let s = sigmoids(g, &mut s[..g.len()]);
-                for i in 0..g.len() {
-                    du[i] = dy[i] * g[i] * s[i];
-                    dg[i] = dy[i] * u[i] * s[i] * (1.0 + g[i] * (1.0 - s[i]));
-                }
-            });
+        swiglu_grads(&g, &u, &dy, &mut dg, &mut du);
         Ok((
             Some(Tensor::from_vec(dg, gate.shape(), gate.device())?),
             Some(Tensor::from_vec(du, up.shape(), up.device())?),
         ))
     }
+}
+
+/// SwiGLU's input gradients from `∂y` for `y = silu(g) · u`, in parallel blocks:
+/// `∂u = ∂y · g σ(g)`, `∂g = ∂y · u σ(g) (1 + g (1 − σ(g)))`. Shapes: all `[n]`.
+pub(crate) fn swiglu_grads(g: &[f32], u: &[f32], dy: &[f32], dg: &mut [f32], du: &mut [f32]) {
+    dg.par_chunks_mut(SWIGLU_BLOCK)
+        .zip(du.par_chunks_mut(SWIGLU_BLOCK))
+        .enumerate()
+        .for_each(|(c, (dg, du))| {
+            let at = c * SWIGLU_BLOCK..c * SWIGLU_BLOCK + dg.len();
+            let (g, u, dy) = (&g[at.clone()], &u[at.clone()], &dy[at]);
+            let mut s = [0f32; SWIGLU_BLOCK];
+            let s = sigmoids(g, &mut s[..g.len()]);
+            for i in 0..g.len() {
+                du[i] = dy[i] * g[i] * s[i];
+                dg[i] = dy[i] * u[i] * s[i] * (1.0 + g[i] * (1.0 - s[i]));
+            }
+        });
 }
 
 #[cfg(test)]
