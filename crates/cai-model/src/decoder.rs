@@ -594,6 +594,21 @@ mod tests {
         candle_nn::ops::log_softmax(&logits, D::Minus1).unwrap()
     }
 
+    /// Sampling from the model being trained (an RL rollout, its old log-probs) takes the
+    /// same few-row kernels as a frozen copy, bit for bit, and records nothing for backprop.
+    #[test]
+    fn inference_over_trainable_weights_matches_a_frozen_copy() {
+        let dev = Device::Cpu;
+        let frozen = crate::test_util::tiny_decoder(64);
+        let mut trainable = frozen.clone();
+        let vars = trainable.make_trainable().unwrap();
+        assert!(!vars.is_empty());
+        let ids = Tensor::new(&[[3u32, 14, 15, 92, 65, 35]], &dev).unwrap();
+        let (want, got) = (log_probs(&frozen, &ids), log_probs(&trainable, &ids));
+        assert!(!got.track_op(), "inference recorded a graph");
+        assert_eq!(crate::test_util::max_abs_diff(&want, &got), 0.0);
+    }
+
     /// `--dtype bf16` on the CPU: bf16 weights (the tied output layer included), f32
     /// activations; log-probabilities within bf16 rounding of the f32 model's, with and
     /// without a KV cache.

@@ -20,7 +20,8 @@ use crate::Result;
 /// Which kernels a forward pass may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
-    /// Fused kernels without backward: generation and scoring.
+    /// Fused kernels without backward: generation and scoring. Nothing is recorded for
+    /// backprop, even over trainable parameters.
     Infer,
     /// Differentiable ops only: every parameter receives its gradient.
     Train,
@@ -80,58 +81,54 @@ impl Linear {
         let in_dim = *dims.last().expect("rank >= 1");
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let x2 = x.reshape((rows, in_dim))?;
+        // Inference records nothing for backprop, even over trainable weights (a rollout, an
+        // evaluation, sampling from the model being trained): a recorded op would keep every
+        // layer's activations alive until the output is dropped, and a tracked weight or input
+        // would keep the product off the few-row kernels.
+        let (x2, weight, bias) = match mode {
+            Mode::Infer => (
+                x2.detach(),
+                self.weight.detach(),
+                self.bias.as_ref().map(Tensor::detach),
+            ),
+            Mode::Train => (x2, self.weight.clone(), self.bias.clone()),
+        };
         let bf16_weight = mode == Mode::Infer
             && x2.device().is_cpu()
             && x2.dtype() == DType::F32
-            && self.weight.dtype() == DType::BF16;
-        let mut y = match small_matmul_kind(&x2, &self.weight) {
+            && weight.dtype() == DType::BF16;
+        let mut y = match small_matmul_kind(&x2, &weight) {
             // bf16 weights under f32 activations (`Decoder::prepare_for_bf16_inference`).
-            _ if bf16_weight => {
-                let w = self.weight.detach().contiguous()?;
-                x2.detach()
-                    .contiguous()?
-                    .apply_op2_no_bwd(&w, &Bf16Matmul)?
-            }
-            Some(WeightLayout::OutIn) => x2
+            _ if bf16_weight => x2
                 .contiguous()?
-                .apply_op2_no_bwd(&self.weight, &SmallMatmul)?,
+                .apply_op2_no_bwd(&weight.contiguous()?, &Bf16Matmul)?,
+            Some(WeightLayout::OutIn) => {
+                x2.contiguous()?.apply_op2_no_bwd(&weight, &SmallMatmul)?
+            }
             Some(WeightLayout::InOut) => x2
                 .contiguous()?
-                .apply_op2_no_bwd(&self.weight.t()?, &SmallMatmulT)?,
-            // On the CPU in f32 one op each way (see `LinearMatmul`); a frozen weight (LoRA's
-            // base, or a model no parameter of which trains) takes no gradient. `track_op` is
-            // false only for a tensor that is neither a variable nor made from one.
-            // Inference records nothing for backprop, even over trainable weights (a rollout,
-            // an evaluation): a recorded op would keep every layer's activations alive until
-            // the output is dropped.
-            None if mode == Mode::Infer => {
-                let w = self.weight.detach();
-                let x2 = x2.detach();
-                if x2.device().is_cpu() && x2.dtype() == DType::F32 && w.dtype() == DType::F32 {
-                    x2.apply_op2_no_bwd(&w, &LinearMatmul { weight_grad: false })?
-                } else {
-                    x2.matmul(&w.t()?)?
-                }
-            }
-            // A frozen weight (LoRA's base, or a model no parameter of which trains) takes no
-            // gradient: candle's matmul would compute one anyway. A trainable weight keeps
-            // candle's matmul: through this op its backward measured slower and ~20 % larger
-            // (bench-6m train, 3,310 against 3,610 tok/s, 614 against 506 MiB).
-            None if !self.weight.track_op()
+                .apply_op2_no_bwd(&weight.t()?, &SmallMatmulT)?,
+            // On the CPU in f32 one op each way (see `LinearMatmul`); in inference, or over a
+            // frozen weight (LoRA's base, or a model no parameter of which trains), no
+            // gradient for the weight. `track_op` is false only for a tensor that is neither a
+            // variable nor made from one. A trainable weight in training keeps candle's
+            // matmul: through this op its backward measured slower and ~20 % larger (bench-6m
+            // train, 3,310 against 3,610 tok/s, 614 against 506 MiB).
+            None if (mode == Mode::Infer || !weight.track_op())
                 && x2.device().is_cpu()
                 && x2.dtype() == DType::F32
-                && self.weight.dtype() == DType::F32 =>
+                && weight.dtype() == DType::F32 =>
             {
-                x2.apply_op2(&self.weight, LinearMatmul { weight_grad: false })?
+                x2.apply_op2(&weight, LinearMatmul { weight_grad: false })?
             }
             // A weight in another dtype than the activations (a bf16 weight under f32
             // activations, trained after all) is converted.
-            None if self.weight.dtype() != x2.dtype() => {
-                x2.matmul(&self.weight.to_dtype(x2.dtype())?.t()?)?
+            None if weight.dtype() != x2.dtype() => {
+                x2.matmul(&weight.to_dtype(x2.dtype())?.t()?)?
             }
-            None => x2.matmul(&self.weight.t()?)?,
+            None => x2.matmul(&weight.t()?)?,
         };
-        if let Some(b) = &self.bias {
+        if let Some(b) = &bias {
             y = y.broadcast_add(b)?;
         }
         if let Some(lora) = &self.lora {
