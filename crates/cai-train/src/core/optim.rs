@@ -8,7 +8,7 @@ use cai_model::decoder::{ParamKind, ParamSpec};
 use candle_core::{DType, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
-use crate::core::grads::GradAccumulator;
+use crate::core::grads::{sum_of_squares, GradAccumulator};
 use crate::{Result, TrainError};
 
 /// AdamW hyper-parameters. Defaults are transformers' `TrainingArguments` (which follow the
@@ -177,26 +177,14 @@ impl AdamW {
     }
 
     /// The L2 norm of all the trained weights taken together (the f32 masters of bf16/f16
-    /// parameters). Each tensor's sum of squares is taken in f32, and again in f64 when that
-    /// overflows, so that huge but finite weights give a huge norm rather than infinity.
-    /// Non-finite if any weight is.
+    /// parameters), summed in f64 (see `grads::sum_of_squares`), so huge but finite weights
+    /// give a huge norm rather than infinity. Non-finite if any weight is.
     pub fn weight_norm(&self) -> Result<f64> {
         let mut sum_sq = 0f64;
         for slot in &self.slots {
-            let weights = match &slot.master {
-                Some(master) => master.clone(),
-                None => slot.param.var.as_tensor().detach(),
-            };
-            let weights = weights.to_dtype(DType::F32)?;
-            let sum = f64::from(weights.sqr()?.sum_all()?.to_scalar::<f32>()?);
-            sum_sq += if sum.is_finite() {
-                sum
-            } else {
-                weights
-                    .to_dtype(DType::F64)?
-                    .sqr()?
-                    .sum_all()?
-                    .to_scalar::<f64>()?
+            sum_sq += match &slot.master {
+                Some(master) => sum_of_squares(master)?,
+                None => sum_of_squares(slot.param.var.as_tensor())?,
             };
         }
         Ok(sum_sq.sqrt())
@@ -212,18 +200,19 @@ impl AdamW {
         lr: f64,
         step: u64,
     ) -> Result<f64> {
+        // One pass over the gradients: the norm is finite exactly when every entry is.
         let norm = grads.global_norm()?;
-        if !norm.is_finite() || !grads.is_finite()? {
+        if !norm.is_finite() {
             return Err(TrainError::Diverged {
                 step,
                 what: format!("the gradient is not finite (norm {norm})"),
                 last_good: None,
             });
         }
-        if max_grad_norm > 0.0 {
-            grads.clip_to(max_grad_norm)?;
-        }
-        self.step(grads, lr)?;
+        // Clipping as `GradAccumulator::clip_to` does, folded into the update's passes.
+        let scale =
+            (max_grad_norm > 0.0 && norm > max_grad_norm).then(|| max_grad_norm / (norm + 1e-6));
+        self.step_scaled(grads, lr, scale)?;
         grads.clear();
         Ok(norm)
     }
@@ -243,6 +232,12 @@ impl AdamW {
     /// receive it rounded to their dtype. On the CPU the update runs in place, bit for bit the
     /// same (see `fused`), without a temporary the size of a parameter.
     pub fn step(&mut self, grads: &GradAccumulator, lr: f64) -> Result<()> {
+        self.step_scaled(grads, lr, None)
+    }
+
+    /// [`AdamW::step`] with every gradient first multiplied by `scale` (rounded to f32, as
+    /// `Tensor::affine` does): the clipped update without a pass that scales the gradients.
+    fn step_scaled(&mut self, grads: &GradAccumulator, lr: f64, scale: Option<f64>) -> Result<()> {
         let AdamWConfig {
             beta1,
             beta2,
@@ -273,6 +268,7 @@ impl AdamW {
                     (slot.param.decay && weight_decay != 0.0).then_some(1.0 - lr * weight_decay),
                     (bias_correction1, bias_correction2),
                     lr,
+                    scale,
                 )?;
                 if let Some(master) = &slot.master {
                     slot.param
@@ -281,6 +277,10 @@ impl AdamW {
                 }
                 continue;
             }
+            let grad = &match scale {
+                Some(scale) => grad.affine(scale, 0.0)?,
+                None => grad.clone(),
+            };
             let weights = match &slot.master {
                 Some(master) => master.clone(),
                 None => slot.param.var.as_tensor().detach(),
@@ -354,6 +354,41 @@ pub(super) mod tests {
             lr,
             weight_decay,
             ..AdamWConfig::default()
+        }
+    }
+
+    /// Clipping folded into the update gives the weights of clipping the gradients first,
+    /// bit for bit, for f32 parameters (the in-place update) and bf16 ones (their masters).
+    #[test]
+    fn clip_and_step_is_clip_to_then_step() {
+        for dtype in [DType::F32, DType::BF16] {
+            let make = || {
+                vec![
+                    param("a", 0.5, dtype, true),
+                    param("b", -1.25, dtype, false),
+                ]
+            };
+            let (pa, pb) = (make(), make());
+            let mut oa = AdamW::new(pa.clone(), config(0.01, 0.1)).unwrap();
+            let mut ob = AdamW::new(pb.clone(), config(0.01, 0.1)).unwrap();
+            for (step, g) in [[3.0f32, -4.0], [0.3, 0.2], [-7.0, 1.0]].iter().enumerate() {
+                let mut ga = grads_of(&pa, g);
+                let (norm, _) = ga.clip_to(1.0).unwrap();
+                oa.step(&ga, 0.01).unwrap();
+                let mut gb = grads_of(&pb, g);
+                let got = ob
+                    .clip_and_step(&mut gb, 1.0, 0.01, step as u64 + 1)
+                    .unwrap();
+                assert_eq!(got, norm);
+                for (a, b) in pa.iter().zip(&pb) {
+                    assert_eq!(
+                        value(a).to_bits(),
+                        value(b).to_bits(),
+                        "{dtype:?} step {step}"
+                    );
+                }
+            }
+            assert!(oa.weight_norm().unwrap() > 0.0);
         }
     }
 

@@ -41,11 +41,13 @@ fn slice_mut<'a>(
 }
 
 /// A moment's update from the gradient `g`: `m ← (m·β + 0) + (f(g)·(1 − β) + 0)`, with
-/// `f(g) = g` (first moment) or `g·g` (second moment).
+/// `f(g) = g` (first moment) or `g·g` (second moment), where `g` is first scaled
+/// (`g·scale + 0`, a clipped gradient) when a scale is given.
 struct Moment {
     beta: f32,
     one_minus_beta: f32,
     square: bool,
+    scale: Option<f32>,
 }
 
 impl InplaceOp2 for Moment {
@@ -70,10 +72,15 @@ impl InplaceOp2 for Moment {
             );
         }
         let (beta, rest, square) = (self.beta, self.one_minus_beta, self.square);
+        let scale = self.scale;
         m.par_chunks_mut(CHUNK)
             .zip(g.par_chunks(CHUNK))
             .for_each(|(m, g)| {
                 for (m, &g) in m.iter_mut().zip(g) {
+                    let g = match scale {
+                        Some(s) => g * s + 0.0,
+                        None => g,
+                    };
                     let g = if square { g * g } else { g };
                     *m = (*m * beta + 0.0) + (g * rest + 0.0);
                 }
@@ -143,8 +150,8 @@ pub(super) fn applies(tensors: &[&Tensor]) -> bool {
 }
 
 /// One AdamW update of `weights` (f32: the variable itself or its master copy) and the moments
-/// `m` and `v`, in place, from the f32 gradient `grad`. The arguments are the f64 settings the
-/// composed ops took (see `AdamW::step`).
+/// `m` and `v`, in place, from the f32 gradient `grad` times `grad_scale` (when clipped). The
+/// arguments are the f64 settings the composed ops took (see `AdamW::step`).
 #[allow(clippy::too_many_arguments)]
 pub(super) fn adamw_in_place(
     weights: &Tensor,
@@ -155,14 +162,17 @@ pub(super) fn adamw_in_place(
     decay: Option<f64>,
     bias_correction: (f64, f64),
     lr: f64,
+    grad_scale: Option<f64>,
 ) -> Result<()> {
     let grad = grad.contiguous()?;
+    let scale = grad_scale.map(|s| s as f32);
     m.inplace_op2(
         &grad,
         &Moment {
             beta: beta1 as f32,
             one_minus_beta: (1.0 - beta1) as f32,
             square: false,
+            scale,
         },
     )?;
     v.inplace_op2(
@@ -171,6 +181,7 @@ pub(super) fn adamw_in_place(
             beta: beta2 as f32,
             one_minus_beta: (1.0 - beta2) as f32,
             square: true,
+            scale,
         },
     )?;
     let (bias_correction1, bias_correction2) = bias_correction;
@@ -221,8 +232,8 @@ mod tests {
         v.into_iter().map(f32::to_bits).collect()
     }
 
-    /// Bit for bit the composed ops' weights and moments, with and without decay, over more
-    /// elements than one parallel chunk, zeros (and a −0) included.
+    /// Bit for bit the composed ops' weights and moments, with and without decay and a
+    /// clipping scale, over more elements than one parallel chunk, zeros (and a −0) included.
     #[test]
     fn the_in_place_update_is_the_composed_one_bit_for_bit() {
         let dev = Device::Cpu;
@@ -237,14 +248,21 @@ mod tests {
                 .collect();
             Tensor::from_vec(data, n, &dev).unwrap()
         };
-        for decay in [None, Some(1.0 - 3e-4 * 0.1)] {
+        let settings = [None, Some(1.0 - 3e-4 * 0.1)]
+            .into_iter()
+            .flat_map(|d| [(d, None), (d, Some(0.37))]);
+        for (decay, scale) in settings {
             let (w, m, v, g) = (
                 wave(0.3, 0.1),
                 wave(0.7, 0.2),
                 wave(1.1, 0.3).abs().unwrap(),
                 wave(0.5, 0.4),
             );
-            let (w2, m2, v2) = composed(&w, &m, &v, &g, decay, 3e-4);
+            let scaled = match scale {
+                Some(s) => g.affine(s, 0.0).unwrap(),
+                None => g.clone(),
+            };
+            let (w2, m2, v2) = composed(&w, &m, &v, &scaled, decay, 3e-4);
             let (wf, mf, vf) = (w.copy().unwrap(), m.copy().unwrap(), v.copy().unwrap());
             let (beta1, beta2) = (0.9f64, 0.999f64);
             adamw_in_place(
@@ -256,11 +274,13 @@ mod tests {
                 decay,
                 (1.0 - beta1.powi(3), 1.0 - beta2.powi(3)),
                 3e-4,
+                scale,
             )
             .unwrap();
-            assert_eq!(bits(&mf), bits(&m2), "first moment, decay {decay:?}");
-            assert_eq!(bits(&vf), bits(&v2), "second moment, decay {decay:?}");
-            assert_eq!(bits(&wf), bits(&w2), "weights, decay {decay:?}");
+            let case = format!("decay {decay:?}, scale {scale:?}");
+            assert_eq!(bits(&mf), bits(&m2), "first moment, {case}");
+            assert_eq!(bits(&vf), bits(&v2), "second moment, {case}");
+            assert_eq!(bits(&wf), bits(&w2), "weights, {case}");
             assert_ne!(bits(&wf), bits(&w), "the weights moved");
         }
     }
