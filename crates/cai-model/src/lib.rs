@@ -3,6 +3,7 @@
 #![deny(missing_docs)]
 
 mod atomic_file;
+pub mod autocast;
 pub mod batching;
 pub mod bench;
 pub mod bench_context;

@@ -17,10 +17,11 @@ use cai_model::config::ModelConfig;
 use cai_model::layers::Mode;
 use cai_model::local::{GenerationDefaults, LocalModel};
 use cai_model::tokenizer::Tokenizer;
-use cai_model::weights::{load_decoder, parse_dtype};
+use cai_model::weights::load_decoder;
 use candle_core::Device;
 
 use crate::core::data_order::EpochWalk;
+use crate::core::precision::Precision;
 use crate::core::recompute::TrainPass;
 use crate::core::resume::{self, text_fingerprint, FINGERPRINT_KEY};
 use crate::core::session::{epoch_session_spec, TrainSession, METRICS_FILE};
@@ -127,9 +128,9 @@ pub fn run_distill(
     progress: &mut dyn FnMut(DistillEvent<'_>),
 ) -> Result<DistillOutcome> {
     validate(cfg, &run.context)?;
-    let dtype = parse_dtype(&cfg.dtype).ok_or_else(|| {
-        TrainError::Config(format!("dtype '{}': expected f32, bf16 or f16", cfg.dtype))
-    })?;
+    let precision = Precision::of(&cfg.dtype, &run.device)?;
+    let _bf16_products = precision.scope();
+    let dtype = precision.build;
     let model_config = ModelConfig::from_file(&run.model_dir.join("config.json"))?;
     let tokenizer = Tokenizer::from_dir(&run.model_dir)?;
     tokenizer.check_fits(model_config.vocab_size, &run.model_dir)?;

@@ -15,12 +15,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use cai_model::reward_model::RewardModel;
 use cai_model::tokenizer::Tokenizer;
-use cai_model::weights::parse_dtype;
 use candle_core::{DType, Device};
 use serde_json::json;
 
 use crate::core::checkpoint::{save_checkpoint_with, LoadedCheckpoint};
 use crate::core::data_order::EpochWalk;
+use crate::core::precision::Precision;
 use crate::core::recompute::TrainPass;
 use crate::core::resume::{fingerprint, FINGERPRINT_KEY};
 use crate::core::session::{epoch_session_spec, CheckpointParts, Checkpointed, TrainSession};
@@ -89,9 +89,9 @@ pub fn run_pm(
     progress: &mut dyn FnMut(&MetricRecord, u64),
 ) -> Result<PmOutcome> {
     cfg.validate(&run.data)?;
-    let dtype = parse_dtype(&cfg.dtype).ok_or_else(|| {
-        TrainError::Config(format!("dtype '{}': expected f32, bf16 or f16", cfg.dtype))
-    })?;
+    let precision = Precision::of(&cfg.dtype, &run.device)?;
+    let _bf16_products = precision.scope();
+    let dtype = precision.build;
     let tokenizer = Tokenizer::from_dir(&run.model_dir)?;
     let mut model = RewardModel::load(&run.model_dir, dtype, &run.device, cfg.seed)?;
     tokenizer.check_fits(model.decoder().config().vocab_size, &run.model_dir)?;

@@ -17,13 +17,13 @@ use std::time::Instant;
 
 use cai_core::FinishReason;
 use cai_model::tokenizer::Tokenizer;
-use cai_model::weights::parse_dtype;
 use cai_report::rl::{rl_curves_svg, RlPoint};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::core::data_order::permutation;
+use crate::core::precision::Precision;
 use crate::core::resume::{fingerprint, FINGERPRINT_KEY};
 use crate::core::session::{SessionSpec, TrainSession};
 use crate::rl::advantages::{
@@ -123,6 +123,9 @@ pub fn run_rl(
     progress: &mut dyn FnMut(RlEvent<'_>),
 ) -> Result<RlOutcome> {
     cfg.validate()?;
+    // The policy is built in `Precision::build` by `load_policy`; its products follow this
+    // scope for the whole run.
+    let _bf16_products = Precision::of(&cfg.dtype, &run.device)?.scope();
     match cfg.algo {
         Algo::Dpo => crate::rl::dpo::run_dpo(run, cfg, stop, progress),
         Algo::Ppo | Algo::Rloo => {
@@ -143,14 +146,11 @@ pub(crate) type Session<'m> = TrainSession<'m, Policy>;
 
 /// Load the policy to train (with a value head for PPO) and its tokenizer.
 pub(crate) fn load_policy(run: &RlRun, cfg: &RlConfig) -> Result<(Policy, Tokenizer)> {
-    let dtype = parse_dtype(&cfg.dtype).ok_or_else(|| {
-        TrainError::Config(format!("dtype '{}': expected f32, bf16 or f16", cfg.dtype))
-    })?;
     Policy::load(
         &run.policy_dir,
         cfg.lora.as_ref(),
         cfg.algo == Algo::Ppo,
-        dtype,
+        Precision::of(&cfg.dtype, &run.device)?.build,
         &run.device,
     )
 }

@@ -12,12 +12,13 @@ use cai_model::decoder::{Batch, Decoder};
 use cai_model::layers::Mode;
 use cai_model::lora::LoraConfig;
 use cai_model::tokenizer::{DialogueFormat, Tokenizer};
-use cai_model::weights::{load_decoder, parse_dtype};
+use cai_model::weights::load_decoder;
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::core::data_order::EpochWalk;
 use crate::core::loss::hidden_cross_entropy;
+use crate::core::precision::Precision;
 use crate::core::recompute::TrainPass;
 use crate::core::resume::{fingerprint, FINGERPRINT_KEY};
 use crate::core::session::{epoch_session_spec, TrainSession};
@@ -171,9 +172,9 @@ pub fn run_sft(
     progress: &mut dyn FnMut(&MetricRecord, u64),
 ) -> Result<SftOutcome> {
     validate(cfg)?;
-    let dtype = parse_dtype(&cfg.dtype).ok_or_else(|| {
-        TrainError::Config(format!("dtype '{}': expected f32, bf16 or f16", cfg.dtype))
-    })?;
+    let precision = Precision::of(&cfg.dtype, &run.device)?;
+    let _bf16_products = precision.scope();
+    let dtype = precision.build;
     let model_config = ModelConfig::from_file(&run.model_dir.join("config.json"))?;
     let tokenizer = Tokenizer::from_dir(&run.model_dir)?;
     tokenizer.check_fits(model_config.vocab_size, &run.model_dir)?;

@@ -118,8 +118,8 @@ fn adamw(params: &[TrainParam]) -> AdamW {
 }
 
 /// 30 steps at lr 1e-2 with clipping on the toy sequence; bf16 and f16 train through the
-/// optimiser's f32 master weights.
-fn check_learns(dtype: DType) {
+/// optimiser's f32 master weights. Returns the trained weights.
+fn check_learns(dtype: DType) -> Vec<Vec<f32>> {
     let (decoder, params) = tiny_model(1, dtype);
     let before = snapshot(&params);
     let mut optimizer = adamw(&params);
@@ -150,11 +150,38 @@ fn check_learns(dtype: DType) {
             param.name
         );
     }
+    snapshot(&params)
 }
 
 #[test]
 fn loss_goes_down_and_every_parameter_changes() {
     check_learns(DType::F32);
+}
+
+/// `dtype = "bf16"` on the CPU: an f32 model whose linear layers multiply in bf16 (AMX)
+/// learns the toy sequence as f32 does; where AMX runs, its weights end up near but not
+/// equal to the f32 run's.
+#[test]
+fn bf16_products_train_like_f32() {
+    let precision = cai_train::core::precision::Precision::of("bf16", &Device::Cpu).unwrap();
+    assert_eq!(precision.build, DType::F32);
+    let exact = check_learns(DType::F32);
+    let mixed = {
+        let _scope = precision.scope();
+        check_learns(precision.build)
+    };
+    let amx = cai_model::autocast::bf16_training_products_available();
+    let mut largest = 0f32;
+    for (e, m) in exact.iter().zip(&mixed) {
+        for (a, b) in e.iter().zip(m) {
+            largest = largest.max((a - b).abs());
+        }
+    }
+    assert!(
+        largest < 0.05,
+        "bf16 products moved a weight {largest} from f32's"
+    );
+    assert_eq!(largest > 0.0, amx, "bf16 products ran: {}", largest > 0.0);
 }
 
 #[test]

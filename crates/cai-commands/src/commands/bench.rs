@@ -17,6 +17,7 @@ use cai_model::weights::random_decoder;
 use cai_train::bench::{
     bench_ppo_step, bench_train, bench_train_decoder, PpoStepWorkload, TrainBenchOptions,
 };
+use cai_train::core::precision::Precision;
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
@@ -239,37 +240,8 @@ impl Workload {
         runs: usize,
         train: TrainBenchOptions,
     ) -> anyhow::Result<Throughput> {
-        if self == Self::PpoStep {
-            let (policy, reference) = (
-                model.build_for_training(dtype, device)?,
-                model.build_for_training(dtype, device)?,
-            );
-            let checkpointing = train.gradient_checkpointing;
-            return Ok(bench_ppo_step(policy, reference, PPO, runs, checkpointing)?);
-        }
-        if self == Self::Train {
-            if let BenchModel::Path(_) = model {
-                let decoder = model.build_for_training(dtype, device)?;
-                return Ok(bench_train_decoder(
-                    decoder,
-                    TRAIN_SEQUENCES,
-                    TRAIN_TOKENS,
-                    runs,
-                    train,
-                )?);
-            }
-            // The trainer builds its own model: its parameters become variables.
-            let device = cai_model::device::device_from_name(&device.to_string())?;
-            let config = model.config()?;
-            return Ok(bench_train(
-                config,
-                TRAIN_SEQUENCES,
-                TRAIN_TOKENS,
-                runs,
-                dtype.to_candle(),
-                &device,
-                train,
-            )?);
+        if matches!(self, Self::PpoStep | Self::Train) {
+            return self.run_training(model, dtype, device, runs, train);
         }
         let decoder = model.build(dtype, device)?;
         let decoder = &decoder;
@@ -292,6 +264,54 @@ impl Workload {
             Self::Critique => bench_critique_waves(decoder, CRITIQUE, runs)?,
             Self::Train | Self::PpoStep => unreachable!("handled above"),
         })
+    }
+
+    /// The training workloads (a PPO step, or else training), trained as `cai sft --dtype` trains: bf16 on the CPU is an f32
+    /// model whose linear layers multiply in bf16 (`cai_train::core::precision`).
+    fn run_training(
+        self,
+        model: &BenchModel,
+        dtype: Dtype,
+        device: DeviceName,
+        runs: usize,
+        train: TrainBenchOptions,
+    ) -> anyhow::Result<Throughput> {
+        let candle_device = cai_model::device::device_from_name(&device.to_string())?;
+        let precision = Precision::for_dtype(dtype.to_candle(), &candle_device);
+        let _bf16_products = precision.scope();
+        let dtype = if precision.bf16_matmuls {
+            Dtype::F32
+        } else {
+            dtype
+        };
+        if self == Self::PpoStep {
+            let (policy, reference) = (
+                model.build_for_training(dtype, device)?,
+                model.build_for_training(dtype, device)?,
+            );
+            let checkpointing = train.gradient_checkpointing;
+            return Ok(bench_ppo_step(policy, reference, PPO, runs, checkpointing)?);
+        }
+        if let BenchModel::Path(_) = model {
+            let decoder = model.build_for_training(dtype, device)?;
+            return Ok(bench_train_decoder(
+                decoder,
+                TRAIN_SEQUENCES,
+                TRAIN_TOKENS,
+                runs,
+                train,
+            )?);
+        }
+        // The trainer builds its own model: its parameters become variables.
+        Ok(bench_train(
+            model.config()?,
+            TRAIN_SEQUENCES,
+            TRAIN_TOKENS,
+            runs,
+            dtype.to_candle(),
+            &candle_device,
+            train,
+        )?)
     }
 }
 

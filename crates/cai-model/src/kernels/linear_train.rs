@@ -9,6 +9,7 @@
 
 use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 
+use crate::kernels::bf16;
 use crate::kernels::cpu_storage::contiguous_f32;
 use crate::kernels::dense::{self, Mat};
 
@@ -64,8 +65,17 @@ fn out_shape(x: &Shape, n: usize) -> Shape {
     Shape::from(dims)
 }
 
+/// Whether this thread's training products take bf16 operands on AMX for a layer of `k`
+/// inputs and `n` outputs (see [`crate::autocast`]).
+fn in_bf16(n: usize, k: usize) -> bool {
+    crate::autocast::bf16_training_products() && bf16::train::handles(n, k)
+}
+
 /// `y[m, n] = x[m, k] Wᵀ` with `w` row-major `[n, k]`, into a fresh buffer.
 pub(crate) fn forward_product(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
+    if in_bf16(n, k) {
+        return bf16::train::forward(x, w, m, n, k);
+    }
     // SAFETY: `dense::gemm` without `accumulate` writes all m × n elements.
     let mut y = unsafe { unfilled(m * n) };
     let threads = rayon::current_num_threads();
@@ -92,6 +102,15 @@ pub(crate) fn input_grad(
     (m, n, k): (usize, usize, usize),
     accumulate: bool,
 ) {
+    if in_bf16(n, k) {
+        let product = bf16::train::input_grad(g, w, m, n, k);
+        if accumulate {
+            dx.iter_mut().zip(&product).for_each(|(d, p)| *d += p);
+        } else {
+            dx.copy_from_slice(&product);
+        }
+        return;
+    }
     let threads = rayon::current_num_threads();
     dense::gemm(
         dx,
@@ -109,6 +128,9 @@ pub(crate) fn input_grad(
 
 /// `∂W[n, k] = Gᵀ x` for `G` `[m, n]` and `x` `[m, k]`, into a fresh buffer.
 pub(crate) fn weight_grad(g: &[f32], x: &[f32], (m, n, k): (usize, usize, usize)) -> Vec<f32> {
+    if in_bf16(n, k) {
+        return bf16::train::weight_grad(g, x, m, n, k);
+    }
     // SAFETY: `dense::gemm` without `accumulate` writes all n × k elements.
     let mut dw = unsafe { unfilled(n * k) };
     let threads = rayon::current_num_threads();
@@ -222,6 +244,52 @@ mod tests {
         let g = backward(xt.apply_op2(&frozen, LinearTrain).unwrap());
         assert!(g.get(&frozen).is_none(), "a frozen weight got a gradient");
         assert!(max_abs_diff(gp.get(xt).unwrap(), g.get(xt).unwrap()) < 1e-5);
+    }
+
+    /// Inside a `Bf16Matmuls` scope the value and both gradients stay within bf16 rounding of
+    /// the f32 ones and differ from them where AMX runs; without AMX they are the f32 ones.
+    /// The scope ends with its guard.
+    #[test]
+    fn autocast_products_stay_near_f32() {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 5, 64), &dev).unwrap()).unwrap();
+        let w = Var::from_tensor(&Tensor::randn(0f32, 1.0, (32, 64), &dev).unwrap()).unwrap();
+        let probe = Tensor::randn(0f32, 1.0, (2, 5, 32), &dev).unwrap();
+        let (xt, wt) = (x.as_tensor(), w.as_tensor());
+        let run = || {
+            let y = xt.apply_op2(wt, LinearTrain).unwrap();
+            let g = (&y * &probe)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            [y, g.get(xt).unwrap().clone(), g.get(wt).unwrap().clone()]
+        };
+        let exact = run();
+        let mixed = {
+            let _scope = crate::autocast::Bf16Matmuls::enter();
+            run()
+        };
+        assert!(
+            !crate::autocast::bf16_matmuls(),
+            "the scope outlived its guard"
+        );
+        for (e, m) in exact.iter().zip(&mixed) {
+            let diff = max_abs_diff(e, m);
+            let scale = e
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            if crate::autocast::bf16_training_products_available() {
+                assert!(diff > 0.0 && diff < 0.02 * scale, "{diff} against {scale}");
+            } else {
+                assert_eq!(diff, 0.0);
+            }
+        }
     }
 
     /// A weight whose width is not the input's is an error that names both shapes.

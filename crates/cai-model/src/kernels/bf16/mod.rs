@@ -32,6 +32,7 @@ mod avx512;
 mod portable;
 #[cfg(test)]
 mod tests;
+pub(crate) mod train;
 
 /// Inputs per AMX tile row (64 bytes of bf16).
 const BLOCK_K: usize = 32;
@@ -112,6 +113,18 @@ impl Bf16Isa {
             Bf16Isa::Amx => k.is_multiple_of(BLOCK_K),
             _ => true,
         }
+    }
+}
+
+/// Whether this CPU and operating system run the AMX kernel (`CAI_NO_AMX=1` turns it off).
+pub fn amx_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        Bf16Isa::Amx.available()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
     }
 }
 
