@@ -14,6 +14,7 @@ use std::sync::Mutex;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor, D};
 use rayon::prelude::*;
 
+use crate::kernels::bf16::{self, Weight};
 use crate::kernels::cpu_storage::contiguous_f32;
 use crate::kernels::dense::{self, Mat};
 use crate::kernels::vector;
@@ -310,6 +311,20 @@ fn matmul(
     dense::gemm(dst, n, a, b, m, n, k, 1.0, accumulate, threads);
 }
 
+/// The output layer in bf16 for the training op's products inside an autocast scope
+/// ([`crate::autocast`]; AMX, a vocabulary and width that are multiples of 32), else `None`.
+/// Shapes: w `[V, h]` -> bf16 `[V, h]`.
+fn bf16_head(w: &[f32], vocab: usize, h: usize) -> Option<Vec<u16>> {
+    (crate::autocast::bf16_training_products() && bf16::train::handles(vocab, h))
+        .then(|| bf16::train::rounded(w))
+}
+
+/// Rows per chunk for a product in bf16: a multiple of 32, the width its weight gradient sums
+/// over without padding.
+fn bf16_step(chunk: usize) -> usize {
+    (chunk / 32).max(1) * 32
+}
+
 /// A row's max and log-sum-exp.
 fn row_stats(row: &[f32]) -> (f32, f32) {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -332,7 +347,11 @@ impl CustomOp2 for HeadNll {
         let w = contiguous_f32(s2, l2, self.name(), "weight")?;
         let (n, h) = l1.shape().dims2()?;
         let vocab = l2.shape().dims2()?.0;
-        let step = self.chunk;
+        let head = bf16_head(w, vocab, h);
+        let step = match head {
+            Some(_) => bf16_step(self.chunk),
+            None => self.chunk,
+        };
         let mut logits = vec![0f32; step.min(n) * vocab];
         let mut stats = Vec::with_capacity(n);
         let mut out = Vec::with_capacity(n);
@@ -344,7 +363,18 @@ impl CustomOp2 for HeadNll {
         for r0 in (0..n).step_by(step) {
             let rows = step.min(n - r0);
             let buf = &mut logits[..rows * vocab];
-            matmul(buf, &hs[r0 * h..], false, w, true, rows, vocab, h, false);
+            let h_chunk = &hs[r0 * h..(r0 + rows) * h];
+            match &head {
+                Some(wb) => {
+                    let wb = Weight {
+                        data: wb,
+                        n: vocab,
+                        k: h,
+                    };
+                    bf16::train::product_into(h_chunk, rows, wb, buf, false);
+                }
+                None => matmul(buf, h_chunk, false, w, true, rows, vocab, h, false),
+            }
             let chunk: Vec<(f32, f32)> = buf.par_chunks_exact(vocab).map(row_stats).collect();
             match (&self.target, soft) {
                 (Target::Hard { targets, weights }, _) => {
@@ -398,7 +428,13 @@ impl CustomOp2 for HeadNll {
         };
         let w = contiguous_f32(w_cpu, w_layout, self.name(), "weight")?;
         let saved = self.stats.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let step = self.chunk;
+        // In bf16 the weight in both layouts: `[V, h]` for the logits, `[h, V]` for `∂h`.
+        let head =
+            bf16_head(w, vocab, h).map(|wb| (wb, bf16::train::transposed(w, vocab, h, vocab)));
+        let step = match head {
+            Some(_) => bf16_step(self.chunk),
+            None => self.chunk,
+        };
         let mut d = vec![0f32; step.min(n) * vocab];
         let mut dh = vec![0f32; n * h];
         // A frozen output layer (LoRA training, a reference) gets no gradient: skip its GEMMs.
@@ -408,7 +444,17 @@ impl CustomOp2 for HeadNll {
             let rows = step.min(n - r0);
             let buf = &mut d[..rows * vocab];
             let h_chunk = &hs[r0 * h..(r0 + rows) * h];
-            matmul(buf, h_chunk, false, w, true, rows, vocab, h, false);
+            match &head {
+                Some((wb, _)) => {
+                    let wb = Weight {
+                        data: wb,
+                        n: vocab,
+                        k: h,
+                    };
+                    bf16::train::product_into(h_chunk, rows, wb, buf, false);
+                }
+                None => matmul(buf, h_chunk, false, w, true, rows, vocab, h, false),
+            }
             // d = g_r · w_r · (q − onehot(t_r))   or   g_r · (q − p_r)
             let softmax = |i: usize, row: &mut [f32]| {
                 let r = r0 + i;
@@ -447,18 +493,30 @@ impl CustomOp2 for HeadNll {
                     Ok(())
                 })?,
             }
+            let dh_chunk = &mut dh[r0 * h..(r0 + rows) * h];
+            if let Some((_, wt)) = &head {
+                // ∂h[chunk] = d · W, as d (Wᵀ)ᵀ; ∂W += dᵀ · h[chunk], as dᵀ (h[chunk]ᵀ)ᵀ with
+                // the rows padded to 32.
+                let wt = Weight {
+                    data: wt,
+                    n: h,
+                    k: vocab,
+                };
+                bf16::train::product_into(buf, rows, wt, dh_chunk, false);
+                if want_dw {
+                    let padded = rows.next_multiple_of(32);
+                    let ht = bf16::train::transposed(h_chunk, rows, h, padded);
+                    let ht = Weight {
+                        data: &ht,
+                        n: h,
+                        k: padded,
+                    };
+                    bf16::train::product_k_major_into(buf, (rows, vocab), ht, &mut dw, r0 > 0);
+                }
+                continue;
+            }
             // ∂h[chunk] = d · W   ([rows, V] · [V, h])
-            matmul(
-                &mut dh[r0 * h..(r0 + rows) * h],
-                buf,
-                false,
-                w,
-                false,
-                rows,
-                h,
-                vocab,
-                false,
-            );
+            matmul(dh_chunk, buf, false, w, false, rows, h, vocab, false);
             // ∂W += dᵀ · h[chunk]   ([V, rows] · [rows, h])
             if want_dw {
                 matmul(&mut dw, buf, true, h_chunk, false, vocab, h, rows, r0 > 0);
@@ -493,6 +551,50 @@ mod tests {
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         crate::test_util::max_abs_diff(a, b)
+    }
+
+    /// Inside a `Bf16Matmuls` scope (AMX): loss and both gradients stay within bf16 rounding
+    /// of the f32 op's, over several chunks (a ragged last one, the `∂W` accumulation across
+    /// chunks), and differ from them; without AMX they are the f32 op's.
+    #[test]
+    fn bf16_products_stay_near_f32() {
+        let dev = Device::Cpu;
+        let (n, h, vocab, chunk) = (75, 64, 96, 32);
+        let hv = Var::from_tensor(&Tensor::randn(0f32, 1.0, (n, h), &dev).unwrap()).unwrap();
+        let wv = Var::from_tensor(&Tensor::randn(0f32, 0.5, (vocab, h), &dev).unwrap()).unwrap();
+        let targets: Vec<u32> = (0..n as u32).map(|i| (i * 7919) % vocab as u32).collect();
+        let weights: Vec<f32> = (0..n).map(|i| [1.0, 0.5, 2.0][i % 3]).collect();
+        let g = Tensor::randn(0f32, 1.0, n, &dev).unwrap();
+        let run = || {
+            let out = head_nll_chunked(hv.as_tensor(), wv.as_tensor(), &targets, &weights, chunk)
+                .unwrap();
+            let grads = (&out * &g).unwrap().sum_all().unwrap().backward().unwrap();
+            [
+                out,
+                grads.get(hv.as_tensor()).unwrap().clone(),
+                grads.get(wv.as_tensor()).unwrap().clone(),
+            ]
+        };
+        let exact = run();
+        let mixed = {
+            let _scope = crate::autocast::Bf16Matmuls::enter();
+            run()
+        };
+        for (e, m) in exact.iter().zip(&mixed) {
+            let scale = e
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            let diff = max_diff(e, m);
+            if crate::autocast::bf16_training_products_available() {
+                assert!(diff > 0.0 && diff < 0.03 * scale, "{diff} against {scale}");
+            } else {
+                assert_eq!(diff, 0.0);
+            }
+        }
     }
 
     /// Loss and both gradients of `sum(out · g)` agree with the composed ops, over more rows

@@ -190,7 +190,7 @@ pub(super) unsafe fn rectangle(
 
 /// The 16 × 16 transpose of 32-bit elements: `out[c]` is column `c` of the rows `r`.
 #[target_feature(enable = "avx512f")]
-unsafe fn transpose16(r: [__m512i; 16]) -> [__m512i; 16] {
+pub(super) unsafe fn transpose16(r: [__m512i; 16]) -> [__m512i; 16] {
     let mut t = [_mm512_setzero_si512(); 16];
     for i in 0..8 {
         t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
@@ -243,8 +243,9 @@ pub(super) unsafe fn pack_tiles(x: &[f32], m: usize, k: usize, mb: usize, block:
     }
 }
 
-/// Store a 16 outputs × 16 rows f32 tile (`tile[o · 16 + r]`) at rows `r0..` and outputs
-/// `o0..` of `out`, transposed, clipped to `[m, n]`.
+/// Store (or add, when the output accumulates) a 16 outputs × 16 rows f32 tile
+/// (`tile[o · 16 + r]`) at rows `r0..` and outputs `o0..` of `out`, transposed, clipped to
+/// `[m, n]`.
 ///
 /// # Safety
 /// The CPU supports AVX-512F; the caller owns that rectangle of the output.
@@ -262,6 +263,12 @@ unsafe fn put_tile(out: &Out, r0: usize, o0: usize, tile: &[f32; TILE * TILE]) {
     };
     for (r, v) in by_row.iter().enumerate().take(rows) {
         let dst = out.ptr.add((r0 + r) * out.n + o0);
-        _mm512_mask_storeu_epi32(dst as *mut i32, mask, *v);
+        let v = if out.accumulate {
+            let sum = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, dst), _mm512_castsi512_ps(*v));
+            _mm512_castps_si512(sum)
+        } else {
+            *v
+        };
+        _mm512_mask_storeu_epi32(dst as *mut i32, mask, v);
     }
 }

@@ -29,6 +29,8 @@ use crate::kernels::cpu_storage::contiguous_f32;
 mod amx;
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+#[cfg(target_arch = "x86_64")]
+mod operands;
 mod portable;
 #[cfg(test)]
 mod tests;
@@ -192,16 +194,37 @@ pub fn matmul_on(isa: Bf16Isa, x: &[f32], m: usize, w: Weight<'_>) -> Vec<f32> {
     if m == 0 || n == 0 {
         return vec![0f32; m * n];
     }
+    let xs = XRows::pack(isa, x, m, k);
+    run_packed(isa, &xs, m, w)
+}
+
+/// `x Wᵀ` with `x` `[m, k]` already in `isa`'s layout (checked by the caller).
+fn run_packed(isa: Bf16Isa, xs: &XRows, m: usize, w: Weight<'_>) -> Vec<f32> {
+    let n = w.n;
     let mut out: Vec<f32> = Vec::with_capacity(m * n);
-    // SAFETY: f32 has no invalid bit patterns, and the tasks below cover every (row, output)
-    // of `[m, n]`, each kernel writing every element of its rectangle before anything reads
-    // the result (zero-filling first was 9 % of a bf16 SmolLM2 scoring pass: the output
-    // layer's logits are 33 MB a chunk).
+    // SAFETY: f32 has no invalid bit patterns, and `run_packed_into` writes every element of
+    // `[m, n]` before anything reads the result (zero-filling first was 9 % of a bf16 SmolLM2
+    // scoring pass: the output layer's logits are 33 MB a chunk).
     #[allow(clippy::uninit_vec)]
     unsafe {
         out.set_len(m * n)
     };
-    let xs = XRows::pack(isa, x, m, k);
+    run_packed_into(isa, xs, m, w, &mut out, false);
+    out
+}
+
+/// `out = x Wᵀ`, or `out += x Wᵀ` when `accumulate`, with `x` `[m, k]` already in `isa`'s
+/// layout (checked by the caller). Shapes: out `[m, n]` row-major.
+fn run_packed_into(
+    isa: Bf16Isa,
+    xs: &XRows,
+    m: usize,
+    w: Weight<'_>,
+    out: &mut [f32],
+    accumulate: bool,
+) {
+    let n = w.n;
+    assert_eq!(out.len(), m * n, "the output is not [m, n]");
     let threads = rayon::current_num_threads().max(1);
     let out_ptr = SendPtr(out.as_mut_ptr());
     tasks(m, n, threads)
@@ -211,12 +234,13 @@ pub fn matmul_on(isa: Bf16Isa, x: &[f32], m: usize, w: Weight<'_>) -> Vec<f32> {
                 ptr: out_ptr.get(),
                 m,
                 n,
+                accumulate,
             };
-            // SAFETY: tasks cover disjoint (row, output) rectangles of `out`, which outlives
-            // the parallel loop; `isa` is available and handles `k` (asserted above).
-            unsafe { run(isa, &xs, w, rows, outputs, &out) };
+            // SAFETY: tasks cover every (row, output) of `out` in disjoint rectangles, and
+            // `out` outlives the parallel loop; `isa` is available and handles `k` (checked
+            // by the caller).
+            unsafe { run(isa, xs, w, rows, outputs, &out) };
         });
-    out
 }
 
 /// Rectangles of work: blocks of rows times ranges of outputs (multiples of 32), enough for
@@ -308,22 +332,25 @@ impl XRows {
     }
 }
 
-/// The output `[m, n]`, written by disjoint rectangles from many threads.
+/// The output `[m, n]`, written (or added to, when `accumulate`) by disjoint rectangles from
+/// many threads.
 struct Out {
     ptr: *mut f32,
     m: usize,
     n: usize,
+    accumulate: bool,
 }
 
 impl Out {
-    /// Write element `(r, o)`, unless it lies outside `[m, n]` (padding).
+    /// Write (or add to) element `(r, o)`, unless it lies outside `[m, n]` (padding).
     ///
     /// # Safety
     /// The caller owns that element of the output.
     #[inline(always)]
     unsafe fn set(&self, r: usize, o: usize, v: f32) {
         if r < self.m && o < self.n {
-            *self.ptr.add(r * self.n + o) = v;
+            let p = self.ptr.add(r * self.n + o);
+            *p = if self.accumulate { *p + v } else { v };
         }
     }
 }

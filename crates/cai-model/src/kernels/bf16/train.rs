@@ -1,110 +1,173 @@
 //! The three products of a linear layer's training step with bf16 operands and f32 sums on
 //! AMX, for [`crate::autocast`]: `y = x Wᵀ`, `∂x = G W` and `∂W = Gᵀ x`, each as the one
-//! product the AMX kernel computes (`a Bᵀ` with `a` f32 rows and `B` bf16 `[n, k]`, `k` a
-//! multiple of 32). The weight is rounded to bf16 per call (its f32 master is the variable),
-//! transposed for `∂x`; `∂W` transposes `G` and `x`, their shared dimension (the tokens)
-//! zero-padded to a multiple of 32, which adds nothing to the sums.
+//! product the AMX kernel computes (`a Bᵀ` with `a` f32 rows packed into tiles and `B` bf16
+//! `[n, k]` rows, `k` a multiple of 32). The weight is rounded to bf16 per call (its f32 master
+//! is the variable), transposed for `∂x`; `∂W` transposes `x` and packs `G` straight from its
+//! `[tokens, n]` layout, the tokens zero-padded to a multiple of 32, which adds nothing.
 
 use rayon::prelude::*;
 
-use super::{matmul_on, to_bf16, Bf16Isa, Weight, BLOCK_K};
+use super::{run_packed_into, Weight, XRows, BLOCK_K, TILE};
 
-/// Square blocks of the transposes: 32 × 32 f32 reads stay in L1 while written across.
-const T_BLOCK: usize = 32;
-
-/// Whether the products of a layer with `k` inputs and `n` outputs, over `m` rows, run here:
-/// AMX is on and both dimensions the kernel sums over (`k` forward, `n` for `∂x`) are
-/// multiples of 32 (`∂W` pads its own). Otherwise the caller keeps f32.
+/// Whether the products of a layer with `k` inputs and `n` outputs run here: AMX is on (with
+/// the AVX-512 extensions the operand code uses) and both dimensions the kernel sums over (`k`
+/// forward, `n` for `∂x`) are multiples of 32 (`∂W` pads its own). Otherwise the caller keeps
+/// f32.
 pub(crate) fn handles(n: usize, k: usize) -> bool {
-    super::amx_available() && k.is_multiple_of(BLOCK_K) && n.is_multiple_of(BLOCK_K)
-}
-
-/// The AMX kernel (the caller checked [`handles`]).
-fn amx() -> Bf16Isa {
     #[cfg(target_arch = "x86_64")]
     {
-        Bf16Isa::Amx
+        super::amx_available()
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vl")
+            && k.is_multiple_of(BLOCK_K)
+            && n.is_multiple_of(BLOCK_K)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        unreachable!("AMX is x86-64 only")
+        let _ = (n, k);
+        false
     }
 }
 
-/// `y = x Wᵀ`. Shapes: x `[m, k]`, w `[n, k]` (f32) -> `[m, n]`.
-pub(crate) fn forward(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
-    let wb: Vec<u16> = w.par_iter().map(|&v| to_bf16(v)).collect();
-    matmul_on(amx(), x, m, Weight { data: &wb, n, k })
-}
+#[cfg(target_arch = "x86_64")]
+mod on_amx {
+    use super::*;
+    use crate::kernels::bf16::operands::{convert, pack_k_major, transpose_block};
+    use crate::kernels::bf16::Bf16Isa;
 
-/// `∂x = G W`. Shapes: g `[m, n]`, w `[n, k]` (f32) -> `[m, k]`.
-pub(crate) fn input_grad(g: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
-    let mut wt = vec![0u16; k * n];
-    transpose(w, n, k, &mut wt, n, to_bf16);
-    matmul_on(
-        amx(),
-        g,
-        m,
-        Weight {
-            data: &wt,
-            n: k,
-            k: n,
-        },
-    )
-}
+    /// Elements per parallel chunk of a conversion.
+    const CHUNK: usize = 1 << 14;
 
-/// `∂W = Gᵀ x`. Shapes: g `[m, n]`, x `[m, k]` (f32) -> `[n, k]`.
-pub(crate) fn weight_grad(g: &[f32], x: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
-    let padded = m.next_multiple_of(BLOCK_K);
-    let mut gt = vec![0f32; n * padded];
-    transpose(g, m, n, &mut gt, padded, |v| v);
-    let mut xt = vec![0u16; k * padded];
-    transpose(x, m, k, &mut xt, padded, to_bf16);
-    matmul_on(
-        amx(),
-        &gt,
-        n,
-        Weight {
+    /// `src` rounded to bf16.
+    pub(crate) fn rounded(src: &[f32]) -> Vec<u16> {
+        let mut out = vec![0u16; src.len()];
+        out.par_chunks_mut(CHUNK)
+            .zip(src.par_chunks(CHUNK))
+            // SAFETY: `handles` checked the CPU; the chunks have equal lengths.
+            .for_each(|(d, s)| unsafe { convert(s, d) });
+        out
+    }
+
+    /// The transpose of `src` `[rows, cols]` in bf16, rows of `stride ≥ rows` (zero past
+    /// `rows`). Shapes: -> `[cols, stride]`.
+    pub(crate) fn transposed(src: &[f32], rows: usize, cols: usize, stride: usize) -> Vec<u16> {
+        let mut out = vec![0u16; cols * stride];
+        out.par_chunks_mut(TILE * stride)
+            .enumerate()
+            // SAFETY: `handles` checked the CPU; each chunk holds the 16 rows (fewer at the
+            // end) that block `c` writes.
+            .for_each(|(c, d)| unsafe { transpose_block(src, (rows, cols), c * TILE, d, stride) });
+        out
+    }
+
+    /// `out (+)= x Wᵀ` for `x` `[m, w.k]` f32 rows. Shapes: out `[m, w.n]`.
+    pub(crate) fn product_into(x: &[f32], m: usize, w: Weight<'_>, out: &mut [f32], add: bool) {
+        let xs = XRows::pack(Bf16Isa::Amx, x, m, w.k);
+        run_packed_into(Bf16Isa::Amx, &xs, m, w, out, add);
+    }
+
+    /// `out (+)= aᵀ Wᵀ` for `a` `[t, m]` row-major (read as `[m, t]`), `t` zero-padded to
+    /// `w.k` (a multiple of 32 no smaller than `t`). Shapes: out `[m, w.n]`.
+    pub(crate) fn product_k_major_into(
+        a: &[f32],
+        (t, m): (usize, usize),
+        w: Weight<'_>,
+        out: &mut [f32],
+        add: bool,
+    ) {
+        debug_assert!(w.k >= t && w.k.is_multiple_of(BLOCK_K));
+        let k_blocks = w.k / BLOCK_K;
+        let tile = TILE * BLOCK_K;
+        let mut data = vec![0u16; m.div_ceil(TILE) * k_blocks * tile];
+        data.par_chunks_mut(k_blocks * tile)
+            .enumerate()
+            // SAFETY: `handles` checked the CPU; each block holds `k_blocks` tiles (those past
+            // `t` stay zero).
+            .for_each(|(rb, block)| unsafe { pack_k_major(a, (t, m), rb, &mut block[..]) });
+        run_packed_into(
+            Bf16Isa::Amx,
+            &XRows::Tiles { data, k_blocks },
+            m,
+            w,
+            out,
+            add,
+        );
+    }
+
+    /// A fresh `[m, n]` buffer that `f` fills completely.
+    fn filled(m: usize, n: usize, f: impl FnOnce(&mut [f32])) -> Vec<f32> {
+        // SAFETY: every caller passes a non-accumulating product, which writes all of it.
+        let mut out = unsafe { crate::kernels::linear_train::unfilled(m * n) };
+        f(&mut out);
+        out
+    }
+
+    /// `y = x Wᵀ`. Shapes: x `[m, k]`, w `[n, k]` (f32) -> `[m, n]`.
+    pub(crate) fn forward(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
+        let wb = rounded(w);
+        filled(m, n, |y| {
+            product_into(x, m, Weight { data: &wb, n, k }, y, false)
+        })
+    }
+
+    /// `∂x = G W`. Shapes: g `[m, n]`, w `[n, k]` (f32) -> `[m, k]`.
+    pub(crate) fn input_grad(g: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
+        let wt = transposed(w, n, k, n);
+        filled(m, k, |dx| {
+            product_into(
+                g,
+                m,
+                Weight {
+                    data: &wt,
+                    n: k,
+                    k: n,
+                },
+                dx,
+                false,
+            )
+        })
+    }
+
+    /// `∂W = Gᵀ x`, the tokens (`m`) padded to a multiple of 32. Shapes: g `[m, n]`, x
+    /// `[m, k]` (f32) -> `[n, k]`.
+    pub(crate) fn weight_grad(g: &[f32], x: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
+        let padded = m.next_multiple_of(BLOCK_K);
+        let xt = transposed(x, m, k, padded);
+        let w = Weight {
             data: &xt,
             n: k,
             k: padded,
-        },
-    )
+        };
+        filled(n, k, |dw| product_k_major_into(g, (m, n), w, dw, false))
+    }
 }
 
-/// `dst[c][r] = f(src[r][c])` for `src` `[rows, cols]` row-major, `dst` rows of `stride ≥ rows`
-/// (the rest left as it is), in parallel over blocks of `dst` rows.
-fn transpose<T: Copy + Send + Sync>(
-    src: &[f32],
-    rows: usize,
-    cols: usize,
-    dst: &mut [T],
-    stride: usize,
-    f: impl Fn(f32) -> T + Sync,
-) {
-    debug_assert_eq!(src.len(), rows * cols);
-    debug_assert!(dst.len() >= cols * stride && stride >= rows);
-    dst.par_chunks_mut(T_BLOCK * stride)
-        .enumerate()
-        .for_each(|(cb, block)| {
-            let c0 = cb * T_BLOCK;
-            let c_end = (c0 + T_BLOCK).min(cols);
-            for r0 in (0..rows).step_by(T_BLOCK) {
-                let r_end = (r0 + T_BLOCK).min(rows);
-                for r in r0..r_end {
-                    let row = &src[r * cols..(r + 1) * cols];
-                    for c in c0..c_end {
-                        block[(c - c0) * stride + r] = f(row[c]);
-                    }
-                }
-            }
-        });
+#[cfg(target_arch = "x86_64")]
+pub(crate) use on_amx::{
+    forward, input_grad, product_into, product_k_major_into, rounded, transposed, weight_grad,
+};
+
+/// Without x86-64 there is no AMX: [`handles`] is false and these are never called.
+#[cfg(not(target_arch = "x86_64"))]
+mod elsewhere {
+    pub(crate) fn forward(_: &[f32], _: &[f32], _: usize, _: usize, _: usize) -> Vec<f32> {
+        unreachable!("bf16 training products need AMX")
+    }
+    pub(crate) fn input_grad(_: &[f32], _: &[f32], _: usize, _: usize, _: usize) -> Vec<f32> {
+        unreachable!("bf16 training products need AMX")
+    }
+    pub(crate) fn weight_grad(_: &[f32], _: &[f32], _: usize, _: usize, _: usize) -> Vec<f32> {
+        unreachable!("bf16 training products need AMX")
+    }
 }
+
+#[cfg(not(target_arch = "x86_64"))]
+pub(crate) use elsewhere::{forward, input_grad, weight_grad};
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::bf16::from_bf16;
+    use crate::kernels::bf16::{from_bf16, to_bf16};
 
     /// Deterministic values of both signs over a few magnitudes.
     fn values(len: usize, seed: f32) -> Vec<f32> {
@@ -181,18 +244,5 @@ mod tests {
             &reference(&gt, &xt, n, k, m),
             "dw",
         );
-    }
-
-    #[test]
-    fn transposes_fill_the_strided_rows() {
-        let src: Vec<f32> = (0..35 * 3).map(|i| i as f32).collect();
-        let mut dst = vec![-1f32; 3 * 40];
-        transpose(&src, 35, 3, &mut dst, 40, |v| v);
-        for c in 0..3 {
-            for r in 0..35 {
-                assert_eq!(dst[c * 40 + r], (r * 3 + c) as f32);
-            }
-            assert!(dst[c * 40 + 35..(c + 1) * 40].iter().all(|&v| v == -1.0));
-        }
     }
 }
