@@ -105,7 +105,10 @@ pub(super) unsafe fn pack_k_major(
         for p in 0..TILE {
             let t = kb * BLOCK_K + 2 * p;
             let both = _mm512_cvtne2ps_pbh(load(t + 1), load(t));
-            let pairs = _mm512_permutexvar_epi16(interleave, std::mem::transmute(both));
+            let pairs = _mm512_permutexvar_epi16(
+                interleave,
+                std::mem::transmute::<__m512bh, __m512i>(both),
+            );
             _mm512_storeu_si512(dst.add(p), pairs);
         }
     }
