@@ -140,19 +140,23 @@ pub struct PpoStepWorkload {
 /// weights at the start): sample `batch` responses, compute the policy's and the reference's
 /// log-probs of them, then one update — forward, the clipped surrogate with the per-token KL
 /// as advantage stand-in, backward, clipping and AdamW. Tokens are the generated ones; best
-/// of `runs` after one warm-up step.
+/// of `runs` after one warm-up step. With `bf16_rollouts` the sampling and the reference run
+/// on bf16 weights, as `cai rl --dtype bf16` does on the CPU.
 pub fn bench_ppo_step(
     mut policy: Decoder,
-    reference: Decoder,
+    mut reference: Decoder,
     w: PpoStepWorkload,
     runs: usize,
-    gradient_checkpointing: bool,
+    (gradient_checkpointing, bf16_rollouts): (bool, bool),
 ) -> Result<Throughput> {
     use crate::rl::loss::ppo_policy_loss;
     use crate::rl::policy::{response_outputs, train_outputs, Sequence};
     use cai_model::generate::{generate_batch, GenJob, Stopping};
     use cai_model::layers::Mode;
 
+    if bf16_rollouts {
+        reference.prepare_for_inference_as(candle_core::DType::BF16)?;
+    }
     let params: Vec<TrainParam> = policy
         .make_trainable()?
         .into_iter()
@@ -192,7 +196,9 @@ pub fn bench_ppo_step(
             tokenizer: None,
             eos: &[],
         };
-        let outs = generate_batch(&policy, None, &jobs, stopping)?;
+        // As `cai rl` samples: a view of the current weights (bf16 copies with bf16 rollouts).
+        let sampler = policy.inference_view(bf16_rollouts)?;
+        let outs = generate_batch(&sampler, None, &jobs, stopping)?;
         let sequences: Vec<Sequence> = prompts
             .iter()
             .zip(&outs)
@@ -202,7 +208,7 @@ pub fn bench_ppo_step(
             })
             .collect();
         let seqs: Vec<&Sequence> = sequences.iter().collect();
-        let old = response_outputs(&policy, None, &seqs, Mode::Infer, true)?.log_probs;
+        let old = response_outputs(&sampler, None, &seqs, Mode::Infer, true)?.log_probs;
         let reference = response_outputs(&reference, None, &seqs, Mode::Infer, false)?.log_probs;
         let advantages = (&reference - &old)?;
         let train = train_outputs(&policy, None, &seqs, false, gradient_checkpointing)?;
@@ -247,10 +253,9 @@ mod tests {
             prompt: 4,
             new_tokens: 5,
         };
-        for checkpointing in [false, true] {
+        for modes in [(false, false), (true, false), (false, true)] {
             let model = || random_decoder(shape.config().unwrap(), 0, DType::F32, &Device::Cpu);
-            let t =
-                bench_ppo_step(model().unwrap(), model().unwrap(), w, 1, checkpointing).unwrap();
+            let t = bench_ppo_step(model().unwrap(), model().unwrap(), w, 1, modes).unwrap();
             assert_eq!(t.tokens, 3 * 5);
             assert!(t.seconds > 0.0);
         }

@@ -146,13 +146,20 @@ pub(crate) type Session<'m> = TrainSession<'m, Policy>;
 
 /// Load the policy to train (with a value head for PPO) and its tokenizer.
 pub(crate) fn load_policy(run: &RlRun, cfg: &RlConfig) -> Result<(Policy, Tokenizer)> {
-    Policy::load(
+    let precision = Precision::of(&cfg.dtype, &run.device)?;
+    let (policy, tokenizer) = Policy::load(
         &run.policy_dir,
         cfg.lora.as_ref(),
         cfg.algo == Algo::Ppo,
-        Precision::of(&cfg.dtype, &run.device)?.build,
+        precision.build,
         &run.device,
-    )
+    )?;
+    let policy = if precision.bf16_matmuls {
+        policy.with_bf16_rollouts()?
+    } else {
+        policy
+    };
+    Ok((policy, tokenizer))
 }
 
 /// Open the training session over `policy` (resuming from the newest checkpoint when asked),

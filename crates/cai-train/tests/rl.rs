@@ -166,6 +166,58 @@ fn rloo_solves_a_toy_bandit() {
     solves_the_bandit(Algo::Rloo);
 }
 
+/// `dtype = "bf16"` on the CPU: rollouts sample from bf16 copies of the policy's weights and
+/// the frozen reference is bf16; their log-probabilities stay within bf16 rounding of f32's.
+#[test]
+fn bf16_rollouts_stay_near_f32() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let load = || Policy::load(&model, None, true, DType::F32, &Device::Cpu).unwrap();
+    let (exact, tokenizer) = load();
+    let mixed = load().0.with_bf16_rollouts().unwrap();
+    let ids = tokenizer
+        .encode(
+            "Human: how do I bake bread?\n\nAssistant: Mix flour and water.",
+            true,
+        )
+        .unwrap();
+    let seq = Sequence {
+        response_start: ids.len() - 5,
+        ids,
+    };
+    let log_probs = |p: &Policy| -> Vec<f32> {
+        let sampler = p.sampler().unwrap();
+        let out = cai_train::rl::policy::response_outputs(
+            &sampler,
+            p.value_head.as_ref(),
+            &[&seq],
+            Mode::Infer,
+            false,
+        )
+        .unwrap();
+        out.log_probs.to_vec1().unwrap()
+    };
+    let pairs = [
+        (log_probs(&exact), log_probs(&mixed)),
+        (
+            exact.reference_log_probs(&[&seq], None).unwrap(),
+            mixed.reference_log_probs(&[&seq], None).unwrap(),
+        ),
+    ];
+    for (e, m) in pairs {
+        let diff = e
+            .iter()
+            .zip(&m)
+            .fold(0f32, |a, (x, y)| a.max((x - y).abs()));
+        assert!(diff > 0.0 && diff < 0.05, "bf16 against f32: {diff}");
+    }
+    assert_eq!(
+        mixed.decoder().dtype(),
+        DType::F32,
+        "the trained weights stay f32"
+    );
+}
+
 #[test]
 fn the_lora_reference_is_the_base_model() {
     let dir = tempfile::tempdir().unwrap();
@@ -193,7 +245,13 @@ fn the_lora_reference_is_the_base_model() {
         response_start: ids.len() - 4,
         ids: ids.clone(),
     };
-    let reference = policy.reference_log_probs(&[&seq]).unwrap();
+    let reference = policy.reference_log_probs(&[&seq], None).unwrap();
+    // A rollout's sampler with its adapters off is the same reference.
+    let sampler = policy.sampler().unwrap();
+    assert_eq!(
+        policy.reference_log_probs(&[&seq], Some(&sampler)).unwrap(),
+        reference
+    );
     let with_adapters: Vec<f32> = policy
         .forward(&[&seq], Mode::Infer, false)
         .unwrap()

@@ -289,8 +289,8 @@ impl Workload {
                 model.build_for_training(dtype, device)?,
                 model.build_for_training(dtype, device)?,
             );
-            let checkpointing = train.gradient_checkpointing;
-            return Ok(bench_ppo_step(policy, reference, PPO, runs, checkpointing)?);
+            let modes = (train.gradient_checkpointing, precision.bf16_matmuls);
+            return Ok(bench_ppo_step(policy, reference, PPO, runs, modes)?);
         }
         if let BenchModel::Path(_) = model {
             let decoder = model.build_for_training(dtype, device)?;

@@ -302,6 +302,29 @@ impl Decoder {
         })
     }
 
+    /// A copy for inference only that shares every tensor's storage but tracks no gradient
+    /// (parameters and LoRA adapters detached): sampling from a model being trained. With
+    /// `bf16` (an f32 CPU model) its weights become bf16 copies
+    /// ([`Decoder::prepare_for_bf16_inference`]), for the bf16 kernels.
+    pub fn inference_view(&self, bf16: bool) -> Result<Decoder> {
+        let mut view = self.clone();
+        view.visit_params(&mut |_, t| {
+            *t = t.detach();
+            Ok(())
+        })?;
+        view.visit_linears(&mut |_, l| {
+            if let Some(lora) = &mut l.lora {
+                lora.a = lora.a.detach();
+                lora.b = lora.b.detach();
+            }
+            Ok(())
+        })?;
+        if bf16 {
+            view.prepare_for_bf16_inference()?;
+        }
+        Ok(view)
+    }
+
     /// The dtype to build a model in that will run inference at `requested` on `device`: bf16
     /// on the CPU means f32 activations over packed bf16 weights, so such a model is built in
     /// f32 and then given to [`Decoder::prepare_for_inference_as`].

@@ -97,7 +97,7 @@ fn fingerprint(pairs: &[DpoPair]) -> String {
 fn reference_sums(policy: &Policy, seqs: &[&Sequence], rows: usize) -> Result<Vec<f32>> {
     let mut out = Vec::with_capacity(seqs.len());
     for chunk in seqs.chunks(rows) {
-        let lp = policy.reference_log_probs(chunk)?;
+        let lp = policy.reference_log_probs(chunk, None)?;
         let mut at = 0;
         for s in chunk {
             let n = s.response().len();

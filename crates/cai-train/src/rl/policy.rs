@@ -57,6 +57,8 @@ pub struct Policy {
     /// PPO's critic: `[1, hidden]`, reading the policy's last hidden states.
     pub value_head: Option<Var>,
     reference: Reference,
+    /// Rollouts and the reference run on bf16 weights (`dtype = "bf16"` on the CPU).
+    bf16_rollouts: bool,
 }
 
 /// One forward pass's outputs over the response tokens of a batch of sequences, in order
@@ -113,14 +115,33 @@ impl Policy {
                 trainee,
                 value_head,
                 reference,
+                bf16_rollouts: false,
             },
             tokenizer,
         ))
     }
 
-    /// The decoder (for sampling).
+    /// The decoder (the trained one: [`Policy::sampler`] for rollouts).
     pub fn decoder(&self) -> &Decoder {
         &self.trainee.decoder
+    }
+
+    /// Run rollouts and the reference on bf16 weights under f32 activations, as bf16
+    /// inference does on the CPU (the training run's `dtype = "bf16"`, whose updates multiply
+    /// in bf16 too); a frozen reference is converted once, here.
+    pub fn with_bf16_rollouts(mut self) -> Result<Self> {
+        if let Reference::Frozen(decoder) = &mut self.reference {
+            decoder.prepare_for_inference_as(DType::BF16)?;
+        }
+        self.bf16_rollouts = true;
+        Ok(self)
+    }
+
+    /// The policy's current weights for one rollout, without gradients: the decoder's own
+    /// storage, or bf16 copies with [`Policy::with_bf16_rollouts`]. Build one per rollout (the
+    /// weights change with every update).
+    pub fn sampler(&self) -> Result<Decoder> {
+        Ok(self.trainee.decoder.inference_view(self.bf16_rollouts)?)
     }
 
     /// Everything the optimiser updates: the policy's parameters, then the value head at
@@ -172,14 +193,20 @@ impl Policy {
         )
     }
 
-    /// Log-probabilities of the response tokens under the reference, without gradient.
-    pub fn reference_log_probs(&self, sequences: &[&Sequence]) -> Result<Vec<f32>> {
+    /// Log-probabilities of the response tokens under the reference, without gradient. With
+    /// LoRA the reference is the policy's base: `sampler` (from [`Policy::sampler`]) with its
+    /// adapters off, or the trained decoder itself when `None`.
+    pub fn reference_log_probs(
+        &self,
+        sequences: &[&Sequence],
+        sampler: Option<&Decoder>,
+    ) -> Result<Vec<f32>> {
         let outputs = match &self.reference {
             Reference::Frozen(decoder) => {
                 response_outputs(decoder, None, sequences, Mode::Infer, false)?
             }
             Reference::AdaptersOff => {
-                let decoder = &self.trainee.decoder;
+                let decoder = sampler.unwrap_or(&self.trainee.decoder);
                 decoder.set_adapters_enabled(false);
                 let outputs = response_outputs(decoder, None, sequences, Mode::Infer, false);
                 decoder.set_adapters_enabled(true);

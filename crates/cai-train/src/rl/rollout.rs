@@ -18,7 +18,7 @@ use cai_model::tokenizer::{DialogueFormat, Tokenizer};
 
 use crate::core::data_order::stream_slice;
 use crate::rl::config::RlConfig;
-use crate::rl::policy::{Policy, Sequence};
+use crate::rl::policy::{response_outputs, Policy, Sequence};
 use crate::{Result, TrainError};
 
 /// Scores whole dialogues (a prompt and the assistant's answer as the last turn).
@@ -277,10 +277,11 @@ pub fn rollout(
         })
         .collect();
     let started = Instant::now();
+    let sampler = policy.sampler()?;
     let mut outputs = Vec::with_capacity(jobs.len());
     for chunk in jobs.chunks(cfg.rollout_batch) {
         outputs.extend(generate_batch(
-            policy.decoder(),
+            &sampler,
             None,
             chunk,
             Stopping {
@@ -345,11 +346,17 @@ pub fn rollout(
         .collect();
     for chunk in samples.chunks_mut(cfg.rollout_batch) {
         let seqs: Vec<&Sequence> = chunk.iter().map(|s| &s.sequence).collect();
-        let out = policy.forward(&seqs, Mode::Infer, true)?;
+        let out = response_outputs(
+            &sampler,
+            policy.value_head.as_ref(),
+            &seqs,
+            Mode::Infer,
+            true,
+        )?;
         let logp: Vec<f32> = out.log_probs.to_vec1()?;
         let values: Option<Vec<f32>> = out.values.map(|v| v.to_vec1()).transpose()?;
         let entropy = out.entropy.unwrap_or_default();
-        let logp_ref = policy.reference_log_probs(&seqs)?;
+        let logp_ref = policy.reference_log_probs(&seqs, Some(&sampler))?;
         let mut at = 0;
         for (s, &len) in chunk.iter_mut().zip(&out.lengths) {
             s.logp = logp[at..at + len].to_vec();
