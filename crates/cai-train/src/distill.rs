@@ -140,7 +140,12 @@ pub fn run_distill(
     // replaces the student's tensors (or adds adapters to it) and never touches these.
     let mut frozen = decoder.clone();
     if cfg.lora.is_none() {
-        frozen.prepare_for_inference()?;
+        // bf16 training on the CPU samples and scores with the teacher in bf16 as well.
+        frozen.prepare_for_inference_as(if precision.bf16_matmuls {
+            candle_core::DType::BF16
+        } else {
+            dtype
+        })?;
     }
     let context_ids = tokenizer.encode(&run.context, tokenizer.add_bos_token())?;
     let skip = usize::from(tokenizer.add_bos_token() && tokenizer.bos_id().is_some());

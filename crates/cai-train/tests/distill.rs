@@ -254,6 +254,33 @@ fn one_step(lora: Option<&LoraConfig>) {
     }
 }
 
+/// `dtype = "bf16"` on the CPU (bf16 products, a bf16 teacher): the held-out KL still falls
+/// as in f32, and the student is written in f32.
+#[test]
+fn bf16_distillation_learns_and_writes_an_f32_student() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path());
+    let data = texts(tmp.path(), "train.jsonl", &TRAIN);
+    let eval = texts(tmp.path(), "eval.jsonl", &HELD_OUT);
+    let out = tmp.path().join("distilled");
+    let cfg = DistillConfig {
+        dtype: "bf16".into(),
+        ..quick()
+    };
+    let (outcome, _) = run(&model, &data, Some(&eval), &out, &cfg, false, None);
+    let DistillOutcome::Finished {
+        eval: Some([(start, _), (end, _)]),
+        ..
+    } = outcome
+    else {
+        panic!("expected a finished run with eval: {outcome:?}")
+    };
+    assert!(end < 0.2 * start, "held-out KL {start} -> {end}");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["torch_dtype"], "float32", "{config}");
+}
+
 #[test]
 fn only_the_student_learns_under_full_fine_tuning() {
     one_step(None);
