@@ -17,3 +17,13 @@ pub mod rms_norm;
 pub mod small_matmul;
 pub mod train_ops;
 pub(crate) mod vector;
+
+/// `Σ exp(x_i − shift)` on the widest vectors this CPU has (summed in f64 across blocks).
+pub fn sum_exp_shifted(xs: &[f32], shift: f32) -> f64 {
+    vector::sum_exp_shifted(xs, shift)
+}
+
+/// `x_i ← exp(x_i − shift)` in place on the widest vectors this CPU has; returns the sum.
+pub fn exp_shifted_in_place(xs: &mut [f32], shift: f32) -> f32 {
+    vector::exp_shifted_sum(xs, shift)
+}

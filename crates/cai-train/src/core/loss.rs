@@ -282,8 +282,10 @@ impl WeightedNll {
     /// The max and log-sum-exp of one row.
     fn row_stats(row: &[f32]) -> (f32, f32) {
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let sum: f32 = row.iter().map(|v| (v - max).exp()).sum();
-        (max, sum.ln())
+        (
+            max,
+            cai_model::kernels::sum_exp_shifted(row, max).ln() as f32,
+        )
     }
 }
 
@@ -365,8 +367,11 @@ impl candle_core::CustomOp1 for WeightedNll {
             .for_each(|(r, (out, row))| {
                 let scale = gs[r] * self.weights[r];
                 let (max, lse) = stats[r];
-                for (o, &v) in out.iter_mut().zip(row) {
-                    *o = scale * (v - max - lse).exp();
+                // softmax = exp(x − max − lse), on the vector exponential.
+                out.copy_from_slice(row);
+                cai_model::kernels::exp_shifted_in_place(out, max + lse);
+                for o in out.iter_mut() {
+                    *o *= scale;
                 }
                 out[self.targets[r] as usize] -= scale;
             });
