@@ -30,3 +30,35 @@ pub(crate) fn tiny_decoder(positions: usize) -> crate::decoder::Decoder {
     )
     .expect("a random decoder")
 }
+
+/// Run `f` (values and gradients of one op) in f32 and inside a
+/// [`crate::autocast::Bf16Matmuls`] scope. Where AMX runs, every output must differ from its
+/// f32 value (the bf16 path ran) by less than `tol` times the f32 output's largest magnitude;
+/// elsewhere the scope changes nothing and the outputs must be equal.
+pub(crate) fn assert_autocast_near_f32(f: impl Fn() -> Vec<Tensor>, tol: f32) {
+    let exact = f();
+    let mixed = {
+        let _scope = crate::autocast::Bf16Matmuls::enter();
+        f()
+    };
+    assert!(
+        !crate::autocast::bf16_matmuls(),
+        "the scope outlived its guard"
+    );
+    assert_eq!(exact.len(), mixed.len());
+    for (e, m) in exact.iter().zip(&mixed) {
+        let diff = max_abs_diff(e, m);
+        let scale = e
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        if crate::autocast::bf16_training_products_available() {
+            assert!(diff > 0.0 && diff < tol * scale, "{diff} against {scale}");
+        } else {
+            assert_eq!(diff, 0.0);
+        }
+    }
+}

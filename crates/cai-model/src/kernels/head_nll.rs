@@ -565,36 +565,20 @@ mod tests {
         let targets: Vec<u32> = (0..n as u32).map(|i| (i * 7919) % vocab as u32).collect();
         let weights: Vec<f32> = (0..n).map(|i| [1.0, 0.5, 2.0][i % 3]).collect();
         let g = Tensor::randn(0f32, 1.0, n, &dev).unwrap();
-        let run = || {
-            let out = head_nll_chunked(hv.as_tensor(), wv.as_tensor(), &targets, &weights, chunk)
-                .unwrap();
-            let grads = (&out * &g).unwrap().sum_all().unwrap().backward().unwrap();
-            [
-                out,
-                grads.get(hv.as_tensor()).unwrap().clone(),
-                grads.get(wv.as_tensor()).unwrap().clone(),
-            ]
-        };
-        let exact = run();
-        let mixed = {
-            let _scope = crate::autocast::Bf16Matmuls::enter();
-            run()
-        };
-        for (e, m) in exact.iter().zip(&mixed) {
-            let scale = e
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            let diff = max_diff(e, m);
-            if crate::autocast::bf16_training_products_available() {
-                assert!(diff > 0.0 && diff < 0.03 * scale, "{diff} against {scale}");
-            } else {
-                assert_eq!(diff, 0.0);
-            }
-        }
+        crate::test_util::assert_autocast_near_f32(
+            || {
+                let out =
+                    head_nll_chunked(hv.as_tensor(), wv.as_tensor(), &targets, &weights, chunk)
+                        .unwrap();
+                let grads = (&out * &g).unwrap().sum_all().unwrap().backward().unwrap();
+                vec![
+                    out,
+                    grads.get(hv.as_tensor()).unwrap().clone(),
+                    grads.get(wv.as_tensor()).unwrap().clone(),
+                ]
+            },
+            0.03,
+        );
     }
 
     /// Loss and both gradients of `sum(out · g)` agree with the composed ops, over more rows

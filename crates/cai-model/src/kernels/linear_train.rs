@@ -256,40 +256,19 @@ mod tests {
         let w = Var::from_tensor(&Tensor::randn(0f32, 1.0, (32, 64), &dev).unwrap()).unwrap();
         let probe = Tensor::randn(0f32, 1.0, (2, 5, 32), &dev).unwrap();
         let (xt, wt) = (x.as_tensor(), w.as_tensor());
-        let run = || {
-            let y = xt.apply_op2(wt, LinearTrain).unwrap();
-            let g = (&y * &probe)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            [y, g.get(xt).unwrap().clone(), g.get(wt).unwrap().clone()]
-        };
-        let exact = run();
-        let mixed = {
-            let _scope = crate::autocast::Bf16Matmuls::enter();
-            run()
-        };
-        assert!(
-            !crate::autocast::bf16_matmuls(),
-            "the scope outlived its guard"
+        crate::test_util::assert_autocast_near_f32(
+            || {
+                let y = xt.apply_op2(wt, LinearTrain).unwrap();
+                let g = (&y * &probe)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .backward()
+                    .unwrap();
+                vec![y, g.get(xt).unwrap().clone(), g.get(wt).unwrap().clone()]
+            },
+            0.02,
         );
-        for (e, m) in exact.iter().zip(&mixed) {
-            let diff = max_abs_diff(e, m);
-            let scale = e
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            if crate::autocast::bf16_training_products_available() {
-                assert!(diff > 0.0 && diff < 0.02 * scale, "{diff} against {scale}");
-            } else {
-                assert_eq!(diff, 0.0);
-            }
-        }
     }
 
     /// A weight whose width is not the input's is an error that names both shapes.
