@@ -3,6 +3,16 @@
 use candle_core::Tensor;
 
 /// The largest absolute element-wise difference of two tensors of one shape.
+/// The largest `|t_i|`.
+pub(crate) fn max_abs(t: &Tensor) -> f32 {
+    t.abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
 pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     (a - b)
         .and_then(|d| d.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>())
@@ -48,13 +58,7 @@ pub(crate) fn assert_autocast_near_f32(f: impl Fn() -> Vec<Tensor>, tol: f32) {
     assert_eq!(exact.len(), mixed.len());
     for (e, m) in exact.iter().zip(&mixed) {
         let diff = max_abs_diff(e, m);
-        let scale = e
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let scale = max_abs(e);
         if crate::autocast::bf16_training_products_available() {
             assert!(diff > 0.0 && diff < tol * scale, "{diff} against {scale}");
         } else {

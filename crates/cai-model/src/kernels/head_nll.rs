@@ -553,18 +553,25 @@ mod tests {
         crate::test_util::max_abs_diff(a, b)
     }
 
-    /// Inside a `Bf16Matmuls` scope (AMX): loss and both gradients stay within bf16 rounding
-    /// of the f32 op's, over several chunks (a ragged last one, the `∂W` accumulation across
-    /// chunks), and differ from them; without AMX they are the f32 op's.
-    #[test]
-    fn bf16_products_stay_near_f32() {
+    /// Hidden states `[n, h]` and an output layer `[vocab, h]` (both variables), targets,
+    /// row weights, and a probe `[n]` for the gradients.
+    fn hard_case(n: usize, h: usize, vocab: usize) -> (Var, Var, Vec<u32>, Vec<f32>, Tensor) {
         let dev = Device::Cpu;
-        let (n, h, vocab, chunk) = (75, 64, 96, 32);
         let hv = Var::from_tensor(&Tensor::randn(0f32, 1.0, (n, h), &dev).unwrap()).unwrap();
         let wv = Var::from_tensor(&Tensor::randn(0f32, 0.5, (vocab, h), &dev).unwrap()).unwrap();
         let targets: Vec<u32> = (0..n as u32).map(|i| (i * 7919) % vocab as u32).collect();
         let weights: Vec<f32> = (0..n).map(|i| [1.0, 0.5, 2.0][i % 3]).collect();
         let g = Tensor::randn(0f32, 1.0, n, &dev).unwrap();
+        (hv, wv, targets, weights, g)
+    }
+
+    /// Inside a `Bf16Matmuls` scope (AMX): loss and both gradients stay within bf16 rounding
+    /// of the f32 op's, over several chunks (a ragged last one, the `∂W` accumulation across
+    /// chunks), and differ from them; without AMX they are the f32 op's.
+    #[test]
+    fn bf16_products_stay_near_f32() {
+        let (n, h, vocab, chunk) = (75, 64, 96, 32);
+        let (hv, wv, targets, weights, g) = hard_case(n, h, vocab);
         crate::test_util::assert_autocast_near_f32(
             || {
                 let out =
@@ -585,14 +592,9 @@ mod tests {
     /// than one chunk holds (so chunk boundaries and the `∂W` accumulation are exercised).
     #[test]
     fn matches_the_composed_ops_in_value_and_gradients() {
-        let dev = Device::Cpu;
         // Chunks of 8 rows: four full chunks and a ragged one.
         let (n, h, vocab, chunk) = (37, 24, 300, 8);
-        let hv = Var::from_tensor(&Tensor::randn(0f32, 1.0, (n, h), &dev).unwrap()).unwrap();
-        let wv = Var::from_tensor(&Tensor::randn(0f32, 0.5, (vocab, h), &dev).unwrap()).unwrap();
-        let targets: Vec<u32> = (0..n as u32).map(|i| (i * 7919) % vocab as u32).collect();
-        let weights: Vec<f32> = (0..n).map(|i| [1.0, 0.5, 2.0][i % 3]).collect();
-        let g = Tensor::randn(0f32, 1.0, n, &dev).unwrap();
+        let (hv, wv, targets, weights, g) = hard_case(n, h, vocab);
 
         let fused =
             head_nll_chunked(hv.as_tensor(), wv.as_tensor(), &targets, &weights, chunk).unwrap();
@@ -615,13 +617,7 @@ mod tests {
                 grads_f.get(var.as_tensor()).expect("fused gradient"),
                 grads_c.get(var.as_tensor()).expect("composed gradient"),
             );
-            let scale = c
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let scale = crate::test_util::max_abs(c);
             assert!(scale > 0.0);
             assert!(max_diff(f, c) < 1e-5 + 1e-4 * scale, "{}", max_diff(f, c));
         }
