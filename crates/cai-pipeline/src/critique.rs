@@ -3,6 +3,9 @@
 //! constitution, each revision chaining on the last; and answers to helpfulness prompts to
 //! mix into the fine-tuning data.
 //!
+//! The critiques and revisions are written by a [`Critic`]: the answering model itself, as in
+//! the paper, or a separate (stronger) model, for a policy too small to critique itself.
+//!
 //! Every step is one batched wave over a chunk of prompts. The principle of a round is drawn
 //! from an RNG keyed by (seed, prompt id, round) and each request's sampler is seeded by
 //! (seed, prompt id, round, step), so a prompt's record does not depend on which other
@@ -79,6 +82,16 @@ pub struct CritiqueStage {
     pub format: PromptFormat,
 }
 
+/// The model that writes the critiques and revisions, and how its dialogues are rendered
+/// (its own chat template, which need not be the answering model's).
+#[derive(Clone, Copy)]
+pub struct Critic<'a> {
+    /// The critic.
+    pub model: &'a dyn LanguageModel,
+    /// Its dialogue rendering.
+    pub format: &'a PromptFormat,
+}
+
 /// Which sample of a prompt a request is; part of its seed.
 #[derive(Debug, Clone, Copy)]
 enum Step {
@@ -130,11 +143,29 @@ impl CritiqueStage {
         )
     }
 
-    /// The records of `prompts`: one wave for the answers, then two waves (critiques,
-    /// revisions) per round.
+    /// The answering model as its own critic (the paper's SL-CAI).
+    pub fn self_critic<'a>(&'a self, model: &'a dyn LanguageModel) -> Critic<'a> {
+        Critic {
+            model,
+            format: &self.format,
+        }
+    }
+
+    /// The records of `prompts`, the model critiquing itself: see [`Self::critique_by`].
     pub fn critique(
         &self,
         model: &dyn LanguageModel,
+        prompts: &[Prompt],
+    ) -> Result<Vec<CritiqueRecord>> {
+        self.critique_by(model, self.self_critic(model), prompts)
+    }
+
+    /// The records of `prompts`: one wave of `model`'s answers, then two waves of `critic`'s
+    /// (critiques, revisions) per round.
+    pub fn critique_by(
+        &self,
+        model: &dyn LanguageModel,
+        critic: Critic<'_>,
         prompts: &[Prompt],
     ) -> Result<Vec<CritiqueRecord>> {
         self.validate()?;
@@ -142,7 +173,7 @@ impl CritiqueStage {
             return Ok(Vec::new());
         }
         let context = Leading::Context(&self.context);
-        let answers = self.wave(model, prompts, "answers", |i| {
+        let answers = self.wave(model, &self.format, prompts, "answers", |i| {
             let dialogue = CritiqueDialogue {
                 prompt: &prompts[i].messages,
                 answer: None,
@@ -169,8 +200,13 @@ impl CritiqueStage {
                     .last()
                     .map_or_else(|| answers[i].clone(), |r| r.revision.clone())
             };
-            let critiques =
-                self.wave(model, prompts, &format!("round {round} critiques"), |i| {
+            let (critic_model, format) = (critic.model, critic.format);
+            let critiques = self.wave(
+                critic_model,
+                format,
+                prompts,
+                &format!("round {round} critiques"),
+                |i| {
                     let pending = Pending::Critique {
                         request: &principles[i].critique_request,
                     };
@@ -180,8 +216,8 @@ impl CritiqueStage {
                         rounds: &rounds[i],
                         pending,
                     };
-                    let full = render(&self.format, few_shot, &dialogue)?;
-                    if round == 1 || fits(model, &full, &prompts[i].id)? {
+                    let full = render(format, few_shot, &dialogue)?;
+                    if round == 1 || fits(critic_model, &full, &prompts[i].id)? {
                         return Ok((full, Step::Critique(round)));
                     }
                     compact[i] = true;
@@ -192,13 +228,15 @@ impl CritiqueStage {
                         rounds: &[],
                         pending,
                     };
-                    Ok((
-                        render(&self.format, few_shot, &dialogue)?,
-                        Step::Critique(round),
-                    ))
-                })?;
-            let revisions =
-                self.wave(model, prompts, &format!("round {round} revisions"), |i| {
+                    Ok((render(format, few_shot, &dialogue)?, Step::Critique(round)))
+                },
+            )?;
+            let revisions = self.wave(
+                critic_model,
+                format,
+                prompts,
+                &format!("round {round} revisions"),
+                |i| {
                     let pending = Pending::Revision {
                         critique_request: &principles[i].critique_request,
                         critique: &critiques[i],
@@ -211,8 +249,8 @@ impl CritiqueStage {
                         pending,
                     };
                     if !compact[i] {
-                        let full = render(&self.format, few_shot, &dialogue)?;
-                        if round == 1 || fits(model, &full, &prompts[i].id)? {
+                        let full = render(format, few_shot, &dialogue)?;
+                        if round == 1 || fits(critic_model, &full, &prompts[i].id)? {
                             return Ok((full, Step::Revision(round)));
                         }
                     }
@@ -223,11 +261,9 @@ impl CritiqueStage {
                         rounds: &[],
                         pending,
                     };
-                    Ok((
-                        render(&self.format, few_shot, &dialogue)?,
-                        Step::Revision(round),
-                    ))
-                })?;
+                    Ok((render(format, few_shot, &dialogue)?, Step::Revision(round)))
+                },
+            )?;
             for (i, (critique, revision)) in critiques.into_iter().zip(revisions).enumerate() {
                 rounds[i].push(CritiqueRound {
                     critique_request: principles[i].critique_request.clone(),
@@ -270,7 +306,7 @@ impl CritiqueStage {
             return Ok(Vec::new());
         }
         let context = Leading::Context(&self.context);
-        let answers = self.wave(model, prompts, "helpful answers", |i| {
+        let answers = self.wave(model, &self.format, prompts, "helpful answers", |i| {
             let dialogue = CritiqueDialogue {
                 prompt: &prompts[i].messages,
                 answer: None,
@@ -294,12 +330,13 @@ impl CritiqueStage {
             .collect())
     }
 
-    /// [`CritiqueStage::critique`] `batch_size` prompts at a time, each chunk's records
-    /// appended to `writer` (and synced) when its last round is done. `progress` hears how
-    /// many prompts each chunk finished.
+    /// [`CritiqueStage::critique_by`] `batch_size` prompts at a time (`critic` `None`: the
+    /// model critiques itself), each chunk's records appended to `writer` (and synced) when
+    /// its last round is done. `progress` hears how many prompts each chunk finished.
     pub fn run(
         &self,
         model: &dyn LanguageModel,
+        critic: Option<Critic<'_>>,
         prompts: &[Prompt],
         batch_size: usize,
         writer: &mut JsonlWriter,
@@ -307,7 +344,8 @@ impl CritiqueStage {
     ) -> Result<()> {
         self.validate()?;
         write_in_chunks(prompts, batch_size, writer, progress, |chunk| {
-            self.critique(model, chunk)
+            let critic = critic.unwrap_or_else(|| self.self_critic(model));
+            self.critique_by(model, critic, chunk)
         })
     }
 
@@ -326,15 +364,17 @@ impl CritiqueStage {
         })
     }
 
-    /// One batched call: the request of prompt `i` is `request(i)`; returns the trimmed texts.
+    /// One batched call: the request of prompt `i` is `request(i)`, rendered in `format`;
+    /// returns the trimmed texts.
     fn wave(
         &self,
         model: &dyn LanguageModel,
+        format: &PromptFormat,
         prompts: &[Prompt],
         step: &str,
         mut request: impl FnMut(usize) -> Result<(RenderedPrompt, Step)>,
     ) -> Result<Vec<String>> {
-        let stop = self.format.stop_strings();
+        let stop = format.stop_strings();
         let requests = (0..prompts.len())
             .map(|i| {
                 let (rendered, which) = request(i)?;

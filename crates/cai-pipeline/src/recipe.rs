@@ -166,6 +166,11 @@ pub struct Models {
     pub base: String,
     /// The AI-feedback model that labels comparisons [default: the base model].
     pub feedback: Option<String>,
+    /// A model that writes the critique stage's critiques and revisions of the answers
+    /// [default: the answering model critiques itself, as in the paper]. For a base model
+    /// too small to critique itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub critic: Option<String>,
     /// Device of every stage: cpu, cuda or cuda:N.
     #[serde(default = "default_device")]
     pub device: String,

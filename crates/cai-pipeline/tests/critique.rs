@@ -16,7 +16,7 @@ use cai_core::rng::derive_seed;
 use cai_core::{
     Error, FinishReason, GenerateRequest, Generation, LanguageModel, Sampling, Score, ScoreRequest,
 };
-use cai_pipeline::critique::{CritiqueSettings, CritiqueStage};
+use cai_pipeline::critique::{Critic, CritiqueSettings, CritiqueStage};
 use cai_pipeline::render::PromptFormat;
 use cai_pipeline::PipelineError;
 
@@ -135,6 +135,7 @@ fn run_to_file(stage: &CritiqueStage, prompts: &[Prompt], batch_size: usize) -> 
     stage
         .run(
             &FakeModel::new(),
+            None,
             prompts,
             batch_size,
             &mut writer,
@@ -181,7 +182,7 @@ fn each_step_is_one_wave_over_the_chunk() {
     let dir = tempfile::tempdir().unwrap();
     let mut writer = JsonlWriter::create(&dir.path().join("o.jsonl")).unwrap();
     stage
-        .run(&model, &prompts(5), 3, &mut writer, &mut |_| {})
+        .run(&model, None, &prompts(5), 3, &mut writer, &mut |_| {})
         .unwrap();
     // Answers, then a critique wave and a revision wave per round, for chunks of 3 and 2.
     assert_eq!(
@@ -202,7 +203,7 @@ fn a_resumed_run_writes_what_an_uninterrupted_run_writes() {
     let dying = FakeModel::failing_from(17);
     let mut writer = JsonlWriter::create(&path).unwrap();
     let err = stage
-        .run(&dying, &prompts, 2, &mut writer, &mut |_| {})
+        .run(&dying, None, &prompts, 2, &mut writer, &mut |_| {})
         .unwrap_err();
     assert!(
         matches!(&err, PipelineError::Model { step, first, last, .. }
@@ -230,7 +231,7 @@ fn a_resumed_run_writes_what_an_uninterrupted_run_writes() {
     assert_eq!(todo.len(), 3);
     let mut writer = JsonlWriter::append(&path).unwrap();
     stage
-        .run(&FakeModel::new(), &todo, 2, &mut writer, &mut |_| {})
+        .run(&FakeModel::new(), None, &todo, 2, &mut writer, &mut |_| {})
         .unwrap();
     assert_eq!(std::fs::read_to_string(&path).unwrap(), uninterrupted);
 }
@@ -332,6 +333,70 @@ fn chat_models_get_user_turns_and_no_stop_strings() {
 }
 
 #[test]
+fn a_critic_writes_the_critiques_and_revisions_in_its_own_format() {
+    // The policy answers in the transcript; the critic reads its own chat template.
+    let template = ChatTemplate::new(
+        "{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}\
+         {% if add_generation_prompt %}[assistant]{% endif %}",
+        None,
+        None,
+    )
+    .unwrap();
+    let chat = PromptFormat::Chat(Box::new(template));
+    let stage = stage(2);
+    let (policy, critic_model) = (FakeModel::new(), FakeModel::new());
+    let critic = Critic {
+        model: &critic_model,
+        format: &chat,
+    };
+    let prompts = prompts(3);
+    let records = stage.critique_by(&policy, critic, &prompts).unwrap();
+
+    // The policy only answered, after the context, in the transcript.
+    let answered = policy.requests();
+    assert_eq!(answered.len(), 3);
+    assert!(answered.iter().all(|r| r.prefix == "An HHH context."));
+    assert!(answered.iter().all(|r| r.prompt.ends_with("Assistant:")));
+    // The critic wrote both waves of both rounds, as chat turns with no stop strings.
+    let critiqued = critic_model.requests();
+    assert_eq!(critiqued.len(), 3 * 2 * 2);
+    assert!(critiqued.iter().all(|r| r.stop.is_empty()));
+    assert!(critiqued
+        .iter()
+        .all(|r| r.prompt.starts_with("[user]request ")));
+    assert!(critiqued
+        .iter()
+        .all(|r| !r.prompt.contains("CritiqueRequest:")));
+    for (i, (record, answer)) in records.iter().zip(&answered).enumerate() {
+        assert!(answer.prompt.contains(&format!("request {i}")));
+        // The critic's requests carry the policy's answer.
+        let own: Vec<&GenerateRequest> = critiqued
+            .iter()
+            .filter(|r| {
+                r.prompt
+                    .starts_with(&format!("[user]request {i}[assistant]"))
+            })
+            .collect();
+        assert_eq!(own.len(), 4, "{}", record.id);
+        let first = format!(
+            "[user]request {i}[assistant]{}[user]",
+            record.initial_response
+        );
+        assert!(own.iter().all(|r| r.prompt.starts_with(&first)));
+    }
+    // The same model as its own critic is the paper's stage, request for request.
+    let model = FakeModel::new();
+    let by_itself = stage
+        .critique_by(&model, stage.self_critic(&model), &prompts)
+        .unwrap();
+    assert_eq!(
+        by_itself,
+        stage.critique(&FakeModel::new(), &prompts).unwrap()
+    );
+    assert_ne!(by_itself, records);
+}
+
+#[test]
 fn helpful_answers_are_sft_records_with_their_own_seeds() {
     let stage = stage(1);
     let model = FakeModel::new();
@@ -363,7 +428,7 @@ fn settings_and_principles_are_checked() {
     let dir = tempfile::tempdir().unwrap();
     let mut writer = JsonlWriter::create(&dir.path().join("o.jsonl")).unwrap();
     let err = stage(1)
-        .run(&model, &prompts(1), 0, &mut writer, &mut |_| {})
+        .run(&model, None, &prompts(1), 0, &mut writer, &mut |_| {})
         .unwrap_err();
     assert!(err.to_string().contains("batch size 0"), "{err}");
     assert_eq!(model.calls.load(Ordering::SeqCst), 0);

@@ -182,6 +182,88 @@ fn hugging_face_and_built_in_constitutions_run() {
 }
 
 #[test]
+fn a_critic_critiques_and_revises_the_models_answers() {
+    let work = Workdir::new();
+    let model = model(&work);
+    // Another model of the same shape and tokenizer, other weights.
+    let critic = "critic";
+    work.cai_ok(&[
+        "init-model",
+        "--arch",
+        "llama",
+        "--output",
+        critic,
+        "--hidden-size",
+        "32",
+        "--layers",
+        "2",
+        "--heads",
+        "4",
+        "--intermediate-size",
+        "64",
+        "--vocab-size",
+        "300",
+        "--max-positions",
+        "1024",
+        "--seed",
+        "7",
+        "--tokenizer",
+        "model/tokenizer.json",
+    ]);
+    work.write("prompts.jsonl", PROMPTS);
+    work.write("hf.json", HUGGING_FACE);
+    let greedy = |output: &'static str| {
+        let mut args = critique_args(model, "hf.json", output);
+        set(&mut args, "--max-new-tokens", "6");
+        args.extend(["--temperature", "0"]);
+        args
+    };
+    work.cai_ok(&greedy("self.jsonl"));
+    let mut args = greedy("critic.jsonl");
+    args.extend(["--critic", critic]);
+    let output = work.cai_ok(&args);
+    let err = stderr(&output);
+    assert!(err.contains("by the critic critic"), "{err}");
+    assert!(err.contains("wrote 3 records with 2 rounds"), "{err}");
+
+    // The model's own answers, the critic's critiques and revisions.
+    let alone = read_jsonl(&work.path("self.jsonl"));
+    let judged = read_jsonl(&work.path("critic.jsonl"));
+    let texts = |records: &[Value], key: &str| -> Vec<String> {
+        records
+            .iter()
+            .flat_map(|r| r["rounds"].as_array().unwrap().clone())
+            .map(|round| round[key].as_str().unwrap().to_owned())
+            .collect()
+    };
+    for (a, j) in alone.iter().zip(&judged) {
+        assert_eq!(a["initial_response"], j["initial_response"]);
+    }
+    assert_ne!(texts(&alone, "critique"), texts(&judged, "critique"));
+    assert_ne!(texts(&alone, "revision"), texts(&judged, "revision"));
+    let config: Value = serde_json::from_str(&work.read("critic.config.json")).unwrap();
+    assert_eq!(config["critic"], "critic");
+
+    // Resuming without the critic is another run; naming the model itself is no critic.
+    let output = work.cai(&greedy("critic.jsonl"));
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(err.contains("critic was \"critic\", now unset"), "{err}");
+    let mut args = greedy("same.jsonl");
+    args.extend(["--critic", model]);
+    work.cai_ok(&args);
+    assert_eq!(work.read("same.jsonl"), work.read("self.jsonl"));
+    assert!(!work.read("same.config.json").contains("critic"));
+
+    // A critic that does not load fails before anything is written.
+    let mut args = greedy("missing.jsonl");
+    args.extend(["--critic", "no-such-dir/"]);
+    let err = assert_exit(&work.cai(&args), 1);
+    assert!(err.contains("loading the critic (--critic)"), "{err}");
+    assert!(!work.path("missing.jsonl").exists());
+}
+
+#[test]
 fn bad_inputs_are_reported_and_leave_the_output_untouched() {
     let work = Workdir::new();
     let model = model(&work);

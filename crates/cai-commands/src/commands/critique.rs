@@ -1,7 +1,7 @@
 //! `cai critique`: SL-CAI data — the model answers red-team prompts, then critiques and
-//! revises its answers against principles drawn from a constitution; optionally also answers
-//! helpfulness prompts to mix into fine-tuning. Resumable, with the config saved beside the
-//! output.
+//! revises its answers against principles drawn from a constitution (or a separate critic
+//! model does, `--critic`); optionally also answers helpfulness prompts to mix into
+//! fine-tuning. Resumable, with the config saved beside the output.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -15,7 +15,7 @@ use cai_core::usage::CountingModel;
 use cai_core::Sampling;
 use cai_data::read_prompts;
 use cai_model::tokenizer::DialogueFormat;
-use cai_pipeline::critique::{CritiqueSettings, CritiqueStage};
+use cai_pipeline::critique::{Critic, CritiqueSettings, CritiqueStage};
 use cai_pipeline::render::PromptFormat;
 use clap::Args;
 use serde::{Deserialize, Serialize};
@@ -32,6 +32,11 @@ use crate::usage::{ensure, UsageError};
 pub struct CritiqueArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    /// A separate model that writes the critiques and revisions of --model's answers:
+    /// anything --model takes, on the same device and dtype [default: --model critiques
+    /// itself, as in the CAI paper]. For a policy too small to critique itself
+    #[arg(long, value_name = "M")]
+    pub critic: Option<String>,
     /// Red-team prompts: JSONL of {"id"?, "prompt"} or {"id"?, "messages"} records, or
     /// hh-rlhf records ({"chosen", "rejected"} transcripts; the prompt is the first human turn)
     #[arg(long, value_name = "FILE")]
@@ -110,6 +115,7 @@ impl CritiqueArgs {
         let settings = CritiqueSettings::default();
         Self {
             model,
+            critic: None,
             prompts,
             constitution,
             few_shot: None,
@@ -135,6 +141,9 @@ impl CritiqueArgs {
 pub struct CritiqueConfig {
     /// The model.
     pub model: ModelArgs,
+    /// The critic, when not the model itself (absent from configs saved before critics).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub critic: Option<String>,
     /// Red-team prompts.
     pub prompts: PathBuf,
     /// The constitution as given.
@@ -239,7 +248,12 @@ impl CritiqueConfig {
             "--helpful-output: expected a file other than --output".into()
         })?;
         let few_shot_text = transcript_prefix(&few_shot);
+        ensure(args.critic.as_deref() != Some(""), || {
+            "--critic: expected a model".into()
+        })?;
         let config = Self {
+            // Naming the model itself as its critic is the default, saved as such.
+            critic: args.critic.filter(|c| *c != args.model.model),
             model: args.model,
             prompts: args.prompts,
             constitution: args.constitution,
@@ -331,6 +345,22 @@ pub fn run(args: CritiqueArgs) -> anyhow::Result<()> {
     };
     let model = config.model.load()?;
     let format = prompt_format(&model, config.format)?;
+    let critic_model = config
+        .critic
+        .as_ref()
+        .map(|critic| {
+            ModelArgs {
+                model: critic.clone(),
+                ..config.model.clone()
+            }
+            .load()
+            .context("loading the critic (--critic)")
+        })
+        .transpose()?;
+    let critic_format = critic_model
+        .as_ref()
+        .map(|critic| prompt_format(critic, config.format))
+        .transpose()?;
     let stage = CritiqueStage {
         settings: config.settings.clone(),
         principles: config.principles.clone(),
@@ -344,7 +374,16 @@ pub fn run(args: CritiqueArgs) -> anyhow::Result<()> {
     if let Some(path) = &config.context {
         model_args::prefill_context(&model, &stage.context, path)?;
     }
-    describe(&config, &stage, &model)?;
+    let critic = match (&critic_model, &critic_format) {
+        (Some(model), Some(format)) => Some((model, format)),
+        _ => None,
+    };
+    describe(
+        &config,
+        &stage,
+        critic.map_or(&model, |(m, _)| m),
+        critic.map(|(_, f)| f),
+    )?;
 
     let kind = |marks| resume::OutputKind {
         command: "cai critique",
@@ -372,13 +411,23 @@ pub fn run(args: CritiqueArgs) -> anyhow::Result<()> {
     };
     // Counts the tokens generated, for the throughput each part reports.
     let counting = CountingModel::new(&model);
+    let counting_critic = critic.map(|(model, _)| CountingModel::new(model));
+    let critic = counting_critic
+        .as_ref()
+        .zip(critic)
+        .map(|(model, (_, format))| Critic {
+            model: model as &dyn cai_core::LanguageModel,
+            format,
+        });
     run_part(
         "critique",
         &config.output,
         critique_out,
         config.settings.rounds,
-        &counting,
-        |todo, writer, progress| stage.run(&counting, todo, config.batch_size, writer, progress),
+        &[Some(&counting), counting_critic.as_ref()],
+        |todo, writer, progress| {
+            stage.run(&counting, critic, todo, config.batch_size, writer, progress)
+        },
     )?;
     if let Some((path, out)) = helpful_out {
         run_part(
@@ -386,7 +435,7 @@ pub fn run(args: CritiqueArgs) -> anyhow::Result<()> {
             path,
             out,
             0,
-            &counting,
+            &[Some(&counting)],
             |todo, writer, progress| {
                 stage.run_helpful(&counting, todo, config.batch_size, writer, progress)
             },
@@ -401,7 +450,7 @@ fn run_part(
     output: &Path,
     mut out: ResumedOutput<Prompt>,
     rounds: usize,
-    counting: &CountingModel<'_>,
+    counting: &[Option<&CountingModel<'_>>],
     run: impl FnOnce(
         &[Prompt],
         &mut cai_core::jsonl::JsonlWriter,
@@ -415,7 +464,14 @@ fn run_part(
         eprintln!("{what}: resuming after {} done", out.done);
     }
     let bar = progress::records_bar(out.total(), out.done, what);
-    let tokens_before = counting.usage().generated_tokens;
+    let generated = || -> u64 {
+        counting
+            .iter()
+            .flatten()
+            .map(|c| c.usage().generated_tokens)
+            .sum()
+    };
+    let tokens_before = generated();
     let start = Instant::now();
     run(&out.todo, &mut out.writer, &mut |n| bar.inc(n as u64))
         .with_context(|| format!("writing {}", output.display()))?;
@@ -425,7 +481,7 @@ fn run_part(
         0 => String::new(),
         n => format!(" with {}", human::count(n, "round")),
     };
-    let tokens = counting.usage().generated_tokens - tokens_before;
+    let tokens = generated() - tokens_before;
     eprintln!(
         "wrote {}{rounds} to {} in {seconds:.1} s ({:.2} prompts/s; {} new tokens, {:.0} \
          tokens/s)",
@@ -438,13 +494,20 @@ fn run_part(
     Ok(())
 }
 
-/// One line on stderr saying what will be sampled, and the few-shot prefix's length.
-fn describe(config: &CritiqueConfig, stage: &CritiqueStage, model: &Backend) -> anyhow::Result<()> {
+/// One line on stderr saying what will be sampled, and the few-shot prefix's length in the
+/// tokens of `critic`, which reads it (the model itself, or the `--critic` and its format).
+fn describe(
+    config: &CritiqueConfig,
+    stage: &CritiqueStage,
+    critic: &Backend,
+    critic_format: Option<&PromptFormat>,
+) -> anyhow::Result<()> {
+    let critic_format = critic_format.unwrap_or(&stage.format);
     let few_shot = match stage.few_shot.len() {
         0 => "no few-shot examples".to_owned(),
         n => {
             let mut text = human::count(n, "few-shot example");
-            if let (PromptFormat::Transcript, Some(model)) = (&stage.format, model.local()) {
+            if let (PromptFormat::Transcript, Some(model)) = (critic_format, critic.local()) {
                 let prefix = transcript_prefix(&stage.few_shot);
                 let tokens = model
                     .prefix(&prefix)
@@ -457,8 +520,12 @@ fn describe(config: &CritiqueConfig, stage: &CritiqueStage, model: &Backend) -> 
         }
     };
     let sampling = &config.settings.sampling;
+    let critic = match &config.critic {
+        Some(critic) => format!(" by the critic {critic} ({} format)", critic_format.name()),
+        None => String::new(),
+    };
     eprintln!(
-        "critique: {} from {}, {}, {}, {} format; {}",
+        "critique: {}{critic} from {}, {}, {}, {} format; {}",
         human::count(config.settings.rounds, "round"),
         config.constitution,
         human::count(config.principles.len(), "principle"),

@@ -71,6 +71,7 @@ pub fn check_inputs(ctx: &RunContext, plans: &[StagePlan]) -> Result<(), PlanErr
     for (what, spec) in [
         ("[models] base", Some(&r.models.base)),
         ("[models] feedback", r.models.feedback.as_ref()),
+        ("[models] critic", r.models.critic.as_ref()),
     ] {
         if let Some(spec) = spec.filter(|s| Path::new(s.as_str()).exists()) {
             paths.push((what.into(), spec.clone(), PathBuf::from(spec)));

@@ -14,8 +14,11 @@ use crate::recipe::{PromptSet, Stage};
 /// `cai critique`. Unset settings take the command's defaults.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CritiqueJob {
-    /// The model that answers, critiques and revises.
+    /// The model that answers (and critiques and revises, without a critic).
     pub model: String,
+    /// The model that critiques and revises the answers, when not `model`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub critic: Option<String>,
     /// The red-team prompts.
     pub prompts: PathBuf,
     /// The constitution: a built-in name or a path.
@@ -46,6 +49,7 @@ impl CritiqueJob {
     pub fn words(&self) -> Vec<String> {
         Words::new(&["critique"])
             .flag("--model", &self.model)
+            .opt("--critic", self.critic.as_ref())
             .path("--prompts", &self.prompts)
             .flag("--constitution", &self.constitution)
             .path("--output", &self.output)
@@ -78,8 +82,10 @@ pub(super) fn plan(ctx: &RunContext) -> Result<StagePlan, PlanError> {
     if helpful {
         p.input_path("helpful", ctx.prompt_set(PromptSet::Helpful));
     }
+    let critic = r.models.critic.clone().filter(|c| *c != model);
     p.steps.push(Step::Job(Box::new(Job::Critique(CritiqueJob {
         model: model.clone(),
+        critic: critic.clone(),
         prompts: ctx.prompt_set(PromptSet::RedTeam),
         constitution: ctx.constitution()?,
         output: out.clone(),
@@ -93,6 +99,9 @@ pub(super) fn plan(ctx: &RunContext) -> Result<StagePlan, PlanError> {
         args: s.args.clone(),
     }))));
     p.input_model("model", model);
+    if let Some(critic) = critic {
+        p.input_model("critic", critic);
+    }
     p.input_path("red_team", ctx.prompt_set(PromptSet::RedTeam));
     p.expect_ids
         .push((out.clone(), vec![ctx.prompt_set(PromptSet::RedTeam)]));

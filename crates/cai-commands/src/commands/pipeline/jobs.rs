@@ -133,6 +133,7 @@ pub(super) fn command(job: &Job, start: Start) -> anyhow::Result<Command> {
                 j.constitution.clone(),
                 j.output.clone(),
             );
+            args.critic = j.critic.clone();
             args.few_shot = j.few_shot.as_ref().map(|p| p.display().to_string());
             args.helpful_prompts = j.helpful_prompts.clone();
             args.rounds = j.rounds.unwrap_or(args.rounds);
@@ -402,6 +403,7 @@ name = "all"
 [models]
 base = "lab"
 feedback = "other"
+critic = "strong"
 device = "cuda:1"
 dtype = "bf16"
 [data]
@@ -451,6 +453,12 @@ max_new_tokens = 7
 bootstrap = 30
 "#;
         let lines = typed_equals_parsed(recipe, false);
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("cai critique --model lab --critic strong ")),
+            "{lines:?}"
+        );
         assert!(
             lines.iter().any(|l| l.starts_with("cai eval safety ")
                 && l.contains("--benign run/data/helpful.jsonl")),

@@ -86,6 +86,10 @@ pub(super) fn run(
         {
             sized.recipe.models.feedback = Some(model.clone());
         }
+        // A critic named as the base model is the model critiquing itself.
+        if sized.recipe.models.critic.as_deref() == Some(base.as_str()) {
+            sized.recipe.models.critic = None;
+        }
         sized.recipe.models.base = model.clone();
         eprintln!("sizes: {} ({model})", size.name());
         let code = run_recipe(&sized, &dir.join(size.name()), selection)?;
