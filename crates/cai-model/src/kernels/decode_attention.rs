@@ -1,7 +1,8 @@
 //! A CPU causal-attention kernel: for each (row, head, query) it takes dot products with the
 //! keys the query may see, a masked softmax and a weighted sum of the values, reading the KV
-//! cache in place. A decode step (a few queries) runs query by query with vector dot products;
-//! a prefill or training pass runs blocks of 64 queries as two GEMMs each. Compared with candle ops it launches one op instead of a dozen, skips the
+//! cache in place. A decode step (a few queries) runs query by query with vector dot products
+//! (on AVX-512, the heads of a key-value group together: `grouped`); a prefill or training
+//! pass runs blocks of 64 queries as two GEMMs each. Compared with candle ops it launches one op instead of a dozen, skips the
 //! keys causality hides, and never materialises the `[b, heads, s, t]` score tensor.
 //! [`crate::decoder`] uses it for every f32 forward pass on the CPU, inference and training
 //! alike: its backward is [`crate::kernels::attention_backward`].
@@ -14,6 +15,9 @@ use crate::kernels::vector::{self, Isa, Kernels, Scalar};
 #[cfg(target_arch = "x86_64")]
 use crate::kernels::vector::{Avx2, Avx512};
 use rayon::prelude::*;
+
+#[cfg(target_arch = "x86_64")]
+mod grouped;
 
 /// Below this many multiply-adds the work stays on one thread.
 const PARALLEL_WORK: usize = 1 << 16;
@@ -120,6 +124,37 @@ impl CustomOp3 for DecodeAttention {
         let mut out = vec![0f32; b * nh * s * d];
         let shape = Dims { rep, s, t, d };
         let mask = self.mask.as_deref().map(Vec::as_slice);
+        let parallel = b * nh * s * t * d >= PARALLEL_WORK && rayon::current_num_threads() > 1;
+        #[cfg(target_arch = "x86_64")]
+        if s < BLOCKED_QUERIES && d <= 16 * grouped::MAX_VECTORS && Isa::detect() == Isa::Avx512 {
+            // A decode step: the heads of a key-value group together.
+            let work = |bg: usize, chunk: &mut [f32]| {
+                // SAFETY: AVX-512F is available, d is within the kernel's limit, and the
+                // views hold every row, head and slot of the shapes checked above.
+                unsafe {
+                    grouped::group(
+                        &q,
+                        &k,
+                        &v,
+                        mask,
+                        self.scale,
+                        shape,
+                        (bg / nkv, bg % nkv),
+                        chunk,
+                    )
+                }
+            };
+            if parallel {
+                out.par_chunks_mut(rep * s * d)
+                    .enumerate()
+                    .for_each(|(bg, c)| work(bg, c));
+            } else {
+                out.chunks_mut(rep * s * d)
+                    .enumerate()
+                    .for_each(|(bg, c)| work(bg, c));
+            }
+            return Ok((CpuStorage::F32(out), Shape::from((b, nh, s, d))));
+        }
         let work = |bh: usize, chunk: &mut [f32]| {
             let at = Head {
                 row: bh / nh,
@@ -140,7 +175,7 @@ impl CustomOp3 for DecodeAttention {
                 _ => head_generic::<Scalar>(&q, &k, &v, mask, self.scale, shape, at, chunk),
             }
         };
-        if b * nh * s * t * d >= PARALLEL_WORK && rayon::current_num_threads() > 1 {
+        if parallel {
             out.par_chunks_mut(s * d)
                 .enumerate()
                 .for_each(|(bh, c)| work(bh, c));
@@ -472,6 +507,72 @@ mod tests {
                 head_blocked(&q, &k, &v, m, 0.3, dims, at, &mut got);
                 for (a, b) in got.iter().zip(&want) {
                     assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+                }
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_grouped_kernel_matches_the_query_by_query_kernel() {
+        if !is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        // Head dimensions with and without a partial vector, up to the limit; one to seven
+        // heads per group; key counts around multiples of 16; a few queries.
+        let cases = [
+            (3, 1, 37, 64),
+            (1, 1, 5, 20),
+            (4, 2, 50, 128),
+            (2, 3, 17, 24),
+            (7, 1, 33, 48),
+            (3, 1, 1, 64),
+            (2, 1, 16, 100),
+            (6, 2, 32, 112),
+        ];
+        for (rep, s, t, d) in cases {
+            let (nkv, b) = (2, 2);
+            let nh = rep * nkv;
+            let data: Vec<f32> = (0..b * nh * (t + 2) * 2 * d + 2 * d)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0)
+                .collect();
+            let view = |strides: [usize; 4], offset: usize| View {
+                data: &data,
+                offset,
+                strides,
+            };
+            // q dense; k and v views of a cache with spare slots and a row stride of 2 d.
+            let q = view([nh * s * d, s * d, d, 1], 0);
+            let kv_strides = [nkv * (t + 2) * 2 * d, (t + 2) * 2 * d, 2 * d, 1];
+            let (k, v) = (view(kv_strides, 5), view(kv_strides, d + 3));
+            let mut mask = vec![0f32; b * s * t];
+            for (i, m) in mask.iter_mut().enumerate() {
+                *m = match i % 7 {
+                    0 if i % t < t - s => f32::NEG_INFINITY, // never a query's own slot
+                    3 => -0.5,
+                    _ => 0.0,
+                };
+            }
+            let dims = Dims { rep, s, t, d };
+            for m in [None, Some(mask.as_slice())] {
+                for (row, g) in [(0, 0), (1, 1)] {
+                    let mut want = vec![0f32; rep * s * d];
+                    for (r, chunk) in want.chunks_mut(s * d).enumerate() {
+                        let at = Head {
+                            row,
+                            head: g * rep + r,
+                        };
+                        head_generic::<Scalar>(&q, &k, &v, m, 0.3, dims, at, chunk);
+                    }
+                    let mut got = vec![f32::NAN; rep * s * d];
+                    // SAFETY: AVX-512F is available and d ≤ 128.
+                    unsafe { grouped::group(&q, &k, &v, m, 0.3, dims, (row, g), &mut got) };
+                    for (a, w) in got.iter().zip(&want) {
+                        assert!(
+                            (a - w).abs() < 1e-5,
+                            "{a} vs {w} (rep {rep}, s {s}, t {t}, d {d})"
+                        );
+                    }
                 }
             }
         }
