@@ -483,6 +483,7 @@ impl Attention {
         let op = DecodeAttention {
             scale: 1.0 / (cfg.head_dim as f32).sqrt(),
             mask: mask.clone(),
+            shared: 0,
         };
         let heads = q.apply_op3(&k, &v, op)?;
         if plain(&self.o) {
@@ -541,6 +542,12 @@ impl Attention {
             q = apply_rope(&q, at, mode)?;
             k = apply_rope(&k, at, mode)?;
         }
+        // Inference may read a prefix that every row shares from row 0 (training keeps each
+        // row's own slots, whose gradients are its own).
+        let shared = match (&cache, mode) {
+            (Some((cache, _)), Mode::Infer) => cache.shared(),
+            _ => 0,
+        };
         let (k, v) = match cache {
             Some((cache, layer)) => cache.append(layer, &k, &v)?,
             None => (k, v),
@@ -549,6 +556,7 @@ impl Attention {
             let op = DecodeAttention {
                 scale: 1.0 / (hd as f32).sqrt(),
                 mask: values.clone(),
+                shared,
             };
             let out = match mode {
                 Mode::Infer => q.apply_op3_no_bwd(&k, &v, &op)?,

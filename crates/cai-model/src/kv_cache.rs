@@ -18,6 +18,9 @@ pub struct KvCache {
     valid: Vec<Vec<bool>>,
     /// `[batch][len]`: the position id of the token in each slot.
     positions: Vec<Vec<u32>>,
+    /// The first `shared` slots hold the same keys and values in every row (a prefix
+    /// expanded to the batch), so attention may read them from row 0 for every row.
+    shared: usize,
 }
 
 impl KvCache {
@@ -43,6 +46,7 @@ impl KvCache {
             len: 0,
             valid: vec![Vec::new(); batch],
             positions: vec![Vec::new(); batch],
+            shared: 0,
         })
     }
 
@@ -64,6 +68,12 @@ impl KvCache {
     /// Slots allocated (filled or not).
     pub(crate) fn capacity(&self) -> usize {
         self.layers.first().map(|(k, _)| k.dims()[2]).unwrap_or(0)
+    }
+
+    /// The leading slots whose keys and values are the same in every row (a shared prefix
+    /// expanded to the batch; 0 when unknown).
+    pub fn shared(&self) -> usize {
+        self.shared
     }
 
     /// Per-row slot validity, `[batch][len]`.
@@ -161,6 +171,7 @@ impl KvCache {
             len: self.len,
             valid: rows.iter().map(|&r| self.valid[r].clone()).collect(),
             positions: rows.iter().map(|&r| self.positions[r].clone()).collect(),
+            shared: self.shared,
         })
     }
 
@@ -192,6 +203,7 @@ impl KvCache {
             len: self.len,
             valid: vec![self.valid[0].clone(); batch],
             positions: vec![self.positions[0].clone(); batch],
+            shared: self.len,
         })
     }
 
@@ -234,6 +246,7 @@ impl KvCache {
             len: n,
             valid: vec![vec![true; n]],
             positions: vec![(0..n as u32).collect()],
+            shared: 0,
         }))
     }
 
@@ -252,6 +265,7 @@ impl KvCache {
             len: n,
             valid: self.valid.iter().map(|v| v[..n].to_vec()).collect(),
             positions: self.positions.iter().map(|p| p[..n].to_vec()).collect(),
+            shared: self.shared.min(n),
         })
     }
 
@@ -324,6 +338,8 @@ impl KvCache {
             len: width,
             valid,
             positions,
+            // Parts are realigned, so no slot is known to be the same in every row.
+            shared: 0,
         })
     }
 }
@@ -335,4 +351,60 @@ fn grow(t: &Tensor, capacity: usize, len: usize) -> Result<Tensor> {
         fresh.slice_set(&t.narrow(2, 0, len)?.contiguous()?, 2, 0)?;
     }
     Ok(fresh)
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Tensor;
+
+    use super::KvCache;
+    use crate::decoder::{Batch, Decoder};
+    use crate::layers::Mode;
+    use crate::prefix::Prefix;
+
+    /// One token per row through `decoder` at each row's next position; the hidden states.
+    /// Shapes: -> `[rows, 1, hidden]`.
+    fn step(decoder: &Decoder, cache: &mut KvCache, ids: &[u32]) -> Tensor {
+        let batch = Batch {
+            valid: vec![vec![true]; ids.len()],
+            positions: cache
+                .next_positions()
+                .into_iter()
+                .map(|p| vec![p])
+                .collect(),
+        };
+        let ids = Tensor::from_vec(ids.to_vec(), (ids.len(), 1), decoder.device()).unwrap();
+        decoder
+            .forward_hidden(&ids, &batch, Some(cache), Mode::Infer)
+            .unwrap()
+    }
+
+    #[test]
+    fn an_expanded_prefix_is_shared_until_rows_are_realigned() {
+        let decoder = crate::test_util::tiny_decoder(64);
+        let prefix = Prefix::compute(&decoder, vec![1, 2, 3, 4, 5]).unwrap();
+        assert_eq!(prefix.cache.shared(), 0);
+        let mut cache = prefix.cache.expand(3, 16).unwrap();
+        assert_eq!(cache.shared(), 5);
+        // Rows that go their own ways after the prefix still share it.
+        let mut own = KvCache::concat_rows(&[&cache], 4).unwrap();
+        assert_eq!(own.shared(), 0);
+        for ids in [[7, 8, 9], [10, 11, 12], [13, 14, 15]] {
+            let shared = step(&decoder, &mut cache, &ids);
+            let unshared = step(&decoder, &mut own, &ids);
+            // Reading the prefix from row 0 gives every row what its own copy gives.
+            assert_eq!(
+                shared.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                unshared.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+            );
+        }
+        assert_eq!((cache.len(), cache.shared()), (8, 5));
+        assert_eq!(cache.select_rows(&[2, 0]).unwrap().shared(), 5);
+        assert_eq!(cache.truncated(3).unwrap().shared(), 3);
+        assert_eq!(
+            KvCache::concat_rows(&[&cache, &cache], 0).unwrap().shared(),
+            0
+        );
+        assert_eq!(cache.compact_row(1).unwrap().unwrap().shared(), 0);
+    }
 }

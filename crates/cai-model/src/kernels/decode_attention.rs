@@ -32,6 +32,11 @@ pub struct DecodeAttention {
     pub scale: f32,
     /// Additive mask, row-major `[b, s, t]`, or `None` when every key is visible.
     pub mask: Option<std::sync::Arc<Vec<f32>>>,
+    /// The first `shared` key and value slots are the same in every row (a prefix expanded
+    /// to the batch, [`crate::kv_cache::KvCache::shared`]): the decode kernel reads them from
+    /// row 0 for every row, so they come from memory once per step instead of once per row.
+    /// 0 reads each row's own.
+    pub shared: usize,
 }
 
 struct View<'a> {
@@ -139,7 +144,7 @@ impl CustomOp3 for DecodeAttention {
                         mask,
                         self.scale,
                         shape,
-                        (bg / nkv, bg % nkv),
+                        (bg / nkv, bg % nkv, self.shared.min(t)),
                         chunk,
                     )
                 }
@@ -372,6 +377,7 @@ mod tests {
         let op = DecodeAttention {
             scale: 0.3,
             mask: Some(std::sync::Arc::new(mask.clone())),
+            shared: 0,
         };
         let got = q.apply_op3_no_bwd(&k, &v, &op).unwrap();
 
@@ -427,6 +433,7 @@ mod tests {
         let op = DecodeAttention {
             scale: 0.3,
             mask: Some(std::sync::Arc::new(mask.clone())),
+            shared: 0,
         };
         let fused = q
             .as_tensor()
@@ -566,7 +573,7 @@ mod tests {
                     }
                     let mut got = vec![f32::NAN; rep * s * d];
                     // SAFETY: AVX-512F is available and d ≤ 128.
-                    unsafe { grouped::group(&q, &k, &v, m, 0.3, dims, (row, g), &mut got) };
+                    unsafe { grouped::group(&q, &k, &v, m, 0.3, dims, (row, g, 0), &mut got) };
                     for (a, w) in got.iter().zip(&want) {
                         assert!(
                             (a - w).abs() < 1e-5,
@@ -576,6 +583,56 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn a_shared_prefix_is_read_from_the_first_row() {
+        if !is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        let (rep, s, t, d, shared) = (3, 1, 40, 64, 23);
+        let (b, nkv) = (2, 2);
+        let nh = rep * nkv;
+        let kv = b * nkv * t * d;
+        let mut data: Vec<f32> = (0..nh * b * s * d + 2 * kv)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0)
+            .collect();
+        let (q_len, row) = (b * nh * s * d, nkv * t * d);
+        // Row 1's first `shared` slots of k and v are row 0's.
+        for base in [q_len, q_len + kv] {
+            for g in 0..nkv {
+                for j in 0..shared * d {
+                    data[base + row + g * t * d + j] = data[base + g * t * d + j];
+                }
+            }
+        }
+        let run = |data: &[f32], shared: usize| {
+            let view = |strides: [usize; 4], offset: usize| View {
+                data,
+                offset,
+                strides,
+            };
+            let q = view([nh * s * d, s * d, d, 1], 0);
+            let kv_strides = [nkv * t * d, t * d, d, 1];
+            let (k, v) = (view(kv_strides, q_len), view(kv_strides, q_len + kv));
+            let mut out = vec![0f32; rep * s * d];
+            let dims = Dims { rep, s, t, d };
+            // SAFETY: AVX-512F is available and d ≤ 128.
+            unsafe { grouped::group(&q, &k, &v, None, 0.3, dims, (1, 1, shared), &mut out) };
+            out
+        };
+        let own = run(&data, 0);
+        assert_eq!(run(&data, shared), own);
+        // Spoil row 1's copy: with the prefix shared, row 1 never reads it.
+        let mut spoiled = data.clone();
+        for base in [q_len, q_len + kv] {
+            for j in 0..shared * d {
+                spoiled[base + row + t * d + j] += 1.0;
+            }
+        }
+        assert_eq!(run(&spoiled, shared), own);
+        assert_ne!(run(&spoiled, 0), own);
     }
 
     #[test]

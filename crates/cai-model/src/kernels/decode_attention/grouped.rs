@@ -67,12 +67,14 @@ unsafe fn sums16(v: &[__m512; 16]) -> __m512 {
     halves(lo, hi)
 }
 
-/// One (row, key-value head): every query of its `rep` heads against the keys each may see.
-/// Writes `out [rep, s, d]` (the group's heads, in order).
+/// One (row, key-value head): every query of its `rep` heads against the keys each may see,
+/// the first `shared` slots read from row 0 (the same in every row). Writes `out [rep, s, d]`
+/// (the group's heads, in order).
 ///
 /// # Safety
-/// The CPU supports AVX-512F; `d ≤ 16 · MAX_VECTORS`; the views hold rows `row`, heads
-/// `g · rep ..` (queries) and `g` (keys, values) for `s` queries and `t` slots of `d` floats.
+/// The CPU supports AVX-512F; `d ≤ 16 · MAX_VECTORS`; `shared ≤ t`; the views hold rows 0
+/// and `row`, heads `g · rep ..` (queries) and `g` (keys, values) for `s` queries and `t`
+/// slots of `d` floats.
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn group(
@@ -82,20 +84,20 @@ pub(super) unsafe fn group(
     mask: Option<&[f32]>,
     scale: f32,
     dims: Dims,
-    (row, g): (usize, usize),
+    (row, g, shared): (usize, usize, usize),
     out: &mut [f32],
 ) {
     let c = dims.d.div_ceil(16);
     debug_assert!(c <= MAX_VECTORS);
     match c {
-        1 => group_c::<1>(q, k, v, mask, scale, dims, (row, g), out),
-        2 => group_c::<2>(q, k, v, mask, scale, dims, (row, g), out),
-        3 => group_c::<3>(q, k, v, mask, scale, dims, (row, g), out),
-        4 => group_c::<4>(q, k, v, mask, scale, dims, (row, g), out),
-        5 => group_c::<5>(q, k, v, mask, scale, dims, (row, g), out),
-        6 => group_c::<6>(q, k, v, mask, scale, dims, (row, g), out),
-        7 => group_c::<7>(q, k, v, mask, scale, dims, (row, g), out),
-        _ => group_c::<8>(q, k, v, mask, scale, dims, (row, g), out),
+        1 => group_c::<1>(q, k, v, mask, scale, dims, (row, g, shared), out),
+        2 => group_c::<2>(q, k, v, mask, scale, dims, (row, g, shared), out),
+        3 => group_c::<3>(q, k, v, mask, scale, dims, (row, g, shared), out),
+        4 => group_c::<4>(q, k, v, mask, scale, dims, (row, g, shared), out),
+        5 => group_c::<5>(q, k, v, mask, scale, dims, (row, g, shared), out),
+        6 => group_c::<6>(q, k, v, mask, scale, dims, (row, g, shared), out),
+        7 => group_c::<7>(q, k, v, mask, scale, dims, (row, g, shared), out),
+        _ => group_c::<8>(q, k, v, mask, scale, dims, (row, g, shared), out),
     }
 }
 
@@ -109,7 +111,7 @@ unsafe fn group_c<const C: usize>(
     mask: Option<&[f32]>,
     scale: f32,
     dims: Dims,
-    (row, g): (usize, usize),
+    (row, g, shared): (usize, usize, usize),
     out: &mut [f32],
 ) {
     let Dims { rep, s, t, d } = dims;
@@ -118,10 +120,12 @@ unsafe fn group_c<const C: usize>(
     let masks: [__mmask16; C] = std::array::from_fn(|c| lanes(d - (c * 16).min(d)));
     let last = |x: &View| x.offset + row * x.strides[0] + g * x.strides[1] + (t - 1) * x.strides[2];
     assert!(last(k) + d <= k.data.len() && last(v) + d <= v.data.len());
+    assert!(shared <= t);
     let slot = |x: &View, j: usize| {
+        let from = if j < shared { 0 } else { row };
         x.data
             .as_ptr()
-            .add(x.offset + row * x.strides[0] + g * x.strides[1] + j * x.strides[2])
+            .add(x.offset + from * x.strides[0] + g * x.strides[1] + j * x.strides[2])
     };
     // Query r of the group is head g · rep + r / s, query i = r % s, which sees t − s + i + 1
     // slots.
