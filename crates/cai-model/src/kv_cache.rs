@@ -18,9 +18,37 @@ pub struct KvCache {
     valid: Vec<Vec<bool>>,
     /// `[batch][len]`: the position id of the token in each slot.
     positions: Vec<Vec<u32>>,
-    /// The first `shared` slots hold the same keys and values in every row (a prefix
-    /// expanded to the batch), so attention may read them from row 0 for every row.
-    shared: usize,
+    /// Every row's first slots hold the same prefix's keys and values (a prefix expanded to
+    /// the batch, and rows that continue it), so attention may read them from row 0.
+    prefix: Option<PrefixSlots>,
+}
+
+/// The leading slots of every row of a cache that hold one prefix's keys and values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct PrefixSlots {
+    /// The prefix cache it was expanded from (unique in the process).
+    id: u64,
+    /// Its slots.
+    len: usize,
+}
+
+impl PrefixSlots {
+    /// A new prefix of `len` slots, with an id no other prefix has.
+    fn fresh(len: usize) -> Option<Self> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        (len > 0).then(|| Self {
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            len,
+        })
+    }
+
+    /// The first `n` slots of it.
+    fn first(self, n: usize) -> Option<Self> {
+        (n > 0).then_some(Self {
+            len: self.len.min(n),
+            ..self
+        })
+    }
 }
 
 impl KvCache {
@@ -46,7 +74,7 @@ impl KvCache {
             len: 0,
             valid: vec![Vec::new(); batch],
             positions: vec![Vec::new(); batch],
-            shared: 0,
+            prefix: None,
         })
     }
 
@@ -73,7 +101,22 @@ impl KvCache {
     /// The leading slots whose keys and values are the same in every row (a shared prefix
     /// expanded to the batch; 0 when unknown).
     pub fn shared(&self) -> usize {
-        self.shared
+        self.prefix.map_or(0, |p| p.len)
+    }
+
+    /// This cache as the keys and values of a prefix of its own: batches expanded from it,
+    /// and the rows that continue them, share its slots ([`KvCache::shared`]).
+    /// [`crate::prefix::Prefix::compute`] marks its cache so.
+    pub(crate) fn into_prefix(mut self) -> Self {
+        self.prefix = PrefixSlots::fresh(self.len);
+        self
+    }
+
+    /// The same cache with no prefix marked shared (each row's own slots are read).
+    #[cfg(test)]
+    pub(crate) fn unshared(mut self) -> Self {
+        self.prefix = None;
+        self
     }
 
     /// Per-row slot validity, `[batch][len]`.
@@ -171,7 +214,7 @@ impl KvCache {
             len: self.len,
             valid: rows.iter().map(|&r| self.valid[r].clone()).collect(),
             positions: rows.iter().map(|&r| self.positions[r].clone()).collect(),
-            shared: self.shared,
+            prefix: self.prefix,
         })
     }
 
@@ -203,7 +246,7 @@ impl KvCache {
             len: self.len,
             valid: vec![self.valid[0].clone(); batch],
             positions: vec![self.positions[0].clone(); batch],
-            shared: self.len,
+            prefix: self.prefix,
         })
     }
 
@@ -246,7 +289,8 @@ impl KvCache {
             len: n,
             valid: vec![vec![true; n]],
             positions: vec![(0..n as u32).collect()],
-            shared: 0,
+            // A prefix's slots are valid and first, so they stay first.
+            prefix: self.prefix,
         }))
     }
 
@@ -265,7 +309,7 @@ impl KvCache {
             len: n,
             valid: self.valid.iter().map(|v| v[..n].to_vec()).collect(),
             positions: self.positions.iter().map(|p| p[..n].to_vec()).collect(),
-            shared: self.shared.min(n),
+            prefix: self.prefix.and_then(|p| p.first(n)),
         })
     }
 
@@ -281,35 +325,70 @@ impl KvCache {
     /// (left-padded with invalid slots) to the longest part, after dropping the leading slots
     /// that no row of that part uses; `spare` empty slots follow. Continuous batching joins
     /// newly prefilled rows to a running batch this way, and the trimming keeps the slot count
-    /// from growing with the rows that have left.
+    /// from growing with the rows that have left. Parts that all start with the same prefix
+    /// ([`KvCache::shared`]) are left-aligned instead, keeping every slot some row of the part
+    /// uses (invalid slots after each row's own), so the prefix stays in the same slots of
+    /// every row and stays shared.
     pub fn concat_rows(parts: &[&KvCache], spare: usize) -> Result<Self> {
-        let lead = |c: &KvCache| {
-            c.valid
+        let prefix = parts.first().and_then(|c| c.prefix).and_then(|first| {
+            let ids_agree = parts
                 .iter()
-                .map(|v| v.iter().take_while(|&&ok| !ok).count())
-                .min()
-                .unwrap_or(0)
-        };
-        let leads: Vec<usize> = parts.iter().map(|c| lead(c)).collect();
-        let width = parts
+                .all(|c| c.prefix.is_some_and(|p| p.id == first.id));
+            let len = parts.iter().filter_map(|c| c.prefix).map(|p| p.len).min();
+            ids_agree.then(|| first.first(len.unwrap_or(0))).flatten()
+        });
+        let left_aligned = prefix.is_some();
+        // The slots each part keeps, in order.
+        let kept: Vec<Vec<usize>> = parts
             .iter()
-            .zip(&leads)
-            .map(|(c, &l)| c.len - l)
-            .max()
-            .unwrap_or(0);
+            .map(|c| {
+                let used = |i: &usize| c.valid.iter().any(|v| v[*i]);
+                if left_aligned {
+                    (0..c.len).filter(used).collect()
+                } else {
+                    let lead = (0..c.len).find(used).unwrap_or(c.len);
+                    (lead..c.len).collect()
+                }
+            })
+            .collect();
+        let width = kept.iter().map(Vec::len).max().unwrap_or(0);
         let num_layers = parts.first().map_or(0, |c| c.layers.len());
+        let device = parts
+            .first()
+            .and_then(|c| c.layers.first())
+            .map(|(k, _)| k.device().clone())
+            .unwrap_or(Device::Cpu);
+        // A run of slots is a view; scattered ones are gathered.
+        let indices: Vec<Option<Tensor>> = kept
+            .iter()
+            .map(|slots| {
+                let contiguous = slots.windows(2).all(|w| w[1] == w[0] + 1);
+                (!contiguous)
+                    .then(|| {
+                        let idx: Vec<u32> = slots.iter().map(|&i| i as u32).collect();
+                        Tensor::from_vec(idx, slots.len(), &device)
+                    })
+                    .transpose()
+            })
+            .collect::<std::result::Result<_, _>>()?;
         let layers = (0..num_layers)
             .map(|layer| {
                 let mut kv = [Vec::new(), Vec::new()];
-                for (c, &l) in parts.iter().zip(&leads) {
-                    let used = c.len - l;
+                for ((c, slots), idx) in parts.iter().zip(&kept).zip(&indices) {
+                    let used = slots.len();
                     let (k, v) = &c.layers[layer];
+                    let (before, after) = if left_aligned {
+                        (0, width - used + spare.max(1))
+                    } else {
+                        (width - used, spare.max(1))
+                    };
                     for (out, t) in kv.iter_mut().zip([k, v]) {
-                        out.push(t.narrow(2, l, used)?.pad_with_zeros(
-                            2,
-                            width - used,
-                            spare.max(1),
-                        )?);
+                        let part = match (idx, slots.first()) {
+                            (Some(idx), _) => t.index_select(idx, 2)?,
+                            (None, Some(&first)) => t.narrow(2, first, used)?,
+                            (None, None) => t.narrow(2, 0, 0)?,
+                        };
+                        out.push(part.pad_with_zeros(2, before, after)?);
                     }
                 }
                 let [k, v] = kv;
@@ -318,17 +397,20 @@ impl KvCache {
             .collect::<Result<_>>()?;
         let mut valid = Vec::new();
         let mut positions = Vec::new();
-        for (c, &l) in parts.iter().zip(&leads) {
-            let pad = width - (c.len - l);
+        for (c, slots) in parts.iter().zip(&kept) {
+            let pad = width - slots.len();
+            let (before, after) = if left_aligned { (0, pad) } else { (pad, 0) };
             for (v, p) in c.valid.iter().zip(&c.positions) {
                 valid.push(
-                    std::iter::repeat_n(false, pad)
-                        .chain(v[l..].iter().copied())
+                    std::iter::repeat_n(false, before)
+                        .chain(slots.iter().map(|&i| v[i]))
+                        .chain(std::iter::repeat_n(false, after))
                         .collect(),
                 );
                 positions.push(
-                    std::iter::repeat_n(0, pad)
-                        .chain(p[l..].iter().copied())
+                    std::iter::repeat_n(0, before)
+                        .chain(slots.iter().map(|&i| p[i]))
+                        .chain(std::iter::repeat_n(0, after))
                         .collect(),
                 );
             }
@@ -338,8 +420,7 @@ impl KvCache {
             len: width,
             valid,
             positions,
-            // Parts are realigned, so no slot is known to be the same in every row.
-            shared: 0,
+            prefix,
         })
     }
 }
@@ -363,8 +444,8 @@ mod tests {
     use crate::prefix::Prefix;
 
     /// One token per row through `decoder` at each row's next position; the hidden states.
-    /// Shapes: -> `[rows, 1, hidden]`.
-    fn step(decoder: &Decoder, cache: &mut KvCache, ids: &[u32]) -> Tensor {
+    /// Shapes: -> `[rows * hidden]`.
+    fn step(decoder: &Decoder, cache: &mut KvCache, ids: &[u32]) -> Vec<f32> {
         let batch = Batch {
             valid: vec![vec![true]; ids.len()],
             positions: cache
@@ -377,34 +458,90 @@ mod tests {
         decoder
             .forward_hidden(&ids, &batch, Some(cache), Mode::Infer)
             .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
     }
 
     #[test]
-    fn an_expanded_prefix_is_shared_until_rows_are_realigned() {
+    fn an_expanded_prefix_is_shared_by_every_row() {
         let decoder = crate::test_util::tiny_decoder(64);
         let prefix = Prefix::compute(&decoder, vec![1, 2, 3, 4, 5]).unwrap();
-        assert_eq!(prefix.cache.shared(), 0);
+        assert_eq!(prefix.cache.shared(), 5);
         let mut cache = prefix.cache.expand(3, 16).unwrap();
         assert_eq!(cache.shared(), 5);
         // Rows that go their own ways after the prefix still share it.
-        let mut own = KvCache::concat_rows(&[&cache], 4).unwrap();
-        assert_eq!(own.shared(), 0);
+        let mut own = cache.clone().unshared();
         for ids in [[7, 8, 9], [10, 11, 12], [13, 14, 15]] {
-            let shared = step(&decoder, &mut cache, &ids);
-            let unshared = step(&decoder, &mut own, &ids);
             // Reading the prefix from row 0 gives every row what its own copy gives.
             assert_eq!(
-                shared.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-                unshared.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+                step(&decoder, &mut cache, &ids),
+                step(&decoder, &mut own, &ids)
             );
         }
         assert_eq!((cache.len(), cache.shared()), (8, 5));
         assert_eq!(cache.select_rows(&[2, 0]).unwrap().shared(), 5);
         assert_eq!(cache.truncated(3).unwrap().shared(), 3);
+        assert_eq!(cache.compact_row(1).unwrap().unwrap().shared(), 5);
+    }
+
+    #[test]
+    fn rows_that_continue_one_prefix_are_joined_left_aligned_and_stay_shared() {
+        let decoder = crate::test_util::tiny_decoder(64);
+        let prefix = Prefix::compute(&decoder, vec![1, 2, 3, 4, 5]).unwrap();
+        // A kept row two tokens past the prefix, and a fresh batch one token past it.
+        let mut done = prefix.cache.expand(2, 16).unwrap();
+        step(&decoder, &mut done, &[7, 8]);
+        step(&decoder, &mut done, &[9, 10]);
+        let kept = done.compact_row(1).unwrap().unwrap();
+        let mut fresh = prefix.cache.expand(2, 16).unwrap();
+        step(&decoder, &mut fresh, &[11, 12]);
+        let mut joined = KvCache::concat_rows(&[&kept, &fresh], 4).unwrap();
+        assert_eq!((joined.len(), joined.shared()), (7, 5));
+        assert_eq!(joined.valid()[0], [true; 7]);
         assert_eq!(
-            KvCache::concat_rows(&[&cache, &cache], 0).unwrap().shared(),
-            0
+            joined.valid()[1],
+            [true, true, true, true, true, true, false]
         );
-        assert_eq!(cache.compact_row(1).unwrap().unwrap().shared(), 0);
+        assert_eq!(joined.next_positions(), [7, 6, 6]);
+        // The same rows right-aligned, unshared: the same states up to the order of sums.
+        let mut aligned =
+            KvCache::concat_rows(&[&kept.clone().unshared(), &fresh.clone().unshared()], 4)
+                .unwrap();
+        assert_eq!(aligned.shared(), 0);
+        assert_eq!(
+            aligned.valid()[1],
+            [false, true, true, true, true, true, true]
+        );
+        for ids in [[20, 21, 22], [23, 24, 25]] {
+            let (a, b) = (
+                step(&decoder, &mut joined, &ids),
+                step(&decoder, &mut aligned, &ids),
+            );
+            let diff = a
+                .iter()
+                .zip(&b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            assert!(diff < 1e-5, "{diff}");
+        }
+        // Joined again after its longer row left, the slot no remaining row uses goes.
+        let rest = joined.select_rows(&[1, 2]).unwrap();
+        let again = KvCache::concat_rows(&[&rest, &fresh], 0).unwrap();
+        assert_eq!((rest.len(), again.len(), again.shared()), (9, 8, 5));
+        assert_eq!(again.valid()[..2], [[true; 8], [true; 8]]);
+        assert_eq!(
+            again.valid()[2],
+            [true, true, true, true, true, true, false, false]
+        );
+        // Rows of another prefix are joined as before, right-aligned.
+        let other = Prefix::compute(&decoder, vec![1, 2, 3, 4, 5]).unwrap();
+        let mixed = KvCache::concat_rows(&[&kept, &other.cache.expand(1, 8).unwrap()], 0).unwrap();
+        assert_eq!(mixed.shared(), 0);
+        assert_eq!(
+            mixed.valid()[1],
+            [false, false, true, true, true, true, true]
+        );
     }
 }

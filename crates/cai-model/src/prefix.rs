@@ -40,7 +40,7 @@ impl Prefix {
             candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, 0)?.to_vec1()?;
         Ok(Self {
             tokens,
-            cache,
+            cache: cache.into_prefix(),
             last_logprobs,
         })
     }
