@@ -518,6 +518,21 @@ fn text(v: &Value) -> String {
     }
 }
 
+/// What the critique samples are, naming the critic when one wrote the critiques (from the
+/// settings `cai critique` saved beside its output).
+fn critique_caption(config: &Path) -> String {
+    let critic = std::fs::read_to_string(config)
+        .ok()
+        .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+        .and_then(|c| c["critic"].as_str().map(str::to_owned));
+    match critic {
+        Some(critic) => format!(
+            "SL-CAI: answers to red-team prompts, critiqued and revised by the critic {critic}."
+        ),
+        None => "SL-CAI: answers to red-team prompts, critiqued and revised.".to_owned(),
+    }
+}
+
 fn samples_section(doc: &mut Document, run_dir: &Path) {
     let critiques = head(&run_dir.join("critique").join("sl.jsonl"), SAMPLES);
     let labels = head(&run_dir.join("label").join("prefs.jsonl"), SAMPLES);
@@ -527,7 +542,9 @@ fn samples_section(doc: &mut Document, run_dir: &Path) {
     }
     doc.heading("Samples");
     if !critiques.is_empty() {
-        doc.para("SL-CAI: answers to red-team prompts, critiqued and revised.");
+        doc.para(&critique_caption(
+            &run_dir.join("critique").join("sl.config.json"),
+        ));
     }
     for r in &critiques {
         let mut parts = vec![
@@ -607,5 +624,17 @@ mod tests {
         assert_eq!(curve(&path, "loss", "eval"), vec![(1.0, 3.0)]);
         let (key, series) = curves(&path, &["reward", "loss"]).unwrap();
         assert_eq!((key.as_str(), series.len()), ("loss", 2));
+    }
+
+    #[test]
+    fn the_critique_caption_names_a_critic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sl.config.json");
+        let plain = "SL-CAI: answers to red-team prompts, critiqued and revised.";
+        assert_eq!(critique_caption(&path), plain);
+        std::fs::write(&path, "{\"model\": {\"model\": \"lab\"}}").unwrap();
+        assert_eq!(critique_caption(&path), plain);
+        std::fs::write(&path, "{\"critic\": \"big\"}").unwrap();
+        assert!(critique_caption(&path).ends_with("revised by the critic big."));
     }
 }
