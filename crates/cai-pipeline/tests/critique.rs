@@ -296,8 +296,8 @@ fn requests_share_the_prefix_and_stop_at_every_marker() {
     assert_eq!(r.revision_response, r.rounds[1].revision);
 }
 
-#[test]
-fn chat_models_get_user_turns_and_no_stop_strings() {
+/// A chat template that writes each turn as `[role]content`.
+fn bracket_chat() -> PromptFormat {
     let template = ChatTemplate::new(
         "{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}\
          {% if add_generation_prompt %}[assistant]{% endif %}",
@@ -305,8 +305,13 @@ fn chat_models_get_user_turns_and_no_stop_strings() {
         None,
     )
     .unwrap();
+    PromptFormat::Chat(Box::new(template))
+}
+
+#[test]
+fn chat_models_get_user_turns_and_no_stop_strings() {
     let stage = CritiqueStage {
-        format: PromptFormat::Chat(Box::new(template)),
+        format: bracket_chat(),
         context: String::new(),
         ..stage(1)
     };
@@ -335,14 +340,7 @@ fn chat_models_get_user_turns_and_no_stop_strings() {
 #[test]
 fn a_critic_writes_the_critiques_and_revisions_in_its_own_format() {
     // The policy answers in the transcript; the critic reads its own chat template.
-    let template = ChatTemplate::new(
-        "{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}\
-         {% if add_generation_prompt %}[assistant]{% endif %}",
-        None,
-        None,
-    )
-    .unwrap();
-    let chat = PromptFormat::Chat(Box::new(template));
+    let chat = bracket_chat();
     let stage = stage(2);
     let (policy, critic_model) = (FakeModel::new(), FakeModel::new());
     let critic = Critic {

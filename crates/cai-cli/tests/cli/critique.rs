@@ -186,30 +186,12 @@ fn a_critic_critiques_and_revises_the_models_answers() {
     let work = Workdir::new();
     let model = model(&work);
     // Another model of the same shape and tokenizer, other weights.
-    let critic = "critic";
-    work.cai_ok(&[
-        "init-model",
-        "--arch",
+    let critic = work.tiny_model_init(
         "llama",
-        "--output",
-        critic,
-        "--hidden-size",
-        "32",
-        "--layers",
-        "2",
-        "--heads",
-        "4",
-        "--intermediate-size",
-        "64",
-        "--vocab-size",
-        "300",
-        "--max-positions",
-        "1024",
-        "--seed",
-        "7",
-        "--tokenizer",
-        "model/tokenizer.json",
-    ]);
+        "critic",
+        1024,
+        &["--seed", "7", "--tokenizer", "model/tokenizer.json"],
+    );
     work.write("prompts.jsonl", PROMPTS);
     work.write("hf.json", HUGGING_FACE);
     let greedy = |output: &'static str| {

@@ -100,8 +100,20 @@ impl Workdir {
         corpus: &str,
         max_positions: usize,
     ) -> &'static str {
+        self.tiny_model_init(arch, dir, max_positions, &["--train-tokenizer", corpus])
+    }
+
+    /// A tiny model of `arch` in `dir` (hidden 32, 2 layers, vocab 300) with `max_positions`
+    /// positions and `init-model`'s further flags `extra` (its tokenizer, its seed).
+    pub fn tiny_model_init(
+        &self,
+        arch: &str,
+        dir: &'static str,
+        max_positions: usize,
+        extra: &[&str],
+    ) -> &'static str {
         let positions = max_positions.to_string();
-        self.cai_ok(&[
+        let mut args = vec![
             "init-model",
             "--arch",
             arch,
@@ -119,9 +131,9 @@ impl Workdir {
             "300",
             "--max-positions",
             &positions,
-            "--train-tokenizer",
-            corpus,
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        self.cai_ok(&args);
         dir
     }
 }

@@ -345,21 +345,20 @@ pub fn run(args: CritiqueArgs) -> anyhow::Result<()> {
     };
     let model = config.model.load()?;
     let format = prompt_format(&model, config.format)?;
-    let critic_model = config
+    // The critic and its dialogue format, when it is not the model itself.
+    let critic = config
         .critic
         .as_ref()
-        .map(|critic| {
-            ModelArgs {
+        .map(|critic| -> anyhow::Result<(Backend, PromptFormat)> {
+            let backend = ModelArgs {
                 model: critic.clone(),
                 ..config.model.clone()
             }
             .load()
-            .context("loading the critic (--critic)")
+            .context("loading the critic (--critic)")?;
+            let format = prompt_format(&backend, config.format)?;
+            Ok((backend, format))
         })
-        .transpose()?;
-    let critic_format = critic_model
-        .as_ref()
-        .map(|critic| prompt_format(critic, config.format))
         .transpose()?;
     let stage = CritiqueStage {
         settings: config.settings.clone(),
@@ -374,15 +373,11 @@ pub fn run(args: CritiqueArgs) -> anyhow::Result<()> {
     if let Some(path) = &config.context {
         model_args::prefill_context(&model, &stage.context, path)?;
     }
-    let critic = match (&critic_model, &critic_format) {
-        (Some(model), Some(format)) => Some((model, format)),
-        _ => None,
-    };
     describe(
         &config,
         &stage,
-        critic.map_or(&model, |(m, _)| m),
-        critic.map(|(_, f)| f),
+        critic.as_ref().map_or(&model, |(m, _)| m),
+        critic.as_ref().map(|(_, f)| f),
     )?;
 
     let kind = |marks| resume::OutputKind {
@@ -411,20 +406,21 @@ pub fn run(args: CritiqueArgs) -> anyhow::Result<()> {
     };
     // Counts the tokens generated, for the throughput each part reports.
     let counting = CountingModel::new(&model);
-    let counting_critic = critic.map(|(model, _)| CountingModel::new(model));
-    let critic = counting_critic
+    let counting_critic = critic
         .as_ref()
-        .zip(critic)
-        .map(|(model, (_, format))| Critic {
-            model: model as &dyn cai_core::LanguageModel,
-            format,
-        });
+        .map(|(model, format)| (CountingModel::new(model), format));
+    let mut counters = vec![&counting];
+    counters.extend(counting_critic.as_ref().map(|(c, _)| c));
+    let critic = counting_critic.as_ref().map(|(model, format)| Critic {
+        model: model as &dyn cai_core::LanguageModel,
+        format,
+    });
     run_part(
         "critique",
         &config.output,
         critique_out,
         config.settings.rounds,
-        &[Some(&counting), counting_critic.as_ref()],
+        &counters,
         |todo, writer, progress| {
             stage.run(&counting, critic, todo, config.batch_size, writer, progress)
         },
@@ -435,7 +431,7 @@ pub fn run(args: CritiqueArgs) -> anyhow::Result<()> {
             path,
             out,
             0,
-            &[Some(&counting)],
+            &[&counting],
             |todo, writer, progress| {
                 stage.run_helpful(&counting, todo, config.batch_size, writer, progress)
             },
@@ -450,7 +446,7 @@ fn run_part(
     output: &Path,
     mut out: ResumedOutput<Prompt>,
     rounds: usize,
-    counting: &[Option<&CountingModel<'_>>],
+    counting: &[&CountingModel<'_>],
     run: impl FnOnce(
         &[Prompt],
         &mut cai_core::jsonl::JsonlWriter,
@@ -464,13 +460,7 @@ fn run_part(
         eprintln!("{what}: resuming after {} done", out.done);
     }
     let bar = progress::records_bar(out.total(), out.done, what);
-    let generated = || -> u64 {
-        counting
-            .iter()
-            .flatten()
-            .map(|c| c.usage().generated_tokens)
-            .sum()
-    };
+    let generated = || -> u64 { counting.iter().map(|c| c.usage().generated_tokens).sum() };
     let tokens_before = generated();
     let start = Instant::now();
     run(&out.todo, &mut out.writer, &mut |n| bar.inc(n as u64))
