@@ -50,6 +50,9 @@ struct Row {
     /// The prefix's and prompt's tokens, kept only to name the row's keys and values in a
     /// [`PrefixCache`] when it finishes (empty without one).
     context: Vec<u32>,
+    /// The one-row cache of the shared prefix the row continues (with a [`PrefixCache`]), so
+    /// that a finished row is kept as its own slots after that prefix.
+    head: Option<KvCache>,
 }
 
 /// A token sampled by [`DecodeBatch::step`].
@@ -203,8 +206,13 @@ impl<'a> DecodeBatch<'a> {
         self.cache = Some(joined);
         self.logits.append(&mut logits);
         fresh.append(&mut reused);
+        let kept_apart = self.reuse.is_some();
         self.rows
-            .extend(fresh.into_iter().map(|(id, job, context, _)| Row {
+            .extend(fresh.into_iter().map(|(id, job, context, hit)| Row {
+                head: match hit {
+                    Some(hit) => hit.head().cloned(),
+                    None => prefix.filter(|_| kept_apart).map(|p| p.cache.clone()),
+                },
                 id,
                 rng: ChaCha8Rng::seed_from_u64(job.seed),
                 tokens: Vec::new(),
@@ -260,17 +268,25 @@ impl<'a> DecodeBatch<'a> {
         let adapters = self.decoder.adapters_enabled();
         for &r in done {
             let row = &self.rows[r];
-            let Some(kept) = cache.compact_row(r)? else {
+            // A row after a shared prefix is kept as its own slots, the prefix by reference.
+            let (head, kept) = match &row.head {
+                Some(head) if cache.continues(head) => {
+                    (Some(head.clone()), cache.compact_row_from(r, head.len())?)
+                }
+                _ => (None, cache.compact_row(r)?),
+            };
+            let Some(kept) = kept else {
                 continue;
             };
+            let slots = head.as_ref().map_or(0, KvCache::len) + kept.len();
             let tokens: Vec<u32> = row
                 .context
                 .iter()
                 .chain(&row.tokens)
-                .take(kept.len())
+                .take(slots)
                 .copied()
                 .collect();
-            reuse.insert(tokens, kept, adapters);
+            reuse.insert_after(tokens, head, kept, adapters);
         }
         Ok(())
     }
@@ -506,6 +522,7 @@ mod tests {
             next_pos: 0,
             json_whole: false,
             context: Vec::new(),
+            head: None,
         };
         (tokenizer, row)
     }

@@ -112,6 +112,17 @@ impl KvCache {
         self
     }
 
+    /// Layer `i`'s keys and values over the filled slots.
+    /// Shapes: -> two `[batch, kv_heads, len, head_dim]`.
+    #[cfg(test)]
+    pub(crate) fn layer(&self, i: usize) -> (Tensor, Tensor) {
+        let (k, v) = &self.layers[i];
+        (
+            k.narrow(2, 0, self.len).expect("filled slots"),
+            v.narrow(2, 0, self.len).expect("filled slots"),
+        )
+    }
+
     /// The same cache with no prefix marked shared (each row's own slots are read).
     #[cfg(test)]
     pub(crate) fn unshared(mut self) -> Self {
@@ -256,13 +267,26 @@ impl KvCache {
     /// leaves for [`crate::prefix_cache::PrefixCache`].
     /// Shapes: each layer `[batch, kv_heads, capacity, head_dim]` -> `[1, kv_heads, n, head_dim]`.
     pub fn compact_row(&self, row: usize) -> Result<Option<Self>> {
+        // A prefix's slots are valid and first, so they stay first.
+        Ok(self.compact_row_from(row, 0)?.map(|c| Self {
+            prefix: self.prefix,
+            ..c
+        }))
+    }
+
+    /// [`KvCache::compact_row`] from position `from` on: the row's valid slots that hold
+    /// positions `from, from + 1, …`, in order (`None` when there are none or they are not in
+    /// order). With `from` the length of the prefix the row continues
+    /// ([`KvCache::continues`]), what the row adds to it.
+    /// Shapes: each layer -> `[1, kv_heads, n, head_dim]`.
+    pub fn compact_row_from(&self, row: usize, from: usize) -> Result<Option<Self>> {
         let slots: Vec<u32> = (0..self.len)
-            .filter(|&i| self.valid[row][i])
+            .filter(|&i| self.valid[row][i] && self.positions[row][i] as usize >= from)
             .map(|i| i as u32)
             .collect();
         let in_order = slots
             .iter()
-            .zip(0u32..)
+            .zip(from as u32..)
             .all(|(&i, p)| self.positions[row][i as usize] == p);
         if slots.is_empty() || !in_order {
             return Ok(None);
@@ -288,10 +312,47 @@ impl KvCache {
             layers,
             len: n,
             valid: vec![vec![true; n]],
-            positions: vec![(0..n as u32).collect()],
-            // A prefix's slots are valid and first, so they stay first.
-            prefix: self.prefix,
+            positions: vec![(from as u32..(from + n) as u32).collect()],
+            prefix: None,
         }))
+    }
+
+    /// Whether every row's first slots hold all of `prefix`'s (a one-row prefix cache,
+    /// [`crate::prefix::Prefix`]'s): this cache was expanded from it, or joined from rows that
+    /// were.
+    pub fn continues(&self, prefix: &KvCache) -> bool {
+        match (self.prefix, prefix.prefix) {
+            (Some(mine), Some(theirs)) => mine.id == theirs.id && mine.len >= prefix.len,
+            _ => false,
+        }
+    }
+
+    /// A one-row prefix cache (`head`, [`KvCache::continues`]) followed by what a row added to
+    /// it (`tail`, [`KvCache::compact_row_from`]) as one one-row cache, still marked as
+    /// continuing the prefix.
+    /// Shapes: each layer `[1, kv_heads, h, head_dim]` + `[1, kv_heads, t, head_dim]` ->
+    /// `[1, kv_heads, h + t, head_dim]`.
+    pub fn join_slots(head: &KvCache, tail: &KvCache) -> Result<Self> {
+        assert!(head.batch() == 1 && tail.batch() == 1, "one-row caches");
+        let layers = head
+            .layers
+            .iter()
+            .zip(&tail.layers)
+            .map(|((hk, hv), (tk, tv))| {
+                Ok((
+                    Tensor::cat(&[hk.narrow(2, 0, head.len)?, tk.narrow(2, 0, tail.len)?], 2)?,
+                    Tensor::cat(&[hv.narrow(2, 0, head.len)?, tv.narrow(2, 0, tail.len)?], 2)?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        let cat = |a: &[Vec<bool>], b: &[Vec<bool>]| vec![[&a[0][..], &b[0][..]].concat()];
+        Ok(Self {
+            layers,
+            len: head.len + tail.len,
+            valid: cat(&head.valid, &tail.valid),
+            positions: vec![[&head.positions[0][..], &tail.positions[0][..]].concat()],
+            prefix: head.prefix,
+        })
     }
 
     /// The first `n` filled slots (at most [`KvCache::len`]) as a cache that shares this one's

@@ -15,10 +15,13 @@ use std::sync::{Arc, Mutex};
 use crate::kv_cache::KvCache;
 use crate::Result;
 
-/// One finished row: the tokens whose keys and values `cache` holds, slot `i` for token `i`.
+/// One finished row: the tokens whose keys and values it holds, slot `i` for token `i`: the
+/// shared prefix the row continued (`head`, held once by every entry that continues it) and
+/// the row's own slots after it (`cache`), or all of them in `cache`.
 #[derive(Debug)]
 pub struct Entry {
     tokens: Vec<u32>,
+    head: Option<KvCache>,
     cache: KvCache,
     adapters: bool,
     bytes: usize,
@@ -43,10 +46,21 @@ impl Hit {
         self.len == 0
     }
 
-    /// The reused slots as a one-row cache, sharing the entry's memory (see
-    /// [`KvCache::truncated`]).
+    /// The reused slots as a one-row cache: a view of the entry's memory (see
+    /// [`KvCache::truncated`]), or the shared prefix and the row's own slots joined.
     pub fn cache(&self) -> Result<KvCache> {
-        self.entry.cache.truncated(self.len)
+        match &self.entry.head {
+            Some(head) if self.len <= head.len() => head.truncated(self.len),
+            Some(head) => {
+                KvCache::join_slots(head, &self.entry.cache.truncated(self.len - head.len())?)
+            }
+            None => self.entry.cache.truncated(self.len),
+        }
+    }
+
+    /// The shared prefix the kept row continued, if it was kept apart from the row.
+    pub fn head(&self) -> Option<&KvCache> {
+        self.entry.head.as_ref()
     }
 }
 
@@ -181,9 +195,25 @@ impl PrefixCache {
     /// redundant. Least recently used entries leave until the total fits the budget; an
     /// entry larger than the whole budget is not kept.
     pub fn insert(&self, tokens: Vec<u32>, cache: KvCache, adapters: bool) {
-        if !self.enabled() || tokens.len() < self.min_tokens || cache.len() != tokens.len() {
+        self.insert_after(tokens, None, cache, adapters)
+    }
+
+    /// [`PrefixCache::insert`] of a row that continued a shared prefix: `head` is the
+    /// prefix's one-row cache, held by reference (the prefix and every entry that continues it
+    /// share its memory, which the budget does not count), and `tail` the row's own slots
+    /// after it ([`KvCache::compact_row_from`]).
+    pub fn insert_after(
+        &self,
+        tokens: Vec<u32>,
+        head: Option<KvCache>,
+        tail: KvCache,
+        adapters: bool,
+    ) {
+        let slots = head.as_ref().map_or(0, KvCache::len) + tail.len();
+        if !self.enabled() || tokens.len() < self.min_tokens || slots != tokens.len() {
             return;
         }
+        let cache = tail;
         let bytes = cache.bytes();
         if bytes > self.budget {
             return;
@@ -213,6 +243,7 @@ impl PrefixCache {
         inner.bytes += bytes;
         inner.entries.push(Arc::new(Entry {
             tokens,
+            head,
             cache,
             adapters,
             bytes,

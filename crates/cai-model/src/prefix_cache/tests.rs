@@ -85,8 +85,52 @@ fn later_waves_continue_the_last_waves_rows_as_a_fresh_prefill_would() {
         // Each row's newer entry replaces the older one it continues.
         assert_eq!(reuse.len(), 3, "wave {wave}");
         assert_eq!(reuse.stats().hits, 3 * wave);
+        // The entries hold their rows' own slots; the prefix's, once, stay the prefix's.
+        let own: usize = transcripts.iter().map(|t| t.len() - 1).sum();
+        assert_eq!(reuse.bytes(), token_bytes(&decoder, own), "wave {wave}");
     }
     assert_eq!(reuse.stats().reused_tokens, expect_reused as u64);
+}
+
+#[test]
+fn a_row_kept_apart_from_its_prefix_joins_back_to_the_same_keys_and_values() {
+    let decoder = crate::test_util::tiny_decoder(256);
+    let prefix = Prefix::compute(&decoder, tokens(1, 12)).unwrap();
+    let jobs = [job(tokens(2, 5), 4), job(tokens(3, 8), 4)];
+    let (apart, whole) = (PrefixCache::new(1 << 20, 4), PrefixCache::new(1 << 20, 4));
+    generate_batch_reusing(&decoder, Some(&prefix), &jobs, STOPPING, Some(&apart)).unwrap();
+    // The same rows kept whole: the batch's cache as it was, each row compacted.
+    let outs = generate_batch(&decoder, Some(&prefix), &jobs, STOPPING).unwrap();
+    for (j, o) in jobs.iter().zip(&outs) {
+        let t: Vec<u32> = prefix
+            .tokens
+            .iter()
+            .chain(&j.prompt)
+            .chain(&o.tokens[..3])
+            .copied()
+            .collect();
+        whole.insert(t.clone(), kept(&decoder, &t), false);
+        let (a, w) = (
+            apart.lookup(&t, false, 0).unwrap(),
+            whole.lookup(&t, false, 0).unwrap(),
+        );
+        // A lookup leaves the last token to be run.
+        assert_eq!((a.len(), w.len()), (t.len() - 1, t.len() - 1));
+        assert!(a.head().is_some() && w.head().is_none());
+        let (a, w) = (a.cache().unwrap(), w.cache().unwrap());
+        assert_eq!(a.positions(), w.positions());
+        assert_eq!(a.shared(), 12);
+        for layer in 0..decoder.config().num_layers {
+            for (x, y) in [
+                (a.layer(layer).0, w.layer(layer).0),
+                (a.layer(layer).1, w.layer(layer).1),
+            ] {
+                let d = crate::test_util::max_abs_diff(&x, &y);
+                assert!(d < 1e-5, "layer {layer}: {d}");
+            }
+        }
+    }
+    assert!(apart.bytes() < whole.bytes());
 }
 
 #[test]
