@@ -165,8 +165,9 @@ mod simd {
     /// AVX-512 primitives; only ever inlined into functions that enable the feature.
     pub(crate) struct Avx512;
 
+    /// Lanes `0..rem` of 16 (all for `rem ≥ 16`): the mask of a vector's valid tail.
     #[inline(always)]
-    fn tail_mask(rem: usize) -> __mmask16 {
+    pub(crate) fn tail_mask(rem: usize) -> __mmask16 {
         if rem >= 16 {
             0xffff
         } else {
@@ -529,7 +530,7 @@ mod simd {
 }
 
 #[cfg(target_arch = "x86_64")]
-pub(crate) use simd::{Avx2, Avx512};
+pub(crate) use simd::{tail_mask, Avx2, Avx512};
 
 #[cfg(test)]
 mod tests {

@@ -3,19 +3,11 @@
 //! an operand stored K-major (`[k][rows]`, a gradient `G` read as `Gᵀ`), so neither needs a
 //! scalar pass. Rounding is `vcvtneps2bf16`'s (to nearest even), as [`super::amx`]'s packing.
 
+use crate::kernels::vector::tail_mask as lanes;
 use std::arch::x86_64::*;
 
 use super::amx::transpose16;
 use super::{BLOCK_K, TILE};
-
-/// Lanes `0..n` of 16 (all for `n ≥ 16`).
-fn lanes(n: usize) -> __mmask16 {
-    if n >= 16 {
-        0xffff
-    } else {
-        ((1u32 << n) - 1) as __mmask16
-    }
-}
 
 /// 16 f32 rounded to bf16.
 #[target_feature(enable = "avx512f,avx512bf16")]

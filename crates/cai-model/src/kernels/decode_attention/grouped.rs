@@ -12,7 +12,7 @@ use std::arch::x86_64::*;
 use std::cell::RefCell;
 
 use super::{Dims, View};
-use crate::kernels::vector::{Avx512, Kernels};
+use crate::kernels::vector::{tail_mask as lanes, Avx512, Kernels};
 
 /// Largest head dimension, in 16-lane vectors, that this kernel serves.
 pub(super) const MAX_VECTORS: usize = 8;
@@ -20,16 +20,6 @@ pub(super) const MAX_VECTORS: usize = 8;
 thread_local! {
     /// The scores of a group's queries, `[queries][t]`, kept between calls.
     static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Lanes `0..n` of a vector (`n ≤ 16`).
-#[inline(always)]
-fn lanes(n: usize) -> __mmask16 {
-    if n >= 16 {
-        0xffff
-    } else {
-        ((1u32 << n) - 1) as u16
-    }
 }
 
 /// `[Σ v[0], Σ v[1], …, Σ v[15]]`: the horizontal sums of 16 vectors as one vector, by
