@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 use crate::batching::EngineLimits;
 use crate::bench::{best_of, Throughput};
 use crate::decoder::Decoder;
-use crate::generate::{generate_batch, generate_batch_reusing, GenJob, Stopping};
+use crate::generate::{generate_batch, generate_continuous, GenJob, Stopping};
 use crate::prefix::Prefix;
 use crate::prefix_cache::PrefixCache;
 use crate::Result;
@@ -189,8 +189,14 @@ pub fn bench_critique_waves_with(
                     format: cai_core::OutputFormat::Text,
                 })
                 .collect();
-            let outs =
-                generate_batch_reusing(decoder, Some(&prefix), &jobs, stopping, Some(&reuse))?;
+            let outs = generate_continuous(
+                decoder,
+                Some(&prefix),
+                &jobs,
+                stopping,
+                Some(&reuse),
+                limits,
+            )?;
             for (t, o) in transcripts.iter_mut().zip(&outs) {
                 t.extend(&o.tokens);
                 generated += o.tokens.len();

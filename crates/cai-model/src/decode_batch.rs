@@ -77,6 +77,60 @@ pub struct Step {
     pub finished: Vec<(u64, GenOutput)>,
 }
 
+/// A job waiting to join a [`DecodeBatch`], with the kept row it continues (if any) already
+/// looked up and held ([`DecodeBatch::prepare`]).
+pub struct Pending(Joining);
+
+impl Pending {
+    /// The id the row will have.
+    pub fn id(&self) -> u64 {
+        self.0 .0
+    }
+
+    /// The job.
+    pub fn job(&self) -> &GenJob {
+        &self.0 .1
+    }
+
+    /// Tokens its prefill runs: the prompt, or what follows the kept row it continues.
+    pub fn prefill_tokens(&self) -> usize {
+        match self.0 .3 {
+            Some(_) => rest_len(&self.0),
+            None => self.0 .1.prompt.len(),
+        }
+    }
+}
+
+/// Tokens of a job with a hit that its prefill runs (after the kept slots).
+fn rest_len(j: &Joining) -> usize {
+    j.2.len() - j.3.as_ref().map_or(0, |h| h.len())
+}
+
+/// Consecutive ranges of `jobs` whose padded prefill (rows × longest `len`) stays within
+/// `pass_tokens`, one job at least each.
+fn passes(
+    jobs: &[Joining],
+    pass_tokens: usize,
+    len: impl Fn(&Joining) -> usize,
+) -> Vec<std::ops::Range<usize>> {
+    let mut out: Vec<std::ops::Range<usize>> = Vec::new();
+    let mut longest = 0;
+    for (i, j) in jobs.iter().enumerate() {
+        let l = len(j).max(1);
+        match out.last_mut() {
+            Some(r) if (r.len() + 1) * longest.max(l) <= pass_tokens => {
+                r.end = i + 1;
+                longest = longest.max(l);
+            }
+            _ => {
+                out.push(i..i + 1);
+                longest = l;
+            }
+        }
+    }
+    out
+}
+
 /// Rows being generated together. Each row's samples depend only on its own job and seed,
 /// never on which rows share the batch or when it joined.
 pub struct DecodeBatch<'a> {
@@ -127,13 +181,47 @@ impl<'a> DecodeBatch<'a> {
     /// with the given ids. Fails without changing the batch when a job does not fit the
     /// model's context or a prompt is empty without a prefix.
     pub fn add(&mut self, prefix: Option<&Prefix>, jobs: Vec<(u64, GenJob)>) -> Result<()> {
-        let b = jobs.len();
-        if b == 0 {
+        let pending = jobs
+            .into_iter()
+            .map(|(id, job)| self.prepare(prefix, id, job))
+            .collect();
+        self.join(prefix, pending, usize::MAX)
+    }
+
+    /// `job` (to run after `prefix`, if any) looked up in the batch's [`PrefixCache`] now, so
+    /// that the kept row it continues is held until it joins ([`DecodeBatch::join`]), whatever
+    /// rows finishing meanwhile evict.
+    pub fn prepare(&self, prefix: Option<&Prefix>, id: u64, job: GenJob) -> Pending {
+        let Some(reuse) = self.reuse else {
+            return Pending((id, job, Vec::new(), None));
+        };
+        let context: Vec<u32> = prefix
+            .map_or(&[][..], |pre| &pre.tokens)
+            .iter()
+            .chain(&job.prompt)
+            .copied()
+            .collect();
+        let p = prefix.map_or(0, Prefix::len);
+        let hit = reuse.lookup(&context, self.decoder.adapters_enabled(), p);
+        Pending((id, job, context, hit))
+    }
+
+    /// Prefill prepared jobs ([`DecodeBatch::prepare`], after the same `prefix`) in left-padded
+    /// passes of at most `pass_tokens` padded tokens each (one job at least), and add them as
+    /// rows. Fails without changing the batch when a job does not fit the model's context or
+    /// a prompt is empty without a prefix.
+    pub fn join(
+        &mut self,
+        prefix: Option<&Prefix>,
+        jobs: Vec<Pending>,
+        pass_tokens: usize,
+    ) -> Result<()> {
+        if jobs.is_empty() {
             return Ok(());
         }
         let decoder = self.decoder;
         let p = prefix.map_or(0, Prefix::len);
-        if prefix.is_none() && jobs.iter().any(|(_, j)| j.prompt.is_empty()) {
+        if prefix.is_none() && jobs.iter().any(|j| j.job().prompt.is_empty()) {
             return Err(ModelError::Request(
                 "a prompt tokenized to nothing and there is no prefix to continue".into(),
             ));
@@ -141,9 +229,10 @@ impl<'a> DecodeBatch<'a> {
         let max_pos = decoder.config().max_position_embeddings;
         // Per job: padding takes cache slots but no positions, so a batch fits whenever each
         // job does.
-        if let Some((_, j)) = jobs
+        if let Some(j) = jobs
             .iter()
-            .find(|(_, j)| p + j.prompt.len() + j.max_new_tokens > max_pos)
+            .map(Pending::job)
+            .find(|j| p + j.prompt.len() + j.max_new_tokens > max_pos)
         {
             return Err(ModelError::Request(format!(
                 "prefix ({p}) + prompt ({}) + max_new_tokens ({}) tokens exceed the model's context of {max_pos}",
@@ -153,38 +242,28 @@ impl<'a> DecodeBatch<'a> {
         }
         let budget = jobs
             .iter()
-            .map(|(_, j)| j.max_new_tokens)
+            .map(|j| j.job().max_new_tokens)
             .max()
             .unwrap_or(0);
         // Room for what is made, not what is allowed: the cache grows (doubling) as tokens
         // come, so a budget of millions reserves nothing it does not use.
         let room = budget.min(KV_ROOM_STEP);
-        let adapters = decoder.adapters_enabled();
-        let (mut reused, mut fresh): (Vec<Joining>, Vec<Joining>) = jobs
-            .into_iter()
-            .map(|(id, job)| {
-                let Some(reuse) = self.reuse else {
-                    return (id, job, Vec::new(), None);
-                };
-                let context: Vec<u32> = prefix
-                    .map_or(&[][..], |pre| &pre.tokens)
-                    .iter()
-                    .chain(&job.prompt)
-                    .copied()
-                    .collect();
-                let hit = reuse.lookup(&context, adapters, p);
-                (id, job, context, hit)
-            })
-            .partition(|j| j.3.is_some());
+        let (mut reused, mut fresh): (Vec<Joining>, Vec<Joining>) =
+            jobs.into_iter().map(|j| j.0).partition(|j| j.3.is_some());
+        let fresh_passes = passes(&fresh, pass_tokens, |j| j.1.prompt.len());
+        let reused_passes = passes(&reused, pass_tokens, rest_len);
+        // A part joined to others is copied, so only a lone part needs room of its own.
+        let lone = self.cache.is_none() && fresh_passes.len() + reused_passes.len() == 1;
+        let part_room = if lone { room } else { 0 };
         let mut parts = Vec::new();
         let mut logits = Vec::new();
-        if !fresh.is_empty() {
-            let (cache, mut l) = prefill_fresh(decoder, prefix, &fresh, room)?;
+        for range in fresh_passes {
+            let (cache, mut l) = prefill_fresh(decoder, prefix, &fresh[range], part_room)?;
             parts.push(cache);
             logits.append(&mut l);
         }
-        if !reused.is_empty() {
-            let (cache, mut l) = prefill_reused(decoder, &reused, room)?;
+        for range in reused_passes {
+            let (cache, mut l) = prefill_reused(decoder, &reused[range], part_room)?;
             parts.push(cache);
             logits.append(&mut l);
         }
@@ -203,6 +282,7 @@ impl<'a> DecodeBatch<'a> {
                 KvCache::concat_rows(&all, spare)?
             }
         };
+        drop(parts);
         self.cache = Some(joined);
         self.logits.append(&mut logits);
         fresh.append(&mut reused);

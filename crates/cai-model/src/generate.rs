@@ -1,10 +1,14 @@
-//! Batched generation: the job and result types, and [`generate_batch`], which runs a fixed
-//! set of jobs to the end; rows stop on end-of-sequence, stop strings or their token budget,
-//! and finished rows leave the batch.
+//! Batched generation: the job and result types, [`generate_batch`], which runs a fixed set
+//! of jobs to the end, and [`generate_continuous`], which runs any number of jobs through a
+//! batch of bounded size that waiting jobs join as rows finish; rows stop on end-of-sequence,
+//! stop strings or their token budget, and finished rows leave the batch.
 
 use cai_core::{FinishReason, OutputFormat, Sampling};
 
-use crate::decode_batch::DecodeBatch;
+use std::collections::VecDeque;
+
+use crate::batching::EngineLimits;
+use crate::decode_batch::{DecodeBatch, Pending};
 use crate::decoder::Decoder;
 use crate::prefix::Prefix;
 use crate::prefix_cache::PrefixCache;
@@ -93,6 +97,51 @@ pub fn generate_batch_reusing(
     )?;
     let mut outputs: Vec<Option<GenOutput>> = vec![None; jobs.len()];
     while !batch.is_empty() {
+        for (id, out) in batch.step(stopping)?.finished {
+            outputs[id as usize] = Some(out);
+        }
+    }
+    Ok(outputs
+        .into_iter()
+        .map(|o| o.expect("every row finishes"))
+        .collect())
+}
+
+/// Generate for any number of jobs that share `prefix` (if any) with continuous batching: at
+/// most `limits.max_batch` rows decode together, and as rows finish, waiting jobs join in
+/// prefill passes of at most `limits.max_batch_tokens` padded tokens. Every job is looked up in
+/// `reuse` when the call starts, so the rows that finish meanwhile (and keep their own keys and
+/// values there) cannot evict what a waiting job continues. Results do not depend on the
+/// limits beyond float rounding: each row samples from its own seed.
+pub fn generate_continuous(
+    decoder: &Decoder,
+    prefix: Option<&Prefix>,
+    jobs: &[GenJob],
+    stopping: Stopping<'_>,
+    reuse: Option<&PrefixCache>,
+    limits: EngineLimits,
+) -> Result<Vec<GenOutput>> {
+    let mut batch = DecodeBatch::new(decoder).with_reuse(reuse);
+    let mut waiting: Vec<Pending> = jobs
+        .iter()
+        .cloned()
+        .zip(0u64..)
+        .map(|(job, id)| batch.prepare(prefix, id, job))
+        .collect();
+    // Longest prefill first, so that rows of similar lengths share a pass.
+    waiting.sort_by_key(|p| std::cmp::Reverse(p.prefill_tokens()));
+    let mut waiting = VecDeque::from(waiting);
+    let max_rows = limits.max_batch.max(1);
+    let mut outputs: Vec<Option<GenOutput>> = vec![None; jobs.len()];
+    while !(batch.is_empty() && waiting.is_empty()) {
+        let free = max_rows.saturating_sub(batch.len());
+        // Each join copies the running batch's cache, so rows join a quarter batch at a time
+        // (or all that are left).
+        let worth = batch.is_empty() || free >= (max_rows / 4).max(1) || free >= waiting.len();
+        if free > 0 && worth && !waiting.is_empty() {
+            let group: Vec<Pending> = waiting.drain(..free.min(waiting.len())).collect();
+            batch.join(prefix, group, limits.max_batch_tokens)?;
+        }
         for (id, out) in batch.step(stopping)?.finished {
             outputs[id as usize] = Some(out);
         }

@@ -21,7 +21,7 @@ use crate::checkpoint::Checkpoint;
 use crate::config::ModelConfig;
 use crate::decoder::Decoder;
 use crate::fork_score::{score_forked, ForkJob};
-use crate::generate::{generate_batch_reusing, GenJob, Stopping};
+use crate::generate::{generate_continuous, GenJob, Stopping};
 use crate::prefix::Prefix;
 use crate::prefix_cache::PrefixCache;
 use crate::score::{score_batch, ScoreJob, ScoreOutput};
@@ -313,25 +313,22 @@ impl LocalModel {
                 tokenizer: Some(&self.tokenizer),
                 eos: self.tokenizer.eos_ids(),
             };
-            for chunk in plan_batches(jobs.len(), |k| jobs[k].prompt.len(), self.limits) {
-                let batch: Vec<GenJob> = chunk.iter().map(|&k| jobs[k].clone()).collect();
-                let outs = generate_batch_reusing(
-                    &self.decoder,
-                    prefix.as_deref(),
-                    &batch,
-                    stopping,
-                    Some(&self.kv_reuse),
-                )?;
-                for (&k, out) in chunk.iter().zip(outs) {
-                    results[members[k]] = Some(Generation {
-                        text: out.text,
-                        token_ids: out.tokens,
-                        token_logprobs: out.logprobs,
-                        prompt_tokens: prefix.as_ref().map_or(0, |p| p.len())
-                            + jobs[k].prompt.len(),
-                        finish_reason: out.finish,
-                    });
-                }
+            let outs = generate_continuous(
+                &self.decoder,
+                prefix.as_deref(),
+                &jobs,
+                stopping,
+                Some(&self.kv_reuse),
+                self.limits,
+            )?;
+            for ((job, out), &i) in jobs.iter().zip(outs).zip(&members) {
+                results[i] = Some(Generation {
+                    text: out.text,
+                    token_ids: out.tokens,
+                    token_logprobs: out.logprobs,
+                    prompt_tokens: prefix.as_ref().map_or(0, |p| p.len()) + job.prompt.len(),
+                    finish_reason: out.finish,
+                });
             }
         }
         let reuse = self.kv_reuse.stats();

@@ -5,9 +5,11 @@
 use std::collections::HashMap;
 
 use cai_core::Sampling;
+use cai_model::batching::EngineLimits;
 use cai_model::decode_batch::DecodeBatch;
-use cai_model::generate::{generate_batch, GenJob, GenOutput, Stopping};
+use cai_model::generate::{generate_batch, generate_continuous, GenJob, GenOutput, Stopping};
 use cai_model::prefix::Prefix;
+use cai_model::prefix_cache::PrefixCache;
 use candle_core::DType;
 
 use crate::common::{noisy_decoder, tiny_config, token_rows, ARCHS};
@@ -88,6 +90,112 @@ fn rows_joining_between_steps_generate_what_they_generate_alone() {
         for (i, a) in alone.iter().enumerate() {
             assert_same(&done[&(i as u64)], a, &format!("{arch:?} job {i}"));
         }
+    }
+}
+
+/// Many jobs through a bounded batch: at most 2 rows decode together and prefill passes hold
+/// at most 12 padded tokens, so jobs wait, join as rows finish, and are prefilled in several
+/// passes; each still generates what it generates alone, with and without a shared prefix
+/// and with kept rows to continue.
+#[test]
+fn jobs_waiting_for_room_generate_what_they_generate_alone() {
+    let limits = EngineLimits {
+        max_batch: 2,
+        max_batch_tokens: 12,
+        ..EngineLimits::default()
+    };
+    for arch in ARCHS {
+        let decoder = noisy_decoder(tiny_config(arch, false), 24, DType::F32);
+        let prefix = Prefix::compute(&decoder, vec![1, 44, 250, 9, 17, 120]).unwrap();
+        let jobs = jobs();
+        for pre in [None, Some(&prefix)] {
+            let alone: Vec<GenOutput> = jobs
+                .iter()
+                .map(|j| generate_batch(&decoder, pre, std::slice::from_ref(j), NO_STOP))
+                .map(|o| o.unwrap().remove(0))
+                .collect();
+            let reuse = PrefixCache::new(64 << 20, 2);
+            let got =
+                generate_continuous(&decoder, pre, &jobs, NO_STOP, Some(&reuse), limits).unwrap();
+            assert_eq!(got.len(), jobs.len());
+            for (i, (g, a)) in got.iter().zip(&alone).enumerate() {
+                assert_same(g, a, &format!("{arch:?} job {i}, prefix {}", pre.is_some()));
+            }
+            // The same jobs again, each continuing its own kept row.
+            let again =
+                generate_continuous(&decoder, pre, &jobs, NO_STOP, Some(&reuse), limits).unwrap();
+            assert!(
+                reuse.stats().hits >= jobs.len() as u64 / 2,
+                "{:?}",
+                reuse.stats()
+            );
+            for (i, (g, a)) in again.iter().zip(&alone).enumerate() {
+                assert_same(
+                    g,
+                    a,
+                    &format!("{arch:?} job {i} reused, prefix {}", pre.is_some()),
+                );
+            }
+        }
+    }
+}
+
+/// Every job of a call is looked up when the call starts: with room for one row at a time and
+/// a reuse budget that holds exactly the first wave's rows, the second wave's rows that
+/// finish first (and keep their longer rows) evict kept rows that later jobs continue, yet
+/// every job of the wave still starts from its own.
+#[test]
+fn waiting_jobs_hold_the_kept_rows_they_continue() {
+    let decoder = noisy_decoder(
+        tiny_config(cai_model::config::Architecture::Llama, false),
+        25,
+        DType::F32,
+    );
+    let one_at_a_time = EngineLimits {
+        max_batch: 1,
+        ..EngineLimits::default()
+    };
+    let first: Vec<GenJob> = token_rows()
+        .into_iter()
+        .chain([vec![9, 99, 199, 299, 3]])
+        .enumerate()
+        .map(|(i, p)| job(p, 6, Sampling::greedy(), i as u64))
+        .collect();
+    let wave = |reuse: &PrefixCache| {
+        generate_continuous(&decoder, None, &first, NO_STOP, Some(reuse), one_at_a_time).unwrap()
+    };
+    let measure = PrefixCache::new(64 << 20, 2);
+    wave(&measure);
+    let reuse = PrefixCache::new(measure.bytes(), 2);
+    let outs = wave(&reuse);
+    assert_eq!(reuse.len(), first.len(), "the budget holds the first wave");
+    let second: Vec<GenJob> = first
+        .iter()
+        .zip(&outs)
+        .map(|(j, o)| {
+            let prompt = [&j.prompt[..], &o.tokens[..], &[7, 8]].concat();
+            job(prompt, 6, Sampling::greedy(), 0)
+        })
+        .collect();
+    let before = reuse.stats();
+    let got = generate_continuous(
+        &decoder,
+        None,
+        &second,
+        NO_STOP,
+        Some(&reuse),
+        one_at_a_time,
+    )
+    .unwrap();
+    let after = reuse.stats();
+    assert_eq!(after.hits - before.hits, second.len() as u64, "{after:?}");
+    assert!(
+        after.evicted > before.evicted,
+        "nothing was evicted: {after:?}"
+    );
+    for (i, (g, j)) in got.iter().zip(&second).enumerate() {
+        let alone = generate_batch(&decoder, None, std::slice::from_ref(j), NO_STOP).unwrap();
+        assert_same(g, &alone[0], &format!("second wave job {i}"));
     }
 }
 
