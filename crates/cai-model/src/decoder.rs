@@ -18,7 +18,7 @@ use candle_core::{DType, Device, Tensor, D};
 
 use crate::config::{Architecture, MlpKind, ModelConfig, NormKind, PositionEncoding};
 use crate::kernels::decode_attention::DecodeAttention;
-use crate::kv_cache::KvCache;
+use crate::kv_cache::{KvCache, LayerKeys};
 use crate::layers::{apply_rope, softmax_last, Linear, Mode, Norm, Rope, RopeAt};
 use crate::lora::LoraSwitch;
 use crate::mask::{attention_mask, blocked, mask_values, positions_for};
@@ -484,6 +484,7 @@ impl Attention {
             scale: 1.0 / (cfg.head_dim as f32).sqrt(),
             mask: mask.clone(),
             shared: 0,
+            head: None,
         };
         let heads = q.apply_op3(&k, &v, op)?;
         if plain(&self.o) {
@@ -548,15 +549,24 @@ impl Attention {
             (Some((cache, _)), Mode::Infer) => cache.shared(),
             _ => 0,
         };
-        let (k, v) = match cache {
+        let keys = match cache {
             Some((cache, layer)) => cache.append(layer, &k, &v)?,
-            None => (k, v),
+            None => LayerKeys { k, v, head: None },
         };
         if let AttnMask::Values(values) = mask {
+            // The kernel reads a prefix held apart; its backward takes every row's copy.
+            let (k, v, head) = match (mode, keys.head) {
+                (Mode::Infer, head) => (keys.k, keys.v, head),
+                (Mode::Train, head) => {
+                    let (k, v) = LayerKeys { head, ..keys }.dense()?;
+                    (k, v, None)
+                }
+            };
             let op = DecodeAttention {
                 scale: 1.0 / (hd as f32).sqrt(),
                 mask: values.clone(),
                 shared,
+                head,
             };
             let out = match mode {
                 Mode::Infer => q.apply_op3_no_bwd(&k, &v, &op)?,
@@ -569,6 +579,7 @@ impl Attention {
             AttnMask::Tensor(t) => t.as_ref(),
             AttnMask::Values(_) => None,
         };
+        let (k, v) = keys.dense()?;
         let t = k.dim(2)?;
         let rep = nh / nkv;
         // Heads that share a kv head are adjacent, so folding them into the query axis lets

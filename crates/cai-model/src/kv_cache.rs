@@ -1,6 +1,9 @@
 //! An external, batched, per-layer key/value cache with host-side row metadata (which cache
 //! slots hold real tokens, and at which positions), so left padding, a shared prefix and
-//! per-row positions all stay exact.
+//! per-row positions all stay exact. On the CPU a prefix that every row shares is held once,
+//! apart from the rows' own slots ([`LayerKeys`]).
+
+use std::borrow::Cow;
 
 use candle_core::{DType, Device, Tensor};
 
@@ -10,8 +13,13 @@ use crate::Result;
 /// Keys and values of every layer for a batch of rows.
 #[derive(Debug, Clone)]
 pub struct KvCache {
-    /// Per layer: keys and values, each `[batch, kv_heads, capacity, head_dim]`.
+    /// Per layer: keys and values of the rows' own slots, each
+    /// `[batch, kv_heads, capacity, head_dim]`: slot `j` at index `j`, or at `j - h` when the
+    /// first `h` slots are held apart (`head`).
     layers: Vec<(Tensor, Tensor)>,
+    /// The shared prefix's keys and values held once for every row (its first `h` slots), per
+    /// layer `[1, kv_heads, h, head_dim]`; `prefix` then marks exactly these slots.
+    head: Option<Vec<(Tensor, Tensor)>>,
     /// Slots filled so far (the same for every row; padding fills the gaps).
     len: usize,
     /// `[batch][len]`: slot holds a real token (false: padding).
@@ -21,6 +29,39 @@ pub struct KvCache {
     /// Every row's first slots hold the same prefix's keys and values (a prefix expanded to
     /// the batch, and rows that continue it), so attention may read them from row 0.
     prefix: Option<PrefixSlots>,
+}
+
+/// One layer's keys and values over a cache's filled slots, for attention: the rows' own
+/// slots, and the shared prefix's when the cache holds it apart (then `k` and `v` hold the
+/// slots after it).
+/// Shapes: k, v `[batch, kv_heads, t - h, head_dim]`; head `[1, kv_heads, h, head_dim]` each.
+#[derive(Debug, Clone)]
+pub struct LayerKeys {
+    /// Keys of the rows' own slots.
+    pub k: Tensor,
+    /// Values of the rows' own slots.
+    pub v: Tensor,
+    /// The shared prefix's keys and values, held once.
+    pub head: Option<(Tensor, Tensor)>,
+}
+
+impl LayerKeys {
+    /// Every slot of every row in one pair of tensors (the prefix copied into each row).
+    /// Shapes: -> two `[batch, kv_heads, t, head_dim]`.
+    pub fn dense(self) -> Result<(Tensor, Tensor)> {
+        match self.head {
+            None => Ok((self.k, self.v)),
+            Some((hk, hv)) => Ok((with_head(&hk, &self.k)?, with_head(&hv, &self.v)?)),
+        }
+    }
+}
+
+/// `head [1, h, n, d]` before each row of `own [b, h, m, d]` -> `[b, h, n + m, d]`.
+fn with_head(head: &Tensor, own: &Tensor) -> Result<Tensor> {
+    let (b, h, _, d) = own.dims4()?;
+    let n = head.dim(2)?;
+    let head = head.broadcast_as((b, h, n, d))?;
+    Ok(Tensor::cat(&[&head, own], 2)?.contiguous()?)
 }
 
 /// The leading slots of every row of a cache that hold one prefix's keys and values.
@@ -71,6 +112,7 @@ impl KvCache {
             .collect::<Result<_>>()?;
         Ok(Self {
             layers,
+            head: None,
             len: 0,
             valid: vec![Vec::new(); batch],
             positions: vec![Vec::new(); batch],
@@ -95,7 +137,98 @@ impl KvCache {
 
     /// Slots allocated (filled or not).
     pub(crate) fn capacity(&self) -> usize {
-        self.layers.first().map(|(k, _)| k.dims()[2]).unwrap_or(0)
+        self.apart() + self.layers.first().map(|(k, _)| k.dims()[2]).unwrap_or(0)
+    }
+
+    /// Leading slots held apart, once for every row (0 when each row holds all of its own).
+    fn apart(&self) -> usize {
+        self.head
+            .as_ref()
+            .and_then(|h| h.first())
+            .map_or(0, |(k, _)| k.dims()[2])
+    }
+
+    /// Whether the prefix's slots are held apart, once for every row.
+    pub fn holds_prefix_apart(&self) -> bool {
+        self.head.is_some()
+    }
+
+    /// The device the keys and values live on.
+    fn device(&self) -> Device {
+        self.layers
+            .first()
+            .map(|(k, _)| k.device().clone())
+            .unwrap_or(Device::Cpu)
+    }
+
+    /// Whether a prefix can be held apart: the CPU attention kernel reads it so (f32 caches
+    /// on the CPU); elsewhere attention takes every row's copy.
+    fn can_hold_apart(t: &Tensor) -> bool {
+        t.device().is_cpu() && t.dtype() == DType::F32
+    }
+
+    /// The keys and values of the given slots (increasing) of every row, one layer each:
+    /// views where the slots are a run, gathered otherwise; slots of a prefix held apart are
+    /// the same in every row.
+    /// Shapes: -> per layer two `[batch, kv_heads, slots, head_dim]`.
+    fn gather(&self, slots: &[usize]) -> Result<Vec<(Tensor, Tensor)>> {
+        let apart = self.apart();
+        let split = slots.partition_point(|&j| j < apart);
+        let (in_head, own) = slots.split_at(split);
+        let own: Vec<usize> = own.iter().map(|&j| j - apart).collect();
+        let device = self.device();
+        let pick = |t: &Tensor, idx: &[usize]| -> Result<Tensor> {
+            let run = idx.windows(2).all(|w| w[1] == w[0] + 1);
+            Ok(match idx.first() {
+                None => t.narrow(2, 0, 0)?,
+                Some(&first) if run => t.narrow(2, first, idx.len())?,
+                Some(_) => {
+                    let ids: Vec<u32> = idx.iter().map(|&i| i as u32).collect();
+                    t.index_select(&Tensor::from_vec(ids, idx.len(), &device)?, 2)?
+                }
+            })
+        };
+        let batch = self.batch();
+        (0..self.layers.len())
+            .map(|l| {
+                let (k, v) = &self.layers[l];
+                let mut pair = Vec::with_capacity(2);
+                for (i, t) in [k, v].into_iter().enumerate() {
+                    let mine = pick(t, &own)?;
+                    pair.push(match &self.head {
+                        Some(head) if !in_head.is_empty() => {
+                            let h = if i == 0 { &head[l].0 } else { &head[l].1 };
+                            let (_, kv, _, d) = h.dims4()?;
+                            let shared =
+                                pick(h, in_head)?.broadcast_as((batch, kv, in_head.len(), d))?;
+                            Tensor::cat(&[&shared, &mine], 2)?
+                        }
+                        _ => mine,
+                    });
+                }
+                let v = pair.pop().expect("two");
+                Ok((pair.pop().expect("two"), v))
+            })
+            .collect()
+    }
+
+    /// This cache with every row holding all of its slots (a prefix held apart copied into
+    /// each row).
+    pub(crate) fn densified(&self) -> Result<Cow<'_, Self>> {
+        let Some(head) = &self.head else {
+            return Ok(Cow::Borrowed(self));
+        };
+        let layers = self
+            .layers
+            .iter()
+            .zip(head)
+            .map(|((k, v), (hk, hv))| Ok((with_head(hk, k)?, with_head(hv, v)?)))
+            .collect::<Result<_>>()?;
+        Ok(Cow::Owned(Self {
+            layers,
+            head: None,
+            ..self.clone()
+        }))
     }
 
     /// The leading slots whose keys and values are the same in every row (a shared prefix
@@ -116,7 +249,8 @@ impl KvCache {
     /// Shapes: -> two `[batch, kv_heads, len, head_dim]`.
     #[cfg(test)]
     pub(crate) fn layer(&self, i: usize) -> (Tensor, Tensor) {
-        let (k, v) = &self.layers[i];
+        let dense = self.densified().expect("copy the prefix");
+        let (k, v) = &dense.layers[i];
         (
             k.narrow(2, 0, self.len).expect("filled slots"),
             v.narrow(2, 0, self.len).expect("filled slots"),
@@ -125,9 +259,10 @@ impl KvCache {
 
     /// The same cache with no prefix marked shared (each row's own slots are read).
     #[cfg(test)]
-    pub(crate) fn unshared(mut self) -> Self {
-        self.prefix = None;
-        self
+    pub(crate) fn unshared(self) -> Self {
+        let mut dense = self.densified().expect("copy the prefix").into_owned();
+        dense.prefix = None;
+        dense
     }
 
     /// Per-row slot validity, `[batch][len]`.
@@ -168,21 +303,18 @@ impl KvCache {
     }
 
     /// Write one layer's new keys/values at slots `len..len+s` and return all `len + s`.
-    /// Shapes: k, v `[batch, kv_heads, s, head_dim]` -> two `[batch, kv_heads, len + s, head_dim]`.
-    pub(crate) fn append(
-        &mut self,
-        layer: usize,
-        k: &Tensor,
-        v: &Tensor,
-    ) -> Result<(Tensor, Tensor)> {
+    /// Shapes: k, v `[batch, kv_heads, s, head_dim]` -> [`LayerKeys`] over `len + s` slots.
+    pub(crate) fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<LayerKeys> {
         let s = k.dim(2)?;
+        let apart = self.apart();
         let (ck, cv) = &self.layers[layer];
-        ck.slice_set(&k.contiguous()?, 2, self.len)?;
-        cv.slice_set(&v.contiguous()?, 2, self.len)?;
-        Ok((
-            ck.narrow(2, 0, self.len + s)?,
-            cv.narrow(2, 0, self.len + s)?,
-        ))
+        ck.slice_set(&k.contiguous()?, 2, self.len - apart)?;
+        cv.slice_set(&v.contiguous()?, 2, self.len - apart)?;
+        Ok(LayerKeys {
+            k: ck.narrow(2, 0, self.len - apart + s)?,
+            v: cv.narrow(2, 0, self.len - apart + s)?,
+            head: self.head.as_ref().map(|h| h[layer].clone()),
+        })
     }
 
     /// Mark the `s` slots written by the last forward pass as filled.
@@ -196,20 +328,17 @@ impl KvCache {
             return Ok(());
         }
         let new_cap = needed.max(cap * 2);
+        let apart = self.apart();
         for (k, v) in &mut self.layers {
-            *k = grow(k, new_cap, self.len)?;
-            *v = grow(v, new_cap, self.len)?;
+            *k = grow(k, new_cap - apart, self.len - apart)?;
+            *v = grow(v, new_cap - apart, self.len - apart)?;
         }
         Ok(())
     }
 
     /// Keep only the given rows, in that order (used to drop finished sequences).
     pub fn select_rows(&self, rows: &[usize]) -> Result<Self> {
-        let device = self
-            .layers
-            .first()
-            .map(|(k, _)| k.device().clone())
-            .unwrap_or(Device::Cpu);
+        let device = self.device();
         let idx = Tensor::from_vec(
             rows.iter().map(|&r| r as u32).collect::<Vec<_>>(),
             rows.len(),
@@ -222,6 +351,7 @@ impl KvCache {
             .collect::<Result<_>>()?;
         Ok(Self {
             layers,
+            head: self.head.clone(),
             len: self.len,
             valid: rows.iter().map(|&r| self.valid[r].clone()).collect(),
             positions: rows.iter().map(|&r| self.positions[r].clone()).collect(),
@@ -230,10 +360,30 @@ impl KvCache {
     }
 
     /// A cache of `batch` rows that each start with this single-row cache's contents (a shared
-    /// prefix computed once), with room for `capacity` slots.
+    /// prefix computed once), with room for `capacity` slots. A marked prefix
+    /// ([`KvCache::shared`]) is held once, apart from the rows, where attention can read it so
+    /// (f32 on the CPU); otherwise it is copied into every row.
     pub fn expand(&self, batch: usize, capacity: usize) -> Result<Self> {
         assert_eq!(self.batch(), 1, "expand() takes a single-row prefix cache");
         let capacity = capacity.max(self.len);
+        let hold_apart = self.head.is_none()
+            && self.prefix.is_some_and(|p| p.len == self.len)
+            && self
+                .layers
+                .first()
+                .is_some_and(|(k, _)| Self::can_hold_apart(k));
+        let (head, apart) = if hold_apart {
+            let head = self
+                .layers
+                .iter()
+                .map(|(k, v)| Ok((k.narrow(2, 0, self.len)?, v.narrow(2, 0, self.len)?)))
+                .collect::<Result<Vec<_>>>()?;
+            (Some(head), self.len)
+        } else {
+            (self.head.clone(), self.apart())
+        };
+        // The slots each row holds itself, copied from this row.
+        let own = self.len - apart;
         let layers = self
             .layers
             .iter()
@@ -241,11 +391,12 @@ impl KvCache {
                 let mut out = Vec::with_capacity(2);
                 for t in [k, v] {
                     let (_, h, _, d) = t.dims4()?;
-                    let fresh = Tensor::zeros((batch, h, capacity, d), t.dtype(), t.device())?;
-                    let prefix = t
-                        .narrow(2, 0, self.len)?
-                        .broadcast_as((batch, h, self.len, d))?;
-                    fresh.slice_set(&prefix.contiguous()?, 2, 0)?;
+                    let fresh =
+                        Tensor::zeros((batch, h, capacity - apart, d), t.dtype(), t.device())?;
+                    if own > 0 {
+                        let row = t.narrow(2, 0, own)?.broadcast_as((batch, h, own, d))?;
+                        fresh.slice_set(&row.contiguous()?, 2, 0)?;
+                    }
                     out.push(fresh);
                 }
                 let v = out.pop().expect("two");
@@ -254,6 +405,7 @@ impl KvCache {
             .collect::<Result<_>>()?;
         Ok(Self {
             layers,
+            head,
             len: self.len,
             valid: vec![self.valid[0].clone(); batch],
             positions: vec![self.positions[0].clone(); batch],
@@ -292,24 +444,16 @@ impl KvCache {
             return Ok(None);
         }
         let n = slots.len();
-        let device = self
-            .layers
-            .first()
-            .map(|(k, _)| k.device().clone())
-            .unwrap_or(Device::Cpu);
-        let idx = Tensor::from_vec(slots, n, &device)?;
+        let slots: Vec<usize> = slots.into_iter().map(|i| i as usize).collect();
         let layers = self
-            .layers
-            .iter()
-            .map(|(k, v)| {
-                Ok((
-                    k.narrow(0, row, 1)?.index_select(&idx, 2)?.contiguous()?,
-                    v.narrow(0, row, 1)?.index_select(&idx, 2)?.contiguous()?,
-                ))
-            })
+            .row_view(row)?
+            .gather(&slots)?
+            .into_iter()
+            .map(|(k, v)| Ok((k.contiguous()?, v.contiguous()?)))
             .collect::<Result<_>>()?;
         Ok(Some(Self {
             layers,
+            head: None,
             len: n,
             valid: vec![vec![true; n]],
             positions: vec![(from as u32..(from + n) as u32).collect()],
@@ -327,27 +471,61 @@ impl KvCache {
         }
     }
 
+    /// Row `row` as a one-row cache that shares this one's memory.
+    fn row_view(&self, row: usize) -> Result<Self> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|(k, v)| Ok((k.narrow(0, row, 1)?, v.narrow(0, row, 1)?)))
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            layers,
+            head: self.head.clone(),
+            len: self.len,
+            valid: vec![self.valid[row].clone()],
+            positions: vec![self.positions[row].clone()],
+            prefix: self.prefix,
+        })
+    }
+
     /// A one-row prefix cache (`head`, [`KvCache::continues`]) followed by what a row added to
     /// it (`tail`, [`KvCache::compact_row_from`]) as one one-row cache, still marked as
-    /// continuing the prefix.
+    /// continuing the prefix. Where the prefix can be held apart (see [`KvCache::expand`]),
+    /// both are taken by reference and nothing is copied; appending to the result grows it
+    /// into fresh memory first, so neither ever changes.
     /// Shapes: each layer `[1, kv_heads, h, head_dim]` + `[1, kv_heads, t, head_dim]` ->
     /// `[1, kv_heads, h + t, head_dim]`.
     pub fn join_slots(head: &KvCache, tail: &KvCache) -> Result<Self> {
         assert!(head.batch() == 1 && tail.batch() == 1, "one-row caches");
-        let layers = head
-            .layers
-            .iter()
-            .zip(&tail.layers)
-            .map(|((hk, hv), (tk, tv))| {
-                Ok((
-                    Tensor::cat(&[hk.narrow(2, 0, head.len)?, tk.narrow(2, 0, tail.len)?], 2)?,
-                    Tensor::cat(&[hv.narrow(2, 0, head.len)?, tv.narrow(2, 0, tail.len)?], 2)?,
-                ))
-            })
-            .collect::<Result<_>>()?;
+        let dense = head.densified()?;
+        let hold_apart = dense.prefix.is_some_and(|p| p.len == head.len)
+            && dense
+                .layers
+                .first()
+                .is_some_and(|(k, _)| Self::can_hold_apart(k));
+        let narrow = |c: &KvCache| -> Result<Vec<(Tensor, Tensor)>> {
+            c.layers
+                .iter()
+                .map(|(k, v)| Ok((k.narrow(2, 0, c.len)?, v.narrow(2, 0, c.len)?)))
+                .collect()
+        };
+        let tail_layers = tail.densified()?;
+        let (layers, kept_head) = if hold_apart {
+            (narrow(&tail_layers)?, Some(narrow(&dense)?))
+        } else {
+            let layers = narrow(&dense)?
+                .into_iter()
+                .zip(narrow(&tail_layers)?)
+                .map(|((hk, hv), (tk, tv))| {
+                    Ok((Tensor::cat(&[hk, tk], 2)?, Tensor::cat(&[hv, tv], 2)?))
+                })
+                .collect::<Result<_>>()?;
+            (layers, None)
+        };
         let cat = |a: &[Vec<bool>], b: &[Vec<bool>]| vec![[&a[0][..], &b[0][..]].concat()];
         Ok(Self {
             layers,
+            head: kept_head,
             len: head.len + tail.len,
             valid: cat(&head.valid, &tail.valid),
             positions: vec![[&head.positions[0][..], &tail.positions[0][..]].concat()],
@@ -360,13 +538,29 @@ impl KvCache {
     /// Shapes: each layer `[batch, kv_heads, capacity, head_dim]` -> `[batch, kv_heads, n, head_dim]`.
     pub fn truncated(&self, n: usize) -> Result<Self> {
         let n = n.min(self.len);
+        let apart = self.apart();
+        let keep = |t: &Tensor, n: usize| t.narrow(2, 0, n);
         let layers = self
             .layers
             .iter()
-            .map(|(k, v)| Ok((k.narrow(2, 0, n)?, v.narrow(2, 0, n)?)))
+            .map(|(k, v)| {
+                let own = n.saturating_sub(apart);
+                Ok((keep(k, own)?, keep(v, own)?))
+            })
             .collect::<Result<_>>()?;
+        let head = self
+            .head
+            .as_ref()
+            .map(|h| {
+                h.iter()
+                    .map(|(k, v)| Ok((keep(k, n.min(apart))?, keep(v, n.min(apart))?)))
+                    .collect::<Result<Vec<_>>>()
+            })
+            .transpose()?
+            .filter(|_| n > 0);
         Ok(Self {
             layers,
+            head,
             len: n,
             valid: self.valid.iter().map(|v| v[..n].to_vec()).collect(),
             positions: self.positions.iter().map(|p| p[..n].to_vec()).collect(),
@@ -374,10 +568,12 @@ impl KvCache {
         })
     }
 
-    /// Bytes the keys and values hold (allocated slots, filled or not).
+    /// Bytes the keys and values hold (allocated slots, filled or not; a prefix held apart
+    /// once).
     pub fn bytes(&self) -> usize {
         self.layers
             .iter()
+            .chain(self.head.iter().flatten())
             .map(|(k, v)| (k.elem_count() + v.elem_count()) * k.dtype().size_in_bytes())
             .sum()
     }
@@ -389,7 +585,8 @@ impl KvCache {
     /// from growing with the rows that have left. Parts that all start with the same prefix
     /// ([`KvCache::shared`]) are left-aligned instead, keeping every slot some row of the part
     /// uses (invalid slots after each row's own), so the prefix stays in the same slots of
-    /// every row and stays shared.
+    /// every row and stays shared; a part that holds it apart gives the result its one copy,
+    /// and the other parts' copies are dropped.
     pub fn concat_rows(parts: &[&KvCache], spare: usize) -> Result<Self> {
         let prefix = parts.first().and_then(|c| c.prefix).and_then(|first| {
             let ids_agree = parts
@@ -399,6 +596,31 @@ impl KvCache {
             ids_agree.then(|| first.first(len.unwrap_or(0))).flatten()
         });
         let left_aligned = prefix.is_some();
+        // One copy of the prefix, from a part that holds it apart (at most the shared slots).
+        let head: Option<Vec<(Tensor, Tensor)>> = match prefix {
+            Some(p) => parts
+                .iter()
+                .find_map(|c| c.head.as_ref())
+                .map(|h| {
+                    h.iter()
+                        .map(|(k, v)| Ok((k.narrow(2, 0, p.len)?, v.narrow(2, 0, p.len)?)))
+                        .collect::<Result<Vec<_>>>()
+                })
+                .transpose()?,
+            None => None,
+        };
+        let apart = head.as_ref().map_or(0, |_| prefix.map_or(0, |p| p.len));
+        // Parts of different prefixes keep every slot in every row.
+        let parts: Vec<Cow<'_, KvCache>> = parts
+            .iter()
+            .map(|c| {
+                if left_aligned {
+                    Ok(Cow::Borrowed(*c))
+                } else {
+                    c.densified()
+                }
+            })
+            .collect::<Result<_>>()?;
         // The slots each part keeps, in order.
         let kept: Vec<Vec<usize>> = parts
             .iter()
@@ -413,43 +635,29 @@ impl KvCache {
             })
             .collect();
         let width = kept.iter().map(Vec::len).max().unwrap_or(0);
-        let num_layers = parts.first().map_or(0, |c| c.layers.len());
-        let device = parts
-            .first()
-            .and_then(|c| c.layers.first())
-            .map(|(k, _)| k.device().clone())
-            .unwrap_or(Device::Cpu);
-        // A run of slots is a view; scattered ones are gathered.
-        let indices: Vec<Option<Tensor>> = kept
+        // Each part's own slots past the prefix held apart (every row holds the prefix's).
+        let own: Vec<Vec<(Tensor, Tensor)>> = parts
             .iter()
-            .map(|slots| {
-                let contiguous = slots.windows(2).all(|w| w[1] == w[0] + 1);
-                (!contiguous)
-                    .then(|| {
-                        let idx: Vec<u32> = slots.iter().map(|&i| i as u32).collect();
-                        Tensor::from_vec(idx, slots.len(), &device)
-                    })
-                    .transpose()
+            .zip(&kept)
+            .map(|(c, slots)| {
+                debug_assert!(slots.iter().take(apart).copied().eq(0..apart));
+                c.gather(&slots[apart.min(slots.len())..])
             })
-            .collect::<std::result::Result<_, _>>()?;
+            .collect::<Result<_>>()?;
+        let num_layers = parts.first().map_or(0, |c| c.layers.len());
         let layers = (0..num_layers)
             .map(|layer| {
                 let mut kv = [Vec::new(), Vec::new()];
-                for ((c, slots), idx) in parts.iter().zip(&kept).zip(&indices) {
+                for (part, slots) in own.iter().zip(&kept) {
                     let used = slots.len();
-                    let (k, v) = &c.layers[layer];
                     let (before, after) = if left_aligned {
                         (0, width - used + spare.max(1))
                     } else {
                         (width - used, spare.max(1))
                     };
+                    let (k, v) = &part[layer];
                     for (out, t) in kv.iter_mut().zip([k, v]) {
-                        let part = match (idx, slots.first()) {
-                            (Some(idx), _) => t.index_select(idx, 2)?,
-                            (None, Some(&first)) => t.narrow(2, first, used)?,
-                            (None, None) => t.narrow(2, 0, 0)?,
-                        };
-                        out.push(part.pad_with_zeros(2, before, after)?);
+                        out.push(t.pad_with_zeros(2, before, after)?);
                     }
                 }
                 let [k, v] = kv;
@@ -478,6 +686,7 @@ impl KvCache {
         }
         Ok(Self {
             layers,
+            head,
             len: width,
             valid,
             positions,
@@ -532,8 +741,14 @@ mod tests {
         assert_eq!(prefix.cache.shared(), 5);
         let mut cache = prefix.cache.expand(3, 16).unwrap();
         assert_eq!(cache.shared(), 5);
+        // On the CPU the prefix is held once: 5 slots, then 3 rows of 11 own slots (not 16).
+        assert!(cache.holds_prefix_apart());
+        let slot_bytes = prefix.cache.bytes() / 5;
+        assert_eq!(cache.bytes(), (5 + 3 * 11) * slot_bytes);
         // Rows that go their own ways after the prefix still share it.
         let mut own = cache.clone().unshared();
+        assert!(!own.holds_prefix_apart());
+        assert_eq!(own.bytes(), 3 * 16 * slot_bytes);
         for ids in [[7, 8, 9], [10, 11, 12], [13, 14, 15]] {
             // Reading the prefix from row 0 gives every row what its own copy gives.
             assert_eq!(
@@ -545,6 +760,30 @@ mod tests {
         assert_eq!(cache.select_rows(&[2, 0]).unwrap().shared(), 5);
         assert_eq!(cache.truncated(3).unwrap().shared(), 3);
         assert_eq!(cache.compact_row(1).unwrap().unwrap().shared(), 5);
+        // Every view of the rows holds the same slots as the rows' own copies.
+        let same = |a: &KvCache, b: &KvCache| {
+            for l in 0..2 {
+                let ((ak, av), (bk, bv)) = (a.layer(l), b.layer(l));
+                for (x, y) in [(ak, bk), (av, bv)] {
+                    let (x, y) = (x.flatten_all().unwrap(), y.flatten_all().unwrap());
+                    assert_eq!(x.to_vec1::<f32>().unwrap(), y.to_vec1::<f32>().unwrap());
+                }
+            }
+        };
+        same(
+            &cache.select_rows(&[2, 0]).unwrap(),
+            &own.select_rows(&[2, 0]).unwrap(),
+        );
+        same(&cache.truncated(3).unwrap(), &own.truncated(3).unwrap());
+        same(&cache.truncated(6).unwrap(), &own.truncated(6).unwrap());
+        same(
+            &cache.compact_row(1).unwrap().unwrap(),
+            &own.compact_row(1).unwrap().unwrap(),
+        );
+        same(
+            &cache.compact_row_from(2, 5).unwrap().unwrap(),
+            &own.compact_row_from(2, 5).unwrap().unwrap(),
+        );
     }
 
     #[test]
@@ -560,6 +799,10 @@ mod tests {
         step(&decoder, &mut fresh, &[11, 12]);
         let mut joined = KvCache::concat_rows(&[&kept, &fresh], 4).unwrap();
         assert_eq!((joined.len(), joined.shared()), (7, 5));
+        // A whole kept row (its prefix copied) joins rows that hold the prefix apart: the
+        // result holds it apart too.
+        assert!(!kept.holds_prefix_apart() && fresh.holds_prefix_apart());
+        assert!(joined.holds_prefix_apart());
         assert_eq!(joined.valid()[0], [true; 7]);
         assert_eq!(
             joined.valid()[1],

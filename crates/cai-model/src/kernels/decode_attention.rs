@@ -37,6 +37,10 @@ pub struct DecodeAttention {
     /// row 0 for every row, so they come from memory once per step instead of once per row.
     /// 0 reads each row's own.
     pub shared: usize,
+    /// The first `shared` slots held apart, once for every row
+    /// ([`crate::kv_cache::LayerKeys`]): keys and values `[1, kv_heads, shared, d]`, and then
+    /// the op's `k` and `v` hold only the slots after them (inference only: no backward).
+    pub head: Option<(Tensor, Tensor)>,
 }
 
 struct View<'a> {
@@ -50,6 +54,62 @@ impl View<'_> {
     fn row(&self, b: usize, h: usize, t: usize, d: usize) -> &[f32] {
         let start = self.offset + b * self.strides[0] + h * self.strides[1] + t * self.strides[2];
         &self.data[start..start + d]
+    }
+}
+
+/// The key (or value) slots of a batch: each row's own, and those of a prefix every row
+/// shares.
+struct Keys<'a> {
+    /// The rows' slots: slot `j` at `j`, or at `j - shared` when `head` holds the prefix.
+    own: View<'a>,
+    /// The prefix held apart (its row 0), or `None`.
+    head: Option<View<'a>>,
+    /// Slots before this are the same in every row: read from `head`, or from row 0 of `own`.
+    shared: usize,
+}
+
+impl Keys<'_> {
+    /// Where slot `j` of row `b`, kv head `h` lives: the view, its row and its slot.
+    #[inline(always)]
+    fn locate(&self, b: usize, j: usize) -> (&View<'_>, usize, usize) {
+        match &self.head {
+            Some(head) if j < self.shared => (head, 0, j),
+            Some(_) => (&self.own, b, j - self.shared),
+            None if j < self.shared => (&self.own, 0, j),
+            None => (&self.own, b, j),
+        }
+    }
+
+    /// Slot `j` of row `b`, kv head `h`: `[d]`.
+    #[inline(always)]
+    fn slot(&self, b: usize, h: usize, j: usize, d: usize) -> &[f32] {
+        let (x, row, at) = self.locate(b, j);
+        x.row(row, h, at, d)
+    }
+
+    /// Runs of consecutive slots from `0..t` of row `b`, kv head `h`, each as
+    /// `(first slot, count, data from the first slot on, slot stride)`.
+    fn runs(&self, b: usize, h: usize, t: usize) -> Vec<(usize, usize, &[f32], usize)> {
+        let start = |x: &View<'_>, row: usize, j: usize| {
+            x.offset + row * x.strides[0] + h * x.strides[1] + j * x.strides[2]
+        };
+        match &self.head {
+            Some(head) => {
+                let n = self.shared.min(t);
+                let mut out = vec![(0, n, &head.data[start(head, 0, 0)..], head.strides[2])];
+                if t > n {
+                    let own = &self.own;
+                    out.push((n, t - n, &own.data[start(own, b, 0)..], own.strides[2]));
+                }
+                out
+            }
+            None => vec![(
+                0,
+                t,
+                &self.own.data[start(&self.own, b, 0)..],
+                self.own.strides[2],
+            )],
+        }
     }
 }
 
@@ -120,8 +180,40 @@ impl CustomOp3 for DecodeAttention {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (b, nh, s, d) = l1.shape().dims4()?;
-        let (_, nkv, t, _) = l2.shape().dims4()?;
-        let (q, k, v) = (view(s1, l1, "q")?, view(s2, l2, "k")?, view(s3, l3, "v")?);
+        let (_, nkv, own_t, _) = l2.shape().dims4()?;
+        let q = view(s1, l1, "q")?;
+        // The prefix held apart, read in place.
+        let guards = self
+            .head
+            .as_ref()
+            .map(|(hk, hv)| (hk.storage_and_layout(), hv.storage_and_layout()));
+        let head = match &guards {
+            Some(((ks, kl), (vs, vl))) => {
+                let (candle_core::Storage::Cpu(ks), candle_core::Storage::Cpu(vs)) = (&**ks, &**vs)
+                else {
+                    candle_core::bail!("decode-attention: the shared prefix is not on the CPU");
+                };
+                if kl.shape().dims4()?.2 != self.shared {
+                    candle_core::bail!(
+                        "decode-attention: the prefix held apart is not `shared` slots"
+                    );
+                }
+                Some((view(ks, kl, "head k")?, view(vs, vl, "head v")?))
+            }
+            None => None,
+        };
+        let t = own_t + head.as_ref().map_or(0, |_| self.shared);
+        let (hk, hv) = head.map_or((None, None), |(k, v)| (Some(k), Some(v)));
+        let k = Keys {
+            own: view(s2, l2, "k")?,
+            head: hk,
+            shared: self.shared.min(t),
+        };
+        let v = Keys {
+            own: view(s3, l3, "v")?,
+            head: hv,
+            shared: self.shared.min(t),
+        };
         if s > t {
             candle_core::bail!("decode-attention: {s} queries but only {t} key slots");
         }
@@ -144,7 +236,7 @@ impl CustomOp3 for DecodeAttention {
                         mask,
                         self.scale,
                         shape,
-                        (bg / nkv, bg % nkv, self.shared.min(t)),
+                        (bg / nkv, bg % nkv),
                         chunk,
                     )
                 }
@@ -212,8 +304,8 @@ struct Head {
 #[allow(clippy::too_many_arguments)]
 unsafe fn head_avx512(
     q: &View,
-    k: &View,
-    v: &View,
+    k: &Keys,
+    v: &Keys,
     mask: Option<&[f32]>,
     scale: f32,
     dims: Dims,
@@ -228,8 +320,8 @@ unsafe fn head_avx512(
 #[allow(clippy::too_many_arguments)]
 unsafe fn head_avx2(
     q: &View,
-    k: &View,
-    v: &View,
+    k: &Keys,
+    v: &Keys,
     mask: Option<&[f32]>,
     scale: f32,
     dims: Dims,
@@ -252,8 +344,8 @@ const QUERY_BLOCK: usize = 64;
 #[allow(clippy::too_many_arguments)]
 fn head_blocked(
     q: &View,
-    k: &View,
-    v: &View,
+    k: &Keys,
+    v: &Keys,
     mask: Option<&[f32]>,
     scale: f32,
     dims: Dims,
@@ -262,23 +354,33 @@ fn head_blocked(
 ) {
     let Dims { rep, s, t, d } = dims;
     let g = at.head / rep;
-    let base = |x: &View, head: usize, i: usize| {
-        x.offset + at.row * x.strides[0] + head * x.strides[1] + i * x.strides[2]
-    };
-    let (k0, v0) = (base(k, g, 0), base(v, g, 0));
-    let keys = Mat {
-        data: &k.data[k0..],
-        rs: 1,
-        cs: k.strides[2],
-    };
-    let values = Mat::strided(&v.data[v0..], v.strides[2]);
+    let (key_runs, value_runs) = (k.runs(at.row, g, t), v.runs(at.row, g, t));
     let mut scores = vec![0f32; QUERY_BLOCK.min(s) * t];
     for i0 in (0..s).step_by(QUERY_BLOCK) {
         let rows = QUERY_BLOCK.min(s - i0);
         let tv = t - s + i0 + rows;
-        let queries = Mat::strided(&q.data[base(q, at.head, i0)..], q.strides[2]);
+        let q0 = q.offset + at.row * q.strides[0] + at.head * q.strides[1] + i0 * q.strides[2];
+        let queries = Mat::strided(&q.data[q0..], q.strides[2]);
         let block = &mut scores[..rows * tv];
-        dense::gemm(block, tv, queries, keys, rows, tv, d, scale, false, 1);
+        // S = scale · Q Kᵀ, a run of key slots at a time (the prefix held apart, then the rest).
+        for &(j0, n, data, cs) in &key_runs {
+            let n = n.min(tv.saturating_sub(j0));
+            if n > 0 {
+                let keys = Mat { data, rs: 1, cs };
+                dense::gemm(
+                    &mut block[j0..],
+                    tv,
+                    queries,
+                    keys,
+                    rows,
+                    n,
+                    d,
+                    scale,
+                    false,
+                    1,
+                );
+            }
+        }
         for (r, row) in block.chunks_exact_mut(tv).enumerate() {
             let i = i0 + r;
             let visible = t - s + i + 1;
@@ -294,19 +396,18 @@ fn head_blocked(
             let inv = 1.0 / vector::exp_shifted_sum(seen, max);
             seen.iter_mut().for_each(|p| *p *= inv);
         }
+        // O = P V, summed over the runs of value slots.
         let o = &mut out[i0 * d..(i0 + rows) * d];
-        dense::gemm(
-            o,
-            d,
-            Mat::rows(block, tv),
-            values,
-            rows,
-            d,
-            tv,
-            1.0,
-            false,
-            1,
-        );
+        let mut first = true;
+        for &(j0, n, data, cs) in &value_runs {
+            let n = n.min(tv.saturating_sub(j0));
+            if n > 0 {
+                let probs = Mat::rows(&block[j0..], tv);
+                let values = Mat::strided(data, cs);
+                dense::gemm(o, d, probs, values, rows, d, n, 1.0, !first, 1);
+                first = false;
+            }
+        }
     }
 }
 
@@ -315,8 +416,8 @@ fn head_blocked(
 #[allow(clippy::too_many_arguments)]
 fn head_generic<K: Kernels>(
     q: &View,
-    k: &View,
-    v: &View,
+    k: &Keys,
+    v: &Keys,
     mask: Option<&[f32]>,
     scale: f32,
     dims: Dims,
@@ -331,7 +432,7 @@ fn head_generic<K: Kernels>(
         let scores = &mut all_scores[..visible];
         let qi = q.row(at.row, at.head, i, d);
         for (j, sc) in scores.iter_mut().enumerate() {
-            *sc = K::dot(qi, k.row(at.row, g, j, d)) * scale;
+            *sc = K::dot(qi, k.slot(at.row, g, j, d)) * scale;
         }
         if let Some(m) = mask {
             let base = (at.row * s + i) * t;
@@ -344,7 +445,7 @@ fn head_generic<K: Kernels>(
         let o = &mut out[i * d..(i + 1) * d];
         let inv = 1.0 / sum;
         for (j, &p) in scores.iter().enumerate() {
-            K::axpy(p * inv, v.row(at.row, g, j, d), o);
+            K::axpy(p * inv, v.slot(at.row, g, j, d), o);
         }
     }
 }
@@ -378,6 +479,7 @@ mod tests {
             scale: 0.3,
             mask: Some(std::sync::Arc::new(mask.clone())),
             shared: 0,
+            head: None,
         };
         let got = q.apply_op3_no_bwd(&k, &v, &op).unwrap();
 
@@ -434,6 +536,7 @@ mod tests {
             scale: 0.3,
             mask: Some(std::sync::Arc::new(mask.clone())),
             shared: 0,
+            head: None,
         };
         let fused = q
             .as_tensor()
@@ -482,6 +585,103 @@ mod tests {
         }
     }
 
+    /// Keys read from each row's own slots.
+    fn plain(own: View<'_>) -> Keys<'_> {
+        Keys {
+            own,
+            head: None,
+            shared: 0,
+        }
+    }
+
+    /// A prefix held apart (one copy, the rows' own slots after it) gives what every row's own
+    /// copy gives: query by query (the same bits), grouped by key-value head and blocked.
+    #[test]
+    fn a_prefix_held_apart_reads_as_every_rows_copy() {
+        let (rep, t, d, shared) = (3, 90, 64, 37);
+        let (b, nkv) = (2, 2);
+        let nh = rep * nkv;
+        for s in [1, 2, 20, 53] {
+            let kv = b * nkv * t * d;
+            let q_len = b * nh * s * d;
+            let mut data: Vec<f32> = (0..q_len + 2 * kv)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0)
+                .collect();
+            // Row 1's first `shared` slots are row 0's (the prefix every row holds).
+            for base in [q_len, q_len + kv] {
+                for g in 0..nkv {
+                    for j in 0..shared * d {
+                        data[base + nkv * t * d + g * t * d + j] = data[base + g * t * d + j];
+                    }
+                }
+            }
+            let view = |strides: [usize; 4], offset: usize| View {
+                data: &data,
+                offset,
+                strides,
+            };
+            let q = view([nh * s * d, s * d, d, 1], 0);
+            let st = [nkv * t * d, t * d, d, 1];
+            let dense = |base| plain(view(st, base));
+            // The prefix: row 0's first slots; the rows' own: slots from `shared` on.
+            let apart = |base| Keys {
+                own: view(st, base + shared * d),
+                head: Some(view(st, base)),
+                shared,
+            };
+            let mut mask = vec![0f32; b * s * t];
+            for (i, m) in mask.iter_mut().enumerate() {
+                if i % 5 == 0 && i % t >= shared && i % t < t - s {
+                    *m = f32::NEG_INFINITY;
+                }
+            }
+            let dims = Dims { rep, s, t, d };
+            let (dk, dv, ak, av) = (
+                dense(q_len),
+                dense(q_len + kv),
+                apart(q_len),
+                apart(q_len + kv),
+            );
+            for m in [None, Some(mask.as_slice())] {
+                for (row, g) in [(0, 0), (1, 1), (1, 0)] {
+                    let mut want = vec![0f32; rep * s * d];
+                    let mut same = vec![0f32; rep * s * d];
+                    let mut blocked = vec![0f32; rep * s * d];
+                    for (r, ((w, x), y)) in want
+                        .chunks_mut(s * d)
+                        .zip(same.chunks_mut(s * d))
+                        .zip(blocked.chunks_mut(s * d))
+                        .enumerate()
+                    {
+                        let at = Head {
+                            row,
+                            head: g * rep + r,
+                        };
+                        head_generic::<Scalar>(&q, &dk, &dv, m, 0.3, dims, at, w);
+                        head_generic::<Scalar>(&q, &ak, &av, m, 0.3, dims, at, x);
+                        head_blocked(&q, &ak, &av, m, 0.3, dims, at, y);
+                    }
+                    assert_eq!(same, want, "s {s}");
+                    let close = |got: &[f32], what: &str| {
+                        for (a, w) in got.iter().zip(&want) {
+                            assert!((a - w).abs() < 1e-5, "{what}, s {s}: {a} vs {w}");
+                        }
+                    };
+                    close(&blocked, "blocked");
+                    #[cfg(target_arch = "x86_64")]
+                    if is_x86_feature_detected!("avx512f") {
+                        let mut grouped = vec![f32::NAN; rep * s * d];
+                        // SAFETY: AVX-512F is available and d ≤ 128.
+                        unsafe {
+                            grouped::group(&q, &ak, &av, m, 0.3, dims, (row, g), &mut grouped)
+                        };
+                        close(&grouped, "grouped");
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn the_blocked_kernel_matches_the_query_by_query_kernel() {
         // Two query blocks (70 > 64) over a longer cache, grouped heads, padding masked.
@@ -504,6 +704,7 @@ mod tests {
                 mask[(s + i) * t + j] = f32::NEG_INFINITY; // row 1 left-padded by 4
             }
         }
+        let (k, v) = (plain(k), plain(v));
         let dims = Dims { rep, s, t, d };
         for (row, head) in [(0, 0), (1, 4), (1, 5)] {
             let at = Head { row, head };
@@ -551,7 +752,7 @@ mod tests {
             // q dense; k and v views of a cache with spare slots and a row stride of 2 d.
             let q = view([nh * s * d, s * d, d, 1], 0);
             let kv_strides = [nkv * (t + 2) * 2 * d, (t + 2) * 2 * d, 2 * d, 1];
-            let (k, v) = (view(kv_strides, 5), view(kv_strides, d + 3));
+            let (k, v) = (plain(view(kv_strides, 5)), plain(view(kv_strides, d + 3)));
             let mut mask = vec![0f32; b * s * t];
             for (i, m) in mask.iter_mut().enumerate() {
                 *m = match i % 7 {
@@ -573,7 +774,7 @@ mod tests {
                     }
                     let mut got = vec![f32::NAN; rep * s * d];
                     // SAFETY: AVX-512F is available and d ≤ 128.
-                    unsafe { grouped::group(&q, &k, &v, m, 0.3, dims, (row, g, 0), &mut got) };
+                    unsafe { grouped::group(&q, &k, &v, m, 0.3, dims, (row, g), &mut got) };
                     for (a, w) in got.iter().zip(&want) {
                         assert!(
                             (a - w).abs() < 1e-5,
@@ -615,11 +816,16 @@ mod tests {
             };
             let q = view([nh * s * d, s * d, d, 1], 0);
             let kv_strides = [nkv * t * d, t * d, d, 1];
-            let (k, v) = (view(kv_strides, q_len), view(kv_strides, q_len + kv));
+            let keys = |offset| Keys {
+                own: view(kv_strides, offset),
+                head: None,
+                shared,
+            };
+            let (k, v) = (keys(q_len), keys(q_len + kv));
             let mut out = vec![0f32; rep * s * d];
             let dims = Dims { rep, s, t, d };
             // SAFETY: AVX-512F is available and d ≤ 128.
-            unsafe { grouped::group(&q, &k, &v, None, 0.3, dims, (1, 1, shared), &mut out) };
+            unsafe { grouped::group(&q, &k, &v, None, 0.3, dims, (1, 1), &mut out) };
             out
         };
         let own = run(&data, 0);
@@ -648,7 +854,7 @@ mod tests {
         };
         let (q, kv) = (
             view([4 * s * d, s * d, d, 1]),
-            view([2 * t * d, t * d, d, 1]),
+            plain(view([2 * t * d, t * d, d, 1])),
         );
         let mut mask = vec![0f32; 2 * s * t];
         mask[3] = f32::NEG_INFINITY;

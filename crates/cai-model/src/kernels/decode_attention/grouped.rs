@@ -11,7 +11,7 @@
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
-use super::{Dims, View};
+use super::{Dims, Keys, View};
 use crate::kernels::vector::{tail_mask as lanes, Avx512, Kernels};
 
 /// Largest head dimension, in 16-lane vectors, that this kernel serves.
@@ -58,36 +58,34 @@ unsafe fn sums16(v: &[__m512; 16]) -> __m512 {
 }
 
 /// One (row, key-value head): every query of its `rep` heads against the keys each may see,
-/// the first `shared` slots read from row 0 (the same in every row). Writes `out [rep, s, d]`
+/// the shared prefix's slots read once for every row ([`Keys`]). Writes `out [rep, s, d]`
 /// (the group's heads, in order).
 ///
 /// # Safety
-/// The CPU supports AVX-512F; `d ≤ 16 · MAX_VECTORS`; `shared ≤ t`; the views hold rows 0
-/// and `row`, heads `g · rep ..` (queries) and `g` (keys, values) for `s` queries and `t`
-/// slots of `d` floats.
+/// The CPU supports AVX-512F and `d ≤ 16 · MAX_VECTORS`. (Every slot read is bounds-checked.)
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn group(
     q: &View,
-    k: &View,
-    v: &View,
+    k: &Keys,
+    v: &Keys,
     mask: Option<&[f32]>,
     scale: f32,
     dims: Dims,
-    (row, g, shared): (usize, usize, usize),
+    (row, g): (usize, usize),
     out: &mut [f32],
 ) {
     let c = dims.d.div_ceil(16);
     debug_assert!(c <= MAX_VECTORS);
     match c {
-        1 => group_c::<1>(q, k, v, mask, scale, dims, (row, g, shared), out),
-        2 => group_c::<2>(q, k, v, mask, scale, dims, (row, g, shared), out),
-        3 => group_c::<3>(q, k, v, mask, scale, dims, (row, g, shared), out),
-        4 => group_c::<4>(q, k, v, mask, scale, dims, (row, g, shared), out),
-        5 => group_c::<5>(q, k, v, mask, scale, dims, (row, g, shared), out),
-        6 => group_c::<6>(q, k, v, mask, scale, dims, (row, g, shared), out),
-        7 => group_c::<7>(q, k, v, mask, scale, dims, (row, g, shared), out),
-        _ => group_c::<8>(q, k, v, mask, scale, dims, (row, g, shared), out),
+        1 => group_c::<1>(q, k, v, mask, scale, dims, (row, g), out),
+        2 => group_c::<2>(q, k, v, mask, scale, dims, (row, g), out),
+        3 => group_c::<3>(q, k, v, mask, scale, dims, (row, g), out),
+        4 => group_c::<4>(q, k, v, mask, scale, dims, (row, g), out),
+        5 => group_c::<5>(q, k, v, mask, scale, dims, (row, g), out),
+        6 => group_c::<6>(q, k, v, mask, scale, dims, (row, g), out),
+        7 => group_c::<7>(q, k, v, mask, scale, dims, (row, g), out),
+        _ => group_c::<8>(q, k, v, mask, scale, dims, (row, g), out),
     }
 }
 
@@ -96,27 +94,19 @@ pub(super) unsafe fn group(
 #[allow(clippy::too_many_arguments)]
 unsafe fn group_c<const C: usize>(
     q: &View,
-    k: &View,
-    v: &View,
+    k: &Keys,
+    v: &Keys,
     mask: Option<&[f32]>,
     scale: f32,
     dims: Dims,
-    (row, g, shared): (usize, usize, usize),
+    (row, g): (usize, usize),
     out: &mut [f32],
 ) {
     let Dims { rep, s, t, d } = dims;
     let queries = rep * s;
     assert_eq!(out.len(), queries * d);
     let masks: [__mmask16; C] = std::array::from_fn(|c| lanes(d - (c * 16).min(d)));
-    let last = |x: &View| x.offset + row * x.strides[0] + g * x.strides[1] + (t - 1) * x.strides[2];
-    assert!(last(k) + d <= k.data.len() && last(v) + d <= v.data.len());
-    assert!(shared <= t);
-    let slot = |x: &View, j: usize| {
-        let from = if j < shared { 0 } else { row };
-        x.data
-            .as_ptr()
-            .add(x.offset + from * x.strides[0] + g * x.strides[1] + j * x.strides[2])
-    };
+    let slot = |x: &Keys, j: usize| x.slot(row, g, j, d).as_ptr();
     // Query r of the group is head g · rep + r / s, query i = r % s, which sees t − s + i + 1
     // slots.
     let visible = |r: usize| t - s + r % s + 1;
