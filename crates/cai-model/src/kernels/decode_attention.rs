@@ -17,6 +17,8 @@ use crate::kernels::vector::{Avx2, Avx512};
 use rayon::prelude::*;
 
 #[cfg(target_arch = "x86_64")]
+mod cascade;
+#[cfg(target_arch = "x86_64")]
 mod grouped;
 
 /// Below this many multiply-adds the work stays on one thread.
@@ -224,6 +226,24 @@ impl CustomOp3 for DecodeAttention {
         let parallel = b * nh * s * t * d >= PARALLEL_WORK && rayon::current_num_threads() > 1;
         #[cfg(target_arch = "x86_64")]
         if s < BLOCKED_QUERIES && d <= 16 * grouped::MAX_VECTORS && Isa::detect() == Isa::Avx512 {
+            if cascade::applies(&k, shape, b) {
+                // SAFETY: AVX-512F is available, d is within the kernel's limit, and the
+                // prefix is held apart and seen whole by every query.
+                unsafe {
+                    cascade::run(
+                        &q,
+                        &k,
+                        &v,
+                        mask,
+                        self.scale,
+                        shape,
+                        (b, nkv),
+                        &mut out,
+                        parallel,
+                    )
+                };
+                return Ok((CpuStorage::F32(out), Shape::from((b, nh, s, d))));
+            }
             // A decode step: the heads of a key-value group together.
             let work = |bg: usize, chunk: &mut [f32]| {
                 // SAFETY: AVX-512F is available, d is within the kernel's limit, and the
@@ -237,6 +257,7 @@ impl CustomOp3 for DecodeAttention {
                         self.scale,
                         shape,
                         (bg / nkv, bg % nkv),
+                        None,
                         chunk,
                     )
                 }
@@ -673,9 +694,82 @@ mod tests {
                         let mut grouped = vec![f32::NAN; rep * s * d];
                         // SAFETY: AVX-512F is available and d ≤ 128.
                         unsafe {
-                            grouped::group(&q, &ak, &av, m, 0.3, dims, (row, g), &mut grouped)
+                            grouped::group(&q, &ak, &av, m, 0.3, dims, (row, g), None, &mut grouped)
                         };
                         close(&grouped, "grouped");
+                    }
+                }
+            }
+        }
+    }
+
+    /// The prefix's part as two products over every row's queries (`cascade`) gives what the
+    /// query-by-query kernel gives over every row's own copy, with the mask on both parts.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn the_prefix_as_products_matches_every_rows_copy() {
+        if !is_x86_feature_detected!("avx512f") {
+            return;
+        }
+        let (rep, nkv, t, d, shared) = (3, 2, 70, 64, 29);
+        let nh = rep * nkv;
+        for (b, s) in [(4, 1), (3, 2), (2, 3)] {
+            let kv = b * nkv * t * d;
+            let q_len = b * nh * s * d;
+            let mut data: Vec<f32> = (0..q_len + 2 * kv)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 40.0)
+                .collect();
+            for base in [q_len, q_len + kv] {
+                for row in 1..b {
+                    for g in 0..nkv {
+                        for j in 0..shared * d {
+                            data[base + row * nkv * t * d + g * t * d + j] =
+                                data[base + g * t * d + j];
+                        }
+                    }
+                }
+            }
+            let view = |strides: [usize; 4], offset: usize| View {
+                data: &data,
+                offset,
+                strides,
+            };
+            let q = view([nh * s * d, s * d, d, 1], 0);
+            let st = [nkv * t * d, t * d, d, 1];
+            let apart = |base| Keys {
+                own: view(st, base + shared * d),
+                head: Some(view(st, base)),
+                shared,
+            };
+            let (dk, dv) = (plain(view(st, q_len)), plain(view(st, q_len + kv)));
+            let (ak, av) = (apart(q_len), apart(q_len + kv));
+            let mut mask = vec![0f32; b * s * t];
+            for (i, m) in mask.iter_mut().enumerate() {
+                *m = match (i % 7, i % t) {
+                    (0, j) if j >= shared && j < t - s => f32::NEG_INFINITY,
+                    (3, j) if j < shared => -0.7,
+                    _ => 0.0,
+                };
+            }
+            let dims = Dims { rep, s, t, d };
+            assert!(cascade::applies(&ak, dims, b));
+            for m in [None, Some(mask.as_slice())] {
+                let mut want = vec![0f32; b * nh * s * d];
+                for (bh, chunk) in want.chunks_mut(s * d).enumerate() {
+                    let at = Head {
+                        row: bh / nh,
+                        head: bh % nh,
+                    };
+                    head_generic::<Scalar>(&q, &dk, &dv, m, 0.3, dims, at, chunk);
+                }
+                for parallel in [false, true] {
+                    let mut got = vec![f32::NAN; b * nh * s * d];
+                    // SAFETY: AVX-512F is available, d ≤ 128, and `applies` holds.
+                    unsafe {
+                        cascade::run(&q, &ak, &av, m, 0.3, dims, (b, nkv), &mut got, parallel)
+                    };
+                    for (a, w) in got.iter().zip(&want) {
+                        assert!((a - w).abs() < 1e-5, "b {b}, s {s}: {a} vs {w}");
                     }
                 }
             }
@@ -774,7 +868,7 @@ mod tests {
                     }
                     let mut got = vec![f32::NAN; rep * s * d];
                     // SAFETY: AVX-512F is available and d ≤ 128.
-                    unsafe { grouped::group(&q, &k, &v, m, 0.3, dims, (row, g), &mut got) };
+                    unsafe { grouped::group(&q, &k, &v, m, 0.3, dims, (row, g), None, &mut got) };
                     for (a, w) in got.iter().zip(&want) {
                         assert!(
                             (a - w).abs() < 1e-5,
@@ -825,7 +919,7 @@ mod tests {
             let mut out = vec![0f32; rep * s * d];
             let dims = Dims { rep, s, t, d };
             // SAFETY: AVX-512F is available and d ≤ 128.
-            unsafe { grouped::group(&q, &k, &v, None, 0.3, dims, (1, 1), &mut out) };
+            unsafe { grouped::group(&q, &k, &v, None, 0.3, dims, (1, 1), None, &mut out) };
             out
         };
         let own = run(&data, 0);

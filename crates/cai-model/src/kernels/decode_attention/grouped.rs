@@ -61,6 +61,10 @@ unsafe fn sums16(v: &[__m512; 16]) -> __m512 {
 /// the shared prefix's slots read once for every row ([`Keys`]). Writes `out [rep, s, d]`
 /// (the group's heads, in order).
 ///
+/// With `pre`, the scores of the prefix's `k.shared` slots come computed (scaled, unmasked,
+/// `[rep · s, shared]`, see `cascade`): the kernel takes them into the softmax, writes their
+/// probabilities back there, and sums only the values after the prefix.
+///
 /// # Safety
 /// The CPU supports AVX-512F and `d ≤ 16 · MAX_VECTORS`. (Every slot read is bounds-checked.)
 #[target_feature(enable = "avx512f")]
@@ -73,19 +77,20 @@ pub(super) unsafe fn group(
     scale: f32,
     dims: Dims,
     (row, g): (usize, usize),
+    pre: Option<&mut [f32]>,
     out: &mut [f32],
 ) {
     let c = dims.d.div_ceil(16);
     debug_assert!(c <= MAX_VECTORS);
     match c {
-        1 => group_c::<1>(q, k, v, mask, scale, dims, (row, g), out),
-        2 => group_c::<2>(q, k, v, mask, scale, dims, (row, g), out),
-        3 => group_c::<3>(q, k, v, mask, scale, dims, (row, g), out),
-        4 => group_c::<4>(q, k, v, mask, scale, dims, (row, g), out),
-        5 => group_c::<5>(q, k, v, mask, scale, dims, (row, g), out),
-        6 => group_c::<6>(q, k, v, mask, scale, dims, (row, g), out),
-        7 => group_c::<7>(q, k, v, mask, scale, dims, (row, g), out),
-        _ => group_c::<8>(q, k, v, mask, scale, dims, (row, g), out),
+        1 => group_c::<1>(q, k, v, mask, scale, dims, (row, g), pre, out),
+        2 => group_c::<2>(q, k, v, mask, scale, dims, (row, g), pre, out),
+        3 => group_c::<3>(q, k, v, mask, scale, dims, (row, g), pre, out),
+        4 => group_c::<4>(q, k, v, mask, scale, dims, (row, g), pre, out),
+        5 => group_c::<5>(q, k, v, mask, scale, dims, (row, g), pre, out),
+        6 => group_c::<6>(q, k, v, mask, scale, dims, (row, g), pre, out),
+        7 => group_c::<7>(q, k, v, mask, scale, dims, (row, g), pre, out),
+        _ => group_c::<8>(q, k, v, mask, scale, dims, (row, g), pre, out),
     }
 }
 
@@ -100,10 +105,13 @@ unsafe fn group_c<const C: usize>(
     scale: f32,
     dims: Dims,
     (row, g): (usize, usize),
+    mut pre: Option<&mut [f32]>,
     out: &mut [f32],
 ) {
     let Dims { rep, s, t, d } = dims;
     let queries = rep * s;
+    // Slots whose scores come in `pre` (and whose values are summed elsewhere).
+    let from = if pre.is_some() { k.shared } else { 0 };
     assert_eq!(out.len(), queries * d);
     let masks: [__mmask16; C] = std::array::from_fn(|c| lanes(d - (c * 16).min(d)));
     let slot = |x: &Keys, j: usize| x.slot(row, g, j, d).as_ptr();
@@ -122,7 +130,7 @@ unsafe fn group_c<const C: usize>(
             let vis = visible(r);
             let sr = &mut scores[r * t..(r + 1) * t];
             let mrow = mask.map(|m| &m[(row * s + i) * t..(row * s + i + 1) * t]);
-            for j0 in (0..vis).step_by(16) {
+            for j0 in (from..vis).step_by(16) {
                 let n = (vis - j0).min(16);
                 let mut parts = [_mm512_setzero_ps(); 16];
                 for (jj, part) in parts.iter_mut().enumerate().take(n) {
@@ -141,11 +149,20 @@ unsafe fn group_c<const C: usize>(
                 }
                 _mm512_mask_storeu_ps(sr.as_mut_ptr().add(j0), m, sv);
             }
+            if let Some(pre) = pre.as_deref() {
+                sr[..from].copy_from_slice(&pre[r * from..(r + 1) * from]);
+                if let Some(mrow) = mrow {
+                    sr[..from].iter_mut().zip(mrow).for_each(|(x, m)| *x += m);
+                }
+            }
             let seen = &mut sr[..vis];
             let max = seen.iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let inv = 1.0 / Avx512::exp_sum(seen, max);
             seen.iter_mut().for_each(|p| *p *= inv);
             sr[vis..].fill(0.0);
+            if let Some(pre) = pre.as_deref_mut() {
+                pre[r * from..(r + 1) * from].copy_from_slice(&sr[..from]);
+            }
         }
         // Σ_j p_j v_j, a few queries at a time (a value row read once for all of them), as
         // many as keep their outputs and a value row in registers.
@@ -158,7 +175,7 @@ unsafe fn group_c<const C: usize>(
         while r0 < queries {
             let rows = (queries - r0).min(most);
             let most_seen = (r0..r0 + rows).map(visible).max().unwrap_or(0);
-            let args = (&scores[..queries * t], r0, t, most_seen);
+            let args = (&scores[..queries * t], r0, t, from..most_seen);
             match rows {
                 4 => weigh::<C, 4>(args, &masks, |j| slot(v, j), out, d),
                 3 => weigh::<C, 3>(args, &masks, |j| slot(v, j), out, d),
@@ -170,14 +187,14 @@ unsafe fn group_c<const C: usize>(
     });
 }
 
-/// `out[r] = Σ_{j < vis} p[r][j] · v_j` for the `G` queries from `r0`, whose probabilities are
-/// zero past their own visible slots (`vis` is the most any of them sees).
+/// `out[r] = Σ_{j ∈ slots} p[r][j] · v_j` for the `G` queries from `r0`, whose probabilities
+/// are zero past their own visible slots (`slots` ends at the most any of them sees).
 ///
 /// Shapes: `scores` `[queries, t]`, `value(j)` `[d]`, `out` `[queries, d]`.
 #[target_feature(enable = "avx512f")]
 #[inline]
 unsafe fn weigh<const C: usize, const G: usize>(
-    (scores, r0, t, vis): (&[f32], usize, usize, usize),
+    (scores, r0, t, slots): (&[f32], usize, usize, std::ops::Range<usize>),
     masks: &[__mmask16; C],
     value: impl Fn(usize) -> *const f32,
     out: &mut [f32],
@@ -185,7 +202,7 @@ unsafe fn weigh<const C: usize, const G: usize>(
 ) {
     let mut acc = [[_mm512_setzero_ps(); C]; G];
     let p = scores.as_ptr().add(r0 * t);
-    for j in 0..vis {
+    for j in slots {
         let vj = value(j);
         let vv: [__m512; C] =
             std::array::from_fn(|c| _mm512_maskz_loadu_ps(masks[c], vj.add(c * 16)));
