@@ -14,7 +14,7 @@ use rayon::prelude::*;
 use crate::decoder::{Batch, Decoder};
 use crate::generate::{GenJob, GenOutput, Stopping};
 use crate::json_prefix::{self, JsonPrefix};
-use crate::kv_cache::KvCache;
+use crate::kv_cache::{reorder, KvCache};
 use crate::layers::Mode;
 use crate::prefix::Prefix;
 use crate::prefix_cache::PrefixCache;
@@ -311,31 +311,29 @@ impl<'a> DecodeBatch<'a> {
         let keep: Vec<usize> = (0..self.rows.len())
             .filter(|&r| !ids.contains(&self.rows[r].id))
             .collect();
-        self.keep_rows(&keep)
+        self.keep_rows(&keep).map(drop)
     }
 
-    /// Keep only the rows at these indices, in order, with their logits and cache rows.
-    fn keep_rows(&mut self, keep: &[usize]) -> Result<()> {
+    /// Keep only the rows at these indices (increasing), with their logits and cache rows;
+    /// rows may change places ([`KvCache::retain_rows`]). Returns the new order: each row's
+    /// old index.
+    fn keep_rows(&mut self, keep: &[usize]) -> Result<Vec<usize>> {
         if keep.len() == self.rows.len() {
-            return Ok(());
+            return Ok(keep.to_vec());
         }
         if keep.is_empty() {
             self.rows.clear();
             self.logits.clear();
             self.cache = None;
-            return Ok(());
+            return Ok(Vec::new());
         }
-        if let Some(cache) = &self.cache {
-            self.cache = Some(cache.select_rows(keep)?);
-        }
-        let mut rows: Vec<Option<Row>> = self.rows.drain(..).map(Some).collect();
-        let mut logits: Vec<Option<Vec<f32>>> = self.logits.drain(..).map(Some).collect();
-        for &r in keep {
-            self.rows.push(rows[r].take().expect("each row kept once"));
-            self.logits
-                .push(logits[r].take().expect("each row kept once"));
-        }
-        Ok(())
+        let order = match &mut self.cache {
+            Some(cache) => cache.retain_rows(keep)?,
+            None => keep.to_vec(),
+        };
+        reorder(&mut self.rows, &order);
+        reorder(&mut self.logits, &order);
+        Ok(order)
     }
 
     /// Leave the keys and values of the finished rows at these indices in the
@@ -441,7 +439,12 @@ impl<'a> DecodeBatch<'a> {
             }
         }
         self.keep_finished(&done)?;
-        self.keep_rows(&keep)?;
+        let order = self.keep_rows(&keep)?;
+        // The next tokens in the rows' new order.
+        let next: Vec<u32> = order
+            .iter()
+            .map(|r| next[keep.binary_search(r).expect("a kept row")])
+            .collect();
         if self.rows.is_empty() {
             return Ok(step);
         }

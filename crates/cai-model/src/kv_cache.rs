@@ -359,6 +359,37 @@ impl KvCache {
         })
     }
 
+    /// Keep only the rows `keep` (increasing), moving as few as possible: kept rows below
+    /// `keep.len()` stay where they are and the rows removed there take the kept rows from
+    /// above, copied in place, so removing one row of 32 copies at most one row, not 31.
+    /// Returns the new order: the old index of each row. The cache's memory must be its own
+    /// (it is, for a running batch: joins, expansions and growth allocate afresh).
+    pub fn retain_rows(&mut self, keep: &[usize]) -> Result<Vec<usize>> {
+        let n = keep.len();
+        let mut order: Vec<usize> = Vec::with_capacity(n);
+        let mut movers = keep.iter().copied().filter(|&r| r >= n);
+        let mut stays = keep.iter().copied().filter(|&r| r < n).peekable();
+        for i in 0..n {
+            if stays.peek() == Some(&i) {
+                order.push(stays.next().expect("peeked"));
+            } else {
+                order.push(movers.next().expect("a kept row above fills each hole"));
+            }
+        }
+        for (k, v) in &mut self.layers {
+            for t in [&mut *k, &mut *v] {
+                for (i, &from) in order.iter().enumerate().filter(|(i, f)| *i != **f) {
+                    let row = t.narrow(0, from, 1)?.force_contiguous()?;
+                    t.slice_set(&row, 0, i)?;
+                }
+                *t = t.narrow(0, 0, n)?;
+            }
+        }
+        reorder(&mut self.valid, &order);
+        reorder(&mut self.positions, &order);
+        Ok(order)
+    }
+
     /// A cache of `batch` rows that each start with this single-row cache's contents (a shared
     /// prefix computed once), with room for `capacity` slots. A marked prefix
     /// ([`KvCache::shared`]) is held once, apart from the rows, where attention can read it so
@@ -445,11 +476,12 @@ impl KvCache {
         }
         let n = slots.len();
         let slots: Vec<usize> = slots.into_iter().map(|i| i as usize).collect();
+        // Copied, never a view: the batch's memory is written in place ([`KvCache::retain_rows`]).
         let layers = self
             .row_view(row)?
             .gather(&slots)?
             .into_iter()
-            .map(|(k, v)| Ok((k.contiguous()?, v.contiguous()?)))
+            .map(|(k, v)| Ok((k.force_contiguous()?, v.force_contiguous()?)))
             .collect::<Result<_>>()?;
         Ok(Some(Self {
             layers,
@@ -695,6 +727,16 @@ impl KvCache {
     }
 }
 
+/// `items` as `order` lists them (old indices, each at most once; the rest are dropped).
+pub(crate) fn reorder<T>(items: &mut Vec<T>, order: &[usize]) {
+    let mut old: Vec<Option<T>> = items.drain(..).map(Some).collect();
+    items.extend(
+        order
+            .iter()
+            .map(|&i| old[i].take().expect("each item once")),
+    );
+}
+
 fn grow(t: &Tensor, capacity: usize, len: usize) -> Result<Tensor> {
     let (b, h, _, d) = t.dims4()?;
     let fresh = Tensor::zeros((b, h, capacity, d), t.dtype(), t.device())?;
@@ -784,6 +826,47 @@ mod tests {
             &cache.compact_row_from(2, 5).unwrap().unwrap(),
             &own.compact_row_from(2, 5).unwrap().unwrap(),
         );
+    }
+
+    /// Rows leave a running batch by moving kept rows from above into the holes: the cache
+    /// then holds what selecting those rows in that order holds, and decodes the same.
+    #[test]
+    fn retained_rows_move_into_the_holes_and_decode_the_same() {
+        let decoder = crate::test_util::tiny_decoder(64);
+        let prefix = Prefix::compute(&decoder, vec![1, 2, 3]).unwrap();
+        for apart in [true, false] {
+            let mut cache = prefix.cache.expand(5, 8).unwrap();
+            if !apart {
+                cache = cache.unshared();
+            }
+            step(&decoder, &mut cache, &[7, 8, 9, 10, 11]);
+            step(&decoder, &mut cache, &[12, 13, 14, 15, 16]);
+            let mut moved = cache.clone();
+            // `clone` shares memory: give `moved` its own, as a running batch has.
+            moved.layers = moved
+                .layers
+                .iter()
+                .map(|(k, v)| (k.force_contiguous().unwrap(), v.force_contiguous().unwrap()))
+                .collect();
+            let order = moved.retain_rows(&[0, 2, 4]).unwrap();
+            assert_eq!(order, [0, 4, 2]);
+            let mut selected = cache.select_rows(&order).unwrap();
+            assert_eq!(moved.valid(), selected.valid());
+            assert_eq!(moved.positions(), selected.positions());
+            for l in 0..2 {
+                let ((mk, mv), (sk, sv)) = (moved.layer(l), selected.layer(l));
+                for (a, b) in [(mk, sk), (mv, sv)] {
+                    let a: Vec<f32> = a.flatten_all().unwrap().to_vec1().unwrap();
+                    assert_eq!(a, b.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+                }
+            }
+            // The original keeps its rows (it shared no memory with the moved copy).
+            assert_eq!(cache.batch(), 5);
+            assert_eq!(
+                step(&decoder, &mut moved, &[20, 21, 22]),
+                step(&decoder, &mut selected, &[20, 21, 22])
+            );
+        }
     }
 
     #[test]
