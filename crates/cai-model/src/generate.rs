@@ -86,25 +86,13 @@ pub fn generate_batch_reusing(
     stopping: Stopping<'_>,
     reuse: Option<&PrefixCache>,
 ) -> Result<Vec<GenOutput>> {
-    let mut batch = DecodeBatch::new(decoder).with_reuse(reuse);
-    batch.add(
-        prefix,
-        jobs.iter()
-            .cloned()
-            .zip(0u64..)
-            .map(|(j, i)| (i, j))
-            .collect(),
-    )?;
-    let mut outputs: Vec<Option<GenOutput>> = vec![None; jobs.len()];
-    while !batch.is_empty() {
-        for (id, out) in batch.step(stopping)?.finished {
-            outputs[id as usize] = Some(out);
-        }
-    }
-    Ok(outputs
-        .into_iter()
-        .map(|o| o.expect("every row finishes"))
-        .collect())
+    // One batch of every job, prefilled in one pass: continuous batching without limits.
+    let unbounded = EngineLimits {
+        max_batch: usize::MAX,
+        max_batch_tokens: usize::MAX,
+        ..EngineLimits::default()
+    };
+    generate_continuous(decoder, prefix, jobs, stopping, reuse, unbounded)
 }
 
 /// Generate for any number of jobs that share `prefix` (if any) with continuous batching: at
