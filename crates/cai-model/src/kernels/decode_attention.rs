@@ -262,15 +262,7 @@ impl CustomOp3 for DecodeAttention {
                     )
                 }
             };
-            if parallel {
-                out.par_chunks_mut(rep * s * d)
-                    .enumerate()
-                    .for_each(|(bg, c)| work(bg, c));
-            } else {
-                out.chunks_mut(rep * s * d)
-                    .enumerate()
-                    .for_each(|(bg, c)| work(bg, c));
-            }
+            each_chunk(&mut out, rep * s * d, parallel, work);
             return Ok((CpuStorage::F32(out), Shape::from((b, nh, s, d))));
         }
         let work = |bh: usize, chunk: &mut [f32]| {
@@ -293,16 +285,19 @@ impl CustomOp3 for DecodeAttention {
                 _ => head_generic::<Scalar>(&q, &k, &v, mask, self.scale, shape, at, chunk),
             }
         };
-        if parallel {
-            out.par_chunks_mut(s * d)
-                .enumerate()
-                .for_each(|(bh, c)| work(bh, c));
-        } else {
-            out.chunks_mut(s * d)
-                .enumerate()
-                .for_each(|(bh, c)| work(bh, c));
-        }
+        each_chunk(&mut out, s * d, parallel, work);
         Ok((CpuStorage::F32(out), Shape::from((b, nh, s, d))))
+    }
+}
+
+/// `f(i, chunk)` for each `size`-long chunk `i` of `out`, on rayon's threads when `parallel`.
+fn each_chunk(out: &mut [f32], size: usize, parallel: bool, f: impl Fn(usize, &mut [f32]) + Sync) {
+    if parallel {
+        out.par_chunks_mut(size)
+            .enumerate()
+            .for_each(|(i, c)| f(i, c));
+    } else {
+        out.chunks_mut(size).enumerate().for_each(|(i, c)| f(i, c));
     }
 }
 

@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use super::{grouped, Dims, Keys, View};
+use super::{each_chunk, grouped, Dims, Keys, View};
 use crate::kernels::dense::{self, Mat};
 
 /// Fewest queries of one key-value head (rows × heads per group × queries per row) that make
@@ -64,15 +64,7 @@ pub(super) unsafe fn run(
         };
         dense::gemm(dst, p, Mat::rows(&qg, d), keys, n_q, p, d, scale, false, 1);
     };
-    if parallel {
-        pre.par_chunks_mut(n_q * p)
-            .enumerate()
-            .for_each(|(g, c)| scores_of(g, c));
-    } else {
-        pre.chunks_mut(n_q * p)
-            .enumerate()
-            .for_each(|(g, c)| scores_of(g, c));
-    }
+    each_chunk(&mut pre, n_q * p, parallel, scores_of);
     // Each (row, key-value head) in `out`'s order: its own slots, and the softmax of both.
     let mut units: Vec<Option<&mut [f32]>> = (0..b * nkv).map(|_| None).collect();
     for (n, chunk) in pre.chunks_mut(per_row * p).enumerate() {
